@@ -1,0 +1,1 @@
+//! Parameter initialisers (Kaiming, Xavier) drawing from an explicit seeded RNG.

@@ -1,0 +1,19 @@
+//! The CNN engine: tensors, ops, graphs, gradients, losses and optimisers. No UI, no files.
+
+pub mod error;
+pub mod gemm;
+pub mod gradcheck;
+pub mod graph;
+pub mod init;
+pub mod loss;
+pub mod ops;
+pub mod optim;
+pub mod tensor;
+
+pub use error::{GraphError, OpError};
+pub use graph::{
+    BackwardRequest, ForwardOptions, ForwardPass, Graph, GraphDef, Gradients, Keep, Param,
+    ValueId,
+};
+pub use ops::{Mode, Op};
+pub use tensor::Tensor;

@@ -1,0 +1,326 @@
+//! The closed set of operations a graph node can perform, dispatched with `match`.
+//!
+//! Each op family lives in its own file with one forward/backward pair per op; this file only
+//! routes a node's inputs to them. Conventions shared by every family:
+//! - images are NCHW `[n, c, h, w]`; shapes are documented on every public function;
+//! - `backward` gets the node's inputs, its output `y`, what forward saved, and `d_y` (the
+//!   gradient of the seed w.r.t. `y`, same shape as `y`); it returns one `Option<Tensor>` per
+//!   input, computing only those whose `needs[i]` is true;
+//! - ops never panic on user-influenced data: shape problems are [`OpError`]s.
+
+pub mod activation;
+pub mod conv;
+pub mod dropout;
+pub mod elementwise;
+pub mod linear;
+pub mod norm;
+pub mod pool;
+pub mod shape;
+
+use serde::{Deserialize, Serialize};
+
+pub use activation::Activation;
+pub use conv::{Conv2dSpec, Padding2d};
+pub use elementwise::BinaryOp;
+pub use linear::GemmSpec;
+pub use norm::BatchNormSpec;
+pub use pool::Pool2dSpec;
+pub use shape::PadSpec;
+
+use super::error::OpError;
+use super::tensor::Tensor;
+
+/// One node's operation. Input order is part of each variant's contract.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Inputs: x `[n, c_in, h, w]`, weight `[c_out, c_in / groups, kh, kw]`, optional bias `[c_out]`.
+    Conv2d(Conv2dSpec),
+    /// Inputs: x `[n, c, h, w]`, gamma `[c]`, beta `[c]`, running_mean `[c]`, running_var `[c]`.
+    BatchNorm2d(BatchNormSpec),
+    /// Element-wise activation. Input: x (any shape).
+    Activation(Activation),
+    /// Input: x `[n, c, h, w]`.
+    MaxPool2d(Pool2dSpec),
+    /// Input: x `[n, c, h, w]`.
+    AvgPool2d(Pool2dSpec),
+    /// `[n, c, h, w]` → `[n, c, 1, 1]`.
+    GlobalAvgPool,
+    /// Constant padding of any dimensions. Input: x.
+    Pad(PadSpec),
+    /// `[d0, .., d(axis-1), d(axis), ..]` → `[d0 * .. * d(axis-1), d(axis) * ..]` (ONNX Flatten).
+    Flatten { axis: usize },
+    /// ONNX Reshape semantics: `0` copies the input's dimension, one `-1` is inferred.
+    Reshape { shape: Vec<i64> },
+    /// Permutes dimensions: output dim i is input dim `perm[i]`.
+    Transpose { perm: Vec<usize> },
+    /// Inputs: a, b, optional c. `alpha * op(a) @ op(b) + beta * c` (ONNX Gemm; Linear is
+    /// `trans_b = true` with weight `[out, in]`).
+    Gemm(GemmSpec),
+    /// Inputs: a `[.., m, k]`, b `[.., k, n]` with broadcast batch dimensions (ONNX MatMul).
+    MatMul,
+    /// Inputs: a, b with numpy broadcasting.
+    Binary(BinaryOp),
+    /// Concatenation of all inputs along `axis`.
+    Concat { axis: usize },
+    /// Inverted dropout with probability `p` in training; identity in evaluation.
+    Dropout { p: f32 },
+    /// Softmax along `axis`.
+    Softmax { axis: usize },
+    Identity,
+}
+
+/// Per-node state that forward keeps for backward.
+#[derive(Clone, Debug, Default)]
+pub enum Saved {
+    #[default]
+    None,
+    /// Flat input index of each max-pool output's winner.
+    Argmax(Vec<u32>),
+    /// Per-channel statistics used by this batch norm pass (batch or running ones).
+    BatchNorm { mean: Vec<f32>, inv_std: Vec<f32> },
+    /// Dropout's scale per element (0 or 1/(1-p)).
+    Mask(Vec<f32>),
+}
+
+/// Whether a pass trains (batch statistics, dropout) or evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Mode {
+    #[default]
+    Eval,
+    Train,
+}
+
+/// What an op needs besides its inputs during forward.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardCtx {
+    pub mode: Mode,
+    /// Seed for this node's randomness (dropout), derived from the pass seed and node index so
+    /// that results do not depend on thread scheduling.
+    pub seed: u64,
+}
+
+/// The result of one op's forward pass.
+#[derive(Debug)]
+pub struct OpOutput {
+    pub y: Tensor,
+    pub saved: Saved,
+    /// Batch norm in training: the new running mean and variance (inputs 3 and 4).
+    pub running_stats: Option<(Tensor, Tensor)>,
+}
+
+impl OpOutput {
+    fn plain(y: Tensor) -> Self {
+        Self {
+            y,
+            saved: Saved::None,
+            running_stats: None,
+        }
+    }
+}
+
+impl Op {
+    /// Short name for messages and summaries, e.g. `Conv2d`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Op::Conv2d(_) => "Conv2d",
+            Op::BatchNorm2d(_) => "BatchNorm2d",
+            Op::Activation(a) => a.name(),
+            Op::MaxPool2d(_) => "MaxPool2d",
+            Op::AvgPool2d(_) => "AvgPool2d",
+            Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::Pad(_) => "Pad",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Gemm(_) => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Binary(b) => b.name(),
+            Op::Concat { .. } => "Concat",
+            Op::Dropout { .. } => "Dropout",
+            Op::Softmax { .. } => "Softmax",
+            Op::Identity => "Identity",
+        }
+    }
+
+    /// The allowed number of inputs.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Conv2d(_) => (2, 3),
+            Op::BatchNorm2d(_) => (5, 5),
+            Op::Gemm(_) => (2, 3),
+            Op::MatMul | Op::Binary(_) => (2, 2),
+            Op::Concat { .. } => (1, usize::MAX),
+            _ => (1, 1),
+        }
+    }
+
+    /// Output shape for the given input shapes, checking everything forward would check.
+    pub fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, OpError> {
+        let (lo, hi) = self.arity();
+        if inputs.len() < lo || inputs.len() > hi {
+            crate::op_bail!(
+                "takes {} inputs, got {}",
+                if lo == hi {
+                    lo.to_string()
+                } else if hi == usize::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("{lo} to {hi}")
+                },
+                inputs.len()
+            );
+        }
+        let x = inputs[0];
+        match self {
+            Op::Conv2d(s) => conv::output_shape(s, x, inputs[1], inputs.get(2).copied()),
+            Op::BatchNorm2d(_) => norm::output_shape(x, &inputs[1..]),
+            Op::Activation(_) | Op::Dropout { .. } | Op::Identity => Ok(x.to_vec()),
+            Op::Softmax { axis } => shape::check_axis(*axis, x).map(|_| x.to_vec()),
+            Op::MaxPool2d(s) | Op::AvgPool2d(s) => pool::output_shape(s, x),
+            Op::GlobalAvgPool => pool::global_output_shape(x),
+            Op::Pad(s) => shape::pad_output_shape(s, x),
+            Op::Flatten { axis } => shape::flatten_output_shape(*axis, x),
+            Op::Reshape { shape } => shape::reshape_output_shape(shape, x),
+            Op::Transpose { perm } => shape::transpose_output_shape(perm, x),
+            Op::Gemm(s) => linear::gemm_output_shape(s, x, inputs[1], inputs.get(2).copied()),
+            Op::MatMul => linear::matmul_output_shape(x, inputs[1]),
+            Op::Binary(_) => elementwise::broadcast_shape(x, inputs[1]),
+            Op::Concat { axis } => shape::concat_output_shape(*axis, inputs),
+        }
+    }
+
+    /// Runs the op. `inputs` are in the order documented on each variant.
+    pub fn forward(&self, inputs: &[&Tensor], ctx: ForwardCtx) -> Result<OpOutput, OpError> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        self.output_shape(&shapes)?;
+        let x = inputs[0];
+        let training = ctx.mode == Mode::Train;
+        Ok(match self {
+            Op::Conv2d(s) => OpOutput::plain(conv::forward(s, x, inputs[1], inputs.get(2).copied())?),
+            Op::BatchNorm2d(s) => {
+                let (y, mean, inv_std, running) = norm::forward(
+                    s, x, inputs[1], inputs[2], inputs[3], inputs[4], training,
+                )?;
+                OpOutput {
+                    y,
+                    saved: Saved::BatchNorm { mean, inv_std },
+                    running_stats: running,
+                }
+            }
+            Op::Activation(a) => OpOutput::plain(activation::forward(*a, x)),
+            Op::MaxPool2d(s) => {
+                let (y, argmax) = pool::max_forward(s, x)?;
+                OpOutput {
+                    y,
+                    saved: Saved::Argmax(argmax),
+                    running_stats: None,
+                }
+            }
+            Op::AvgPool2d(s) => OpOutput::plain(pool::avg_forward(s, x)?),
+            Op::GlobalAvgPool => OpOutput::plain(pool::global_avg_forward(x)?),
+            Op::Pad(s) => OpOutput::plain(shape::pad_forward(s, x)?),
+            Op::Flatten { axis } => {
+                OpOutput::plain(x.clone().reshaped(shape::flatten_output_shape(*axis, x.shape())?)?)
+            }
+            Op::Reshape { shape } => {
+                OpOutput::plain(x.clone().reshaped(shape::reshape_output_shape(shape, x.shape())?)?)
+            }
+            Op::Transpose { perm } => OpOutput::plain(shape::transpose_forward(perm, x)?),
+            Op::Gemm(s) => {
+                OpOutput::plain(linear::gemm_forward(s, x, inputs[1], inputs.get(2).copied())?)
+            }
+            Op::MatMul => OpOutput::plain(linear::matmul_forward(x, inputs[1])?),
+            Op::Binary(b) => OpOutput::plain(elementwise::forward(*b, x, inputs[1])?),
+            Op::Concat { axis } => OpOutput::plain(shape::concat_forward(*axis, inputs)?),
+            Op::Dropout { p } => {
+                if training && *p > 0.0 {
+                    let (y, mask) = dropout::forward(*p, x, ctx.seed)?;
+                    OpOutput {
+                        y,
+                        saved: Saved::Mask(mask),
+                        running_stats: None,
+                    }
+                } else {
+                    OpOutput::plain(x.clone())
+                }
+            }
+            Op::Softmax { axis } => OpOutput::plain(activation::softmax_forward(*axis, x)?),
+            Op::Identity => OpOutput::plain(x.clone()),
+        })
+    }
+
+    /// Gradients of the node's inputs given `d_y`; `needs[i]` says which to compute.
+    pub fn backward(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        saved: &Saved,
+        d_y: &Tensor,
+        needs: &[bool],
+        mode: Mode,
+    ) -> Result<Vec<Option<Tensor>>, OpError> {
+        if d_y.shape() != y.shape() {
+            crate::op_bail!(
+                "gradient shape {:?} does not match output shape {:?}",
+                d_y.shape(),
+                y.shape()
+            );
+        }
+        let x = inputs[0];
+        let only_x = |d_x: Tensor| vec![Some(d_x)];
+        Ok(match self {
+            Op::Conv2d(s) => conv::backward(s, x, inputs[1], inputs.len() > 2, d_y, needs)?,
+            Op::BatchNorm2d(s) => {
+                let Saved::BatchNorm { mean, inv_std } = saved else {
+                    crate::op_bail!("batch norm backward without saved statistics");
+                };
+                norm::backward(s, x, inputs[1], mean, inv_std, d_y, needs, mode == Mode::Train)?
+            }
+            Op::Activation(a) => only_x(activation::backward(*a, x, y, d_y)),
+            Op::MaxPool2d(_) => {
+                let Saved::Argmax(argmax) = saved else {
+                    crate::op_bail!("max pool backward without saved winners");
+                };
+                only_x(pool::max_backward(x.shape(), argmax, d_y)?)
+            }
+            Op::AvgPool2d(s) => only_x(pool::avg_backward(s, x.shape(), d_y)?),
+            Op::GlobalAvgPool => only_x(pool::global_avg_backward(x.shape(), d_y)?),
+            Op::Pad(s) => only_x(shape::pad_backward(s, x.shape(), d_y)?),
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => {
+                only_x(d_y.clone().reshaped(x.shape().to_vec())?)
+            }
+            Op::Transpose { perm } => only_x(shape::transpose_backward(perm, d_y)?),
+            Op::Gemm(s) => linear::gemm_backward(s, x, inputs[1], inputs.get(2).copied(), d_y, needs)?,
+            Op::MatMul => linear::matmul_backward(x, inputs[1], d_y, needs)?,
+            Op::Binary(b) => elementwise::backward(*b, x, inputs[1], y, d_y, needs)?,
+            Op::Concat { axis } => shape::concat_backward(*axis, inputs, d_y)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            Op::Dropout { .. } => match saved {
+                Saved::Mask(mask) => only_x(dropout::backward(mask, d_y)?),
+                _ => only_x(d_y.clone()),
+            },
+            Op::Softmax { axis } => only_x(activation::softmax_backward(*axis, y, d_y)?),
+        })
+    }
+
+    /// Multiply-accumulate count of one forward pass for the given input shapes (for summaries).
+    pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
+        let out: u64 = output.iter().map(|&d| d as u64).product();
+        match self {
+            Op::Conv2d(_) => {
+                // each output element reads (c_in / groups) * kh * kw weights
+                let w = inputs.get(1).copied().unwrap_or(&[]);
+                out * w.iter().skip(1).map(|&d| d as u64).product::<u64>()
+            }
+            Op::Gemm(s) => {
+                let a = inputs[0];
+                let k = if s.trans_a { a.first() } else { a.get(1) };
+                out * k.copied().unwrap_or(0) as u64
+            }
+            Op::MatMul => out * inputs[0].last().copied().unwrap_or(0) as u64,
+            _ => 0,
+        }
+    }
+}

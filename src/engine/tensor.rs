@@ -1,0 +1,204 @@
+//! The engine's tensor: a dense, contiguous, row-major (C order) `f32` array.
+//!
+//! Images travel as NCHW: `[batch, channels, height, width]`. The type keeps its buffer as a
+//! plain `Vec<f32>` so that kernels work on slices without layout checks; `view()` and
+//! `from_array()` bridge to `ndarray` for code that prefers it.
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use super::error::OpError;
+
+/// The largest number of elements one tensor may hold (2^32, i.e. 16 GiB of f32).
+/// Shapes beyond this are refused before any allocation: they come from hostile or broken files.
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+/// Number of elements of a shape, or `None` when it overflows or exceeds [`MAX_ELEMENTS`].
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    let mut n: usize = 1;
+    for &d in shape {
+        n = n.checked_mul(d)?;
+    }
+    (n <= MAX_ELEMENTS).then_some(n)
+}
+
+/// Human-readable shape, e.g. `[1, 3, 224, 224]`.
+pub fn fmt_shape(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+impl Tensor {
+    /// A tensor from a shape and its row-major data; the lengths must agree.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, OpError> {
+        let n = checked_numel(&shape)
+            .ok_or_else(|| OpError(format!("shape {shape:?} is too large")))?;
+        if n != data.len() {
+            return Err(OpError(format!(
+                "shape {shape:?} needs {n} elements but {} were given",
+                data.len()
+            )));
+        }
+        Ok(Self { shape, data })
+    }
+
+    /// Zeros of a shape. Panics only on shapes over [`MAX_ELEMENTS`], which callers derive from
+    /// validated graphs; use [`Tensor::try_zeros`] for shapes from outside.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, 0.0)
+    }
+
+    pub fn try_zeros(shape: &[usize]) -> Result<Self, OpError> {
+        let n = checked_numel(shape)
+            .ok_or_else(|| OpError(format!("shape {shape:?} is too large")))?;
+        Ok(Self {
+            shape: shape.to_vec(),
+            data: vec![0.0; n],
+        })
+    }
+
+    pub fn full(shape: &[usize], value: f32) -> Self {
+        let n: usize = shape.iter().product();
+        Self {
+            shape: shape.to_vec(),
+            data: vec![value; n],
+        }
+    }
+
+    /// A rank-0 tensor holding one number.
+    pub fn scalar(value: f32) -> Self {
+        Self {
+            shape: vec![],
+            data: vec![value],
+        }
+    }
+
+    /// Copies an ndarray array (any layout) into a contiguous tensor.
+    pub fn from_array(a: ArrayD<f32>) -> Self {
+        let shape = a.shape().to_vec();
+        let data = if a.is_standard_layout() {
+            a.into_raw_vec_and_offset().0
+        } else {
+            a.iter().copied().collect()
+        };
+        Self { shape, data }
+    }
+
+    pub fn view(&self) -> ArrayViewD<'_, f32> {
+        // The invariant `shape.product() == data.len()` holds for every constructor.
+        ArrayViewD::from_shape(IxDyn(&self.shape), &self.data)
+            .unwrap_or_else(|_| unreachable!("tensor invariant: shape matches data"))
+    }
+
+    pub fn to_array(&self) -> ArrayD<f32> {
+        self.view().to_owned()
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// The same data under another shape with the same number of elements.
+    pub fn reshaped(self, shape: Vec<usize>) -> Result<Self, OpError> {
+        Self::new(shape, self.data)
+    }
+
+    /// `[n, c, h, w]` of a rank-4 tensor, or an error naming the actual shape.
+    pub fn dims4(&self) -> Result<[usize; 4], OpError> {
+        dims4(&self.shape)
+    }
+
+    /// Element-wise map into a new tensor of the same shape.
+    pub fn map(&self, f: impl Fn(f32) -> f32) -> Self {
+        Self {
+            shape: self.shape.clone(),
+            data: self.data.iter().map(|&v| f(v)).collect(),
+        }
+    }
+
+    /// `self += other` element-wise; shapes must be equal.
+    pub fn add_assign(&mut self, other: &Tensor) -> Result<(), OpError> {
+        if self.shape != other.shape {
+            return Err(OpError(format!(
+                "cannot add shapes {:?} and {:?}",
+                self.shape, other.shape
+            )));
+        }
+        for (a, b) in self.data.iter_mut().zip(&other.data) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    /// True when any element is NaN or infinite.
+    pub fn has_non_finite(&self) -> bool {
+        self.data.iter().any(|v| !v.is_finite())
+    }
+
+    /// Largest absolute element (0 for an empty tensor).
+    pub fn max_abs(&self) -> f32 {
+        self.data.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    }
+}
+
+/// `[n, c, h, w]` of a rank-4 shape.
+pub fn dims4(shape: &[usize]) -> Result<[usize; 4], OpError> {
+    match shape {
+        &[n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(OpError(format!(
+            "expected a 4-D tensor [N, C, H, W], got shape {shape:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rejects_mismatched_lengths() {
+        assert!(Tensor::new(vec![2, 3], vec![0.0; 5]).is_err());
+        assert!(Tensor::new(vec![2, 3], vec![0.0; 6]).is_ok());
+    }
+
+    #[test]
+    fn huge_shapes_are_refused_before_allocation() {
+        assert!(Tensor::try_zeros(&[1 << 20, 1 << 20]).is_err());
+        assert!(checked_numel(&[usize::MAX, 2]).is_none());
+    }
+
+    #[test]
+    fn ndarray_round_trip_keeps_row_major_order() {
+        let t = Tensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = t.to_array();
+        assert_eq!(a[[1, 0]], 3.0);
+        let back = Tensor::from_array(a.reversed_axes());
+        assert_eq!(back.shape(), &[3, 2]);
+        assert_eq!(back.data(), &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+}

@@ -1,0 +1,7 @@
+//! convscope: a native desktop microscope for convolutional neural networks.
+//!
+//! Layers (dependencies point downwards only): `cli` → `models` → `engine`.
+
+pub mod cli;
+pub mod engine;
+pub mod models;

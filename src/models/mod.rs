@@ -1,0 +1,1 @@
+//! Building and loading graphs: presets, the RON model description, safetensors checkpoints.
