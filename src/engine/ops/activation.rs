@@ -254,6 +254,7 @@ pub fn softmax_backward(axis: usize, y: &Tensor, d_y: &Tensor) -> Result<Tensor,
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};

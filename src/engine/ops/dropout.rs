@@ -67,6 +67,7 @@ pub fn backward(mask: &[f32], d_y: &Tensor) -> Result<Tensor, OpError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
@@ -112,8 +113,8 @@ mod tests {
     fn gradient_in_training() {
         let op = Op::Dropout { p: 0.4 };
         let x = test_tensor(&[2, 3, 4, 4], 5);
-        assert_op_gradients(&op, &[x.clone()], &[true], Mode::Train, 1e-2);
-        assert_op_gradients(&op, &[x.clone()], &[true], Mode::Eval, 1e-2);
+        assert_op_gradients(&op, std::slice::from_ref(&x), &[true], Mode::Train, 1e-2);
+        assert_op_gradients(&op, std::slice::from_ref(&x), &[true], Mode::Eval, 1e-2);
         let ctx = ForwardCtx {
             mode: Mode::Eval,
             seed: 1,

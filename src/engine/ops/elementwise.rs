@@ -355,6 +355,7 @@ pub fn backward(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};

@@ -359,6 +359,7 @@ pub fn matmul_backward(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::gemm::sgemm_naive;

@@ -83,6 +83,9 @@ fn affine_per_channel(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32
     y
 }
 
+/// (y, mean used, inv_std used, new running (mean, var) when training).
+pub type BatchNormOutput = (Tensor, Vec<f32>, Vec<f32>, Option<(Tensor, Tensor)>);
+
 /// Returns (y, mean used, inv_std used, new running (mean, var) when training).
 /// Training uses batch statistics (biased variance for normalising, unbiased for the running
 /// update, as PyTorch); evaluation uses the running statistics.
@@ -94,7 +97,7 @@ pub fn forward(
     running_mean: &Tensor,
     running_var: &Tensor,
     training: bool,
-) -> Result<(Tensor, Vec<f32>, Vec<f32>, Option<(Tensor, Tensor)>), OpError> {
+) -> Result<BatchNormOutput, OpError> {
     output_shape(
         x.shape(),
         &[
@@ -266,6 +269,7 @@ pub fn backward(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};

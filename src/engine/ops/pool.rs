@@ -396,6 +396,7 @@ pub fn global_avg_backward(x_shape: &[usize], d_y: &Tensor) -> Result<Tensor, Op
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
@@ -600,7 +601,7 @@ mod tests {
             let x = distinct(&[2, 2, 7, 6], 5);
             assert_op_gradients(
                 &Op::MaxPool2d(s.clone()),
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 &[true],
                 Mode::Eval,
                 1e-2,
