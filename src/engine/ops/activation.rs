@@ -82,7 +82,8 @@ impl Activation {
 
     /// d act / dx at x (y = act(x) is given for the activations whose derivative uses it).
     /// At kinks the choice is PyTorch's: ReLU 0 at 0, Clip (hardtanh) 0 at both bounds,
-    /// HardSigmoid 0 at its bounds, HardSwish `x/3 + 1/2` on [-3, 3].
+    /// HardSigmoid 0 at its bounds, HardSwish `x/3 + 1/2` on the open (-3, 3), 0 at -3 and 1
+    /// at 3 (torch 2.x's hardswish_backward).
     #[inline(always)]
     pub fn derivative(self, x: f32, y: f32) -> f32 {
         match self {
@@ -102,9 +103,9 @@ impl Activation {
                 if z > 0.0 && z < 1.0 { alpha } else { 0.0 }
             }
             Activation::HardSwish => {
-                if x < -3.0 {
+                if x <= -3.0 {
                     0.0
-                } else if x <= 3.0 {
+                } else if x < 3.0 {
                     x / 3.0 + 0.5
                 } else {
                     1.0
@@ -320,7 +321,7 @@ mod tests {
             .iter()
             .map(|&x| Activation::HardSwish.derivative(x, 0.0))
             .collect();
-        assert_eq!(dh, vec![0.0, -0.5, 0.0, 0.5, 0.8333334, 1.5, 1.0]);
+        assert_eq!(dh, vec![0.0, 0.0, 0.0, 0.5, 0.8333334, 1.0, 1.0]);
         let relu6 = Activation::Clip { min: 0.0, max: 6.0 };
         assert_eq!(relu6.apply(7.0), 6.0);
         assert_eq!(relu6.derivative(6.0, 6.0), 0.0);

@@ -442,6 +442,48 @@ mod tests {
         }
     }
 
+    /// A random shape of rank <= 4 and a second shape broadcast-compatible with it.
+    fn shape_pair() -> impl proptest::strategy::Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec(1usize..5, 0..5),
+            any::<u64>(),
+            0usize..5,
+        )
+            .prop_map(|(full, bits, drop)| {
+                // the second shape: a suffix of `full` with some dims set to 1
+                let start = drop.min(full.len());
+                let small: Vec<usize> = full[start..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| if bits >> i & 1 == 1 { 1 } else { d })
+                    .collect();
+                (full, small)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        #[test]
+        fn fast_paths_match_naive_on_random_shapes((sa, sb) in shape_pair(), swap: bool, seed in 0u64..1000) {
+            let (sa, sb) = if swap { (sb, sa) } else { (sa, sb) };
+            let a = away_from_zero(&sa, seed);
+            let b = away_from_zero(&sb, seed + 1);
+            for op in OPS {
+                proptest::prop_assert_eq!(forward(op, &a, &b).unwrap(), forward_naive(op, &a, &b).unwrap());
+            }
+            let out = broadcast_shape(&sa, &sb).unwrap();
+            let g = test_tensor(&out, seed + 2);
+            for target in [&sa, &sb] {
+                let r = reduce_to_shape(&g, target).unwrap();
+                let r_naive = reduce_strided(g.data(), target, &out);
+                for (x, y) in r.data().iter().zip(&r_naive) {
+                    proptest::prop_assert!((x - y).abs() < 1e-4);
+                }
+            }
+        }
+    }
+
     #[test]
     fn values() {
         let a = Tensor::new(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();

@@ -595,6 +595,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn fast_kernels_match_naive_on_random_geometries(
+            kh in 1usize..5, kw in 1usize..5, sh in 1usize..4, sw in 1usize..4,
+            pads in proptest::array::uniform4(0usize..3),
+            h in 1usize..10, w in 1usize..10, ceil: bool, include: bool, seed in 0u64..1000,
+        ) {
+            let padding = Padding2d { top: pads[0], left: pads[1], bottom: pads[2], right: pads[3] };
+            let s = Pool2dSpec { kernel: [kh, kw], stride: [sh, sw], padding, ceil_mode: ceil, count_include_pad: include };
+            let x = test_tensor(&[2, 2, h, w], seed);
+            match max_naive(&s, &x) {
+                Err(_) => proptest::prop_assert!(max_forward(&s, &x).is_err()),
+                Ok(want) => {
+                    proptest::prop_assert_eq!(max_forward(&s, &x).unwrap(), want);
+                    let a = avg_forward(&s, &x).unwrap();
+                    let b = avg_naive(&s, &x).unwrap();
+                    for (u, v) in a.data().iter().zip(b.data()) {
+                        proptest::prop_assert!((u - v).abs() < 1e-5);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn gradients_for_many_geometries() {
         for s in geometries() {

@@ -612,6 +612,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        #[test]
+        fn transpose_matches_naive_on_random_shapes(
+            dims in proptest::collection::vec(1usize..6, 1..6),
+            keys in proptest::collection::vec(proptest::prelude::any::<u32>(), 6),
+            seed in 0u64..1000,
+        ) {
+            let mut perm: Vec<usize> = (0..dims.len()).collect();
+            perm.sort_by_key(|&i| keys[i]);
+            let x = test_tensor(&dims, seed);
+            proptest::prop_assert_eq!(transpose_forward(&perm, &x).unwrap(), transpose_naive(&perm, &x).unwrap());
+        }
+    }
+
     #[test]
     fn transpose_large_single_matrix_matches_naive() {
         let x = test_tensor(&[70, 130], 4);
