@@ -130,7 +130,10 @@ impl CifarSet {
     /// Record `i` as a raw sample `[c, h, w]` in [0, 1] (before normalisation).
     pub fn load_raw(&self, i: usize) -> DataResult<Tensor> {
         let rec = self.record(i).ok_or_else(|| {
-            DataError::invalid(format!("CIFAR-10 index {i} is out of range: {} records", self.len()))
+            DataError::invalid(format!(
+                "CIFAR-10 index {i} is out of range: {} records",
+                self.len()
+            ))
         })?;
         let planes = rec[1..].iter().map(|&v| v as f32 / 255.0).collect(); // (3, 32, 32)
         self.preprocess.to_raw(planes, 3, SIDE, SIDE)

@@ -141,7 +141,10 @@ impl ImageFolder {
         options.validate()?;
         let given = root.as_ref();
         if !given.is_dir() {
-            return Err(DataError::path(given, "is not a folder (or does not exist)"));
+            return Err(DataError::path(
+                given,
+                "is not a folder (or does not exist)",
+            ));
         }
         let root = look_through_wrappers(given)?;
         let mut skipped = Vec::new();
@@ -243,7 +246,9 @@ impl ImageFolder {
     /// Per-class counts of one split.
     pub fn class_counts(&self, split: Split) -> Vec<usize> {
         let mut counts = vec![0; self.classes.len()];
-        self.items(split).iter().for_each(|it| counts[it.label] += 1);
+        self.items(split)
+            .iter()
+            .for_each(|it| counts[it.label] += 1);
         counts
     }
 
@@ -334,7 +339,8 @@ fn has_image_extension(path: &Path) -> bool {
 /// Visible entries of a folder split into (sub-folders, files), each sorted by name. Symlinks
 /// to folders count as files-that-are-not-images and are thus never followed.
 fn list_dir(dir: &Path) -> DataResult<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let entries = fs::read_dir(dir).map_err(|e| DataError::path(dir, format!("cannot list: {e}")))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| DataError::path(dir, format!("cannot list: {e}")))?;
     let (mut dirs, mut files) = (Vec::new(), Vec::new());
     for entry in entries {
         let entry = entry.map_err(|e| DataError::path(dir, format!("cannot list: {e}")))?;
@@ -393,7 +399,11 @@ fn split_folders(root: &Path) -> DataResult<Vec<(Split, PathBuf)>> {
 }
 
 /// Image files below `dir` at any depth, sorted; other files go to `skipped`.
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) -> DataResult<()> {
+fn collect_images(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<Skipped>,
+) -> DataResult<()> {
     let (dirs, files) = list_dir(dir)?;
     for f in files {
         if has_image_extension(&f) {
@@ -537,7 +547,10 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 pub fn decode_planes(path: &Path) -> DataResult<(Vec<f32>, usize, usize, usize)> {
     let bytes = fs::read(path).map_err(|e| DataError::path(path, format!("cannot read: {e}")))?;
     if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_complete(&bytes) {
-        return Err(DataError::path(path, "truncated JPEG (no end-of-image marker)"));
+        return Err(DataError::path(
+            path,
+            "truncated JPEG (no end-of-image marker)",
+        ));
     }
     let img = image::load_from_memory(&bytes)
         .map_err(|e| DataError::path(path, format!("cannot decode: {e}")))?;
@@ -547,8 +560,18 @@ pub fn decode_planes(path: &Path) -> DataResult<(Vec<f32>, usize, usize, usize)>
     }
     let eight_bit = img.color().bytes_per_pixel() == img.color().channel_count();
     let interleaved: Vec<f32> = match (img.color().has_color(), eight_bit) {
-        (true, true) => img.to_rgb8().into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
-        (false, true) => img.to_luma8().into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+        (true, true) => img
+            .to_rgb8()
+            .into_raw()
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect(),
+        (false, true) => img
+            .to_luma8()
+            .into_raw()
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect(),
         (true, false) => img.to_rgb32f().into_raw(),
         (false, false) => img.to_luma32f().into_raw(),
     }; // (h, w, c)
@@ -573,8 +596,12 @@ mod tests {
 
     #[test]
     fn jpeg_completeness() {
-        assert!(jpeg_is_complete(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9]));
-        assert!(jpeg_is_complete(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 0xFF, 0xD9, 0, 0]));
+        assert!(jpeg_is_complete(&[
+            0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9
+        ]));
+        assert!(jpeg_is_complete(&[
+            0xFF, 0xD8, 0xFF, 0xDA, 1, 0xFF, 0xD9, 0, 0
+        ]));
         assert!(!jpeg_is_complete(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 3]));
         // An embedded thumbnail's EOI before the main scan does not count.
         assert!(!jpeg_is_complete(&[0xFF, 0xDA, 0xFF, 0xD9, 0xFF, 0xDA, 7]));
@@ -584,7 +611,10 @@ mod tests {
     fn shares_and_interleaving() {
         assert_eq!(share(3690, 0.2), 738);
         assert_eq!(share(9475, 0.2), 1895);
-        assert_eq!(hwc_to_chw(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(
+            hwc_to_chw(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
     }
 
     #[test]

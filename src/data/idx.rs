@@ -48,7 +48,10 @@ fn read_maybe_gz(path: &Path) -> DataResult<Vec<u8>> {
 pub fn parse_idx<'a>(bytes: &'a [u8], rank: u8, name: &Path) -> DataResult<(Vec<usize>, &'a [u8])> {
     let bad = |msg: String| DataError::path(name, msg);
     if bytes.len() < 4 {
-        return Err(bad(format!("{} bytes is too short for an IDX header", bytes.len())));
+        return Err(bad(format!(
+            "{} bytes is too short for an IDX header",
+            bytes.len()
+        )));
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let expected = ((IDX_UBYTE as u32) << 8) | rank as u32;
@@ -59,7 +62,10 @@ pub fn parse_idx<'a>(bytes: &'a [u8], rank: u8, name: &Path) -> DataResult<(Vec<
     }
     let header = 4 + 4 * rank as usize;
     if bytes.len() < header {
-        return Err(bad(format!("IDX header needs {header} bytes, the file has {}", bytes.len())));
+        return Err(bad(format!(
+            "IDX header needs {header} bytes, the file has {}",
+            bytes.len()
+        )));
     }
     let dims: Vec<usize> = bytes[4..header]
         .chunks_exact(4)
@@ -97,18 +103,30 @@ impl IdxSet {
     }
 
     /// Parses already-read streams; the paths only name them in errors.
-    pub fn from_bytes(images: &[u8], images_name: &Path, labels: &[u8], labels_name: &Path) -> DataResult<Self> {
+    pub fn from_bytes(
+        images: &[u8],
+        images_name: &Path,
+        labels: &[u8],
+        labels_name: &Path,
+    ) -> DataResult<Self> {
         let (idims, ipix) = parse_idx(images, 3, images_name)?;
         let (ldims, lbytes) = parse_idx(labels, 1, labels_name)?;
         let (n, rows, cols) = (idims[0], idims[1], idims[2]);
         if ldims[0] != n {
             return Err(DataError::path(
                 labels_name,
-                format!("declares {} labels but {} has {n} images", ldims[0], images_name.display()),
+                format!(
+                    "declares {} labels but {} has {n} images",
+                    ldims[0],
+                    images_name.display()
+                ),
             ));
         }
         if n == 0 || rows == 0 || cols == 0 {
-            return Err(DataError::path(images_name, format!("holds no images ({n} x {rows} x {cols})")));
+            return Err(DataError::path(
+                images_name,
+                format!("holds no images ({n} x {rows} x {cols})"),
+            ));
         }
         let n_classes = lbytes.iter().copied().max().map_or(0, |m| m as usize + 1);
         Ok(Self {
@@ -163,7 +181,10 @@ impl IdxSet {
     /// Image `i` as a raw sample `[c, h, w]` in [0, 1] (before normalisation).
     pub fn load_raw(&self, i: usize) -> DataResult<Tensor> {
         let px = self.pixels(i).ok_or_else(|| {
-            DataError::invalid(format!("IDX index {i} is out of range: {} images", self.len()))
+            DataError::invalid(format!(
+                "IDX index {i} is out of range: {} images",
+                self.len()
+            ))
         })?;
         let planes = px.iter().map(|&v| v as f32 / 255.0).collect(); // (1, rows, cols)
         self.preprocess.to_raw(planes, 1, self.rows, self.cols)

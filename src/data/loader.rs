@@ -223,7 +223,9 @@ impl Loader {
             return Err(DataError::invalid("batch size must be at least 1"));
         }
         if dataset.is_empty() {
-            return Err(DataError::invalid("the data set is empty: nothing to batch"));
+            return Err(DataError::invalid(
+                "the data set is empty: nothing to batch",
+            ));
         }
         options.augment.validate()?;
         dataset.preprocess().validate()?;
@@ -361,7 +363,8 @@ fn prepare(shared: &Shared, epoch: u64, i: usize) -> DataResult<Tensor> {
     }; // (c, h, w)
     let aug = &shared.options.augment;
     if !aug.is_identity() {
-        let mut rng = SplitMix64::for_item(shared.options.seed ^ epoch.rotate_left(32), 0xA06, i as u64);
+        let mut rng =
+            SplitMix64::for_item(shared.options.seed ^ epoch.rotate_left(32), 0xA06, i as u64);
         aug.apply(&mut x, &mut rng)?;
     }
     shared.dataset.preprocess().normalise(&mut x);

@@ -200,7 +200,10 @@ mod tests {
         let out = resize_bilinear(&[0.0, 1.0], 1, 1, 2, 1, 4);
         assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
         // Downscale by 2 averages pairs: [0, 1, 2, 3] -> [0.5, 2.5].
-        assert_eq!(resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 1, 1, 4, 1, 2), vec![0.5, 2.5]);
+        assert_eq!(
+            resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 1, 1, 4, 1, 2),
+            vec![0.5, 2.5]
+        );
     }
 
     #[test]

@@ -376,7 +376,11 @@ fn shade(p: &FaceParams, confound: Confound, x: f32, y: f32) -> ([f32; 3], f32) 
     let head_d = ellipse_sd(u, v, rx, ry);
     let head = fill(head_d);
     blend(&mut rgb, p.skin, head);
-    blend(&mut rgb, p.skin.map(|v| v * 0.55), stroke(head_d.abs(), 1.2) * head);
+    blend(
+        &mut rgb,
+        p.skin.map(|v| v * 0.55),
+        stroke(head_d.abs(), 1.2) * head,
+    );
     // Eyes and brows, mirrored: |u| folds the right eye onto the left one.
     let (eu, ev) = (u.abs() - p.eye_offset.0, v - p.eye_offset.1);
     let (ea, eb) = p.eye_radii;
