@@ -264,7 +264,7 @@ impl ImageFolder {
 
     /// Every image of every split together (e.g. to evaluate on a whole folder).
     pub fn all(&self) -> FolderSplit {
-        let mut items = [&self.train, &self.val, &self.test].concat();
+        let mut items = [self.train.as_slice(), &self.val, &self.test].concat();
         items.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
         FolderSplit {
             split: Split::Test,

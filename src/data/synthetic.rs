@@ -270,7 +270,8 @@ fn sample_params(rng: &mut SplitMix64, label: usize, confound: Confound) -> Face
     };
     let skin_light = [0.96, 0.84, 0.73];
     let skin_dark = [0.35, 0.22, 0.15];
-    let skin = jitter3(rng, lerp3(skin_light, skin_dark, rng.next_f32()), 0.03);
+    let tone = rng.next_f32();
+    let skin = jitter3(rng, lerp3(skin_light, skin_dark, tone), 0.03);
     let rx = rng.uniform(15.0, 21.0);
     let ry = rx * rng.uniform(1.08, 1.25);
     let centre = (32.0 + rng.uniform(-5.0, 5.0), 32.0 + rng.uniform(-4.0, 4.0));
