@@ -1,6 +1,8 @@
 //! The batch loader: coverage of every index once per epoch, ordering, partial batches,
 //! augmentation determinism, the cache, and skipping files that fail to decode.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the point
+
 use std::path::Path;
 
 use convscope::data::{

@@ -1,6 +1,8 @@
 //! Data sources: synthetic faces, image folders (temporary ones and the shared real data sets),
 //! IDX and CIFAR-10 files.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the point
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
