@@ -217,3 +217,50 @@ fn files_failing_at_load_time_are_skipped_and_reported() {
         skipped[0].reason
     );
 }
+
+#[test]
+fn happy_test_folder_in_batches_of_32() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/happy/test");
+    assert!(
+        root.is_dir(),
+        "the shared data folder {} is missing: this test needs /work/shared/data next to the repository",
+        root.display()
+    );
+    let folder = ImageFolder::open(&root, &FolderOptions::default()).unwrap();
+    let loader = Loader::new(Dataset::Folder(folder.all()), opts(32)).unwrap();
+    let mut sizes = Vec::new();
+    let mut smiles = 0;
+    for b in loader.epoch(0) {
+        let b = b.unwrap();
+        assert_eq!(&b.x.shape()[1..], &[3, 64, 64]);
+        sizes.push(b.labels.len());
+        smiles += b.labels.iter().filter(|&&l| l == 1).count();
+    }
+    assert_eq!(sizes, vec![32, 32, 32, 32, 22]);
+    assert_eq!(smiles, 84);
+    assert!(loader.skipped().is_empty());
+}
+
+#[test]
+fn idx_and_cifar_sets_batch_too() {
+    use convscope::data::idx::write_idx;
+    use convscope::data::{CifarSet, IdxSet};
+    let dir = tempfile::tempdir().unwrap();
+    let images = write_idx(&[5, 3, 3], &(0..45).collect::<Vec<u8>>());
+    let labels = write_idx(&[5], &[0, 1, 2, 1, 0]);
+    std::fs::write(dir.path().join("i"), images).unwrap();
+    std::fs::write(dir.path().join("l"), labels).unwrap();
+    let idx = IdxSet::open(dir.path().join("i"), dir.path().join("l")).unwrap();
+    let loader = Loader::new(Dataset::Idx(idx), opts(2)).unwrap();
+    assert_eq!(loader.dataset().classes(), vec!["0", "1", "2"]);
+    let n: usize = loader.epoch(0).map(|b| b.unwrap().labels.len()).sum();
+    assert_eq!(n, 5);
+    let rec = |l: u8| [vec![l], vec![l * 20; 3072]].concat();
+    let path = dir.path().join("data_batch_1.bin");
+    std::fs::write(&path, [rec(1), rec(2), rec(3)].concat()).unwrap();
+    let cifar = CifarSet::open(&[path]).unwrap();
+    let loader = Loader::new(Dataset::Cifar(cifar), opts(4)).unwrap();
+    let b = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(b.x.shape(), &[3, 3, 32, 32]);
+    assert_eq!(loader.dataset().classes()[1], "automobile");
+}
