@@ -1,6 +1,8 @@
 //! Checkpoints of the smile CNN: save → load is bit-exact, and a loaded model computes what the
 //! saved one did.
 
+#![allow(clippy::unwrap_used)]
+
 use convscope::engine::{ForwardOptions, Param, gradcheck::test_tensor};
 use convscope::models::{self, SmileCnnConfig, checkpoint, smile_cnn};
 
@@ -27,7 +29,9 @@ fn smile_cnn_round_trips_bit_exactly() {
     assert_eq!(d2, d);
     assert_eq!(w2.len(), w.len());
     for (name, t) in &w {
-        let bits = |t: &convscope::engine::Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits = |t: &convscope::engine::Tensor| {
+            t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
         assert_eq!(w2[name].shape(), t.shape(), "{name}");
         assert_eq!(bits(&w2[name]), bits(t), "{name}");
     }
@@ -47,7 +51,9 @@ fn a_loaded_model_computes_what_the_saved_one_did() {
     let loaded = models::load_model(&dir).unwrap();
     let x = test_tensor(&[2, 3, 64, 64], 9).map(|v| 0.5 + 0.5 * v);
     let run = |g: &convscope::engine::Graph| {
-        let pass = g.forward(std::slice::from_ref(&x), &ForwardOptions::eval()).unwrap();
+        let pass = g
+            .forward(std::slice::from_ref(&x), &ForwardOptions::eval())
+            .unwrap();
         g.lookup(&pass, g.outputs()[0]).unwrap().clone()
     };
     let (a, b) = (run(&model.graph), run(&loaded.graph));

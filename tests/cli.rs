@@ -1,5 +1,7 @@
 //! The command-line contract: runs the real binary.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output};
 
 fn convscope(args: &[&str]) -> Output {
@@ -31,9 +33,15 @@ fn summary_json_of_the_smile_cnn() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 21, "20 nodes and a totals line");
-    let flatten = lines.iter().find(|l| l["node"] == "classifier.flatten").unwrap();
+    let flatten = lines
+        .iter()
+        .find(|l| l["node"] == "classifier.flatten")
+        .unwrap();
     assert_eq!(flatten["shape"], serde_json::json!([1, 8192]));
-    let fc1 = lines.iter().find(|l| l["node"] == "classifier.fc1").unwrap();
+    let fc1 = lines
+        .iter()
+        .find(|l| l["node"] == "classifier.fc1")
+        .unwrap();
     assert_eq!(fc1["params"], 8192 * 128 + 128);
     assert_eq!(fc1["macs"], 8192 * 128);
     let conv1 = &lines[0];
@@ -43,7 +51,10 @@ fn summary_json_of_the_smile_cnn() {
     let totals = lines.last().unwrap();
     assert_eq!(totals["params"].as_u64(), Some(SMILE_CNN_PARAMS));
     assert_eq!(totals["buffers"].as_u64(), Some(2 * (16 + 16 + 32 + 32)));
-    let per_node: u64 = lines[..20].iter().map(|l| l["params"].as_u64().unwrap()).sum();
+    let per_node: u64 = lines[..20]
+        .iter()
+        .map(|l| l["params"].as_u64().unwrap())
+        .sum();
     assert_eq!(per_node, SMILE_CNN_PARAMS);
 }
 
@@ -52,23 +63,45 @@ fn summary_table_mentions_every_layer() {
     let o = convscope(&["summary", "--model", "smile-cnn"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    for name in ["features.conv1", "features.bn4", "features.drop2", "classifier.fc2"] {
+    for name in [
+        "features.conv1",
+        "features.bn4",
+        "features.drop2",
+        "classifier.fc2",
+    ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
-    assert!(text.contains("[1, 8192]") && text.contains("1070545"), "{text}");
+    assert!(
+        text.contains("[1, 8192]") && text.contains("1070545"),
+        "{text}"
+    );
 }
 
 #[test]
 fn bench_json_reports_medians() {
     let o = convscope(&[
-        "bench", "--model", "smile-cnn", "--runs", "2", "--threads", "1", "--train-batch", "2", "--json",
+        "bench",
+        "--model",
+        "smile-cnn",
+        "--runs",
+        "2",
+        "--threads",
+        "1",
+        "--train-batch",
+        "2",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(line["model"], "smile-cnn");
     assert_eq!(line["threads"], 1);
     assert_eq!(line["runs"], 2);
-    for key in ["forward_ms", "forward_backward_ms", "train_step_ms", "train_images_per_s"] {
+    for key in [
+        "forward_ms",
+        "forward_backward_ms",
+        "train_step_ms",
+        "train_images_per_s",
+    ] {
         assert!(line[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {line}");
     }
 }
@@ -79,7 +112,10 @@ fn bad_model_path_is_one_line_naming_it() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("/no/such/model.dir") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("/no/such/model.dir") && err.contains("does not exist"),
+        "{err}"
+    );
     assert!(stdout(&o).is_empty());
 }
 
@@ -92,7 +128,10 @@ fn corrupt_checkpoint_names_the_file() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("model.ron") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("model.ron") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]

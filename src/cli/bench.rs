@@ -99,9 +99,12 @@ fn forward_backward_ms(graph: &Graph, inputs: &[Tensor], runs: usize) -> CliResu
         let pass = graph.forward(inputs, &opts)?;
         let mut seeds = Vec::new();
         for &out in graph.outputs() {
-            let y = graph
-                .lookup(&pass, out)
-                .ok_or_else(|| CliError(format!("output '{}' was not computed", graph.value(out).name)))?;
+            let y = graph.lookup(&pass, out).ok_or_else(|| {
+                CliError(format!(
+                    "output '{}' was not computed",
+                    graph.value(out).name
+                ))
+            })?;
             seeds.push((out, Tensor::full(y.shape(), 1.0)));
         }
         let request = BackwardRequest {
@@ -221,13 +224,17 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             args.batch, args.runs
         );
         if let Some((b, ms)) = train {
-            println!("training step (batch {b}, Adam): {ms:.3} ms, {:.1} images/s", b as f64 / (ms / 1e3));
+            println!(
+                "training step (batch {b}, Adam): {ms:.3} ms, {:.1} images/s",
+                b as f64 / (ms / 1e3)
+            );
         }
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

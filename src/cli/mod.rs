@@ -26,7 +26,11 @@ impl<E: std::error::Error> From<E> for CliError {
 pub type CliResult<T> = Result<T, CliError>;
 
 #[derive(Debug, Parser)]
-#[command(name = "convscope", version, about = "A native desktop microscope for convolutional neural networks")]
+#[command(
+    name = "convscope",
+    version,
+    about = "A native desktop microscope for convolutional neural networks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -61,6 +61,7 @@ pub fn display_name(source: &ModelSource) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -75,9 +76,15 @@ mod tests {
         );
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_str().unwrap();
-        assert_eq!(resolve(dir, 0).unwrap(), ModelSource::Checkpoint(tmp.path().to_path_buf()));
+        assert_eq!(
+            resolve(dir, 0).unwrap(),
+            ModelSource::Checkpoint(tmp.path().to_path_buf())
+        );
         let e = resolve("/no/such/model", 0).unwrap_err().0;
-        assert!(e.starts_with("/no/such/model: does not exist") && e.contains("smile-cnn"), "{e}");
+        assert!(
+            e.starts_with("/no/such/model: does not exist") && e.contains("smile-cnn"),
+            "{e}"
+        );
         let file = tmp.path().join("m.bin");
         std::fs::write(&file, "x").unwrap();
         let e = resolve(file.to_str().unwrap(), 0).unwrap_err().0;
@@ -87,7 +94,9 @@ mod tests {
     #[test]
     fn loading_an_empty_directory_names_the_missing_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let e = load(&ModelSource::Checkpoint(tmp.path().to_path_buf())).unwrap_err().0;
+        let e = load(&ModelSource::Checkpoint(tmp.path().to_path_buf()))
+            .unwrap_err()
+            .0;
         assert!(e.contains("model.ron"), "{e}");
     }
 }

@@ -38,7 +38,11 @@ pub fn rows(graph: &Graph) -> Vec<NodeRow> {
         .nodes()
         .iter()
         .map(|node| {
-            let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
+            let shapes: Vec<&[usize]> = node
+                .inputs
+                .iter()
+                .map(|&v| graph.value(v).shape.as_slice())
+                .collect();
             let shape = graph.value(node.output).shape.clone();
             let params = node
                 .inputs
@@ -73,7 +77,12 @@ pub fn run(args: &SummaryArgs) -> CliResult<()> {
     let rows = rows(graph);
     let total_macs: u64 = rows.iter().map(|r| r.macs).sum();
     let trainable = graph.trainable_count();
-    let buffers: usize = graph.params().iter().filter(|p| !p.trainable).map(|p| p.tensor.numel()).sum();
+    let buffers: usize = graph
+        .params()
+        .iter()
+        .filter(|p| !p.trainable)
+        .map(|p| p.tensor.numel())
+        .sum();
     if args.json {
         for r in &rows {
             let line = json!({"node": r.name, "op": r.op, "shape": r.shape, "params": r.params, "macs": r.macs});
@@ -99,11 +108,23 @@ pub fn run(args: &SummaryArgs) -> CliResult<()> {
 }
 
 fn print_table(source: &ModelSource, graph: &Graph, rows: &[NodeRow]) {
-    println!("model {} (input {})", resolve::display_name(source), fmt_shape(graph.input_shape()));
+    println!(
+        "model {} (input {})",
+        resolve::display_name(source),
+        fmt_shape(graph.input_shape())
+    );
     let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let op_w = rows.iter().map(|r| r.op.len()).max().unwrap_or(2).max(2);
-    let shape_w = rows.iter().map(|r| fmt_shape(&r.shape).len()).max().unwrap_or(5).max(5);
-    println!("{:<name_w$}  {:<op_w$}  {:<shape_w$}  {:>10}  {:>12}", "node", "op", "shape", "params", "MACs");
+    let shape_w = rows
+        .iter()
+        .map(|r| fmt_shape(&r.shape).len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<name_w$}  {:<op_w$}  {:<shape_w$}  {:>10}  {:>12}",
+        "node", "op", "shape", "params", "MACs"
+    );
     for r in rows {
         println!(
             "{:<name_w$}  {:<op_w$}  {:<shape_w$}  {:>10}  {:>12}",

@@ -47,7 +47,9 @@ pub enum FanMode {
 /// (fan_in, fan_out) of a weight shape `[out, in, k...]`; needs at least 2 dimensions.
 pub fn fans(shape: &[usize]) -> Result<(usize, usize), OpError> {
     if shape.len() < 2 {
-        crate::op_bail!("fan in and fan out need a weight with at least 2 dimensions, got shape {shape:?}");
+        crate::op_bail!(
+            "fan in and fan out need a weight with at least 2 dimensions, got shape {shape:?}"
+        );
     }
     let receptive: usize = shape[2..].iter().product();
     let (fan_in, fan_out) = (shape[1] * receptive, shape[0] * receptive);
@@ -64,7 +66,9 @@ fn numel(shape: &[usize]) -> Result<usize, OpError> {
 /// U(lo, hi) of a shape.
 pub fn uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut ChaCha8Rng) -> Result<Tensor, OpError> {
     let n = numel(shape)?;
-    let data = (0..n).map(|_| lo + (hi - lo) * rng.random::<f32>()).collect();
+    let data = (0..n)
+        .map(|_| lo + (hi - lo) * rng.random::<f32>())
+        .collect();
     Tensor::new(shape.to_vec(), data)
 }
 
@@ -78,7 +82,12 @@ fn normal_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
 }
 
 /// N(mean, std²) of a shape.
-pub fn normal(shape: &[usize], mean: f32, std: f32, rng: &mut ChaCha8Rng) -> Result<Tensor, OpError> {
+pub fn normal(
+    shape: &[usize],
+    mean: f32,
+    std: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<Tensor, OpError> {
     let n = numel(shape)?;
     let mut data = Vec::with_capacity(n);
     while data.len() < n {
@@ -139,7 +148,12 @@ pub fn xavier_normal(shape: &[usize], gain: f32, rng: &mut ChaCha8Rng) -> Result
 /// PyTorch's default `Conv2d`/`Linear` weight init: `kaiming_uniform_(a=√5)`, which works out
 /// to U(−1/√fan_in, 1/√fan_in).
 pub fn torch_default_weight(shape: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor, OpError> {
-    kaiming_uniform(shape, FanMode::FanIn, Nonlinearity::LeakyRelu(5f32.sqrt()), rng)
+    kaiming_uniform(
+        shape,
+        FanMode::FanIn,
+        Nonlinearity::LeakyRelu(5f32.sqrt()),
+        rng,
+    )
 }
 
 /// PyTorch's default bias init for a layer whose weight has shape `weight_shape`:
@@ -151,13 +165,19 @@ pub fn torch_default_bias(weight_shape: &[usize], rng: &mut ChaCha8Rng) -> Resul
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn mean_std(t: &Tensor) -> (f64, f64) {
         let n = t.numel() as f64;
         let mean = t.data().iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = t.data().iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = t
+            .data()
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         (mean, var.sqrt())
     }
 
@@ -165,7 +185,10 @@ mod tests {
     fn assert_stats(t: &Tensor, want_std: f64) {
         let (mean, std) = mean_std(t);
         assert!(mean.abs() < 0.02 * want_std, "mean {mean} (std {want_std})");
-        assert!((std / want_std - 1.0).abs() < 0.02, "std {std} want {want_std}");
+        assert!(
+            (std / want_std - 1.0).abs() < 0.02,
+            "std {std} want {want_std}"
+        );
     }
 
     const SHAPE: [usize; 4] = [256, 64, 4, 4]; // fan_in 1024, fan_out 4096, 2^18 elements
@@ -190,13 +213,25 @@ mod tests {
         let mut r = rng(1);
         let relu = Nonlinearity::Relu;
         let want_in = (2.0f64 / 1024.0).sqrt();
-        assert_stats(&kaiming_normal(&SHAPE, FanMode::FanIn, relu, &mut r).unwrap(), want_in);
-        assert_stats(&kaiming_uniform(&SHAPE, FanMode::FanIn, relu, &mut r).unwrap(), want_in);
+        assert_stats(
+            &kaiming_normal(&SHAPE, FanMode::FanIn, relu, &mut r).unwrap(),
+            want_in,
+        );
+        assert_stats(
+            &kaiming_uniform(&SHAPE, FanMode::FanIn, relu, &mut r).unwrap(),
+            want_in,
+        );
         let want_out = (2.0f64 / 4096.0).sqrt();
-        assert_stats(&kaiming_normal(&SHAPE, FanMode::FanOut, relu, &mut r).unwrap(), want_out);
+        assert_stats(
+            &kaiming_normal(&SHAPE, FanMode::FanOut, relu, &mut r).unwrap(),
+            want_out,
+        );
         let leaky = Nonlinearity::LeakyRelu(0.2);
         let want = (2.0f64 / 1.04).sqrt() / 32.0;
-        assert_stats(&kaiming_uniform(&SHAPE, FanMode::FanIn, leaky, &mut r).unwrap(), want);
+        assert_stats(
+            &kaiming_uniform(&SHAPE, FanMode::FanIn, leaky, &mut r).unwrap(),
+            want,
+        );
     }
 
     #[test]
@@ -232,9 +267,27 @@ mod tests {
 
     #[test]
     fn same_seed_same_values_other_seed_other_values() {
-        let a = kaiming_normal(&[8, 4, 3, 3], FanMode::FanIn, Nonlinearity::Relu, &mut rng(9)).unwrap();
-        let b = kaiming_normal(&[8, 4, 3, 3], FanMode::FanIn, Nonlinearity::Relu, &mut rng(9)).unwrap();
-        let c = kaiming_normal(&[8, 4, 3, 3], FanMode::FanIn, Nonlinearity::Relu, &mut rng(10)).unwrap();
+        let a = kaiming_normal(
+            &[8, 4, 3, 3],
+            FanMode::FanIn,
+            Nonlinearity::Relu,
+            &mut rng(9),
+        )
+        .unwrap();
+        let b = kaiming_normal(
+            &[8, 4, 3, 3],
+            FanMode::FanIn,
+            Nonlinearity::Relu,
+            &mut rng(9),
+        )
+        .unwrap();
+        let c = kaiming_normal(
+            &[8, 4, 3, 3],
+            FanMode::FanIn,
+            Nonlinearity::Relu,
+            &mut rng(10),
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -35,7 +35,10 @@ fn sigmoid(z: f64) -> f64 {
 pub fn bce_with_logits(logits: &Tensor, targets: &[f32]) -> Result<(f32, Tensor), OpError> {
     let n = logits.numel();
     if n == 0 {
-        crate::op_bail!("binary cross-entropy needs at least one logit, got shape {:?}", logits.shape());
+        crate::op_bail!(
+            "binary cross-entropy needs at least one logit, got shape {:?}",
+            logits.shape()
+        );
     }
     if targets.len() != n {
         crate::op_bail!(
@@ -69,7 +72,9 @@ pub fn bce_with_logits(logits: &Tensor, targets: &[f32]) -> Result<(f32, Tensor)
 pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize]) -> Result<(f32, Tensor), OpError> {
     let [n, k] = match logits.shape() {
         &[n, k] if n > 0 && k > 0 => [n, k],
-        s => crate::op_bail!("softmax cross-entropy needs logits [n, classes] with n, classes > 0, got shape {s:?}"),
+        s => crate::op_bail!(
+            "softmax cross-entropy needs logits [n, classes] with n, classes > 0, got shape {s:?}"
+        ),
     };
     if targets.len() != n {
         crate::op_bail!(
@@ -85,7 +90,12 @@ pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize]) -> Result<(f32,
     let mut total = 0.0f64;
     // (n, k)
     let mut d_logits = vec![0.0f32; n * k];
-    for ((row, d_row), &t) in logits.data().chunks_exact(k).zip(d_logits.chunks_exact_mut(k)).zip(targets) {
+    for ((row, d_row), &t) in logits
+        .data()
+        .chunks_exact(k)
+        .zip(d_logits.chunks_exact_mut(k))
+        .zip(targets)
+    {
         let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
         let sum_exp: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
         let log_sum_exp = max + sum_exp.ln();
@@ -100,6 +110,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, targets: &[usize]) -> Result<(f32,
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::gradcheck::test_tensor;
@@ -132,7 +143,11 @@ mod tests {
             let p = 1.0 / (1.0 + (-(x as f64)).exp());
             want += -(t as f64 * p.ln() + (1.0 - t as f64) * (1.0 - p).ln());
         }
-        assert!((loss as f64 - want / 3.0).abs() < 1e-6, "{loss} vs {}", want / 3.0);
+        assert!(
+            (loss as f64 - want / 3.0).abs() < 1e-6,
+            "{loss} vs {}",
+            want / 3.0
+        );
         assert_eq!(d.shape(), &[3, 1]);
         let p0 = 1.0 / (1.0 + (-0.5f64).exp());
         assert!((d.data()[0] as f64 - (p0 - 1.0) / 3.0).abs() < 1e-7);

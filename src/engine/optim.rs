@@ -280,10 +280,16 @@ fn sgd_update(
     if first {
         *state = ParamState::Momentum(vec![0.0; p.len()]);
     }
-    let ParamState::Momentum(buf) = state else { return };
+    let ParamState::Momentum(buf) = state else {
+        return;
+    };
     for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
         let g = g + weight_decay * *p;
-        *b = if first { g } else { momentum * *b + (1.0 - dampening) * g };
+        *b = if first {
+            g
+        } else {
+            momentum * *b + (1.0 - dampening) * g
+        };
         let d = if nesterov { g + momentum * *b } else { *b };
         *p -= lr * d;
     }
@@ -309,7 +315,9 @@ fn adam_update(
             v: vec![0.0; p.len()],
         };
     }
-    let ParamState::Adam { step, m, v } = state else { return };
+    let ParamState::Adam { step, m, v } = state else {
+        return;
+    };
     *step += 1;
     // PyTorch computes the bias corrections as Python floats (f64).
     let t = *step as f64;
@@ -332,6 +340,7 @@ fn adam_update(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -359,7 +368,10 @@ mod tests {
 
     fn assert_close(got: &[f32], want: &[f32]) {
         for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-2), "got {got:?}\nwant {want:?}");
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1e-2),
+                "got {got:?}\nwant {want:?}"
+            );
         }
     }
 
@@ -475,7 +487,8 @@ mod tests {
         let mut opt = Optimizer::new(OptimizerConfig::sgd(1.0)).unwrap();
         opt.set_lr(0.25).unwrap();
         assert_eq!(opt.lr(), 0.25);
-        opt.step(&mut params, &[Some(Tensor::full(&[1], 2.0))]).unwrap();
+        opt.step(&mut params, &[Some(Tensor::full(&[1], 2.0))])
+            .unwrap();
         assert_eq!(params[0].tensor.data(), &[-0.5]);
         assert!(opt.set_lr(f32::NAN).is_err());
     }
@@ -505,7 +518,9 @@ mod tests {
             trainable: true,
         }];
         let mut opt = Optimizer::new(OptimizerConfig::adam(0.1)).unwrap();
-        let err = opt.step(&mut params, &[Some(Tensor::zeros(&[3]))]).unwrap_err();
+        let err = opt
+            .step(&mut params, &[Some(Tensor::zeros(&[3]))])
+            .unwrap_err();
         assert!(err.0.contains("'w'"), "{err}");
         assert!(opt.step(&mut params, &[]).is_err());
     }

@@ -49,7 +49,13 @@ impl View for F32View<'_> {
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.tensor.data().iter().flat_map(|v| v.to_le_bytes()).collect())
+        Cow::Owned(
+            self.tensor
+                .data()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        )
     }
 
     fn data_len(&self) -> usize {
@@ -59,7 +65,9 @@ impl View for F32View<'_> {
 
 /// The safetensors bytes of `params` (F32).
 pub fn encode_weights(params: &[Param]) -> Result<Vec<u8>, ModelError> {
-    let views = params.iter().map(|p| (p.name.as_str(), F32View { tensor: &p.tensor }));
+    let views = params
+        .iter()
+        .map(|p| (p.name.as_str(), F32View { tensor: &p.tensor }));
     let metadata = [("format".to_string(), "convscope".to_string())].into();
     safetensors::serialize(views, Some(metadata))
         .map_err(|e| ModelError::Other(format!("cannot encode the weights: {e}")))
@@ -78,7 +86,10 @@ pub fn decode_weights(bytes: &[u8], path: &Path) -> Result<Weights, ModelError> 
         if checked_numel(&shape).is_none() {
             return Err(ModelError::file(
                 path,
-                format!("tensor '{name}' has an impossible shape {}", fmt_shape(&shape)),
+                format!(
+                    "tensor '{name}' has an impossible shape {}",
+                    fmt_shape(&shape)
+                ),
             ));
         }
         let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
@@ -181,8 +192,10 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> ModelError {
 /// Writes `bytes` to a new file at `path` and flushes it to disk.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let mut f = fs::File::create(path).map_err(|e| io_err(path, "cannot create the file", e))?;
-    f.write_all(bytes).map_err(|e| io_err(path, "cannot write the file", e))?;
-    f.sync_all().map_err(|e| io_err(path, "cannot flush the file to disk", e))
+    f.write_all(bytes)
+        .map_err(|e| io_err(path, "cannot write the file", e))?;
+    f.sync_all()
+        .map_err(|e| io_err(path, "cannot flush the file to disk", e))
 }
 
 /// Flushes a directory's entries (new names after create/rename) to disk.
@@ -210,7 +223,11 @@ fn sibling(parent: &Path, name: &str, tag: &str) -> PathBuf {
 /// Saves a checkpoint to the directory `dir` (created or replaced atomically, see the module
 /// documentation). An existing `dir` is replaced only when it is a checkpoint (holds
 /// `model.ron`) or empty, so that a typo cannot wipe an unrelated folder.
-pub fn save_checkpoint(dir: &Path, description: &ModelDescription, params: &[Param]) -> Result<(), ModelError> {
+pub fn save_checkpoint(
+    dir: &Path,
+    description: &ModelDescription,
+    params: &[Param],
+) -> Result<(), ModelError> {
     check_params(description, params)?;
     let ron = description.to_ron()?;
     let weights = encode_weights(params)?;
@@ -225,7 +242,8 @@ pub fn save_checkpoint(dir: &Path, description: &ModelDescription, params: &[Par
     };
     if dir.exists() {
         let replaceable = dir.is_dir()
-            && (dir.join(MODEL_FILE).is_file() || fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()));
+            && (dir.join(MODEL_FILE).is_file()
+                || fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()));
         if !replaceable {
             return Err(ModelError::file(
                 dir,
@@ -258,15 +276,18 @@ fn write_then_swap(
     sync_dir(tmp)?;
     let old = if dir.exists() {
         let old = sibling(parent, name, "old");
-        fs::rename(dir, &old).map_err(|e| io_err(dir, "cannot move the previous checkpoint aside", e))?;
+        fs::rename(dir, &old)
+            .map_err(|e| io_err(dir, "cannot move the previous checkpoint aside", e))?;
         Some(old)
     } else {
         None
     };
-    fs::rename(tmp, dir).map_err(|e| io_err(dir, "cannot move the new checkpoint into place", e))?;
+    fs::rename(tmp, dir)
+        .map_err(|e| io_err(dir, "cannot move the new checkpoint into place", e))?;
     sync_dir(parent)?;
     if let Some(old) = old {
-        fs::remove_dir_all(&old).map_err(|e| io_err(&old, "cannot remove the previous checkpoint", e))?;
+        fs::remove_dir_all(&old)
+            .map_err(|e| io_err(&old, "cannot remove the previous checkpoint", e))?;
     }
     Ok(())
 }
@@ -288,34 +309,41 @@ pub fn load_checkpoint(dir: &Path) -> Result<(ModelDescription, Weights), ModelE
         return Err(ModelError::file(dir, msg));
     }
     let ron_path = dir.join(MODEL_FILE);
-    let text = fs::read_to_string(&ron_path).map_err(|e| io_err(&ron_path, "cannot read the model description", e))?;
-    let description = ModelDescription::from_ron(&text)
-        .map_err(|e| ModelError::file(&ron_path, format!("is not a valid model description ({e})")))?;
+    let text = fs::read_to_string(&ron_path)
+        .map_err(|e| io_err(&ron_path, "cannot read the model description", e))?;
+    let description = ModelDescription::from_ron(&text).map_err(|e| {
+        ModelError::file(&ron_path, format!("is not a valid model description ({e})"))
+    })?;
 
     let weights_path = dir.join(WEIGHTS_FILE);
-    let bytes = fs::read(&weights_path).map_err(|e| io_err(&weights_path, "cannot read the weights", e))?;
+    let bytes =
+        fs::read(&weights_path).map_err(|e| io_err(&weights_path, "cannot read the weights", e))?;
     let weights = decode_weights(&bytes, &weights_path)?;
-    description
-        .check_weights(&weights)
-        .map_err(|e| ModelError::file(&weights_path, format!("does not match {MODEL_FILE}: {e}")))?;
+    description.check_weights(&weights).map_err(|e| {
+        ModelError::file(&weights_path, format!("does not match {MODEL_FILE}: {e}"))
+    })?;
     Ok((description, weights))
 }
 
 /// Loads a checkpoint and builds its graph.
 pub fn load_model(dir: &Path) -> Result<Model, ModelError> {
     let (description, weights) = load_checkpoint(dir)?;
-    let graph = description
-        .build(weights)
-        .map_err(|e| ModelError::file(&dir.join(MODEL_FILE), format!("describes an invalid graph: {e}")))?;
+    let graph = description.build(weights).map_err(|e| {
+        ModelError::file(
+            &dir.join(MODEL_FILE),
+            format!("describes an invalid graph: {e}"),
+        )
+    })?;
     Ok(Model { description, graph })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::engine::graph::{InputDef, NodeDef};
     use crate::engine::gradcheck::test_tensor;
-    use crate::engine::{ops::Activation, Op};
+    use crate::engine::graph::{InputDef, NodeDef};
+    use crate::engine::{Op, ops::Activation};
     use crate::models::description::{ParamDesc, Preprocess};
 
     fn sample() -> (ModelDescription, Vec<Param>) {
@@ -404,7 +432,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("precious.txt"), "keep me").unwrap();
         let (d, params) = sample();
-        let e = save_checkpoint(tmp.path(), &d, &params).unwrap_err().to_string();
+        let e = save_checkpoint(tmp.path(), &d, &params)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("refusing"), "{e}");
         assert!(tmp.path().join("precious.txt").exists());
     }
@@ -414,7 +444,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (d, mut params) = sample();
         params[0].tensor = Tensor::zeros(&[6]);
-        let e = save_checkpoint(&tmp.path().join("c"), &d, &params).unwrap_err().to_string();
+        let e = save_checkpoint(&tmp.path().join("c"), &d, &params)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'a.weight'"), "{e}");
         assert!(!tmp.path().join("c").exists());
     }
@@ -477,7 +509,10 @@ mod tests {
         let (_t, dir) = saved();
         fs::write(dir.join(MODEL_FILE), "ModelDescription(name: ").unwrap();
         let e = load_err(&dir);
-        assert!(e.contains(MODEL_FILE) && e.contains("not a valid model description"), "{e}");
+        assert!(
+            e.contains(MODEL_FILE) && e.contains("not a valid model description"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -489,7 +524,10 @@ mod tests {
         d.params[1].shape = vec![8];
         fs::write(&path, d.to_ron().unwrap()).unwrap();
         let e = load_err(&dir);
-        assert!(e.contains(WEIGHTS_FILE) && e.contains("'a.running_var'") && e.contains("[8]"), "{e}");
+        assert!(
+            e.contains(WEIGHTS_FILE) && e.contains("'a.running_var'") && e.contains("[8]"),
+            "{e}"
+        );
         assert!(text.contains("a.running_var"));
     }
 
@@ -503,13 +541,22 @@ mod tests {
     fn half_bfloat_and_double_are_converted() {
         let p = Path::new("w.safetensors");
         // f16: 1.0, -2.0, 65504 (max), smallest subnormal 2^-24
-        let f16: Vec<u8> = [0x3c00u16, 0xc000, 0x7bff, 0x0001].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f16: Vec<u8> = [0x3c00u16, 0xc000, 0x7bff, 0x0001]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let w = decode_weights(&raw_file(Dtype::F16, vec![4], &f16), p).unwrap();
         assert_eq!(w["a.weight"].data(), &[1.0, -2.0, 65504.0, 2f32.powi(-24)]);
-        let bf: Vec<u8> = [0x3f80u16, 0xc040].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bf: Vec<u8> = [0x3f80u16, 0xc040]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let w = decode_weights(&raw_file(Dtype::BF16, vec![2], &bf), p).unwrap();
         assert_eq!(w["a.weight"].data(), &[1.0, -3.0]);
-        let f64s: Vec<u8> = [0.5f64, -0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f64s: Vec<u8> = [0.5f64, -0.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let w = decode_weights(&raw_file(Dtype::F64, vec![1, 2], &f64s), p).unwrap();
         assert_eq!(w["a.weight"].shape(), &[1, 2]);
         assert_eq!(w["a.weight"].data(), &[0.5, -0.25]);
@@ -526,10 +573,16 @@ mod tests {
 
     #[test]
     fn unsupported_dtypes_are_named() {
-        let e = decode_weights(&raw_file(Dtype::I32, vec![1], &[0; 4]), Path::new("w.safetensors"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("w.safetensors") && e.contains("I32") && e.contains("'a.weight'"), "{e}");
+        let e = decode_weights(
+            &raw_file(Dtype::I32, vec![1], &[0; 4]),
+            Path::new("w.safetensors"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("w.safetensors") && e.contains("I32") && e.contains("'a.weight'"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -540,15 +593,27 @@ mod tests {
         let mut views: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
         let bytes: Vec<Vec<u8>> = params
             .iter()
-            .map(|p| p.tensor.data().iter().flat_map(|v| v.to_le_bytes()).collect())
+            .map(|p| {
+                p.tensor
+                    .data()
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            })
             .collect();
         for (p, b) in params.iter().zip(&bytes) {
-            let v = safetensors::tensor::TensorView::new(Dtype::F32, p.tensor.shape().to_vec(), b).unwrap();
+            let v = safetensors::tensor::TensorView::new(Dtype::F32, p.tensor.shape().to_vec(), b)
+                .unwrap();
             views.push((p.name.clone(), v));
         }
-        let counter_view = safetensors::tensor::TensorView::new(Dtype::I64, vec![], &counter).unwrap();
+        let counter_view =
+            safetensors::tensor::TensorView::new(Dtype::I64, vec![], &counter).unwrap();
         views.push(("a.num_batches_tracked".into(), counter_view));
-        fs::write(dir.join(WEIGHTS_FILE), safetensors::serialize(views, None).unwrap()).unwrap();
+        fs::write(
+            dir.join(WEIGHTS_FILE),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
         let (d2, w) = load_checkpoint(&dir).unwrap();
         assert_eq!(d2, d);
         assert_eq!(w.len(), 2);

@@ -118,7 +118,9 @@ pub struct ModelDescription {
 impl ModelDescription {
     /// Pretty RON text for `model.ron`.
     pub fn to_ron(&self) -> Result<String, ModelError> {
-        let config = ron::ser::PrettyConfig::new().depth_limit(4).struct_names(true);
+        let config = ron::ser::PrettyConfig::new()
+            .depth_limit(4)
+            .struct_names(true);
         ron::ser::to_string_pretty(self, config)
             .map_err(|e| ModelError::Other(format!("cannot write the model description: {e}")))
     }
@@ -129,7 +131,12 @@ impl ModelDescription {
     }
 
     /// Describes an existing graph (e.g. after training) so that it can be saved.
-    pub fn from_graph(name: &str, graph: &Graph, preprocess: Preprocess, labels: Vec<String>) -> Self {
+    pub fn from_graph(
+        name: &str,
+        graph: &Graph,
+        preprocess: Preprocess,
+        labels: Vec<String>,
+    ) -> Self {
         let value_name = |id: usize| graph.value(id).name.clone();
         Self {
             name: name.to_string(),
@@ -187,7 +194,10 @@ impl ModelDescription {
                 ));
             }
         }
-        let mut extra: Vec<&String> = weights.keys().filter(|k| !seen.contains(k.as_str())).collect();
+        let mut extra: Vec<&String> = weights
+            .keys()
+            .filter(|k| !seen.contains(k.as_str()))
+            .collect();
         extra.sort();
         if let Some(name) = extra.first() {
             return Err(ModelError::weight(
@@ -246,6 +256,7 @@ pub fn weights_of(graph: &Graph) -> Weights {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::Op;
@@ -326,7 +337,8 @@ mod tests {
 
     #[test]
     fn malformed_ron_reports_a_position() {
-        let err = ModelDescription::from_ron("ModelDescription(name: \"x\", inputs: [").unwrap_err();
+        let err =
+            ModelDescription::from_ron("ModelDescription(name: \"x\", inputs: [").unwrap_err();
         assert!(err.contains("1:"), "{err}");
     }
 
@@ -343,12 +355,18 @@ mod tests {
         let mut wrong = tiny_weights();
         wrong.insert("fc.weight".into(), Tensor::zeros(&[4, 2]));
         let e = d.check_weights(&wrong).unwrap_err().to_string();
-        assert!(e.contains("'fc.weight'") && e.contains("[4, 2]") && e.contains("[2, 4]"), "{e}");
+        assert!(
+            e.contains("'fc.weight'") && e.contains("[4, 2]") && e.contains("[2, 4]"),
+            "{e}"
+        );
 
         let mut extra = tiny_weights();
         extra.insert("fc2.weight".into(), Tensor::zeros(&[1]));
         let e = d.check_weights(&extra).unwrap_err().to_string();
-        assert!(e.contains("'fc2.weight'") && e.contains("not in the model"), "{e}");
+        assert!(
+            e.contains("'fc2.weight'") && e.contains("not in the model"),
+            "{e}"
+        );
 
         let mut dup = tiny();
         dup.params.push(dup.params[0].clone());

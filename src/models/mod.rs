@@ -11,9 +11,7 @@ use thiserror::Error;
 use crate::engine::GraphError;
 
 pub use checkpoint::{load_checkpoint, load_model, save_checkpoint, save_model};
-pub use description::{
-    Channels, Layout, ModelDescription, ParamDesc, Preprocess, Resize, Weights,
-};
+pub use description::{Channels, Layout, ModelDescription, ParamDesc, Preprocess, Resize, Weights};
 pub use presets::{BUNDLED, SmileCnnConfig, bundled, smile_cnn};
 
 /// Why a model could not be described, built, saved or loaded. Messages name the file or the

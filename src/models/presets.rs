@@ -59,7 +59,11 @@ struct Builder {
 
 impl Builder {
     fn new(description: ModelDescription, seed: u64) -> Self {
-        let last = description.inputs.first().map(|i| i.name.clone()).unwrap_or_default();
+        let last = description
+            .inputs
+            .first()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
         Self {
             description,
             weights: Weights::new(),
@@ -92,10 +96,19 @@ impl Builder {
     }
 
     /// `nn.Conv2d(c_in, c_out, k, padding=pad)` with PyTorch's default init.
-    fn conv(&mut self, name: &str, c_in: usize, c_out: usize, k: usize, pad: usize) -> Result<(), ModelError> {
+    fn conv(
+        &mut self,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        pad: usize,
+    ) -> Result<(), ModelError> {
         let w_shape = [c_out, c_in, k, k];
-        let w = init::torch_default_weight(&w_shape, &mut self.rng).map_err(|e| ModelError::weight(name, e.0))?;
-        let b = init::torch_default_bias(&w_shape, &mut self.rng).map_err(|e| ModelError::weight(name, e.0))?;
+        let w = init::torch_default_weight(&w_shape, &mut self.rng)
+            .map_err(|e| ModelError::weight(name, e.0))?;
+        let b = init::torch_default_bias(&w_shape, &mut self.rng)
+            .map_err(|e| ModelError::weight(name, e.0))?;
         let w = self.param(format!("{name}.weight"), w, true);
         let b = self.param(format!("{name}.bias"), b, true);
         let spec = Conv2dSpec {
@@ -113,15 +126,21 @@ impl Builder {
         let gamma = self.param(format!("{name}.weight"), Tensor::full(&[c], 1.0), true);
         let beta = self.param(format!("{name}.bias"), Tensor::zeros(&[c]), true);
         let mean = self.param(format!("{name}.running_mean"), Tensor::zeros(&[c]), false);
-        let var = self.param(format!("{name}.running_var"), Tensor::full(&[c], 1.0), false);
+        let var = self.param(
+            format!("{name}.running_var"),
+            Tensor::full(&[c], 1.0),
+            false,
+        );
         self.node(name, Op::BatchNorm2d(spec), vec![gamma, beta, mean, var]);
     }
 
     /// `nn.Linear(n_in, n_out)` as Gemm with weight `[out, in]`, PyTorch's default init.
     fn linear(&mut self, name: &str, n_in: usize, n_out: usize) -> Result<(), ModelError> {
         let w_shape = [n_out, n_in];
-        let w = init::torch_default_weight(&w_shape, &mut self.rng).map_err(|e| ModelError::weight(name, e.0))?;
-        let b = init::torch_default_bias(&w_shape, &mut self.rng).map_err(|e| ModelError::weight(name, e.0))?;
+        let w = init::torch_default_weight(&w_shape, &mut self.rng)
+            .map_err(|e| ModelError::weight(name, e.0))?;
+        let b = init::torch_default_bias(&w_shape, &mut self.rng)
+            .map_err(|e| ModelError::weight(name, e.0))?;
         let w = self.param(format!("{name}.weight"), w, true);
         let b = self.param(format!("{name}.bias"), b, true);
         self.node(name, Op::Gemm(GemmSpec::linear()), vec![w, b]);
@@ -154,7 +173,10 @@ impl Builder {
 /// conv5×5(16) relu bn, conv5×5(16) relu bn, maxpool 2, dropout,
 /// conv3×3(32) relu bn, conv3×3(32) relu bn, maxpool 2, dropout,
 /// flatten (32·16·16 = 8192), linear 128, relu, linear 1.
-pub fn smile_cnn(cfg: &SmileCnnConfig, seed: u64) -> Result<(ModelDescription, Weights), ModelError> {
+pub fn smile_cnn(
+    cfg: &SmileCnnConfig,
+    seed: u64,
+) -> Result<(ModelDescription, Weights), ModelError> {
     let description = ModelDescription {
         name: "smile-cnn".into(),
         inputs: vec![InputDef {
@@ -207,6 +229,7 @@ pub fn smile_cnn(cfg: &SmileCnnConfig, seed: u64) -> Result<(ModelDescription, W
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -235,7 +258,12 @@ mod tests {
         assert_eq!(names, want);
         assert_eq!(w["classifier.fc1.weight"].shape(), &[128, 8192]);
         assert_eq!(w["features.conv1.weight"].shape(), &[16, 3, 5, 5]);
-        assert!(d.params.iter().filter(|p| !p.trainable).all(|p| p.name.contains("running")));
+        assert!(
+            d.params
+                .iter()
+                .filter(|p| !p.trainable)
+                .all(|p| p.name.contains("running"))
+        );
         assert_eq!(w["features.bn2.running_var"].data(), &[1.0; 16]);
         assert_eq!(d.outputs, ["logit"]);
         assert_eq!(d.nodes.len(), 20);
