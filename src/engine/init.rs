@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn gains_follow_pytorch() {
-        assert!((gain(Nonlinearity::Relu) - 1.414_213_5).abs() < 1e-6);
+        assert!((gain(Nonlinearity::Relu) - std::f32::consts::SQRT_2).abs() < 1e-6);
         assert!((gain(Nonlinearity::LeakyRelu(0.01)) - 1.414_142_4).abs() < 1e-6);
         assert!((gain(Nonlinearity::Tanh) - 5.0 / 3.0).abs() < 1e-7);
     }
