@@ -53,13 +53,13 @@ fn bench_memory_bound_ops() {
     report(
         "Clip(0,6) [8,64,56,56]",
         &Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         Mode::Eval,
     );
     report(
         "Silu [8,64,56,56]",
         &Op::Activation(Activation::Silu),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         Mode::Eval,
     );
     let bn = Op::BatchNorm2d(BatchNormSpec {
@@ -87,7 +87,7 @@ fn bench_memory_bound_ops() {
     report(
         "MaxPool 3x3 s2 p1 [8,64,112,112]",
         &Op::MaxPool2d(pool.clone()),
-        &[big.clone()],
+        std::slice::from_ref(&big),
         Mode::Eval,
     );
     report(
@@ -99,7 +99,7 @@ fn bench_memory_bound_ops() {
     report(
         "GlobalAvgPool [8,64,56,56]",
         &Op::GlobalAvgPool,
-        &[x.clone()],
+        std::slice::from_ref(&x),
         Mode::Eval,
     );
     report(
@@ -119,7 +119,7 @@ fn bench_memory_bound_ops() {
         &Op::Transpose {
             perm: vec![0, 2, 3, 1],
         },
-        &[x.clone()],
+        std::slice::from_ref(&x),
         Mode::Eval,
     );
     report(
@@ -127,7 +127,7 @@ fn bench_memory_bound_ops() {
         &Op::Transpose {
             perm: vec![0, 3, 2, 1],
         },
-        &[x.clone()],
+        std::slice::from_ref(&x),
         Mode::Eval,
     );
     report(
@@ -139,7 +139,7 @@ fn bench_memory_bound_ops() {
     report(
         "Dropout 0.5 train [8,64,56,56]",
         &Op::Dropout { p: 0.5 },
-        &[x.clone()],
+        std::slice::from_ref(&x),
         Mode::Train,
     );
     report(
