@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::elementwise::par_map;
+use super::elementwise::{CHUNK, par_map};
 use super::shape::{check_axis, rows_per_task};
 use crate::engine::error::OpError;
 use crate::engine::tensor::Tensor;
@@ -47,15 +47,53 @@ impl Activation {
     }
 }
 
-/// Logistic function, without overflow for large |x|.
+/// Logistic function. Branch-free: for very negative x, exp(-x) overflows to +inf and the
+/// quotient is exactly 0, which is the right limit.
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Evaluates `$body` with `$a` bound to a copy of `$act` built from a literal variant, so that
+/// each arm monomorphises the element loop and the per-element `match` in `apply` /
+/// `derivative` folds away.
+macro_rules! specialise {
+    ($act:expr, $a:ident => $body:expr) => {
+        match $act {
+            Activation::Relu => {
+                let $a = Activation::Relu;
+                $body
+            }
+            Activation::Clip { min, max } => {
+                let $a = Activation::Clip { min, max };
+                $body
+            }
+            Activation::LeakyRelu { alpha } => {
+                let $a = Activation::LeakyRelu { alpha };
+                $body
+            }
+            Activation::Sigmoid => {
+                let $a = Activation::Sigmoid;
+                $body
+            }
+            Activation::Tanh => {
+                let $a = Activation::Tanh;
+                $body
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                let $a = Activation::HardSigmoid { alpha, beta };
+                $body
+            }
+            Activation::HardSwish => {
+                let $a = Activation::HardSwish;
+                $body
+            }
+            Activation::Silu => {
+                let $a = Activation::Silu;
+                $body
+            }
+        }
+    };
 }
 
 impl Activation {
@@ -121,7 +159,7 @@ impl Activation {
 
 /// y = act(x), any shape.
 pub fn forward(act: Activation, x: &Tensor) -> Tensor {
-    let data = par_map(x.data(), |v| act.apply(v));
+    let data = specialise!(act, a => par_map(x.data(), move |v| a.apply(v)));
     Tensor::new(x.shape().to_vec(), data).unwrap_or_else(|_| unreachable!("same length as x"))
 }
 
@@ -129,20 +167,23 @@ pub fn forward(act: Activation, x: &Tensor) -> Tensor {
 /// that d_y matches y; a mismatched x yields a gradient over the common prefix only.
 pub fn backward(act: Activation, x: &Tensor, y: &Tensor, d_y: &Tensor) -> Tensor {
     // (any shape): d_x = d_y * act'(x)
-    let mut d_x = vec![0.0; d_y.numel()];
-    d_x.par_chunks_mut(super::elementwise::CHUNK)
-        .enumerate()
-        .for_each(|(ci, dst)| {
-            let start = ci * super::elementwise::CHUNK;
-            let end = start + dst.len();
-            let xs = x.data().get(start..end).unwrap_or(&[]);
-            let ys = y.data().get(start..end).unwrap_or(&[]);
-            let gs = &d_y.data()[start..end];
-            for (((o, &xv), &yv), &g) in dst.iter_mut().zip(xs).zip(ys).zip(gs) {
-                *o = g * act.derivative(xv, yv);
-            }
-        });
+    let d_x = specialise!(act, a => grad_loop(x.data(), y.data(), d_y.data(), move |xv, yv| a.derivative(xv, yv)));
     Tensor::new(d_y.shape().to_vec(), d_x).unwrap_or_else(|_| unreachable!("same length as d_y"))
+}
+
+/// `d_x[i] = d_y[i] * f(x[i], y[i])` in parallel chunks (length of d_y).
+fn grad_loop(x: &[f32], y: &[f32], d_y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut d_x = vec![0.0; d_y.len()];
+    d_x.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, dst)| {
+        let start = ci * CHUNK;
+        let end = start + dst.len();
+        let xs = x.get(start..end).unwrap_or(&[]);
+        let ys = y.get(start..end).unwrap_or(&[]);
+        for (((o, &xv), &yv), &g) in dst.iter_mut().zip(xs).zip(ys).zip(&d_y[start..end]) {
+            *o = g * f(xv, yv);
+        }
+    });
+    d_x
 }
 
 /// (outer, len, inner) of a shape split around `axis`.

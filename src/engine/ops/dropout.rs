@@ -11,15 +11,15 @@ use super::elementwise::{CHUNK, par_zip_map};
 use crate::engine::error::OpError;
 use crate::engine::tensor::Tensor;
 
-/// A uniform number in [0, 1) for element `i` of the stream `seed` (SplitMix64 output i).
+/// The top 24 bits of output `i` of the SplitMix64 stream `seed`: a uniform integer in
+/// [0, 2^24), i.e. a uniform number in [0, 1) in units of 2^-24.
 #[inline(always)]
-fn uniform(seed: u64, i: u64) -> f32 {
+fn uniform24(seed: u64, i: u64) -> u32 {
     let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    // the top 24 bits, exactly representable in f32
-    (z >> 40) as f32 / (1u64 << 24) as f32
+    (z >> 40) as u32
 }
 
 /// Mask of `n` elements: 0 with probability p, otherwise 1/(1-p).
@@ -28,11 +28,13 @@ pub fn mask(p: f32, n: usize, seed: u64) -> Result<Vec<f32>, OpError> {
         crate::op_bail!("dropout probability must be in [0, 1), got {p}");
     }
     let scale = 1.0 / (1.0 - p);
+    // u / 2^24 >= p  <=>  u >= ceil(p * 2^24) (the product is exact: a power-of-two scale)
+    let threshold = (p * (1u32 << 24) as f32).ceil() as u32;
     let mut m = vec![0.0f32; n];
     m.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| {
         let start = (ci * CHUNK) as u64;
         for (j, v) in chunk.iter_mut().enumerate() {
-            *v = if uniform(seed, start + j as u64) >= p {
+            *v = if uniform24(seed, start + j as u64) >= threshold {
                 scale
             } else {
                 0.0

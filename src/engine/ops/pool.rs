@@ -194,12 +194,11 @@ fn max_plane(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u3
             let mut at = r.lo * g.w + c.lo;
             for iy in r.lo..r.hi {
                 let row = &xp[iy * g.w..(iy + 1) * g.w];
-                for ix in c.lo..c.hi {
-                    let v = row[ix];
-                    if v > best || v.is_nan() && !best.is_nan() {
-                        best = v;
-                        at = iy * g.w + ix;
-                    }
+                for (ix, &v) in row.iter().enumerate().take(c.hi).skip(c.lo) {
+                    // select, not branch: winners are unpredictable on real data
+                    let wins = v > best || (v.is_nan() && !best.is_nan());
+                    best = if wins { v } else { best };
+                    at = if wins { iy * g.w + ix } else { at };
                 }
             }
             yp[oy * g.ow + ox] = best;

@@ -1,0 +1,151 @@
+//! Timing of the memory-bound ops (run in release, ignored by default):
+//! `cargo test --release --test ops_bench -- --ignored --nocapture`
+
+use std::time::Instant;
+
+use convscope::engine::Tensor;
+use convscope::engine::gradcheck::test_tensor;
+use convscope::engine::ops::{
+    Activation, BatchNormSpec, BinaryOp, ForwardCtx, Mode, Op, Padding2d, Pool2dSpec,
+};
+
+/// Median milliseconds of `runs` calls of `f` after one warm-up call.
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[runs / 2]
+}
+
+fn report(name: &str, op: &Op, inputs: &[Tensor], mode: Mode) {
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    let ctx = ForwardCtx { mode, seed: 1 };
+    let fwd = median_ms(15, || {
+        op.forward(&refs, ctx)
+            .map(drop)
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let out = op.forward(&refs, ctx).unwrap_or_else(|e| panic!("{e}"));
+    let needs = vec![true; inputs.len()];
+    let bwd = median_ms(15, || {
+        op.backward(&refs, &out.y, &out.saved, &out.y, &needs, mode)
+            .map(drop)
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let mb = inputs[0].numel() as f64 * 4.0 / 1e6;
+    println!(
+        "{name:<40} in {:>7.1} MB  forward {fwd:>7.3} ms  backward {bwd:>7.3} ms",
+        mb
+    );
+}
+
+#[test]
+#[ignore]
+fn bench_memory_bound_ops() {
+    let x = test_tensor(&[8, 64, 56, 56], 1);
+    let c = 64;
+    report(
+        "Clip(0,6) [8,64,56,56]",
+        &Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }),
+        std::slice::from_ref(&x),
+        Mode::Eval,
+    );
+    report(
+        "Silu [8,64,56,56]",
+        &Op::Activation(Activation::Silu),
+        std::slice::from_ref(&x),
+        Mode::Eval,
+    );
+    let bn = Op::BatchNorm2d(BatchNormSpec {
+        eps: 1e-5,
+        momentum: 0.1,
+    });
+    let params = [
+        test_tensor(&[c], 2),
+        test_tensor(&[c], 3),
+        test_tensor(&[c], 4),
+        Tensor::full(&[c], 1.0),
+    ];
+    let mut bn_in = vec![x.clone()];
+    bn_in.extend(params.iter().cloned());
+    report("BatchNorm train [8,64,56,56]", &bn, &bn_in, Mode::Train);
+    report("BatchNorm eval [8,64,56,56]", &bn, &bn_in, Mode::Eval);
+    let pool = Pool2dSpec {
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: Padding2d::uniform(1),
+        ceil_mode: false,
+        count_include_pad: true,
+    };
+    let big = test_tensor(&[8, 64, 112, 112], 5);
+    report(
+        "MaxPool 3x3 s2 p1 [8,64,112,112]",
+        &Op::MaxPool2d(pool.clone()),
+        std::slice::from_ref(&big),
+        Mode::Eval,
+    );
+    report(
+        "AvgPool 3x3 s2 p1 [8,64,112,112]",
+        &Op::AvgPool2d(pool),
+        &[big],
+        Mode::Eval,
+    );
+    report(
+        "GlobalAvgPool [8,64,56,56]",
+        &Op::GlobalAvgPool,
+        std::slice::from_ref(&x),
+        Mode::Eval,
+    );
+    report(
+        "Add same shape [8,64,56,56]",
+        &Op::Binary(BinaryOp::Add),
+        &[x.clone(), x.clone()],
+        Mode::Eval,
+    );
+    report(
+        "Mul [8,64,56,56] * [8,64,1,1]",
+        &Op::Binary(BinaryOp::Mul),
+        &[x.clone(), test_tensor(&[8, 64, 1, 1], 6)],
+        Mode::Eval,
+    );
+    report(
+        "Transpose NCHW->NHWC [8,64,56,56]",
+        &Op::Transpose {
+            perm: vec![0, 2, 3, 1],
+        },
+        std::slice::from_ref(&x),
+        Mode::Eval,
+    );
+    report(
+        "Transpose [0,3,2,1] [8,64,56,56]",
+        &Op::Transpose {
+            perm: vec![0, 3, 2, 1],
+        },
+        std::slice::from_ref(&x),
+        Mode::Eval,
+    );
+    report(
+        "Softmax axis 1 [64,1000]",
+        &Op::Softmax { axis: 1 },
+        &[test_tensor(&[64, 1000], 7)],
+        Mode::Eval,
+    );
+    report(
+        "Dropout 0.5 train [8,64,56,56]",
+        &Op::Dropout { p: 0.5 },
+        std::slice::from_ref(&x),
+        Mode::Train,
+    );
+    report(
+        "Concat axis 1 2x[8,64,56,56]",
+        &Op::Concat { axis: 1 },
+        &[x.clone(), x],
+        Mode::Eval,
+    );
+}
