@@ -684,3 +684,172 @@ pub fn backward_naive(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, d_y: &Tensor) -
     }
     Ok([d_x, gw, gb])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
+    use crate::engine::ops::{Mode, Op};
+    use proptest::prelude::*;
+
+    fn spec(stride: [usize; 2], padding: Padding2d, dilation: [usize; 2], groups: usize) -> Conv2dSpec {
+        Conv2dSpec { stride, padding, dilation, groups }
+    }
+
+    fn pad(top: usize, left: usize, bottom: usize, right: usize) -> Padding2d {
+        Padding2d { top, left, bottom, right }
+    }
+
+    /// Asserts |a - b| <= 1e-4 · max(max|b|, 1) element-wise.
+    fn assert_close(what: &str, a: &Tensor, b: &Tensor) -> Result<(), TestCaseError> {
+        prop_assert_eq!(a.shape(), b.shape(), "{} shape", what);
+        let scale = b.max_abs().max(1.0);
+        let diff = a.data().iter().zip(b.data()).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        prop_assert!(diff <= 1e-4 * scale, "{}: max diff {} (scale {})", what, diff, scale);
+        Ok(())
+    }
+
+    /// Runs fast forward and backward against the naive definitions for one geometry.
+    fn check_fast_vs_naive(s: &Conv2dSpec, x_shape: [usize; 4], w_shape: [usize; 4], bias: bool, seed: u64) -> Result<(), TestCaseError> {
+        let x = test_tensor(&x_shape, seed);
+        let w = test_tensor(&w_shape, seed + 1);
+        let b = bias.then(|| test_tensor(&[w_shape[0]], seed + 2));
+        let fast = forward(s, &x, &w, b.as_ref()).map_err(|e| TestCaseError::fail(e.0))?;
+        let slow = forward_naive(s, &x, &w, b.as_ref()).map_err(|e| TestCaseError::fail(e.0))?;
+        assert_close("forward", &fast, &slow)?;
+        let dy = test_tensor(fast.shape(), seed + 3);
+        let grads = backward(s, &x, &w, bias, &dy, &[true, true, true]).map_err(|e| TestCaseError::fail(e.0))?;
+        let [dx, gw, gb] = backward_naive(s, &x, &w, &dy).map_err(|e| TestCaseError::fail(e.0))?;
+        prop_assert_eq!(grads.len(), if bias { 3 } else { 2 });
+        assert_close("d_x", grads[0].as_ref().ok_or_else(|| TestCaseError::fail("no d_x"))?, &dx)?;
+        assert_close("grad_w", grads[1].as_ref().ok_or_else(|| TestCaseError::fail("no grad_w"))?, &gw)?;
+        if bias {
+            assert_close("grad_b", grads[2].as_ref().ok_or_else(|| TestCaseError::fail("no grad_b"))?, &gb)?;
+        }
+        Ok(())
+    }
+
+    /// Random geometry: (spec, x shape, w shape). Channel layout: plain, grouped or depthwise
+    /// (with a channel multiplier); the input is sized so the output has at least one pixel.
+    fn geometry_strategy() -> impl Strategy<Value = (Conv2dSpec, [usize; 4], [usize; 4])> {
+        let channels = prop_oneof![
+            (1usize..4, 1usize..4).prop_map(|(ci, co)| (1usize, ci, co)),
+            (2usize..4, 1usize..3, 1usize..3).prop_map(|(g, cg, og)| (g, g * cg, g * og)),
+            (2usize..5, 1usize..3).prop_map(|(c, m)| (c, c, c * m)),
+        ];
+        (
+            channels,
+            1usize..4,
+            (1usize..6, 1usize..6),
+            (1usize..4, 1usize..4),
+            (0usize..4, 0usize..4, 0usize..4, 0usize..4),
+            (1usize..4, 1usize..4),
+            (0usize..6, 0usize..6),
+        )
+            .prop_map(|((groups, c_in, c_out), n, (kh, kw), (sh, sw), (t, l, bo, r), (dh, dw), (eh, ew))| {
+                let span_h = dh * (kh - 1) + 1;
+                let span_w = dw * (kw - 1) + 1;
+                let h = (span_h + eh).saturating_sub(t + bo).max(1);
+                let w = (span_w + ew).saturating_sub(l + r).max(1);
+                (
+                    spec([sh, sw], pad(t, l, bo, r), [dh, dw], groups),
+                    [n, c_in, h, w],
+                    [c_out, c_in / groups, kh, kw],
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn fast_matches_naive_on_random_geometries((s, xs, ws) in geometry_strategy(), bias: bool, seed in 0u64..1000) {
+            check_fast_vs_naive(&s, xs, ws, bias, seed)?;
+        }
+
+        #[test]
+        fn pointwise_path_matches_naive(n in 1usize..4, groups in 1usize..3, cg in 1usize..5, og in 1usize..5,
+                                        h in 1usize..7, w in 1usize..7, bias: bool, seed in 0u64..1000) {
+            let s = spec([1, 1], Padding2d::default(), [1, 1], groups);
+            check_fast_vs_naive(&s, [n, groups * cg, h, w], [groups * og, cg, 1, 1], bias, seed)?;
+        }
+    }
+
+    #[test]
+    fn output_shape_follows_pytorch_formula() {
+        // floor((h + top + bottom - dil*(k-1) - 1) / stride) + 1
+        let s = spec([2, 3], pad(1, 0, 2, 1), [2, 1], 1);
+        let got = output_shape(&s, &[2, 3, 10, 9], &[4, 3, 3, 2], Some(&[4])).unwrap();
+        assert_eq!(got, vec![2, 4, (10 + 3 - 4 - 1) / 2 + 1, (9 + 1 - 1 - 1) / 3 + 1]);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let ok = spec([1, 1], Padding2d::default(), [1, 1], 1);
+        let cases: Vec<(Conv2dSpec, Vec<usize>, Vec<usize>, Option<Vec<usize>>)> = vec![
+            (ok.clone(), vec![1, 3, 2, 2], vec![4, 3, 3, 3], None), // output would be 0x0
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 2, 3, 3], None), // c_in != w[1] * groups
+            (spec([1, 1], Padding2d::default(), [1, 1], 2), vec![1, 4, 8, 8], vec![3, 2, 3, 3], None), // c_out % groups
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 3, 3, 3], Some(vec![3])), // bias length
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 3, 3, 3], Some(vec![1, 4])), // bias rank
+            (spec([0, 1], Padding2d::default(), [1, 1], 1), vec![1, 3, 8, 8], vec![4, 3, 3, 3], None),
+            (spec([1, 1], Padding2d::default(), [1, 0], 1), vec![1, 3, 8, 8], vec![4, 3, 3, 3], None),
+            (spec([1, 1], Padding2d::default(), [1, 1], 0), vec![1, 3, 8, 8], vec![4, 3, 3, 3], None),
+            (ok.clone(), vec![3, 8, 8], vec![4, 3, 3, 3], None), // rank 3 input
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 3, 3], None), // rank 3 weight
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 3, 0, 3], None), // empty kernel
+        ];
+        for (s, x, w, b) in cases {
+            let r = output_shape(&s, &x, &w, b.as_deref());
+            assert!(r.is_err(), "{s:?} x {x:?} w {w:?} b {b:?} should fail, got {r:?}");
+        }
+        // forward and backward check too (they are public)
+        let x = test_tensor(&[1, 3, 8, 8], 1);
+        let w = test_tensor(&[4, 2, 3, 3], 2);
+        assert!(forward(&ok, &x, &w, None).is_err());
+        let w = test_tensor(&[4, 3, 3, 3], 2);
+        let wrong_dy = test_tensor(&[1, 4, 5, 5], 3);
+        assert!(backward(&ok, &x, &w, false, &wrong_dy, &[true, true]).is_err());
+    }
+
+    #[test]
+    fn backward_computes_only_what_is_needed() {
+        let s = spec([1, 1], Padding2d::uniform(1), [1, 1], 1);
+        let x = test_tensor(&[1, 2, 5, 5], 1);
+        let w = test_tensor(&[3, 2, 3, 3], 2);
+        let dy = test_tensor(&[1, 3, 5, 5], 3);
+        let g = backward(&s, &x, &w, true, &dy, &[false, true, false]).unwrap();
+        assert!(g[0].is_none() && g[1].is_some() && g[2].is_none());
+        let g = backward(&s, &x, &w, false, &dy, &[true, false]).unwrap();
+        assert_eq!(g.len(), 2);
+        assert!(g[0].is_some() && g[1].is_none());
+    }
+
+    fn gradcheck(s: Conv2dSpec, x_shape: &[usize], w_shape: &[usize]) {
+        let x = test_tensor(x_shape, 11);
+        let w = test_tensor(w_shape, 12);
+        let b = test_tensor(&[w_shape[0]], 13);
+        assert_op_gradients(&Op::Conv2d(s), &[x, w, b], &[true, true, true], Mode::Eval, 1e-2);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_plain() {
+        gradcheck(spec([1, 1], Padding2d::uniform(1), [1, 1], 1), &[2, 3, 6, 5], &[4, 3, 3, 3]);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_stride2_asymmetric_pad_dilated() {
+        gradcheck(spec([2, 2], pad(0, 2, 1, 0), [1, 2], 1), &[1, 2, 7, 8], &[3, 2, 3, 2]);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_depthwise() {
+        gradcheck(spec([1, 1], Padding2d::uniform(1), [1, 1], 4), &[2, 4, 6, 6], &[4, 1, 3, 3]);
+        gradcheck(spec([2, 2], pad(1, 0, 0, 1), [1, 1], 3), &[1, 3, 7, 6], &[6, 1, 3, 3]);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_grouped_pointwise() {
+        gradcheck(spec([1, 1], Padding2d::default(), [1, 1], 2), &[2, 4, 3, 4], &[6, 2, 1, 1]);
+    }
+}
