@@ -40,6 +40,7 @@ fn main() {
     if !json {
         println!("threads: {}", rayon::current_num_threads());
         println!("{:<18} {:>10} {:>10} {:>9} {:>8}", "layer", "fwd ms", "bwd ms", "bwd/fwd", "GF/s");
+        println!("(bwd = d_x + grad_w; then d_x alone and grad_w alone, ms)");
     }
     for &(name, n, c_in, h, w, c_out, k, s, p, groups) in LAYERS {
         let spec = Conv2dSpec { stride: [s, s], padding: Padding2d::uniform(p), dilation: [1, 1], groups };
@@ -55,15 +56,30 @@ fn main() {
         let bwd = median_secs(runs, || {
             std::hint::black_box(conv::backward(&spec, &x, &wt, true, &dy, &[true, true, false]).expect("backward"));
         });
+        let bwd_x = median_secs(runs, || {
+            std::hint::black_box(conv::backward(&spec, &x, &wt, true, &dy, &[true, false, false]).expect("backward"));
+        });
+        let bwd_w = median_secs(runs, || {
+            std::hint::black_box(conv::backward(&spec, &x, &wt, true, &dy, &[false, true, false]).expect("backward"));
+        });
         let gflops = 2.0 * macs / fwd / 1e9;
         if json {
             println!(
-                "{{\"layer\": \"{name}\", \"fwd_ms\": {:.4}, \"bwd_ms\": {:.4}, \"gflops\": {gflops:.2}}}",
+                "{{\"layer\": \"{name}\", \"fwd_ms\": {:.4}, \"bwd_ms\": {:.4}, \"bwd_x_ms\": {:.4}, \"bwd_w_ms\": {:.4}, \"gflops\": {gflops:.2}}}",
                 fwd * 1e3,
-                bwd * 1e3
+                bwd * 1e3,
+                bwd_x * 1e3,
+                bwd_w * 1e3
             );
         } else {
-            println!("{name:<18} {:>10.3} {:>10.3} {:>9.2} {gflops:>8.1}", fwd * 1e3, bwd * 1e3, bwd / fwd);
+            println!(
+                "{name:<18} {:>10.3} {:>10.3} {:>9.2} {gflops:>8.1} {:>9.3} {:>9.3}",
+                fwd * 1e3,
+                bwd * 1e3,
+                bwd / fwd,
+                bwd_x * 1e3,
+                bwd_w * 1e3
+            );
         }
     }
 }
