@@ -11,7 +11,18 @@ use convscope::engine::gradcheck::test_tensor;
 use convscope::engine::ops::conv::{self, Conv2dSpec, Padding2d};
 
 /// (name, n, c_in, h, w, c_out, k, stride, pad, groups)
-pub const LAYERS: &[(&str, usize, usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+pub const LAYERS: &[(
+    &str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+)] = &[
     ("conv3x3_64_56", 1, 64, 56, 56, 64, 3, 1, 1, 1),
     ("conv3x3_256_14", 1, 256, 14, 14, 256, 3, 1, 1, 1),
     ("dw3x3_144_56_s1", 1, 144, 56, 56, 144, 3, 1, 1, 144),
@@ -36,14 +47,25 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(21);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(21);
     if !json {
         println!("threads: {}", rayon::current_num_threads());
-        println!("{:<18} {:>10} {:>10} {:>9} {:>8}", "layer", "fwd ms", "bwd ms", "bwd/fwd", "GF/s");
+        println!(
+            "{:<18} {:>10} {:>10} {:>9} {:>8}",
+            "layer", "fwd ms", "bwd ms", "bwd/fwd", "GF/s"
+        );
         println!("(bwd = d_x + grad_w; then d_x alone and grad_w alone, ms)");
     }
     for &(name, n, c_in, h, w, c_out, k, s, p, groups) in LAYERS {
-        let spec = Conv2dSpec { stride: [s, s], padding: Padding2d::uniform(p), dilation: [1, 1], groups };
+        let spec = Conv2dSpec {
+            stride: [s, s],
+            padding: Padding2d::uniform(p),
+            dilation: [1, 1],
+            groups,
+        };
         let x = test_tensor(&[n, c_in, h, w], 1);
         let wt = test_tensor(&[c_out, c_in / groups, k, k], 2);
         let b = test_tensor(&[c_out], 3);
@@ -54,13 +76,19 @@ fn main() {
             std::hint::black_box(conv::forward(&spec, &x, &wt, Some(&b)).expect("forward"));
         });
         let bwd = median_secs(runs, || {
-            std::hint::black_box(conv::backward(&spec, &x, &wt, true, &dy, &[true, true, false]).expect("backward"));
+            std::hint::black_box(
+                conv::backward(&spec, &x, &wt, true, &dy, &[true, true, false]).expect("backward"),
+            );
         });
         let bwd_x = median_secs(runs, || {
-            std::hint::black_box(conv::backward(&spec, &x, &wt, true, &dy, &[true, false, false]).expect("backward"));
+            std::hint::black_box(
+                conv::backward(&spec, &x, &wt, true, &dy, &[true, false, false]).expect("backward"),
+            );
         });
         let bwd_w = median_secs(runs, || {
-            std::hint::black_box(conv::backward(&spec, &x, &wt, true, &dy, &[false, true, false]).expect("backward"));
+            std::hint::black_box(
+                conv::backward(&spec, &x, &wt, true, &dy, &[false, true, false]).expect("backward"),
+            );
         });
         let gflops = 2.0 * macs / fwd / 1e9;
         if json {

@@ -33,7 +33,11 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) as f32 / 65536.0 - 0.5).collect()
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) as f32 / 65536.0 - 0.5
+        })
+        .collect()
 }
 
 fn main() {
@@ -41,10 +45,19 @@ fn main() {
         run_mm_child(&spec);
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(21);
-    println!("{:<32} {:>3} {:>12} {:>16}", "shape (m, k, n)", "thr", "gemm GF/s", "matrixmult GF/s");
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(21);
+    println!(
+        "{:<32} {:>3} {:>12} {:>16}",
+        "shape (m, k, n)", "thr", "gemm GF/s", "matrixmult GF/s"
+    );
     for threads in [1usize, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("rayon pool");
         for &(label, m, k, n) in SHAPES {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
@@ -52,7 +65,14 @@ fn main() {
             let flops = 2.0 * (m * k * n) as f64;
             let ours = pool.install(|| {
                 median_secs(runs, || {
-                    sgemm(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, &mut c, Parallelism::Rayon)
+                    sgemm(
+                        1.0,
+                        MatRef::row_major(&a, m, k),
+                        MatRef::row_major(&b, k, n),
+                        0.0,
+                        &mut c,
+                        Parallelism::Rayon,
+                    )
                 })
             });
             // matrixmultiply reads its thread count from MATMUL_NUM_THREADS once per process,
@@ -83,7 +103,9 @@ fn mm_child(threads: usize, m: usize, k: usize, n: usize, runs: usize) -> Option
 /// Child side of [`mm_child`]: prints the median seconds of one matrixmultiply product.
 fn run_mm_child(spec: &str) {
     let v: Vec<usize> = spec.split(',').filter_map(|s| s.parse().ok()).collect();
-    let &[m, k, n, runs] = v.as_slice() else { return };
+    let &[m, k, n, runs] = v.as_slice() else {
+        return;
+    };
     let a = values(m * k, 1);
     let b = values(k * n, 2);
     let mut c = vec![0.0f32; m * n];
@@ -91,8 +113,20 @@ fn run_mm_child(spec: &str) {
         // SAFETY: a is [m, k], b is [k, n], c is [m, n], all row-major and distinct.
         unsafe {
             matrixmultiply::sgemm(
-                m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0,
-                c.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             )
         }
     });
