@@ -22,12 +22,24 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major `[rows, cols]` matrix.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// The transpose, as a view.
     pub fn t(self) -> Self {
-        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 
     /// Whether every element the strides address lies inside `data`.
@@ -35,9 +47,11 @@ impl<'a> MatRef<'a> {
         if self.rows == 0 || self.cols == 0 {
             return true;
         }
-        let last = (self.rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|r| (self.cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        let last = (self.rows - 1).checked_mul(self.rs).and_then(|r| {
+            (self.cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|c| r.checked_add(c))
+        });
         matches!(last, Some(l) if l < self.data.len())
     }
 }
@@ -60,9 +74,21 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// these from validated tensor shapes, so a mismatch is a bug in the engine, not user input.
 pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], par: Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "sgemm: a is [{m}, {k}] but b is [{}, {n}]", b.rows);
-    assert!(c.len() >= m * n, "sgemm: c holds {} elements, [{m}, {n}] needs {}", c.len(), m * n);
-    assert!(a.in_bounds() && b.in_bounds(), "sgemm: a strided view reaches outside its data");
+    assert_eq!(
+        b.rows, k,
+        "sgemm: a is [{m}, {k}] but b is [{}, {n}]",
+        b.rows
+    );
+    assert!(
+        c.len() >= m * n,
+        "sgemm: c holds {} elements, [{m}, {n}] needs {}",
+        c.len(),
+        m * n
+    );
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "sgemm: a strided view reaches outside its data"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -71,7 +97,8 @@ pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32],
         return;
     }
     let threads = rayon::current_num_threads();
-    let parallelism = if par == Parallelism::Rayon && threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+    let parallelism = if par == Parallelism::Rayon && threads > 1 && m * n * k >= PARALLEL_MIN_MACS
+    {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -126,7 +153,11 @@ pub fn sgemm_naive(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut 
                 acc += a.data[i * a.rs + p * a.cs] * b.data[p * b.rs + j * b.cs];
             }
             let dst = &mut c[i * n + j];
-            *dst = if beta == 0.0 { alpha * acc } else { beta * *dst + alpha * acc };
+            *dst = if beta == 0.0 {
+                alpha * acc
+            } else {
+                beta * *dst + alpha * acc
+            };
         }
     }
 }
@@ -147,7 +178,9 @@ mod tests {
     }
 
     fn max_abs_diff(x: &[f32], y: &[f32]) -> f32 {
-        x.iter().zip(y).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+        x.iter()
+            .zip(y)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
     }
 
     fn check_against_naive(
@@ -166,12 +199,28 @@ mod tests {
             c_fast.fill(f32::NAN);
         }
         let mut c_ref = c_fast.clone();
-        sgemm(alpha, view(&a, m, k, ta), view(&b, k, n, tb), beta, &mut c_fast, par);
-        sgemm_naive(alpha, view(&a, m, k, ta), view(&b, k, n, tb), beta, &mut c_ref);
+        sgemm(
+            alpha,
+            view(&a, m, k, ta),
+            view(&b, k, n, tb),
+            beta,
+            &mut c_fast,
+            par,
+        );
+        sgemm_naive(
+            alpha,
+            view(&a, m, k, ta),
+            view(&b, k, n, tb),
+            beta,
+            &mut c_ref,
+        );
         prop_assert!(c_fast.iter().all(|v| v.is_finite()), "non-finite output");
         let scale = c_ref.iter().fold(1.0f32, |s, v| s.max(v.abs()));
         let diff = max_abs_diff(&c_fast, &c_ref);
-        prop_assert!(diff <= 1e-5 * scale * (k as f32).sqrt().max(1.0), "diff {diff} scale {scale}");
+        prop_assert!(
+            diff <= 1e-5 * scale * (k as f32).sqrt().max(1.0),
+            "diff {diff} scale {scale}"
+        );
         Ok(())
     }
 
@@ -194,17 +243,22 @@ mod tests {
     fn sgemm_matches_naive_on_a_parallel_sized_product() {
         // large enough to cross PARALLEL_MIN_MACS so the threaded path is exercised
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            check_against_naive((67, 131, 70), (ta, tb), 1.0, 0.0, Parallelism::Rayon, 9)
-                .unwrap();
-            check_against_naive((67, 131, 70), (ta, tb), 0.5, 1.0, Parallelism::Rayon, 9)
-                .unwrap();
+            check_against_naive((67, 131, 70), (ta, tb), 1.0, 0.0, Parallelism::Rayon, 9).unwrap();
+            check_against_naive((67, 131, 70), (ta, tb), 0.5, 1.0, Parallelism::Rayon, 9).unwrap();
         }
     }
 
     #[test]
     fn beta_zero_with_empty_k_writes_zeros_over_nan() {
         let mut c = vec![f32::NAN; 6];
-        sgemm(1.0, MatRef::row_major(&[], 2, 0), MatRef::row_major(&[], 0, 3), 0.0, &mut c, Parallelism::Sequential);
+        sgemm(
+            1.0,
+            MatRef::row_major(&[], 2, 0),
+            MatRef::row_major(&[], 0, 3),
+            0.0,
+            &mut c,
+            Parallelism::Sequential,
+        );
         assert_eq!(c, vec![0.0; 6]);
     }
 }

@@ -27,7 +27,12 @@ pub struct Padding2d {
 
 impl Padding2d {
     pub fn uniform(p: usize) -> Self {
-        Self { top: p, left: p, bottom: p, right: p }
+        Self {
+            top: p,
+            left: p,
+            bottom: p,
+            right: p,
+        }
     }
 }
 
@@ -83,7 +88,12 @@ impl Geom {
     }
     /// 1x1, stride 1, unpadded: the input plane is the column matrix itself.
     fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.oh == self.h && self.ow == self.w
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.oh == self.h
+            && self.ow == self.w
     }
     /// One input channel per group (groups == c_in, any channel multiplier).
     fn is_depthwise(&self) -> bool {
@@ -95,7 +105,14 @@ impl Geom {
 }
 
 /// Output length of one spatial axis (PyTorch's formula), or an error when it is below 1.
-fn out_len(axis: &str, len: usize, pad: (usize, usize), k: usize, stride: usize, dil: usize) -> Result<usize, OpError> {
+fn out_len(
+    axis: &str,
+    len: usize,
+    pad: (usize, usize),
+    k: usize,
+    stride: usize,
+    dil: usize,
+) -> Result<usize, OpError> {
     let padded = len + pad.0 + pad.1;
     let span = dil * (k - 1) + 1;
     if padded < span {
@@ -108,20 +125,31 @@ fn out_len(axis: &str, len: usize, pad: (usize, usize), k: usize, stride: usize,
     Ok((padded - span) / stride + 1)
 }
 
-fn geometry(spec: &Conv2dSpec, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<Geom, OpError> {
+fn geometry(
+    spec: &Conv2dSpec,
+    x: &[usize],
+    w: &[usize],
+    b: Option<&[usize]>,
+) -> Result<Geom, OpError> {
     let [n, c_in, h, wd] = dims4(x).map_err(|e| OpError(format!("input: {e}")))?;
     let [c_out, cg, kh, kw] = dims4(w).map_err(|e| OpError(format!("weight: {e}")))?;
     let [sh, sw] = spec.stride;
     let [dh, dw] = spec.dilation;
     let groups = spec.groups;
     if sh == 0 || sw == 0 || dh == 0 || dw == 0 || groups == 0 {
-        op_bail!("stride {:?}, dilation {:?} and groups {groups} must all be at least 1", spec.stride, spec.dilation);
+        op_bail!(
+            "stride {:?}, dilation {:?} and groups {groups} must all be at least 1",
+            spec.stride,
+            spec.dilation
+        );
     }
     if kh == 0 || kw == 0 || cg == 0 {
         op_bail!("weight shape {w:?} has a zero dimension");
     }
     if cg.checked_mul(groups) != Some(c_in) {
-        op_bail!("input {x:?} has {c_in} channels but weight {w:?} with {groups} groups expects {cg} x {groups}");
+        op_bail!(
+            "input {x:?} has {c_in} channels but weight {w:?} with {groups} groups expects {cg} x {groups}"
+        );
     }
     if c_out % groups != 0 {
         op_bail!("weight {w:?}: {c_out} output channels do not split into {groups} groups");
@@ -216,7 +244,10 @@ fn im2col_row(x_c: &[f32], ki: usize, kj: usize, g: &Geom, row: &mut [f32]) {
         if g.sw == 1 {
             out[xlo..xhi].copy_from_slice(&xrow[start..start + (xhi - xlo)]);
         } else {
-            for (o, &v) in out[xlo..xhi].iter_mut().zip(xrow[start..].iter().step_by(g.sw)) {
+            for (o, &v) in out[xlo..xhi]
+                .iter_mut()
+                .zip(xrow[start..].iter().step_by(g.sw))
+            {
                 *o = v;
             }
         }
@@ -280,6 +311,26 @@ fn col2im(col: &[f32], g: &Geom, dx_g: &mut [f32], par: Parallelism) {
     }
 }
 
+/// dst `(cols, rows)` = srcᵀ for src `(rows, cols)`, in cache-sized tiles.
+/// grad_w uses it when K is small, where the `gemm` crate is up to 25x slower with a
+/// column-major right operand than with a row-major one (measured on 16x4096x75 and
+/// 32x1024x144, the smile CNN's grad_w products).
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// Up to this many rows K in a column matrix, grad_w builds colᵀ directly (see [`im2col_t`]).
+const GRAD_W_TRANSPOSED_MAX_K: usize = 512;
+
 // ---------------------------------------------------------------------------------------------
 // Batch scheduling
 // ---------------------------------------------------------------------------------------------
@@ -305,7 +356,12 @@ fn items_per_chunk(n: usize, chunks: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 
 /// y `[n, c_out, oh, ow]` = conv(x `[n, c_in, h, w]`, w `[c_out, c_in/g, kh, kw]`) + b `[c_out]`.
-pub fn forward(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor, OpError> {
+pub fn forward(
+    spec: &Conv2dSpec,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor, OpError> {
     let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
     if g.is_depthwise() {
@@ -325,7 +381,11 @@ fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let per = items_per_chunk(g.n, chunks);
     let run = |(ci, y_chunk): (usize, &mut [f32])| {
         // one column buffer per chunk, reused across its items and groups: (K, P)
-        let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; g.k() * g.p()] };
+        let mut col = if g.is_pointwise() {
+            Vec::new()
+        } else {
+            vec![0.0f32; g.k() * g.p()]
+        };
         for (i, y_item) in y_chunk.chunks_exact_mut(g.y_item()).enumerate() {
             let x_item = &x[(ci * per + i) * g.x_item()..][..g.x_item()];
             forward_item(g, x_item, w, y_item, &mut col, par);
@@ -339,7 +399,14 @@ fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
 }
 
 /// One batch item: x_item `(c_in, h, w)` → y_item `(c_out, oh, ow)`.
-fn forward_item(g: &Geom, x_item: &[f32], w: &[f32], y_item: &mut [f32], col: &mut [f32], par: Parallelism) {
+fn forward_item(
+    g: &Geom,
+    x_item: &[f32],
+    w: &[f32],
+    y_item: &mut [f32],
+    col: &mut [f32],
+    par: Parallelism,
+) {
     let (k, p) = (g.k(), g.p());
     for grp in 0..g.groups {
         let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w]; // (cg, h, w)
@@ -368,45 +435,60 @@ fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut 
     let plane_in = g.h * g.w;
     let ks = g.kh * g.kw;
     let xoffs = offsets(g.kw, g.dw, g.left);
-    let xranges: Vec<(usize, usize)> = xoffs.iter().map(|&o| valid_range(g.ow, g.w, g.sw, o)).collect();
+    let xranges: Vec<(usize, usize)> = xoffs
+        .iter()
+        .map(|&o| valid_range(g.ow, g.w, g.sw, o))
+        .collect();
     let m = g.og; // channel multiplier
-    y.par_chunks_exact_mut(g.p()).enumerate().for_each(|(idx, y_p)| {
-        let (ni, co) = (idx / g.c_out, idx % g.c_out);
-        let x_c = &x[(ni * g.c_in + co / m) * plane_in..][..plane_in]; // (h, w)
-        let w_c = &w[co * ks..][..ks]; // (kh, kw)
-        y_p.fill(b.map_or(0.0, |b| b[co]));
-        for (oy, yrow) in y_p.chunks_exact_mut(g.ow).enumerate() {
-            for ki in 0..g.kh {
-                let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                let xrow = &x_c[iy as usize * g.w..][..g.w];
-                for kj in 0..g.kw {
-                    let wv = w_c[ki * g.kw + kj];
-                    let (lo, hi) = xranges[kj];
-                    if lo == hi {
+    y.par_chunks_exact_mut(g.p())
+        .enumerate()
+        .for_each(|(idx, y_p)| {
+            let (ni, co) = (idx / g.c_out, idx % g.c_out);
+            let x_c = &x[(ni * g.c_in + co / m) * plane_in..][..plane_in]; // (h, w)
+            let w_c = &w[co * ks..][..ks]; // (kh, kw)
+            y_p.fill(b.map_or(0.0, |b| b[co]));
+            for (oy, yrow) in y_p.chunks_exact_mut(g.ow).enumerate() {
+                for ki in 0..g.kh {
+                    let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+                    if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
-                    let start = in_index(lo, g.sw, xoffs[kj]);
-                    if g.sw == 1 {
-                        for (o, &v) in yrow[lo..hi].iter_mut().zip(&xrow[start..start + (hi - lo)]) {
-                            *o += wv * v;
+                    let xrow = &x_c[iy as usize * g.w..][..g.w];
+                    for kj in 0..g.kw {
+                        let wv = w_c[ki * g.kw + kj];
+                        let (lo, hi) = xranges[kj];
+                        if lo == hi {
+                            continue;
                         }
-                    } else {
-                        for (o, &v) in yrow[lo..hi].iter_mut().zip(xrow[start..].iter().step_by(g.sw)) {
-                            *o += wv * v;
+                        let start = in_index(lo, g.sw, xoffs[kj]);
+                        if g.sw == 1 {
+                            for (o, &v) in
+                                yrow[lo..hi].iter_mut().zip(&xrow[start..start + (hi - lo)])
+                            {
+                                *o += wv * v;
+                            }
+                        } else {
+                            for (o, &v) in yrow[lo..hi]
+                                .iter_mut()
+                                .zip(xrow[start..].iter().step_by(g.sw))
+                            {
+                                *o += wv * v;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// The definition: y[n, co, oy, ox] = b[co] + Σ_{ci, ki, kj} w[co, ci, ki, kj] ·
 /// x[n, grp·cg + ci, oy·sh + ki·dh − top, ox·sw + kj·dw − left] (zero outside the input).
-pub fn forward_naive(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor, OpError> {
+pub fn forward_naive(
+    spec: &Conv2dSpec,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor, OpError> {
     let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
     let (xd, wd) = (x.data(), w.data());
@@ -440,7 +522,8 @@ pub fn forward_naive(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, b: Option<&Tenso
 fn naive_input_pos(g: &Geom, oy: usize, ox: usize, ki: usize, kj: usize) -> Option<(usize, usize)> {
     let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
     let ix = (ox * g.sw + kj * g.dw) as isize - g.left as isize;
-    (iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w).then_some((iy as usize, ix as usize))
+    (iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w)
+        .then_some((iy as usize, ix as usize))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,12 +531,22 @@ fn naive_input_pos(g: &Geom, oy: usize, ox: usize, ki: usize, kj: usize) -> Opti
 // ---------------------------------------------------------------------------------------------
 
 /// Checks shapes for backward and returns the geometry.
-fn backward_geometry(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, has_bias: bool, d_y: &Tensor) -> Result<Geom, OpError> {
+fn backward_geometry(
+    spec: &Conv2dSpec,
+    x: &Tensor,
+    w: &Tensor,
+    has_bias: bool,
+    d_y: &Tensor,
+) -> Result<Geom, OpError> {
     let c_out = w.shape().first().copied().unwrap_or(0);
     let b_shape = [c_out];
     let g = geometry(spec, x.shape(), w.shape(), has_bias.then_some(&b_shape[..]))?;
     if d_y.shape() != g.output_shape() {
-        op_bail!("gradient shape {:?} does not match the output shape {:?}", d_y.shape(), g.output_shape());
+        op_bail!(
+            "gradient shape {:?} does not match the output shape {:?}",
+            d_y.shape(),
+            g.output_shape()
+        );
     }
     Ok(g)
 }
@@ -505,7 +598,8 @@ fn bias_grad(g: &Geom, d_y: &[f32]) -> Tensor {
     for (i, plane) in d_y.chunks_exact(g.p()).enumerate() {
         gb[i % g.c_out] += plane.iter().sum::<f32>();
     }
-    Tensor::new(vec![g.c_out], gb).unwrap_or_else(|_| unreachable!("bias gradient has c_out elements"))
+    Tensor::new(vec![g.c_out], gb)
+        .unwrap_or_else(|_| unreachable!("bias gradient has c_out elements"))
 }
 
 /// d_x via GEMM: dcol `(K, P)` = W_gᵀ `(K, og)` @ dy_g `(og, P)`, then col2im.
@@ -514,7 +608,11 @@ fn gemm_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     let per = items_per_chunk(g.n, chunks);
     let (k, p) = (g.k(), g.p());
     let run = |(ci, dx_chunk): (usize, &mut [f32])| {
-        let mut dcol = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; k * p] }; // (K, P)
+        let mut dcol = if g.is_pointwise() {
+            Vec::new()
+        } else {
+            vec![0.0f32; k * p]
+        }; // (K, P)
         for (i, dx_item) in dx_chunk.chunks_exact_mut(g.x_item()).enumerate() {
             let dy_item = &d_y[(ci * per + i) * g.y_item()..][..g.y_item()];
             for grp in 0..g.groups {
@@ -531,7 +629,9 @@ fn gemm_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
         }
     };
     if chunks > 1 {
-        d_x.par_chunks_mut(per * g.x_item()).enumerate().for_each(run);
+        d_x.par_chunks_mut(per * g.x_item())
+            .enumerate()
+            .for_each(run);
     } else {
         d_x.chunks_mut(per * g.x_item()).enumerate().for_each(run);
     }
@@ -545,21 +645,29 @@ fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
     let (k, p) = (g.k(), g.p());
     let partial = |ci: usize| -> Vec<f32> {
         let mut acc = vec![0.0f32; g.c_out * k]; // (c_out, K)
-        let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; k * p] }; // (K, P)
+        let mut col = vec![0.0f32; if g.is_pointwise() { 0 } else { k * p }]; // (K, P)
+        let transposed = k <= GRAD_W_TRANSPOSED_MAX_K;
+        let mut col_t = vec![0.0f32; if transposed { k * p } else { 0 }]; // (P, K)
         for ni in ci * per..((ci + 1) * per).min(g.n) {
             let x_item = &x[ni * g.x_item()..][..g.x_item()];
             let dy_item = &d_y[ni * g.y_item()..][..g.y_item()];
             for grp in 0..g.groups {
                 let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
-                let cols = if g.is_pointwise() {
+                let cols: &[f32] = if g.is_pointwise() {
                     x_g
                 } else {
                     im2col(x_g, g, &mut col, par);
-                    &col[..]
-                };
+                    &col
+                }; // (K, P)
+                let cols_t = if transposed {
+                    transpose_into(cols, k, p, &mut col_t);
+                    MatRef::row_major(&col_t, p, k)
+                } else {
+                    MatRef::row_major(cols, k, p).t()
+                }; // (P, K)
                 let dy_g = MatRef::row_major(&dy_item[grp * g.og * p..][..g.og * p], g.og, p);
                 let acc_g = &mut acc[grp * g.og * k..][..g.og * k];
-                sgemm(1.0, dy_g, MatRef::row_major(cols, k, p).t(), 1.0, acc_g, par);
+                sgemm(1.0, dy_g, cols_t, 1.0, acc_g, par);
             }
         }
         acc
@@ -578,40 +686,50 @@ fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
 fn depthwise_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     let ks = g.kh * g.kw;
     let xoffs = offsets(g.kw, g.dw, g.left);
-    let xranges: Vec<(usize, usize)> = xoffs.iter().map(|&o| valid_range(g.ow, g.w, g.sw, o)).collect();
-    d_x.par_chunks_exact_mut(g.h * g.w).enumerate().for_each(|(idx, dx_c)| {
-        let (ni, ci) = (idx / g.c_in, idx % g.c_in);
-        for co in ci * g.og..(ci + 1) * g.og {
-            let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()]; // (oh, ow)
-            let w_c = &w[co * ks..][..ks];
-            for (oy, dyrow) in dy_p.chunks_exact(g.ow).enumerate() {
-                for ki in 0..g.kh {
-                    let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let dxrow = &mut dx_c[iy as usize * g.w..][..g.w];
-                    for kj in 0..g.kw {
-                        let wv = w_c[ki * g.kw + kj];
-                        let (lo, hi) = xranges[kj];
-                        if lo == hi {
+    let xranges: Vec<(usize, usize)> = xoffs
+        .iter()
+        .map(|&o| valid_range(g.ow, g.w, g.sw, o))
+        .collect();
+    d_x.par_chunks_exact_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(idx, dx_c)| {
+            let (ni, ci) = (idx / g.c_in, idx % g.c_in);
+            for co in ci * g.og..(ci + 1) * g.og {
+                let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()]; // (oh, ow)
+                let w_c = &w[co * ks..][..ks];
+                for (oy, dyrow) in dy_p.chunks_exact(g.ow).enumerate() {
+                    for ki in 0..g.kh {
+                        let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+                        if iy < 0 || iy >= g.h as isize {
                             continue;
                         }
-                        let start = in_index(lo, g.sw, xoffs[kj]);
-                        if g.sw == 1 {
-                            for (d, &v) in dxrow[start..start + (hi - lo)].iter_mut().zip(&dyrow[lo..hi]) {
-                                *d += wv * v;
+                        let dxrow = &mut dx_c[iy as usize * g.w..][..g.w];
+                        for kj in 0..g.kw {
+                            let wv = w_c[ki * g.kw + kj];
+                            let (lo, hi) = xranges[kj];
+                            if lo == hi {
+                                continue;
                             }
-                        } else {
-                            for (d, &v) in dxrow[start..].iter_mut().step_by(g.sw).zip(&dyrow[lo..hi]) {
-                                *d += wv * v;
+                            let start = in_index(lo, g.sw, xoffs[kj]);
+                            if g.sw == 1 {
+                                for (d, &v) in dxrow[start..start + (hi - lo)]
+                                    .iter_mut()
+                                    .zip(&dyrow[lo..hi])
+                                {
+                                    *d += wv * v;
+                                }
+                            } else {
+                                for (d, &v) in
+                                    dxrow[start..].iter_mut().step_by(g.sw).zip(&dyrow[lo..hi])
+                                {
+                                    *d += wv * v;
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Depthwise grad_w, one task per output channel: gw[co, ki, kj] = Σ_{n, oy, ox} dy · x.
@@ -619,41 +737,59 @@ fn depthwise_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
     let ks = g.kh * g.kw;
     let plane_in = g.h * g.w;
     let xoffs = offsets(g.kw, g.dw, g.left);
-    let xranges: Vec<(usize, usize)> = xoffs.iter().map(|&o| valid_range(g.ow, g.w, g.sw, o)).collect();
-    gw.par_chunks_exact_mut(ks).enumerate().for_each(|(co, gw_c)| {
-        for ni in 0..g.n {
-            let x_c = &x[(ni * g.c_in + co / g.og) * plane_in..][..plane_in];
-            let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()];
-            for (oy, dyrow) in dy_p.chunks_exact(g.ow).enumerate() {
-                for ki in 0..g.kh {
-                    let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let xrow = &x_c[iy as usize * g.w..][..g.w];
-                    for kj in 0..g.kw {
-                        let (lo, hi) = xranges[kj];
-                        if lo == hi {
+    let xranges: Vec<(usize, usize)> = xoffs
+        .iter()
+        .map(|&o| valid_range(g.ow, g.w, g.sw, o))
+        .collect();
+    gw.par_chunks_exact_mut(ks)
+        .enumerate()
+        .for_each(|(co, gw_c)| {
+            for ni in 0..g.n {
+                let x_c = &x[(ni * g.c_in + co / g.og) * plane_in..][..plane_in];
+                let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()];
+                for (oy, dyrow) in dy_p.chunks_exact(g.ow).enumerate() {
+                    for ki in 0..g.kh {
+                        let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+                        if iy < 0 || iy >= g.h as isize {
                             continue;
                         }
-                        let start = in_index(lo, g.sw, xoffs[kj]);
-                        let dot: f32 = if g.sw == 1 {
-                            dyrow[lo..hi].iter().zip(&xrow[start..start + (hi - lo)]).map(|(a, b)| a * b).sum()
-                        } else {
-                            dyrow[lo..hi].iter().zip(xrow[start..].iter().step_by(g.sw)).map(|(a, b)| a * b).sum()
-                        };
-                        gw_c[ki * g.kw + kj] += dot;
+                        let xrow = &x_c[iy as usize * g.w..][..g.w];
+                        for kj in 0..g.kw {
+                            let (lo, hi) = xranges[kj];
+                            if lo == hi {
+                                continue;
+                            }
+                            let start = in_index(lo, g.sw, xoffs[kj]);
+                            let dot: f32 = if g.sw == 1 {
+                                dyrow[lo..hi]
+                                    .iter()
+                                    .zip(&xrow[start..start + (hi - lo)])
+                                    .map(|(a, b)| a * b)
+                                    .sum()
+                            } else {
+                                dyrow[lo..hi]
+                                    .iter()
+                                    .zip(xrow[start..].iter().step_by(g.sw))
+                                    .map(|(a, b)| a * b)
+                                    .sum()
+                            };
+                            gw_c[ki * g.kw + kj] += dot;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// The definition of every gradient, by the same loops as [`forward_naive`]:
 /// d_x[n, c, iy, ix] += w · d_y, grad_w[co, ci, ki, kj] += x · d_y, grad_b[co] += d_y.
 /// Returns `[d_x, grad_w, grad_b]` (all three; grad_b even without a bias).
-pub fn backward_naive(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, d_y: &Tensor) -> Result<[Tensor; 3], OpError> {
+pub fn backward_naive(
+    spec: &Conv2dSpec,
+    x: &Tensor,
+    w: &Tensor,
+    d_y: &Tensor,
+) -> Result<[Tensor; 3], OpError> {
     let g = backward_geometry(spec, x, w, false, d_y)?;
     let mut d_x = Tensor::try_zeros(x.shape())?; // (n, c_in, h, w)
     let mut gw = Tensor::try_zeros(w.shape())?; // (c_out, cg, kh, kw)
@@ -683,4 +819,295 @@ pub fn backward_naive(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, d_y: &Tensor) -
         }
     }
     Ok([d_x, gw, gb])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
+    use crate::engine::ops::{Mode, Op};
+    use proptest::prelude::*;
+
+    fn spec(
+        stride: [usize; 2],
+        padding: Padding2d,
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Conv2dSpec {
+        Conv2dSpec {
+            stride,
+            padding,
+            dilation,
+            groups,
+        }
+    }
+
+    fn pad(top: usize, left: usize, bottom: usize, right: usize) -> Padding2d {
+        Padding2d {
+            top,
+            left,
+            bottom,
+            right,
+        }
+    }
+
+    /// Asserts |a - b| <= 1e-4 · max(max|b|, 1) element-wise.
+    fn assert_close(what: &str, a: &Tensor, b: &Tensor) -> Result<(), TestCaseError> {
+        prop_assert_eq!(a.shape(), b.shape(), "{} shape", what);
+        let scale = b.max_abs().max(1.0);
+        let diff = a
+            .data()
+            .iter()
+            .zip(b.data())
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        prop_assert!(
+            diff <= 1e-4 * scale,
+            "{}: max diff {} (scale {})",
+            what,
+            diff,
+            scale
+        );
+        Ok(())
+    }
+
+    /// Runs fast forward and backward against the naive definitions for one geometry.
+    fn check_fast_vs_naive(
+        s: &Conv2dSpec,
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        bias: bool,
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let x = test_tensor(&x_shape, seed);
+        let w = test_tensor(&w_shape, seed + 1);
+        let b = bias.then(|| test_tensor(&[w_shape[0]], seed + 2));
+        let fast = forward(s, &x, &w, b.as_ref()).map_err(|e| TestCaseError::fail(e.0))?;
+        let slow = forward_naive(s, &x, &w, b.as_ref()).map_err(|e| TestCaseError::fail(e.0))?;
+        assert_close("forward", &fast, &slow)?;
+        let dy = test_tensor(fast.shape(), seed + 3);
+        let grads = backward(s, &x, &w, bias, &dy, &[true, true, true])
+            .map_err(|e| TestCaseError::fail(e.0))?;
+        let [dx, gw, gb] = backward_naive(s, &x, &w, &dy).map_err(|e| TestCaseError::fail(e.0))?;
+        prop_assert_eq!(grads.len(), if bias { 3 } else { 2 });
+        assert_close(
+            "d_x",
+            grads[0]
+                .as_ref()
+                .ok_or_else(|| TestCaseError::fail("no d_x"))?,
+            &dx,
+        )?;
+        assert_close(
+            "grad_w",
+            grads[1]
+                .as_ref()
+                .ok_or_else(|| TestCaseError::fail("no grad_w"))?,
+            &gw,
+        )?;
+        if bias {
+            assert_close(
+                "grad_b",
+                grads[2]
+                    .as_ref()
+                    .ok_or_else(|| TestCaseError::fail("no grad_b"))?,
+                &gb,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Random geometry: (spec, x shape, w shape). Channel layout: plain, grouped or depthwise
+    /// (with a channel multiplier); the input is sized so the output has at least one pixel.
+    fn geometry_strategy() -> impl Strategy<Value = (Conv2dSpec, [usize; 4], [usize; 4])> {
+        let channels = prop_oneof![
+            (1usize..4, 1usize..4).prop_map(|(ci, co)| (1usize, ci, co)),
+            (2usize..4, 1usize..3, 1usize..3).prop_map(|(g, cg, og)| (g, g * cg, g * og)),
+            (2usize..5, 1usize..3).prop_map(|(c, m)| (c, c, c * m)),
+        ];
+        (
+            channels,
+            1usize..4,
+            (1usize..6, 1usize..6),
+            (1usize..4, 1usize..4),
+            (0usize..4, 0usize..4, 0usize..4, 0usize..4),
+            (1usize..4, 1usize..4),
+            (0usize..6, 0usize..6),
+        )
+            .prop_map(
+                |(
+                    (groups, c_in, c_out),
+                    n,
+                    (kh, kw),
+                    (sh, sw),
+                    (t, l, bo, r),
+                    (dh, dw),
+                    (eh, ew),
+                )| {
+                    let span_h = dh * (kh - 1) + 1;
+                    let span_w = dw * (kw - 1) + 1;
+                    let h = (span_h + eh).saturating_sub(t + bo).max(1);
+                    let w = (span_w + ew).saturating_sub(l + r).max(1);
+                    (
+                        spec([sh, sw], pad(t, l, bo, r), [dh, dw], groups),
+                        [n, c_in, h, w],
+                        [c_out, c_in / groups, kh, kw],
+                    )
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn fast_matches_naive_on_random_geometries((s, xs, ws) in geometry_strategy(), bias: bool, seed in 0u64..1000) {
+            check_fast_vs_naive(&s, xs, ws, bias, seed)?;
+        }
+
+        #[test]
+        fn pointwise_path_matches_naive(n in 1usize..4, groups in 1usize..3, cg in 1usize..5, og in 1usize..5,
+                                        h in 1usize..7, w in 1usize..7, bias: bool, seed in 0u64..1000) {
+            let s = spec([1, 1], Padding2d::default(), [1, 1], groups);
+            check_fast_vs_naive(&s, [n, groups * cg, h, w], [groups * og, cg, 1, 1], bias, seed)?;
+        }
+    }
+
+    #[test]
+    fn output_shape_follows_pytorch_formula() {
+        // floor((h + top + bottom - dil*(k-1) - 1) / stride) + 1
+        let s = spec([2, 3], pad(1, 0, 2, 1), [2, 1], 1);
+        let got = output_shape(&s, &[2, 3, 10, 9], &[4, 3, 3, 2], Some(&[4])).unwrap();
+        assert_eq!(
+            got,
+            vec![2, 4, (10 + 3 - 4 - 1) / 2 + 1, (9 + 1 - 1 - 1) / 3 + 1]
+        );
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let ok = spec([1, 1], Padding2d::default(), [1, 1], 1);
+        let cases: Vec<(Conv2dSpec, Vec<usize>, Vec<usize>, Option<Vec<usize>>)> = vec![
+            (ok.clone(), vec![1, 3, 2, 2], vec![4, 3, 3, 3], None), // output would be 0x0
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 2, 3, 3], None), // c_in != w[1] * groups
+            (
+                spec([1, 1], Padding2d::default(), [1, 1], 2),
+                vec![1, 4, 8, 8],
+                vec![3, 2, 3, 3],
+                None,
+            ), // c_out % groups
+            (
+                ok.clone(),
+                vec![1, 3, 8, 8],
+                vec![4, 3, 3, 3],
+                Some(vec![3]),
+            ), // bias length
+            (
+                ok.clone(),
+                vec![1, 3, 8, 8],
+                vec![4, 3, 3, 3],
+                Some(vec![1, 4]),
+            ), // bias rank
+            (
+                spec([0, 1], Padding2d::default(), [1, 1], 1),
+                vec![1, 3, 8, 8],
+                vec![4, 3, 3, 3],
+                None,
+            ),
+            (
+                spec([1, 1], Padding2d::default(), [1, 0], 1),
+                vec![1, 3, 8, 8],
+                vec![4, 3, 3, 3],
+                None,
+            ),
+            (
+                spec([1, 1], Padding2d::default(), [1, 1], 0),
+                vec![1, 3, 8, 8],
+                vec![4, 3, 3, 3],
+                None,
+            ),
+            (ok.clone(), vec![3, 8, 8], vec![4, 3, 3, 3], None), // rank 3 input
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 3, 3], None), // rank 3 weight
+            (ok.clone(), vec![1, 3, 8, 8], vec![4, 3, 0, 3], None), // empty kernel
+        ];
+        for (s, x, w, b) in cases {
+            let r = output_shape(&s, &x, &w, b.as_deref());
+            assert!(
+                r.is_err(),
+                "{s:?} x {x:?} w {w:?} b {b:?} should fail, got {r:?}"
+            );
+        }
+        // forward and backward check too (they are public)
+        let x = test_tensor(&[1, 3, 8, 8], 1);
+        let w = test_tensor(&[4, 2, 3, 3], 2);
+        assert!(forward(&ok, &x, &w, None).is_err());
+        let w = test_tensor(&[4, 3, 3, 3], 2);
+        let wrong_dy = test_tensor(&[1, 4, 5, 5], 3);
+        assert!(backward(&ok, &x, &w, false, &wrong_dy, &[true, true]).is_err());
+    }
+
+    #[test]
+    fn backward_computes_only_what_is_needed() {
+        let s = spec([1, 1], Padding2d::uniform(1), [1, 1], 1);
+        let x = test_tensor(&[1, 2, 5, 5], 1);
+        let w = test_tensor(&[3, 2, 3, 3], 2);
+        let dy = test_tensor(&[1, 3, 5, 5], 3);
+        let g = backward(&s, &x, &w, true, &dy, &[false, true, false]).unwrap();
+        assert!(g[0].is_none() && g[1].is_some() && g[2].is_none());
+        let g = backward(&s, &x, &w, false, &dy, &[true, false]).unwrap();
+        assert_eq!(g.len(), 2);
+        assert!(g[0].is_some() && g[1].is_none());
+    }
+
+    fn gradcheck(s: Conv2dSpec, x_shape: &[usize], w_shape: &[usize]) {
+        let x = test_tensor(x_shape, 11);
+        let w = test_tensor(w_shape, 12);
+        let b = test_tensor(&[w_shape[0]], 13);
+        assert_op_gradients(
+            &Op::Conv2d(s),
+            &[x, w, b],
+            &[true, true, true],
+            Mode::Eval,
+            1e-2,
+        );
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_plain() {
+        gradcheck(
+            spec([1, 1], Padding2d::uniform(1), [1, 1], 1),
+            &[2, 3, 6, 5],
+            &[4, 3, 3, 3],
+        );
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_stride2_asymmetric_pad_dilated() {
+        gradcheck(
+            spec([2, 2], pad(0, 2, 1, 0), [1, 2], 1),
+            &[1, 2, 7, 8],
+            &[3, 2, 3, 2],
+        );
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_depthwise() {
+        gradcheck(
+            spec([1, 1], Padding2d::uniform(1), [1, 1], 4),
+            &[2, 4, 6, 6],
+            &[4, 1, 3, 3],
+        );
+        gradcheck(
+            spec([2, 2], pad(1, 0, 0, 1), [1, 1], 3),
+            &[1, 3, 7, 6],
+            &[6, 1, 3, 3],
+        );
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_grouped_pointwise() {
+        gradcheck(
+            spec([1, 1], Padding2d::default(), [1, 1], 2),
+            &[2, 4, 3, 4],
+            &[6, 2, 1, 1],
+        );
+    }
 }

@@ -1,0 +1,113 @@
+//! Convolution layers timed through `ops::conv`: `cargo bench --bench conv [-- --json]`.
+//!
+//! Threads come from `RAYON_NUM_THREADS` (default: rayon's). For each layer it prints the median
+//! forward time, the median backward time (d_x + grad_w, as for a trainable layer) and the
+//! forward rate in GFLOP/s (2 · MACs / time). `--json` prints one JSON object per line instead,
+//! for tools/bench_conv.py.
+
+use std::time::Instant;
+
+use convscope::engine::gradcheck::test_tensor;
+use convscope::engine::ops::conv::{self, Conv2dSpec, Padding2d};
+
+/// (name, n, c_in, h, w, c_out, k, stride, pad, groups)
+pub const LAYERS: &[(
+    &str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+)] = &[
+    ("conv3x3_64_56", 1, 64, 56, 56, 64, 3, 1, 1, 1),
+    ("conv3x3_256_14", 1, 256, 14, 14, 256, 3, 1, 1, 1),
+    ("dw3x3_144_56_s1", 1, 144, 56, 56, 144, 3, 1, 1, 144),
+    ("dw3x3_144_56_s2", 1, 144, 56, 56, 144, 3, 2, 1, 144),
+    ("smile_conv1_b32", 32, 3, 64, 64, 16, 5, 1, 2, 1),
+    ("smile_conv2_b32", 32, 16, 32, 32, 32, 3, 1, 1, 1),
+];
+
+fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[runs / 2]
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(21);
+    if !json {
+        println!("threads: {}", rayon::current_num_threads());
+        println!(
+            "{:<18} {:>10} {:>10} {:>9} {:>8}",
+            "layer", "fwd ms", "bwd ms", "bwd/fwd", "GF/s"
+        );
+        println!("(bwd = d_x + grad_w; then d_x alone and grad_w alone, ms)");
+    }
+    for &(name, n, c_in, h, w, c_out, k, s, p, groups) in LAYERS {
+        let spec = Conv2dSpec {
+            stride: [s, s],
+            padding: Padding2d::uniform(p),
+            dilation: [1, 1],
+            groups,
+        };
+        let x = test_tensor(&[n, c_in, h, w], 1);
+        let wt = test_tensor(&[c_out, c_in / groups, k, k], 2);
+        let b = test_tensor(&[c_out], 3);
+        let y = conv::forward(&spec, &x, &wt, Some(&b)).expect("bench layer is valid");
+        let dy = test_tensor(y.shape(), 4);
+        let macs = (y.numel() * (c_in / groups) * k * k) as f64;
+        let fwd = median_secs(runs, || {
+            std::hint::black_box(conv::forward(&spec, &x, &wt, Some(&b)).expect("forward"));
+        });
+        let bwd = median_secs(runs, || {
+            std::hint::black_box(
+                conv::backward(&spec, &x, &wt, true, &dy, &[true, true, false]).expect("backward"),
+            );
+        });
+        let bwd_x = median_secs(runs, || {
+            std::hint::black_box(
+                conv::backward(&spec, &x, &wt, true, &dy, &[true, false, false]).expect("backward"),
+            );
+        });
+        let bwd_w = median_secs(runs, || {
+            std::hint::black_box(
+                conv::backward(&spec, &x, &wt, true, &dy, &[false, true, false]).expect("backward"),
+            );
+        });
+        let gflops = 2.0 * macs / fwd / 1e9;
+        if json {
+            println!(
+                "{{\"layer\": \"{name}\", \"fwd_ms\": {:.4}, \"bwd_ms\": {:.4}, \"bwd_x_ms\": {:.4}, \"bwd_w_ms\": {:.4}, \"gflops\": {gflops:.2}}}",
+                fwd * 1e3,
+                bwd * 1e3,
+                bwd_x * 1e3,
+                bwd_w * 1e3
+            );
+        } else {
+            println!(
+                "{name:<18} {:>10.3} {:>10.3} {:>9.2} {gflops:>8.1} {:>9.3} {:>9.3}",
+                fwd * 1e3,
+                bwd * 1e3,
+                bwd / fwd,
+                bwd_x * 1e3,
+                bwd_w * 1e3
+            );
+        }
+    }
+}
