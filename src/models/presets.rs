@@ -305,6 +305,44 @@ mod tests {
         assert!(bns.iter().all(|s| s.momentum == 0.01 && s.eps == 1e-3));
     }
 
+    /// Loss, optimiser and graph together: a few Adam steps fit four fixed examples.
+    #[test]
+    fn smile_cnn_overfits_a_tiny_batch() {
+        use crate::engine::gradcheck::test_tensor;
+        use crate::engine::loss::bce_with_logits;
+        use crate::engine::optim::{Optimizer, OptimizerConfig};
+        use crate::engine::{BackwardRequest, ForwardOptions};
+
+        let (d, w) = smile_cnn(&SmileCnnConfig::default(), 3).unwrap();
+        let mut graph = d.build(w).unwrap();
+        let x = test_tensor(&[4, 3, 64, 64], 11).map(|v| 0.5 + 0.5 * v);
+        let targets = [1.0, 0.0, 0.0, 1.0];
+        let out = graph.outputs()[0];
+        let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3)).unwrap();
+        let mut losses = Vec::new();
+        for step in 0..12 {
+            let mut pass = graph
+                .forward(std::slice::from_ref(&x), &ForwardOptions::train(step))
+                .unwrap();
+            let logits = graph.lookup(&pass, out).unwrap();
+            let (loss, d_logits) = bce_with_logits(logits, &targets).unwrap();
+            losses.push(loss);
+            let request = BackwardRequest {
+                seeds: vec![(out, d_logits)],
+                param_grads: true,
+                value_grads: vec![],
+            };
+            let grads = graph.backward(&pass, &request).unwrap();
+            opt.step(graph.params_mut(), &grads.params).unwrap();
+            graph.apply_running_stats(&mut pass);
+        }
+        let last = losses[losses.len() - 1];
+        assert!(last < 0.5 * losses[0], "losses {losses:?}");
+        // the running statistics moved away from their initial values
+        let id = graph.param_id("features.bn1.running_mean").unwrap();
+        assert!(graph.params()[id].tensor.max_abs() > 0.0);
+    }
+
     #[test]
     fn registry_knows_only_bundled_names() {
         assert!(bundled("smile-cnn", 0).is_some());
