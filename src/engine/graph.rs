@@ -437,11 +437,12 @@ impl Graph {
             let declared = &self.values[id].shape;
             let ok = t.rank() == declared.len() && t.shape()[1..] == declared[1..] && t.shape()[0] > 0;
             if !ok {
-                let mut expected = declared.clone();
-                expected[0] = 0;
+                let dims: Vec<String> = std::iter::once("N".to_string())
+                    .chain(declared[1..].iter().map(|d| d.to_string()))
+                    .collect();
                 return Err(GraphError::InputShape {
                     name: self.values[id].name.clone(),
-                    expected: fmt_shape(&expected).replacen('0', "N", 1),
+                    expected: format!("[{}]", dims.join(", ")),
                     got: fmt_shape(t.shape()),
                 });
             }
