@@ -19,6 +19,7 @@ The script is self-contained: the SmileCNN class is copied from the reference ki
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -50,13 +51,16 @@ TOLERANCES = {
     "train_param_grads": 1e-3,
     "running_stats": 1e-5,
     "adam_params": 1e-5,
-    "loss_step2": 1e-4,
-    "adam_update_rel_l2": 1e-3,
+    "loss_step2": 5e-4,
+    "adam_update_rel_l2": 3e-3,
+    # loss_step2 and adam_update_rel_l2 sit about 10x above PyTorch's own float32-vs-float64
+    # distance (4e-5 and 3e-4): the first Adam step moves all 1M fc1 weights by ~lr, which takes
+    # the loss from 0.57 to 0.002, so step 2 runs in a saturated, noise-sensitive regime.
     "_note": "relative: max |engine - reference| / max |reference| per tensor, except "
              "adam_update_rel_l2 (see smile_train_case). adam_params applies to the engine's "
              "Adam fed with the reference gradients; end to end (engine gradients into engine "
              "Adam) a gradient element within float noise of Adam's eps can move its update by "
-             "a sizeable part of lr (PyTorch float32 vs float64 differ by 3e-3 there), so the end-"
+             "a sizeable part of lr (PyTorch float32 vs float64 differ by 2e-2 there), so the end-"
              "to-end update is compared as a whole by relative L2 norm",
 }
 
@@ -217,6 +221,45 @@ def calibrate_and_perturb_bn(model: nn.Module, batch: torch.Tensor, gen: torch.G
     model.eval()
 
 
+KINKS = {nn.ReLU: (0.0,), nn.ReLU6: (0.0, 6.0), nn.LeakyReLU: (0.0,), nn.Hardsigmoid: (-3.0, 3.0),
+         nn.Hardswish: (-3.0, 3.0)}
+
+
+@torch.no_grad()
+def kink_margin(model: nn.Module, x: torch.Tensor) -> float:
+    """Smallest distance of any piecewise activation's input from a kink, relative to that
+    layer's largest input. An element within float noise of a kink switches its gradient on or
+    off depending on rounding, which moves input and weight gradients by a whole term; inputs
+    are chosen to keep this margin well above float32 noise (~1e-6)."""
+    margins = []
+    hooks = []
+    for m in model.modules():
+        kinks = next((k for cls, k in KINKS.items() if type(m) is cls), None)
+        if kinks is None:
+            continue
+
+        def hook(_m, inp, _out, kinks=kinks):
+            v = inp[0].double()
+            scale = float(v.abs().max()) or 1.0
+            margins.append(min(float((v - k).abs().min()) for k in kinks) / scale)
+        hooks.append(m.register_forward_hook(hook))
+    model(x)
+    for h in hooks:
+        h.remove()
+    return min(margins)
+
+
+def best_input(model: nn.Module, draw, candidates: int = 16) -> tuple[torch.Tensor, int, float]:
+    """The best-conditioned of `candidates` inputs from `draw()` (largest kink margin)."""
+    best = None
+    for i in range(candidates):
+        x = draw()
+        margin = kink_margin(model, x)
+        if best is None or margin > best[2]:
+            best = (x, i, margin)
+    return best
+
+
 def subsample(name: str, t: torch.Tensor) -> torch.Tensor:
     s = SUBSAMPLE.get(name)
     if s is None:
@@ -270,40 +313,71 @@ def trainable_grads(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- eval cases
+def eval_results(model: nn.Module, x: torch.Tensor, act_names: list[str], target: int,
+                 projections: list[torch.Tensor]) -> dict:
+    """Outputs, activations, input gradient and parameter gradients in the model's precision."""
+    dtype = next(model.parameters()).dtype
+    model.eval()
+    acts = capture(model, act_names)
+    xg = x.to(dtype).clone().requires_grad_(True)
+    out = model(xg)
+    outputs = list(out) if isinstance(out, tuple) else [out]
+    logits = outputs[0]
+    # d(sum over the batch of logits[:, target]) / d input; batch items are independent in eval.
+    (gx,) = torch.autograd.grad(logits[:, target].sum(), xg, retain_graph=True)
+    # d(sum(logits * R) [+ sum(probs * Rp)]) / d params, with fixed random projections.
+    model.zero_grad()
+    scalar = sum((o * r.to(dtype)).sum() for o, r in zip(outputs, projections))
+    scalar.backward()
+    return {
+        "outputs": [o.detach().clone() for o in outputs],
+        "acts": dict(acts),
+        "input_grad": gx.detach().clone(),
+        "param_grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()},
+    }
+
+
 def eval_case(name: str, model: nn.Module, x: torch.Tensor, act_names: list[str], target: int,
               seed: int, gen: torch.Generator, description: str, extra_meta: dict) -> None:
-    """Forward, input gradient of one class logit, parameter gradients of a projection."""
+    """Forward, input gradient of one class logit, parameter gradients of a projection.
+
+    The same is computed in float64 from the same float32 weights; the float32 results' distance
+    from it is recorded in meta.json ("float32_vs_float64"), the headroom under the tolerances.
+    """
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
     model.eval()
     save_file(model_state(model), os.path.join(d, "weights.safetensors"))
     save_npy(os.path.join(d, "input.npy"), x)
+    with torch.no_grad():
+        out = model(x)
+    outs = out if isinstance(out, tuple) else (out,)
+    n_outputs = len(outs)
+    projections = [torch.randn(o.shape, generator=gen) for o in outs]
 
-    acts = capture(model, act_names)
-    xg = x.clone().requires_grad_(True)
-    out = model(xg)
-    logits, probs = out if isinstance(out, tuple) else (out, None)
+    r32 = eval_results(copy.deepcopy(model), x, act_names, target, projections)
+    r64 = eval_results(copy.deepcopy(model).double(), x, act_names, target, projections)
+    logits = r32["outputs"][0]
+    probs = r32["outputs"][1] if n_outputs > 1 else None
+    acts = r32["acts"]
     save_npy(os.path.join(d, "logits.npy"), logits)
+    save_npy(os.path.join(d, "grad_projection.npy"), projections[0])
     if probs is not None:
         save_npy(os.path.join(d, "probs.npy"), probs)
+        save_npy(os.path.join(d, "grad_projection_probs.npy"), projections[1])
     for n, a in acts.items():
         save_npy(os.path.join(d, f"act_{n}.npy"), a)
-
-    # d(sum over the batch of logits[:, target]) / d input; batch items are independent in eval.
-    (gx,) = torch.autograd.grad(logits[:, target].sum(), xg, retain_graph=True)
-    save_npy(os.path.join(d, "input_grad.npy"), gx)
-
-    # d(sum(logits * R) [+ sum(probs * Rp)]) / d params, with fixed random projections.
-    model.zero_grad()
-    r = torch.randn(logits.shape, generator=gen)
-    save_npy(os.path.join(d, "grad_projection.npy"), r)
-    scalar = (logits * r).sum()
+    save_npy(os.path.join(d, "input_grad.npy"), r32["input_grad"])
+    grads = {n: subsample(n, g) for n, g in r32["param_grads"].items()}
+    save_file(f32_state(grads), os.path.join(d, "param_grads.safetensors"))
+    headroom = {
+        "logits": rel_diff(logits, r64["outputs"][0]),
+        "activations": max_rel(acts, r64["acts"]),
+        "input_grad": rel_diff(r32["input_grad"], r64["input_grad"]),
+        "param_grads": max_rel(r32["param_grads"], r64["param_grads"]),
+    }
     if probs is not None:
-        rp = torch.randn(probs.shape, generator=gen)
-        save_npy(os.path.join(d, "grad_projection_probs.npy"), rp)
-        scalar = scalar + (probs * rp).sum()
-    scalar.backward()
-    save_file(f32_state(trainable_grads(model)), os.path.join(d, "param_grads.safetensors"))
+        headroom["probs"] = rel_diff(probs, r64["outputs"][1])
 
     meta = {
         "case": name,
@@ -319,7 +393,8 @@ def eval_case(name: str, model: nn.Module, x: torch.Tensor, act_names: list[str]
         "activations": {n: list(a.shape) for n, a in acts.items()},
         "subsampled": {k: v for k, v in SUBSAMPLE.items() if k in dict(model.named_parameters())},
         "tolerances": TOLERANCES,
-        "logits_max_abs": float(logits.detach().abs().max()),
+        "logits_max_abs": float(logits.abs().max()),
+        "float32_vs_float64": headroom,
     }
     meta.update(extra_meta)
     write_meta(d, meta)
@@ -394,7 +469,10 @@ def smile_train_case(weights: dict[str, torch.Tensor], seed: int, gen: torch.Gen
     name = "smile_cnn_train"
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
-    x = torch.rand(4, 3, 64, 64, generator=gen)
+    probe = SmileCNN(dropout=0.0, bn_momentum=0.1)
+    probe.load_state_dict(weights, strict=False)
+    probe.train()  # margins under batch statistics; this copy's running stats are thrown away
+    x, chosen, margin = best_input(probe, lambda: torch.rand(4, 3, 64, 64, generator=gen))
     targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     adam = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
             "amsgrad": False, "bias_correction": True}
@@ -431,6 +509,7 @@ def smile_train_case(weights: dict[str, torch.Tensor], seed: int, gen: torch.Gen
         "seed": seed,
         "initial_weights": "../smile_cnn/weights.safetensors (running stats included)",
         "input_shape": list(x.shape),
+        "input_choice": {"candidates": 16, "chosen": chosen, "kink_margin": margin},
         "targets": targets.flatten().tolist(),
         "loss": "BCEWithLogitsLoss(reduction='mean')",
         "losses": [float(v) for v in r32["losses"]],
@@ -477,12 +556,13 @@ def main() -> None:
     gen = torch.Generator().manual_seed(seed + 1)
     smile = SmileCNN()
     calibrate_and_perturb_bn(smile, torch.rand(8, 3, 64, 64, generator=gen), gen)
-    x = torch.rand(2, 3, 64, 64, generator=gen)
+    x, chosen, margin = best_input(smile, lambda: torch.rand(2, 3, 64, 64, generator=gen))
     eval_case("smile_cnn", smile, x, ["features.bn2", "features.pool1", "features.bn4", "classifier.relu5"],
               target=0, seed=seed, gen=gen,
               description="smile CNN (conv->relu->bn x4, 2 max pools, fc 8192->128->1), eval mode, "
                           "BN eps 1e-3, dropout 0.25 (identity in eval); input uniform [0, 1)",
-              extra_meta={"bn": {"eps": 1e-3, "momentum": 0.01}, "dropout": 0.25})
+              extra_meta={"bn": {"eps": 1e-3, "momentum": 0.01}, "dropout": 0.25,
+                          "input_choice": {"candidates": 16, "chosen": chosen, "kink_margin": margin}})
 
     # (b) smile CNN, train mode, from the same weights
     smile_train_case(model_state(smile), seed=seed + 2, gen=torch.Generator().manual_seed(seed + 2))
@@ -493,13 +573,14 @@ def main() -> None:
     gen = torch.Generator().manual_seed(seed + 1)
     zoo = Zoo()
     calibrate_and_perturb_bn(zoo, torch.randn(8, 3, 23, 19, generator=gen), gen)
-    x = torch.randn(2, 3, 23, 19, generator=gen)
+    x, chosen, margin = best_input(zoo, lambda: torch.randn(2, 3, 23, 19, generator=gen))
     eval_case("zoo", zoo, x,
               ["stem.act", "dilated_act", "grouped.act", "depthwise_act", "se", "residual",
                "maxpool", "avgpool", "avgpool_pad", "concat", "mix.act", "gap"],
               target=3, seed=seed, gen=gen,
               description=Zoo.__doc__.strip().splitlines()[0] + " (see Zoo in the script for the layers)",
-              extra_meta={"bn": {"eps": 1e-5}})
+              extra_meta={"bn": {"eps": 1e-5},
+                          "input_choice": {"candidates": 16, "chosen": chosen, "kink_margin": margin}})
     print(f"fixtures written under {OUT}")
 
 
