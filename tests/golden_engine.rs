@@ -1,0 +1,503 @@
+//! Golden parity: whole small networks built with the engine against PyTorch.
+//!
+//! The fixtures under `tests/fixtures/engine/` come from `tools/make_engine_fixtures.py` (see
+//! tools/README.md): weights with PyTorch's state-dict names, inputs, logits, a few
+//! intermediate activations (named by module path), the input gradient of one class logit, and
+//! parameter gradients of `sum(logits * R)` for a fixed random `R`. The networks are rebuilt
+//! here node by node with the same names, so a mismatch points at a layer.
+//!
+//! Tolerances (in each case's meta.json) are relative: max |engine - reference| / max |reference|.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{assert_close, engine_case_dir, get, meta, npy, safetensors, subsample, tolerance};
+use convscope::engine::graph::InputDef;
+use convscope::engine::ops::{
+    Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, PadSpec, Padding2d, Pool2dSpec,
+};
+use convscope::engine::{BackwardRequest, ForwardOptions, Graph, GraphDef, Op, Tensor};
+
+// --------------------------------------------------------------------------- graph building
+
+/// A `GraphDef` under construction whose parameters come from a PyTorch state dict.
+struct Net<'a> {
+    def: GraphDef,
+    weights: &'a BTreeMap<String, Tensor>,
+}
+
+impl<'a> Net<'a> {
+    fn new(weights: &'a BTreeMap<String, Tensor>, input_shape: &[usize]) -> Self {
+        let mut def = GraphDef::default();
+        def.inputs.push(InputDef {
+            name: "input".into(),
+            shape: input_shape.to_vec(),
+        });
+        Self { def, weights }
+    }
+
+    /// Registers the state-dict tensor `name`; running statistics are not trainable.
+    fn param(&mut self, name: &str) -> String {
+        let t = get(self.weights, name, "weights.safetensors").clone();
+        let trainable = !name.ends_with(".running_mean") && !name.ends_with(".running_var");
+        self.def.param(name, t, trainable)
+    }
+
+    fn node(&mut self, name: &str, op: Op, inputs: &[&str]) -> String {
+        self.def.push(name, op, inputs)
+    }
+
+    fn conv(&mut self, name: &str, x: &str, spec: Conv2dSpec, bias: bool) -> String {
+        let w = self.param(&format!("{name}.weight"));
+        let mut inputs = vec![x.to_string(), w];
+        if bias {
+            inputs.push(self.param(&format!("{name}.bias")));
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.node(name, Op::Conv2d(spec), &refs)
+    }
+
+    fn bn(&mut self, name: &str, x: &str, eps: f32, momentum: f32) -> String {
+        let inputs = [
+            x.to_string(),
+            self.param(&format!("{name}.weight")),
+            self.param(&format!("{name}.bias")),
+            self.param(&format!("{name}.running_mean")),
+            self.param(&format!("{name}.running_var")),
+        ];
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.node(
+            name,
+            Op::BatchNorm2d(BatchNormSpec { eps, momentum }),
+            &refs,
+        )
+    }
+
+    fn act(&mut self, name: &str, x: &str, a: Activation) -> String {
+        self.node(name, Op::Activation(a), &[x])
+    }
+
+    /// `nn.Linear`: x `[n, in]` @ weight `[out, in]`ᵀ + bias `[out]`.
+    fn linear(&mut self, name: &str, x: &str) -> String {
+        let w = self.param(&format!("{name}.weight"));
+        let b = self.param(&format!("{name}.bias"));
+        self.node(name, Op::Gemm(GemmSpec::linear()), &[x, &w, &b])
+    }
+
+    fn finish(mut self, outputs: &[&str]) -> GraphDef {
+        self.def.outputs = outputs.iter().map(|s| s.to_string()).collect();
+        self.def
+    }
+}
+
+fn conv_spec(stride: usize, padding: Padding2d, dilation: usize, groups: usize) -> Conv2dSpec {
+    Conv2dSpec {
+        stride: [stride, stride],
+        padding,
+        dilation: [dilation, dilation],
+        groups,
+    }
+}
+
+/// Padding (top, left, bottom, right), PyTorch's `padding=(ph, pw)` being `pads(ph, pw, ph, pw)`.
+fn pads(top: usize, left: usize, bottom: usize, right: usize) -> Padding2d {
+    Padding2d {
+        top,
+        left,
+        bottom,
+        right,
+    }
+}
+
+fn pool(
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> Pool2dSpec {
+    Pool2dSpec {
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        padding: Padding2d::uniform(padding),
+        ceil_mode,
+        count_include_pad,
+    }
+}
+
+/// The smile CNN exactly as `SmileCNN` in the fixture script (Keras order conv → relu → bn).
+/// Input `[batch, 3, 64, 64]`; output `classifier.fc2` `[batch, 1]` (the pre-sigmoid logit).
+fn smile_cnn(
+    weights: &BTreeMap<String, Tensor>,
+    batch: usize,
+    dropout: f32,
+    bn_momentum: f32,
+) -> GraphDef {
+    const BN_EPS: f32 = 1e-3;
+    let mut net = Net::new(weights, &[batch, 3, 64, 64]);
+    let mut x = "input".to_string();
+    // (conv index, kernel size / 2): 5x5 convs pad 2, 3x3 convs pad 1.
+    for (i, half) in [(1, 2), (2, 2), (3, 1), (4, 1)] {
+        let c = net.conv(
+            &format!("features.conv{i}"),
+            &x,
+            conv_spec(1, Padding2d::uniform(half), 1, 1),
+            true,
+        );
+        let r = net.act(&format!("features.relu{i}"), &c, Activation::Relu);
+        x = net.bn(&format!("features.bn{i}"), &r, BN_EPS, bn_momentum);
+        if i % 2 == 0 {
+            let k = i / 2;
+            let p = net.node(
+                &format!("features.pool{k}"),
+                Op::MaxPool2d(pool(2, 2, 0, false, false)),
+                &[&x],
+            );
+            x = net.node(
+                &format!("features.drop{k}"),
+                Op::Dropout { p: dropout },
+                &[&p],
+            );
+        }
+    }
+    let f = net.node("classifier.flatten", Op::Flatten { axis: 1 }, &[&x]); // (n, 8192)
+    let h = net.linear("classifier.fc1", &f); // (n, 128)
+    let h = net.act("classifier.relu5", &h, Activation::Relu);
+    net.linear("classifier.fc2", &h); // (n, 1)
+    net.finish(&["classifier.fc2"])
+}
+
+/// The op zoo exactly as `Zoo` in the fixture script. Input `[2, 3, 23, 19]`; outputs
+/// `fc` (logits `[n, 5]`) and `probs` (softmax of the logits).
+fn zoo(weights: &BTreeMap<String, Tensor>, batch: usize) -> GraphDef {
+    const EPS: f32 = 1e-5;
+    const MOM: f32 = 0.1;
+    let mut net = Net::new(weights, &[batch, 3, 23, 19]);
+    // TF "SAME"-style asymmetric padding: nothing before, one row/column after.
+    let x = net.node(
+        "stem_pad",
+        Op::Pad(PadSpec {
+            pads: vec![(0, 0), (0, 0), (0, 1), (0, 1)],
+            value: 0.0,
+        }),
+        &["input"],
+    ); // (n, 3, 24, 20)
+    let x = net.conv(
+        "stem.conv",
+        &x,
+        conv_spec(2, Padding2d::default(), 1, 1),
+        true,
+    ); // (n, 8, 11, 9)
+    let x = net.bn("stem.bn", &x, EPS, MOM);
+    let x = net.act("stem.act", &x, Activation::Clip { min: 0.0, max: 6.0 });
+    let d = net.conv(
+        "dilated",
+        &x,
+        conv_spec(1, Padding2d::uniform(2), 2, 1),
+        true,
+    );
+    let d = net.act("dilated_act", &d, Activation::LeakyRelu { alpha: 0.1 }); // (n, 8, 11, 9)
+    let g = net.conv(
+        "grouped.conv",
+        &d,
+        conv_spec(1, pads(1, 2, 1, 2), 1, 2),
+        true,
+    ); // (n, 12, 11, 9), kernel (3, 5)
+    let g = net.bn("grouped.bn", &g, EPS, MOM);
+    let g = net.act("grouped.act", &g, Activation::Silu);
+    let g = net.conv(
+        "depthwise",
+        &g,
+        conv_spec(1, Padding2d::uniform(1), 1, 12),
+        true,
+    );
+    let g = net.act("depthwise_act", &g, Activation::HardSwish); // (n, 12, 11, 9)
+    // squeeze-excite: (n, 12, 1, 1) gate broadcast over (n, 12, 11, 9)
+    let s = net.node("se.pool", Op::GlobalAvgPool, &[&g]);
+    let s = net.conv(
+        "se.reduce",
+        &s,
+        conv_spec(1, Padding2d::default(), 1, 1),
+        true,
+    ); // (n, 4, 1, 1)
+    let s = net.act("se.relu", &s, Activation::Relu);
+    let s = net.conv(
+        "se.expand",
+        &s,
+        conv_spec(1, Padding2d::default(), 1, 1),
+        true,
+    ); // (n, 12, 1, 1)
+    let s = net.act("se.gate", &s, Activation::Sigmoid);
+    let g = net.node("se", Op::Binary(BinaryOp::Mul), &[&g, &s]);
+    let p = net.conv(
+        "project",
+        &g,
+        conv_spec(1, Padding2d::default(), 1, 1),
+        false,
+    ); // (n, 8, 11, 9)
+    let p = net.bn("project_bn", &p, EPS, MOM);
+    let r = net.node("residual", Op::Binary(BinaryOp::Add), &[&p, &d]);
+    let a = net.node("maxpool", Op::MaxPool2d(pool(3, 2, 1, true, false)), &[&r]); // (n, 8, 6, 5)
+    let b = net.node("avgpool", Op::AvgPool2d(pool(3, 2, 1, false, false)), &[&r]); // (n, 8, 6, 5)
+    let t = net.act("tanh", &r, Activation::Tanh);
+    let c = net.node(
+        "avgpool_pad",
+        Op::AvgPool2d(pool(3, 2, 1, false, true)),
+        &[&t],
+    ); // (n, 8, 6, 5)
+    let cat = net.node("concat", Op::Concat { axis: 1 }, &[&a, &b, &c]); // (n, 24, 6, 5)
+    let m = net.conv(
+        "mix.conv",
+        &cat,
+        conv_spec(1, Padding2d::uniform(1), 1, 1),
+        true,
+    ); // (n, 16, 6, 5)
+    let m = net.bn("mix.bn", &m, EPS, MOM);
+    let m = net.act(
+        "mix.act",
+        &m,
+        Activation::HardSigmoid {
+            alpha: 1.0 / 6.0,
+            beta: 0.5,
+        },
+    );
+    let m = net.node("gap", Op::GlobalAvgPool, &[&m]); // (n, 16, 1, 1)
+    let m = net.node("flatten", Op::Flatten { axis: 1 }, &[&m]); // (n, 16)
+    let logits = net.linear("fc", &m); // (n, 5)
+    net.node("probs", Op::Softmax { axis: 1 }, &[&logits]);
+    net.finish(&["fc", "probs"])
+}
+
+// --------------------------------------------------------------------------- checks
+
+fn build(def: GraphDef) -> Graph {
+    Graph::from_def(def).unwrap_or_else(|e| panic!("building the graph: {e}"))
+}
+
+fn id(g: &Graph, name: &str) -> usize {
+    g.value_id(name)
+        .unwrap_or_else(|| panic!("the graph has no value '{name}'"))
+}
+
+/// `[n, k]` zeros with 1 at column `target` of every row: d(sum_n logits[n, target]) / d logits.
+fn one_hot_rows(shape: &[usize], target: usize) -> Tensor {
+    let mut t = Tensor::zeros(shape);
+    let k = shape[1];
+    for row in t.data_mut().chunks_exact_mut(k) {
+        row[target] = 1.0;
+    }
+    t
+}
+
+/// Forward, activations, input gradient and parameter gradients of an eval-mode case.
+/// `outputs` pairs graph values with reference files: the first is the logits, any second one
+/// is checked and also seeded with `grad_projection_probs.npy`.
+fn check_eval_case(dir: &Path, graph: &Graph, outputs: &[(&str, &str)]) {
+    let meta = meta(dir);
+    let x = npy(dir, "input.npy");
+    let pass = graph
+        .forward(&[x], &ForwardOptions::eval_for_backward())
+        .unwrap_or_else(|e| panic!("forward: {e}"));
+    let value = |name: &str| {
+        graph
+            .lookup(&pass, id(graph, name))
+            .unwrap_or_else(|| panic!("the pass did not keep '{name}'"))
+            .clone()
+    };
+
+    for (i, (name, file)) in outputs.iter().enumerate() {
+        let key = if i == 0 { "logits" } else { "probs" };
+        assert_close(name, &value(name), &npy(dir, file), tolerance(&meta, key));
+    }
+    let acts = meta["activations"]
+        .as_object()
+        .unwrap_or_else(|| panic!("meta.json of {} lists no activations", dir.display()));
+    assert!(!acts.is_empty(), "meta.json lists no activations");
+    for name in acts.keys() {
+        let want = npy(dir, &format!("act_{name}.npy"));
+        assert_close(
+            &format!("activation {name}"),
+            &value(name),
+            &want,
+            tolerance(&meta, "activations"),
+        );
+    }
+
+    // Input gradient of sum_n logits[n, target].
+    let logits_id = id(graph, outputs[0].0);
+    let target = meta["target_class"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("meta.json has no target_class")) as usize;
+    let logits_shape = value(outputs[0].0).shape().to_vec();
+    let input_id = id(graph, "input");
+    let grads = graph
+        .backward(
+            &pass,
+            &BackwardRequest {
+                seeds: vec![(logits_id, one_hot_rows(&logits_shape, target))],
+                param_grads: false,
+                value_grads: vec![input_id],
+            },
+        )
+        .unwrap_or_else(|e| panic!("backward (input gradient): {e}"));
+    let gx = grads
+        .values
+        .get(&input_id)
+        .unwrap_or_else(|| panic!("no input gradient was returned"));
+    assert_close(
+        "input gradient",
+        gx,
+        &npy(dir, "input_grad.npy"),
+        tolerance(&meta, "input_grad"),
+    );
+
+    // Parameter gradients of sum(logits * R) [+ sum(probs * Rp)].
+    let mut seeds = vec![(logits_id, npy(dir, "grad_projection.npy"))];
+    if let Some((probs, _)) = outputs.get(1) {
+        seeds.push((id(graph, probs), npy(dir, "grad_projection_probs.npy")));
+    }
+    let grads = graph
+        .backward(
+            &pass,
+            &BackwardRequest {
+                seeds,
+                param_grads: true,
+                value_grads: vec![],
+            },
+        )
+        .unwrap_or_else(|e| panic!("backward (parameter gradients): {e}"));
+    let want = safetensors(dir, "param_grads.safetensors");
+    check_param_grads(graph, &grads.params, &want, &meta, "param_grads");
+}
+
+/// Every trainable parameter has a reference gradient and matches it (after the case's
+/// subsampling of very large weights).
+fn check_param_grads(
+    graph: &Graph,
+    got: &[Option<Tensor>],
+    want: &BTreeMap<String, Tensor>,
+    meta: &serde_json::Value,
+    tol_key: &str,
+) {
+    let trainable: Vec<&str> = graph
+        .params()
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        trainable.len(),
+        want.len(),
+        "trainable parameters {trainable:?} vs reference gradients {:?}",
+        want.keys().collect::<Vec<_>>()
+    );
+    for name in trainable {
+        let pid = graph
+            .param_id(name)
+            .unwrap_or_else(|| panic!("no parameter '{name}'"));
+        let g = got
+            .get(pid)
+            .and_then(|g| g.as_ref())
+            .unwrap_or_else(|| panic!("no gradient was returned for '{name}'"));
+        let reference = get(want, name, "reference gradients");
+        assert_close(
+            &format!("grad {name}"),
+            &subsample(meta, name, g),
+            reference,
+            tolerance(meta, tol_key),
+        );
+    }
+}
+
+// --------------------------------------------------------------------------- tests
+
+#[test]
+fn smile_cnn_eval_matches_pytorch() {
+    let dir = engine_case_dir("smile_cnn");
+    let weights = safetensors(&dir, "weights.safetensors");
+    let m = meta(&dir);
+    assert_eq!(
+        m["input_shape"][0].as_u64(),
+        Some(2),
+        "smile_cnn fixture batch"
+    );
+    let graph = build(smile_cnn(&weights, 2, 0.25, 0.01));
+    check_eval_case(&dir, &graph, &[("classifier.fc2", "logits.npy")]);
+}
+
+#[test]
+fn zoo_eval_matches_pytorch() {
+    let dir = engine_case_dir("zoo");
+    let weights = safetensors(&dir, "weights.safetensors");
+    let graph = build(zoo(&weights, 2));
+    check_eval_case(
+        &dir,
+        &graph,
+        &[("fc", "logits.npy"), ("probs", "probs.npy")],
+    );
+}
+
+/// Train mode, first step: batch-statistics batch norm (forward and backward), running-stat
+/// updates with momentum 0.1, and parameter gradients for the reference d loss / d logits.
+///
+/// Waiting for `convscope::engine::loss` / `convscope::engine::optim` (the `train` helper):
+/// the BCE-with-logits loss (`loss.npy[0]` at tolerance `loss`, its gradient against
+/// `dlogits_step1.npy`), Adam fed with the reference gradients of both steps
+/// (`param_grads_step1/2.safetensors` → `params_after_adam2.safetensors` at `adam_params`), and
+/// two end-to-end steps (`loss.npy[1]` at `loss_step2`, `running_stats_step2.safetensors` at
+/// `running_stats`, the update `params_after_adam2 - weights` by relative L2 at
+/// `adam_update_rel_l2`). See meta.json of the case for the exact settings.
+#[test]
+fn smile_cnn_train_step_matches_pytorch() {
+    let dir = engine_case_dir("smile_cnn_train");
+    let m = meta(&dir);
+    let weights = safetensors(&engine_case_dir("smile_cnn"), "weights.safetensors");
+    let x = npy(&dir, "input.npy"); // (4, 3, 64, 64)
+    let mut graph = build(smile_cnn(&weights, x.shape()[0], 0.0, 0.1));
+
+    let mut pass = graph
+        .forward(&[x], &ForwardOptions::train(0))
+        .unwrap_or_else(|e| panic!("train forward: {e}"));
+    let logits_id = id(&graph, "classifier.fc2");
+    let logits = graph
+        .lookup(&pass, logits_id)
+        .unwrap_or_else(|| panic!("no logits"))
+        .clone();
+    assert_close(
+        "train logits",
+        &logits,
+        &npy(&dir, "logits_step1.npy"),
+        tolerance(&m, "logits"),
+    );
+
+    let grads = graph
+        .backward(
+            &pass,
+            &BackwardRequest {
+                seeds: vec![(logits_id, npy(&dir, "dlogits_step1.npy"))],
+                param_grads: true,
+                value_grads: vec![],
+            },
+        )
+        .unwrap_or_else(|e| panic!("train backward: {e}"));
+    let want = safetensors(&dir, "param_grads_step1.safetensors");
+    check_param_grads(&graph, &grads.params, &want, &m, "train_param_grads");
+
+    graph.apply_running_stats(&mut pass);
+    let stats = safetensors(&dir, "running_stats_step1.safetensors");
+    assert_eq!(stats.len(), 8, "four batch norms, mean and variance each");
+    for (name, reference) in &stats {
+        let pid = graph
+            .param_id(name)
+            .unwrap_or_else(|| panic!("no parameter '{name}'"));
+        let got = &graph.params()[pid].tensor;
+        assert_close(
+            &format!("running stat {name}"),
+            got,
+            reference,
+            tolerance(&m, "running_stats"),
+        );
+    }
+}
