@@ -11,8 +11,8 @@ use convscope::engine::gradcheck::test_tensor;
 use convscope::engine::ops::conv::{self, Conv2dSpec, Padding2d};
 
 /// (name, n, c_in, h, w, c_out, k, stride, pad, groups)
-pub const LAYERS: &[(
-    &str,
+type Layer = (
+    &'static str,
     usize,
     usize,
     usize,
@@ -22,13 +22,16 @@ pub const LAYERS: &[(
     usize,
     usize,
     usize,
-)] = &[
+);
+
+pub const LAYERS: &[Layer] = &[
     ("conv3x3_64_56", 1, 64, 56, 56, 64, 3, 1, 1, 1),
     ("conv3x3_256_14", 1, 256, 14, 14, 256, 3, 1, 1, 1),
     ("dw3x3_144_56_s1", 1, 144, 56, 56, 144, 3, 1, 1, 144),
     ("dw3x3_144_56_s2", 1, 144, 56, 56, 144, 3, 2, 1, 144),
     ("smile_conv1_b32", 32, 3, 64, 64, 16, 5, 1, 2, 1),
-    ("smile_conv2_b32", 32, 16, 32, 32, 32, 3, 1, 1, 1),
+    ("smile_conv2_b32", 32, 16, 64, 64, 16, 5, 1, 2, 1),
+    ("smile_conv3_b32", 32, 16, 32, 32, 32, 3, 1, 1, 1),
 ];
 
 fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {

@@ -1,6 +1,8 @@
 //! Graph-level behaviour: validation errors name the node and shapes; gradients flow through
 //! shared values and residual connections; results are deterministic.
 
+#![allow(clippy::unwrap_used)]
+
 use convscope::engine::gradcheck::test_tensor;
 use convscope::engine::graph::{InputDef, NodeDef};
 use convscope::engine::ops::{Activation, BinaryOp, Conv2dSpec, GemmSpec, Padding2d};
@@ -33,7 +35,11 @@ fn small_def() -> GraphDef {
     d.push("res", Op::Binary(BinaryOp::Add), &["relu", "conv"]);
     d.push("gap", Op::GlobalAvgPool, &["res"]);
     d.push("flat", Op::Flatten { axis: 1 }, &["gap"]);
-    d.push("fc", Op::Gemm(GemmSpec::linear()), &["flat", "fc.w", "fc.b"]);
+    d.push(
+        "fc",
+        Op::Gemm(GemmSpec::linear()),
+        &["flat", "fc.w", "fc.b"],
+    );
     d.outputs.push("fc".into());
     d
 }
@@ -106,7 +112,10 @@ fn mismatched_weight_shape_names_node_and_shapes() {
     d.params[0].tensor = test_tensor(&[3, 4, 3, 3], 1); // expects 2 input channels
     let err = Graph::from_def(d).unwrap_err().to_string();
     assert!(err.contains("'conv'"), "{err}");
-    assert!(err.contains("[1, 2, 5, 5]") && err.contains("[3, 4, 3, 3]"), "{err}");
+    assert!(
+        err.contains("[1, 2, 5, 5]") && err.contains("[3, 4, 3, 3]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,7 +123,10 @@ fn wrong_arity_and_broadcast_failures_are_errors() {
     let mut d = small_def();
     d.nodes[2].inputs = vec!["relu".into()];
     let err = Graph::from_def(d).unwrap_err().to_string();
-    assert!(err.contains("'res'") && err.contains("takes 2 inputs"), "{err}");
+    assert!(
+        err.contains("'res'") && err.contains("takes 2 inputs"),
+        "{err}"
+    );
 
     let mut d = small_def();
     d.nodes[2].inputs = vec!["relu".into(), "x".into()]; // [1,3,5,5] + [1,2,5,5]
@@ -190,7 +202,9 @@ fn whole_graph_gradients_match_finite_differences() {
     let xid = g.inputs()[0];
     let r = test_tensor(&[2, 2], 5);
     let loss = |g: &Graph, x: &Tensor| -> f64 {
-        let pass = g.forward(std::slice::from_ref(x), &ForwardOptions::eval()).unwrap();
+        let pass = g
+            .forward(std::slice::from_ref(x), &ForwardOptions::eval())
+            .unwrap();
         let y = pass.get(fc).unwrap();
         y.data()
             .iter()
@@ -199,7 +213,10 @@ fn whole_graph_gradients_match_finite_differences() {
             .sum()
     };
     let pass = g
-        .forward(std::slice::from_ref(&x), &ForwardOptions::eval_for_backward())
+        .forward(
+            std::slice::from_ref(&x),
+            &ForwardOptions::eval_for_backward(),
+        )
         .unwrap();
     let grads = g
         .backward(
@@ -309,7 +326,13 @@ fn same_seed_gives_bit_identical_training_passes() {
                 },
             )
             .unwrap();
-        let mut bits: Vec<u32> = pass.get(fc).unwrap().data().iter().map(|v| v.to_bits()).collect();
+        let mut bits: Vec<u32> = pass
+            .get(fc)
+            .unwrap()
+            .data()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
         for p in grads.params.iter().flatten() {
             bits.extend(p.data().iter().map(|v| v.to_bits()));
         }

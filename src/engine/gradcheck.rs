@@ -64,7 +64,9 @@ pub fn check_op(
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let out = op.forward(&refs, ctx).map_err(|e| e.to_string())?;
     let r = test_tensor(out.y.shape(), 12345);
-    let needs: Vec<bool> = (0..inputs.len()).map(|i| check.get(i).copied().unwrap_or(false)).collect();
+    let needs: Vec<bool> = (0..inputs.len())
+        .map(|i| check.get(i).copied().unwrap_or(false))
+        .collect();
     let analytic = op
         .backward(&refs, &out.y, &out.saved, &r, &needs, mode)
         .map_err(|e| e.to_string())?;

@@ -216,19 +216,20 @@ impl Graph {
         } = def;
         let mut values: Vec<ValueInfo> = Vec::new();
         let mut by_name: HashMap<String, ValueId> = HashMap::new();
-        let mut declare = |name: &str, kind: ValueKind, shape: Vec<usize>| -> GraphResult<ValueId> {
-            if by_name.contains_key(name) {
-                return Err(GraphError::DuplicateName(name.to_string()));
-            }
-            let id = values.len();
-            values.push(ValueInfo {
-                name: name.to_string(),
-                kind,
-                shape,
-            });
-            by_name.insert(name.to_string(), id);
-            Ok(id)
-        };
+        let mut declare =
+            |name: &str, kind: ValueKind, shape: Vec<usize>| -> GraphResult<ValueId> {
+                if by_name.contains_key(name) {
+                    return Err(GraphError::DuplicateName(name.to_string()));
+                }
+                let id = values.len();
+                values.push(ValueInfo {
+                    name: name.to_string(),
+                    kind,
+                    shape,
+                });
+                by_name.insert(name.to_string(), id);
+                Ok(id)
+            };
 
         let mut input_ids = Vec::new();
         for (i, inp) in inputs.iter().enumerate() {
@@ -248,7 +249,11 @@ impl Graph {
                     msg: "contains NaN or infinite values".into(),
                 });
             }
-            declare(&param.name, ValueKind::Param(p), param.tensor.shape().to_vec())?;
+            declare(
+                &param.name,
+                ValueKind::Param(p),
+                param.tensor.shape().to_vec(),
+            )?;
         }
         // Node outputs are declared before ordering so that references can be resolved.
         let mut output_ids = Vec::with_capacity(nodes.len());
@@ -259,10 +264,13 @@ impl Graph {
         for node in &nodes {
             let mut ids = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
-                let id = by_name.get(name).copied().ok_or_else(|| GraphError::UnknownValue {
-                    node: node.name.clone(),
-                    name: name.clone(),
-                })?;
+                let id = by_name
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| GraphError::UnknownValue {
+                        node: node.name.clone(),
+                        name: name.clone(),
+                    })?;
                 ids.push(id);
             }
             node_inputs.push(ids);
@@ -318,15 +326,15 @@ impl Graph {
             };
             let ins = &node_inputs[n];
             let shapes: Vec<&[usize]> = ins.iter().map(|&v| values[v].shape.as_slice()).collect();
-            let out_shape = def
-                .op
-                .output_shape(&shapes)
-                .map_err(|e| {
-                    let shown: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
-                    node_error(&def, format!("{e} (input shapes {})", shown.join(", ")))
-                })?;
+            let out_shape = def.op.output_shape(&shapes).map_err(|e| {
+                let shown: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
+                node_error(&def, format!("{e} (input shapes {})", shown.join(", ")))
+            })?;
             if checked_numel(&out_shape).is_none() {
-                return Err(node_error(&def, format!("output shape {out_shape:?} is too large")));
+                return Err(node_error(
+                    &def,
+                    format!("output shape {out_shape:?} is too large"),
+                ));
             }
             let out = output_ids[n];
             values[out].shape = out_shape;
@@ -341,10 +349,13 @@ impl Graph {
 
         let mut out_ids = Vec::new();
         for name in &outputs {
-            let id = by_name.get(name).copied().ok_or_else(|| GraphError::UnknownValue {
-                node: "(graph outputs)".into(),
-                name: name.clone(),
-            })?;
+            let id = by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| GraphError::UnknownValue {
+                    node: "(graph outputs)".into(),
+                    name: name.clone(),
+                })?;
             out_ids.push(id);
         }
         Ok(Graph {
@@ -404,7 +415,11 @@ impl Graph {
 
     /// Number of trainable scalars.
     pub fn trainable_count(&self) -> usize {
-        self.params.iter().filter(|p| p.trainable).map(|p| p.tensor.numel()).sum()
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.tensor.numel())
+            .sum()
     }
 
     /// The node producing a value, if any.
@@ -435,7 +450,8 @@ impl Graph {
         let mut values: Vec<Option<Tensor>> = vec![None; self.values.len()];
         for (&id, t) in self.inputs.iter().zip(inputs) {
             let declared = &self.values[id].shape;
-            let ok = t.rank() == declared.len() && t.shape()[1..] == declared[1..] && t.shape()[0] > 0;
+            let ok =
+                t.rank() == declared.len() && t.shape()[1..] == declared[1..] && t.shape()[0] > 0;
             if !ok {
                 let dims: Vec<String> = std::iter::once("N".to_string())
                     .chain(declared[1..].iter().map(|d| d.to_string()))
@@ -494,13 +510,13 @@ impl Graph {
                     },
                 })?
             };
-            if let Some((mean, var)) = out.running_stats {
-                if let (ValueKind::Param(pm), ValueKind::Param(pv)) = (
+            if let Some((mean, var)) = out.running_stats
+                && let (ValueKind::Param(pm), ValueKind::Param(pv)) = (
                     self.values[node.inputs[3]].kind,
                     self.values[node.inputs[4]].kind,
-                ) {
-                    running_updates.push((pm, pv, mean, var));
-                }
+                )
+            {
+                running_updates.push((pm, pv, mean, var));
             }
             values[node.output] = Some(out.y);
             saved.push(out.saved);
@@ -563,9 +579,10 @@ impl Graph {
         let requested: HashSet<ValueId> = req.value_grads.iter().copied().collect();
         let mut grads: Vec<Option<Tensor>> = vec![None; self.values.len()];
         for (v, seed) in &req.seeds {
-            let info = self.values.get(*v).ok_or_else(|| {
-                GraphError::Other(format!("seed refers to unknown value id {v}"))
-            })?;
+            let info = self
+                .values
+                .get(*v)
+                .ok_or_else(|| GraphError::Other(format!("seed refers to unknown value id {v}")))?;
             if let Some(t) = self.lookup(pass, *v)
                 && t.shape() != seed.shape()
             {

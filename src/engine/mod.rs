@@ -12,8 +12,7 @@ pub mod tensor;
 
 pub use error::{GraphError, OpError};
 pub use graph::{
-    BackwardRequest, ForwardOptions, ForwardPass, Graph, GraphDef, Gradients, Keep, Param,
-    ValueId,
+    BackwardRequest, ForwardOptions, ForwardPass, Gradients, Graph, GraphDef, Keep, Param, ValueId,
 };
 pub use ops::{Mode, Op};
 pub use tensor::Tensor;

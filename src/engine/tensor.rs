@@ -53,8 +53,8 @@ impl Tensor {
     }
 
     pub fn try_zeros(shape: &[usize]) -> Result<Self, OpError> {
-        let n = checked_numel(shape)
-            .ok_or_else(|| OpError(format!("shape {shape:?} is too large")))?;
+        let n =
+            checked_numel(shape).ok_or_else(|| OpError(format!("shape {shape:?} is too large")))?;
         Ok(Self {
             shape: shape.to_vec(),
             data: vec![0.0; n],

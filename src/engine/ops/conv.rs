@@ -154,10 +154,10 @@ fn geometry(
     if c_out % groups != 0 {
         op_bail!("weight {w:?}: {c_out} output channels do not split into {groups} groups");
     }
-    if let Some(b) = b {
-        if b != [c_out] {
-            op_bail!("bias shape {b:?} does not match the {c_out} output channels of weight {w:?}");
-        }
+    if let Some(b) = b
+        && b != [c_out]
+    {
+        op_bail!("bias shape {b:?} does not match the {c_out} output channels of weight {w:?}");
     }
     let p = spec.padding;
     let oh = out_len("height", h, (p.top, p.bottom), kh, sh, dh)?;
@@ -985,7 +985,8 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors_not_panics() {
         let ok = spec([1, 1], Padding2d::default(), [1, 1], 1);
-        let cases: Vec<(Conv2dSpec, Vec<usize>, Vec<usize>, Option<Vec<usize>>)> = vec![
+        type Case = (Conv2dSpec, Vec<usize>, Vec<usize>, Option<Vec<usize>>);
+        let cases: Vec<Case> = vec![
             (ok.clone(), vec![1, 3, 2, 2], vec![4, 3, 3, 3], None), // output would be 0x0
             (ok.clone(), vec![1, 3, 8, 8], vec![4, 2, 3, 3], None), // c_in != w[1] * groups
             (

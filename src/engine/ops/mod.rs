@@ -48,11 +48,17 @@ pub enum Op {
     /// Constant padding of any dimensions. Input: x.
     Pad(PadSpec),
     /// `[d0, .., d(axis-1), d(axis), ..]` → `[d0 * .. * d(axis-1), d(axis) * ..]` (ONNX Flatten).
-    Flatten { axis: usize },
+    Flatten {
+        axis: usize,
+    },
     /// ONNX Reshape semantics: `0` copies the input's dimension, one `-1` is inferred.
-    Reshape { shape: Vec<i64> },
+    Reshape {
+        shape: Vec<i64>,
+    },
     /// Permutes dimensions: output dim i is input dim `perm[i]`.
-    Transpose { perm: Vec<usize> },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// Inputs: a, b, optional c. `alpha * op(a) @ op(b) + beta * c` (ONNX Gemm; Linear is
     /// `trans_b = true` with weight `[out, in]`).
     Gemm(GemmSpec),
@@ -61,11 +67,17 @@ pub enum Op {
     /// Inputs: a, b with numpy broadcasting.
     Binary(BinaryOp),
     /// Concatenation of all inputs along `axis`.
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// Inverted dropout with probability `p` in training; identity in evaluation.
-    Dropout { p: f32 },
+    Dropout {
+        p: f32,
+    },
     /// Softmax along `axis`.
-    Softmax { axis: usize },
+    Softmax {
+        axis: usize,
+    },
     Identity,
 }
 
@@ -196,11 +208,12 @@ impl Op {
         let x = inputs[0];
         let training = ctx.mode == Mode::Train;
         Ok(match self {
-            Op::Conv2d(s) => OpOutput::plain(conv::forward(s, x, inputs[1], inputs.get(2).copied())?),
+            Op::Conv2d(s) => {
+                OpOutput::plain(conv::forward(s, x, inputs[1], inputs.get(2).copied())?)
+            }
             Op::BatchNorm2d(s) => {
-                let (y, mean, inv_std, running) = norm::forward(
-                    s, x, inputs[1], inputs[2], inputs[3], inputs[4], training,
-                )?;
+                let (y, mean, inv_std, running) =
+                    norm::forward(s, x, inputs[1], inputs[2], inputs[3], inputs[4], training)?;
                 OpOutput {
                     y,
                     saved: Saved::BatchNorm { mean, inv_std },
@@ -219,16 +232,21 @@ impl Op {
             Op::AvgPool2d(s) => OpOutput::plain(pool::avg_forward(s, x)?),
             Op::GlobalAvgPool => OpOutput::plain(pool::global_avg_forward(x)?),
             Op::Pad(s) => OpOutput::plain(shape::pad_forward(s, x)?),
-            Op::Flatten { axis } => {
-                OpOutput::plain(x.clone().reshaped(shape::flatten_output_shape(*axis, x.shape())?)?)
-            }
-            Op::Reshape { shape } => {
-                OpOutput::plain(x.clone().reshaped(shape::reshape_output_shape(shape, x.shape())?)?)
-            }
+            Op::Flatten { axis } => OpOutput::plain(
+                x.clone()
+                    .reshaped(shape::flatten_output_shape(*axis, x.shape())?)?,
+            ),
+            Op::Reshape { shape } => OpOutput::plain(
+                x.clone()
+                    .reshaped(shape::reshape_output_shape(shape, x.shape())?)?,
+            ),
             Op::Transpose { perm } => OpOutput::plain(shape::transpose_forward(perm, x)?),
-            Op::Gemm(s) => {
-                OpOutput::plain(linear::gemm_forward(s, x, inputs[1], inputs.get(2).copied())?)
-            }
+            Op::Gemm(s) => OpOutput::plain(linear::gemm_forward(
+                s,
+                x,
+                inputs[1],
+                inputs.get(2).copied(),
+            )?),
             Op::MatMul => OpOutput::plain(linear::matmul_forward(x, inputs[1])?),
             Op::Binary(b) => OpOutput::plain(elementwise::forward(*b, x, inputs[1])?),
             Op::Concat { axis } => OpOutput::plain(shape::concat_forward(*axis, inputs)?),
@@ -274,7 +292,16 @@ impl Op {
                 let Saved::BatchNorm { mean, inv_std } = saved else {
                     crate::op_bail!("batch norm backward without saved statistics");
                 };
-                norm::backward(s, x, inputs[1], mean, inv_std, d_y, needs, mode == Mode::Train)?
+                norm::backward(
+                    s,
+                    x,
+                    inputs[1],
+                    mean,
+                    inv_std,
+                    d_y,
+                    needs,
+                    mode == Mode::Train,
+                )?
             }
             Op::Activation(a) => only_x(activation::backward(*a, x, y, d_y)),
             Op::MaxPool2d(_) => {
@@ -290,7 +317,9 @@ impl Op {
                 only_x(d_y.clone().reshaped(x.shape().to_vec())?)
             }
             Op::Transpose { perm } => only_x(shape::transpose_backward(perm, d_y)?),
-            Op::Gemm(s) => linear::gemm_backward(s, x, inputs[1], inputs.get(2).copied(), d_y, needs)?,
+            Op::Gemm(s) => {
+                linear::gemm_backward(s, x, inputs[1], inputs.get(2).copied(), d_y, needs)?
+            }
             Op::MatMul => linear::matmul_backward(x, inputs[1], d_y, needs)?,
             Op::Binary(b) => elementwise::backward(*b, x, inputs[1], y, d_y, needs)?,
             Op::Concat { axis } => shape::concat_backward(*axis, inputs, d_y)?
