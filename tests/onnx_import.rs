@@ -2,6 +2,8 @@
 //! onnxruntime (and PyTorch for the input gradient), and hostile or unsupported files.
 //! Fixtures: tests/fixtures/onnx/, made by tools/make_onnx_fixtures.py.
 
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,9 @@ use ndarray::ArrayD;
 use prost::Message;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
 }
 
 fn effnet_path() -> PathBuf {
@@ -80,8 +84,17 @@ fn effnet_imports_with_its_op_list() {
     .into_iter()
     .collect();
     assert_eq!(op_counts(&m), expected);
-    let trainable: usize = m.def.params.iter().filter(|p| p.trainable).map(|p| p.tensor.numel()).sum();
-    assert_eq!(trainable, 4_652_008, "SOURCE.md gives 4,652,008 trainable parameters");
+    let trainable: usize = m
+        .def
+        .params
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.tensor.numel())
+        .sum();
+    assert_eq!(
+        trainable, 4_652_008,
+        "SOURCE.md gives 4,652,008 trainable parameters"
+    );
     for n in &m.def.nodes {
         match &n.op {
             Op::BatchNorm2d(s) => assert!((s.eps - 1e-3).abs() < 1e-9, "{}: eps {}", n.name, s.eps),
@@ -103,12 +116,17 @@ fn effnet_input() -> Tensor {
 fn effnet_logits_match_onnxruntime() {
     let m = import_onnx(&effnet_path()).unwrap();
     let g = Graph::from_def(m.def).unwrap();
-    let pass = g.forward(&[effnet_input()], &ForwardOptions::eval()).unwrap();
+    let pass = g
+        .forward(&[effnet_input()], &ForwardOptions::eval())
+        .unwrap();
     let logits = pass.get(g.outputs()[0]).unwrap();
     let want = npy_f32("effnet.logits.npy");
     assert_eq!(logits.shape(), want.shape());
     let err = rel_err(logits.data(), want.data());
-    assert!(err < 1e-4, "logits differ from onnxruntime by {err:e} (relative to the largest)");
+    assert!(
+        err < 1e-4,
+        "logits differ from onnxruntime by {err:e} (relative to the largest)"
+    );
 }
 
 #[test]
@@ -116,12 +134,18 @@ fn effnet_input_gradient_matches_torch() {
     const CLASS: usize = 285;
     let m = import_onnx(&effnet_path()).unwrap();
     let g = Graph::from_def(m.def).unwrap();
-    let pass = g.forward(&[effnet_input()], &ForwardOptions::eval_for_backward()).unwrap();
+    let pass = g
+        .forward(&[effnet_input()], &ForwardOptions::eval_for_backward())
+        .unwrap();
     let out = g.outputs()[0];
     let mut seed = Tensor::zeros(&[1, 1000]);
     seed.data_mut()[CLASS] = 1.0;
     let input = g.inputs()[0];
-    let req = BackwardRequest { seeds: vec![(out, seed)], param_grads: false, value_grads: vec![input] };
+    let req = BackwardRequest {
+        seeds: vec![(out, seed)],
+        param_grads: false,
+        value_grads: vec![input],
+    };
     let grads = g.backward(&pass, &req).unwrap();
     let d_x = &grads.values[&input]; // (1, 3, 224, 224)
     let (lo, hi) = (80usize, 144usize);
@@ -134,12 +158,25 @@ fn effnet_input_gradient_matches_torch() {
     }
     let want = npy_f32("effnet.grad_window.npy");
     let err = rel_err(&window, want.data());
-    assert!(err < 1e-3, "input gradient window differs from PyTorch by {err:e}");
+    assert!(
+        err < 1e-3,
+        "input gradient window differs from PyTorch by {err:e}"
+    );
     let norms: Vec<f32> = (0..3)
-        .map(|c| d_x.data()[c * 224 * 224..(c + 1) * 224 * 224].iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt() as f32)
+        .map(|c| {
+            d_x.data()[c * 224 * 224..(c + 1) * 224 * 224]
+                .iter()
+                .map(|v| (*v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt() as f32
+        })
         .collect();
     let want = npy_f32("effnet.grad_norms.npy");
-    assert!(rel_err(&norms, want.data()) < 1e-3, "gradient norms {norms:?} vs PyTorch {:?}", want.data());
+    assert!(
+        rel_err(&norms, want.data()) < 1e-3,
+        "gradient norms {norms:?} vs PyTorch {:?}",
+        want.data()
+    );
 }
 
 // ---------------------------------------------------------------- exporter idioms
@@ -155,7 +192,10 @@ fn check_against_onnxruntime(name: &str) -> ImportedModel {
     let want = npy_f32(&format!("{name}.output.npy"));
     assert_eq!(y.shape(), want.shape(), "{name}");
     let err = rel_err(y.data(), want.data());
-    assert!(err < 1e-5, "{name}: output differs from onnxruntime by {err:e}");
+    assert!(
+        err < 1e-5,
+        "{name}: output differs from onnxruntime by {err:e}"
+    );
     m
 }
 
@@ -169,14 +209,28 @@ fn keras_idioms_structure() {
     assert_eq!(m.input_shape, vec![1, 9, 9, 3]);
     assert_eq!(
         kinds(&m),
-        ["Transpose", "Conv2d", "Mul", "Add", "Clip", "GlobalAvgPool", "Reshape", "MatMul", "Add", "Softmax"]
+        [
+            "Transpose",
+            "Conv2d",
+            "Mul",
+            "Add",
+            "Clip",
+            "GlobalAvgPool",
+            "Reshape",
+            "MatMul",
+            "Add",
+            "Softmax"
+        ]
     );
     let conv = m.def.nodes.iter().find_map(|n| match &n.op {
         Op::Conv2d(s) => Some(s.clone()),
         _ => None,
     });
     // 9 -> 5 with a 3x3 stride-2 window: total padding 2, SAME_UPPER splits it 1/1.
-    assert_eq!(conv.unwrap().padding, convscope::engine::ops::Padding2d::uniform(1));
+    assert_eq!(
+        conv.unwrap().padding,
+        convscope::engine::ops::Padding2d::uniform(1)
+    );
     let squeeze = m.def.nodes.iter().find(|n| n.name == "squeeze").unwrap();
     assert_eq!(squeeze.op, Op::Reshape { shape: vec![0, 4] });
     let scale = m.def.params.iter().find(|p| p.name == "bn_scale").unwrap();
@@ -193,12 +247,33 @@ fn keras_idioms_match_onnxruntime() {
 #[test]
 fn torch_flatten_folds_to_a_batch_preserving_reshape() {
     let m = import_onnx(&fixture("torch_flatten.onnx")).unwrap();
-    assert_eq!(kinds(&m), ["Conv2d", "BatchNorm2d", "Relu", "MaxPool2d", "Reshape", "Gemm"]);
+    assert_eq!(
+        kinds(&m),
+        [
+            "Conv2d",
+            "BatchNorm2d",
+            "Relu",
+            "MaxPool2d",
+            "Reshape",
+            "Gemm"
+        ]
+    );
     let reshape = m.def.nodes.iter().find(|n| n.name == "reshape").unwrap();
     assert_eq!(reshape.op, Op::Reshape { shape: vec![0, 36] });
-    let Op::BatchNorm2d(bn) = &m.def.nodes[1].op else { panic!("not a batch norm") };
-    assert!((bn.momentum - 0.01).abs() < 1e-6, "ONNX momentum 0.99 is PyTorch's 0.01, got {}", bn.momentum);
-    let trainable: Vec<(&str, bool)> = m.def.params.iter().map(|p| (p.name.as_str(), p.trainable)).collect();
+    let Op::BatchNorm2d(bn) = &m.def.nodes[1].op else {
+        panic!("not a batch norm")
+    };
+    assert!(
+        (bn.momentum - 0.01).abs() < 1e-6,
+        "ONNX momentum 0.99 is PyTorch's 0.01, got {}",
+        bn.momentum
+    );
+    let trainable: Vec<(&str, bool)> = m
+        .def
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), p.trainable))
+        .collect();
     assert!(trainable.contains(&("bn_m", false)) && trainable.contains(&("bn_v", false)));
     assert!(trainable.contains(&("bn_g", true)) && trainable.contains(&("fc_w", true)));
 }
@@ -212,7 +287,9 @@ fn torch_flatten_matches_onnxruntime() {
 fn pools_and_activations_match_onnxruntime() {
     let m = check_against_onnxruntime("pools_acts");
     let avg = m.def.nodes.iter().find(|n| n.name == "avg").unwrap();
-    let Op::AvgPool2d(s) = &avg.op else { panic!("not an average pool") };
+    let Op::AvgPool2d(s) = &avg.op else {
+        panic!("not an average pool")
+    };
     assert!(s.ceil_mode && s.count_include_pad);
 }
 
@@ -224,10 +301,15 @@ fn opset9_and_opset13_forms_import_alike() {
     let ops = |m: &ImportedModel| m.def.nodes.iter().map(|n| n.op.clone()).collect::<Vec<_>>();
     assert_eq!(ops(&old), ops(&new));
     let o = ops(&old);
-    assert!(matches!(&o[0], Op::Pad(p) if p.value == 0.25 && p.pads == vec![(0, 0), (0, 0), (1, 1), (1, 1)]));
+    assert!(
+        matches!(&o[0], Op::Pad(p) if p.value == 0.25 && p.pads == vec![(0, 0), (0, 0), (1, 1), (1, 1)])
+    );
     assert!(matches!(
         o[1],
-        Op::Activation(convscope::engine::ops::Activation::Clip { min: -0.5, max: 0.5 })
+        Op::Activation(convscope::engine::ops::Activation::Clip {
+            min: -0.5,
+            max: 0.5
+        })
     ));
     assert!(matches!(o[2], Op::Dropout { p } if (p - 0.3).abs() < 1e-6));
     assert_eq!(o.last(), Some(&Op::Softmax { axis: 1 }));
@@ -247,12 +329,32 @@ fn opset13_clip_pad_softmax_matches_onnxruntime() {
 fn typed_fields_decode_like_raw_data() {
     let mut m = model_bytes("torch_flatten.onnx");
     let reference = import_model(&m).unwrap();
-    let param = |im: &ImportedModel, name: &str| im.def.params.iter().find(|p| p.name == name).unwrap().tensor.clone();
+    let param = |im: &ImportedModel, name: &str| {
+        im.def
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .tensor
+            .clone()
+    };
     // conv_w as float_data, conv_b as double_data, fc_b as float16 bits in int32_data.
     let t = initializer(&mut m, "conv_w");
-    t.float_data = t.raw_data.take().unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    t.float_data = t
+        .raw_data
+        .take()
+        .unwrap()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let t = initializer(&mut m, "conv_b");
-    t.double_data = t.raw_data.take().unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect();
+    t.double_data = t
+        .raw_data
+        .take()
+        .unwrap()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
     t.data_type = Some(proto::tensor_proto::DataType::Double as i32);
     let t = initializer(&mut m, "fc_b");
     t.raw_data = None;
@@ -293,12 +395,27 @@ fn external_data_beside_the_model_is_read() {
     blob.extend_from_slice(&raw);
     std::fs::write(dir.path().join("weights.bin"), &blob).unwrap();
     t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
-    let kv = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
-    t.external_data = vec![kv("location", "weights.bin".into()), kv("offset", "16".into()), kv("length", raw.len().to_string())];
+    let kv = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    t.external_data = vec![
+        kv("location", "weights.bin".into()),
+        kv("offset", "16".into()),
+        kv("length", raw.len().to_string()),
+    ];
     let path = dir.path().join("model.onnx");
     std::fs::write(&path, m.encode_to_vec()).unwrap();
     let im = import_onnx(&path).unwrap();
-    let fc = |im: &ImportedModel| im.def.params.iter().find(|p| p.name == "fc_w").unwrap().tensor.clone();
+    let fc = |im: &ImportedModel| {
+        im.def
+            .params
+            .iter()
+            .find(|p| p.name == "fc_w")
+            .unwrap()
+            .tensor
+            .clone()
+    };
     assert_eq!(fc(&im), fc(&reference));
 
     // The same tensor pointing outside the model's directory is refused.
@@ -306,11 +423,21 @@ fn external_data_beside_the_model_is_read() {
     t.external_data[0] = kv("location", "../weights.bin".into());
     std::fs::write(&path, m.encode_to_vec()).unwrap();
     let err = import_onnx(&path).unwrap_err().to_string();
-    assert!(err.contains("model.onnx") && err.contains("leaves the model's directory") && err.contains("fc_w"), "{err}");
+    assert!(
+        err.contains("model.onnx")
+            && err.contains("leaves the model's directory")
+            && err.contains("fc_w"),
+        "{err}"
+    );
     let t = initializer(&mut m, "fc_w");
     t.external_data[0] = kv("location", "/etc/passwd".into());
     std::fs::write(&path, m.encode_to_vec()).unwrap();
-    assert!(import_onnx(&path).unwrap_err().to_string().contains("leaves the model's directory"));
+    assert!(
+        import_onnx(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("leaves the model's directory")
+    );
 }
 
 // ---------------------------------------------------------------- bad files
@@ -323,24 +450,42 @@ fn truncated_file_is_refused() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = import_onnx(&path).unwrap_err();
     assert!(matches!(err.problem, Problem::Decode(_)), "{err}");
-    assert!(err.to_string().starts_with("cannot import '") && err.to_string().contains("cut.onnx"), "{err}");
+    assert!(
+        err.to_string().starts_with("cannot import '") && err.to_string().contains("cut.onnx"),
+        "{err}"
+    );
 }
 
 #[test]
 fn garbage_bytes_are_refused() {
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let err = import_onnx_bytes(&garbage, None).unwrap_err();
-    assert!(matches!(err.problem, Problem::Decode(_) | Problem::Invalid(_)), "{err}");
+    assert!(
+        matches!(err.problem, Problem::Decode(_) | Problem::Invalid(_)),
+        "{err}"
+    );
     let err = import_onnx_bytes(b"", None).unwrap_err();
-    assert!(err.to_string().contains("declares no opset") || err.to_string().contains("no graph"), "{err}");
+    assert!(
+        err.to_string().contains("declares no opset") || err.to_string().contains("no graph"),
+        "{err}"
+    );
 }
 
 #[test]
 fn raw_data_length_disagreeing_with_dims_is_refused() {
     let mut m = model_bytes("torch_flatten.onnx");
-    initializer(&mut m, "conv_w").raw_data.as_mut().unwrap().truncate(100);
+    initializer(&mut m, "conv_w")
+        .raw_data
+        .as_mut()
+        .unwrap()
+        .truncate(100);
     let err = import_model(&m).unwrap_err().to_string();
-    assert!(err.contains("conv_w") && err.contains("raw_data holds 100 bytes"), "{err}");
+    assert!(
+        err.contains("conv_w") && err.contains("raw_data holds 100 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -359,10 +504,15 @@ fn every_unsupported_op_is_named_at_once() {
     g.node[2].op_type = Some("LSTM".into());
     g.node[3].op_type = Some("Einsum".into());
     let err = import_model(&m).unwrap_err();
-    let Problem::Unsupported(list) = &err.problem else { panic!("{err}") };
+    let Problem::Unsupported(list) = &err.problem else {
+        panic!("{err}")
+    };
     assert_eq!(list.len(), 2);
     let msg = err.to_string();
-    assert!(msg.contains("LSTM (node 'relu')") && msg.contains("Einsum (node 'pool')"), "{msg}");
+    assert!(
+        msg.contains("LSTM (node 'relu')") && msg.contains("Einsum (node 'pool')"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -17,10 +17,40 @@ use crate::engine::{GraphDef, Tensor};
 
 /// Every operator type the importer accepts (some only on import-time constants).
 const SUPPORTED: &[&str] = &[
-    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
-    "Tanh", "Mul", "Add", "Sub", "Div", "MaxPool", "AveragePool", "GlobalAveragePool", "Pad",
-    "Flatten", "Reshape", "Gemm", "MatMul", "Concat", "Dropout", "Softmax", "Identity", "Constant",
-    "Transpose", "Squeeze", "Unsqueeze", "Shape", "Gather", "Cast", "Slice", "ConstantOfShape",
+    "Conv",
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Mul",
+    "Add",
+    "Sub",
+    "Div",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Pad",
+    "Flatten",
+    "Reshape",
+    "Gemm",
+    "MatMul",
+    "Concat",
+    "Dropout",
+    "Softmax",
+    "Identity",
+    "Constant",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Shape",
+    "Gather",
+    "Cast",
+    "Slice",
+    "ConstantOfShape",
     "Expand",
 ];
 
@@ -44,7 +74,11 @@ struct Importer {
     params: HashSet<String>,
 }
 
-pub fn import_graph(g: &GraphProto, opset: i64, base_dir: Option<&Path>) -> Result<ImportedModel, Problem> {
+pub fn import_graph(
+    g: &GraphProto,
+    opset: i64,
+    base_dir: Option<&Path>,
+) -> Result<ImportedModel, Problem> {
     check_supported(g)?;
     let mut imp = Importer {
         opset,
@@ -54,7 +88,8 @@ pub fn import_graph(g: &GraphProto, opset: i64, base_dir: Option<&Path>) -> Resu
     };
     for t in &g.initializer {
         let name = t.name.clone().unwrap_or_default();
-        imp.vals.insert(name, Val::Const(tensor::decode(t, base_dir)?));
+        imp.vals
+            .insert(name, Val::Const(tensor::decode(t, base_dir)?));
     }
     let (input_name, input_shape) = imp.graph_input(g)?;
     for &i in &topo_order(g, &imp.vals)? {
@@ -73,8 +108,14 @@ pub fn import_graph(g: &GraphProto, opset: i64, base_dir: Option<&Path>) -> Resu
         let name = o.name().to_string();
         match imp.vals.get(&name) {
             Some(Val::Dyn(_)) => output_names.push(name),
-            Some(Val::Const(_)) => return Err(bad(format!("the graph output '{name}' is a constant"))),
-            None => return Err(bad(format!("the graph output '{name}' is not produced by any node"))),
+            Some(Val::Const(_)) => {
+                return Err(bad(format!("the graph output '{name}' is a constant")));
+            }
+            None => {
+                return Err(bad(format!(
+                    "the graph output '{name}' is not produced by any node"
+                )));
+            }
         }
     }
     imp.def.outputs = output_names.clone();
@@ -111,7 +152,11 @@ fn check_supported(g: &GraphProto) -> Result<(), Problem> {
             node: node_label(n),
         })
         .collect();
-    if unsupported.is_empty() { Ok(()) } else { Err(Problem::Unsupported(unsupported)) }
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::Unsupported(unsupported))
+    }
 }
 
 /// Node indices in dependency order (stable); names a dangling input or the nodes of a cycle.
@@ -154,7 +199,10 @@ fn topo_order(g: &GraphProto, known: &HashMap<String, Val>) -> Result<Vec<usize>
             .filter(|&i| pending[i] > 0)
             .map(|i| format!("'{}'", node_label(&g.node[i])))
             .collect();
-        return Err(bad(format!("the graph has a cycle through the nodes {}", stuck.join(", "))));
+        return Err(bad(format!(
+            "the graph has a cycle through the nodes {}",
+            stuck.join(", ")
+        )));
     }
     Ok(order)
 }
@@ -162,15 +210,21 @@ fn topo_order(g: &GraphProto, known: &HashMap<String, Val>) -> Result<Vec<usize>
 /// The declared symbolic shape of a graph input: dimension 0 is the batch.
 fn input_shape(v: &ValueInfoProto) -> Result<SymShape, Problem> {
     let name = v.name();
-    let Some(type_proto::Value::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+    let Some(type_proto::Value::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
         return Err(bad(format!("the graph input '{name}' is not a tensor")));
     };
     if tt.elem_type() != 1 {
-        return Err(bad(format!("the graph input '{name}' has element type {}, only float is supported", tt.elem_type())));
+        return Err(bad(format!(
+            "the graph input '{name}' has element type {}, only float is supported",
+            tt.elem_type()
+        )));
     }
     let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
     if dims.is_empty() {
-        return Err(bad(format!("the graph input '{name}' has no declared shape")));
+        return Err(bad(format!(
+            "the graph input '{name}' has no declared shape"
+        )));
     }
     dims.iter()
         .enumerate()
@@ -196,12 +250,17 @@ impl Importer {
             .collect();
         let [input] = inputs.as_slice() else {
             let names: Vec<&str> = inputs.iter().map(|v| v.name()).collect();
-            return Err(bad(format!("the graph must have exactly one input, it has {names:?}")));
+            return Err(bad(format!(
+                "the graph must have exactly one input, it has {names:?}"
+            )));
         };
         let sym = input_shape(input)?;
         let declared = shape::declared_shape(&sym);
         let name = input.name().to_string();
-        self.def.inputs.push(InputDef { name: name.clone(), shape: declared.clone() });
+        self.def.inputs.push(InputDef {
+            name: name.clone(),
+            shape: declared.clone(),
+        });
         self.vals.insert(name.clone(), Val::Dyn(sym));
         Ok((name, declared))
     }
@@ -226,12 +285,17 @@ impl Importer {
         if self.params.contains(name) {
             return Ok(());
         }
-        let c = self.konst(name).ok_or_else(|| bad(format!("'{name}' is not a constant")))?;
+        let c = self
+            .konst(name)
+            .ok_or_else(|| bad(format!("'{name}' is not a constant")))?;
         let data = c.to_f32(&format!("tensor '{name}'"))?;
         if data.iter().any(|x| !x.is_finite()) {
-            return Err(bad(format!("tensor '{name}' contains NaN or infinite values")));
+            return Err(bad(format!(
+                "tensor '{name}' contains NaN or infinite values"
+            )));
         }
-        let t = Tensor::new(c.dims.clone(), data).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
+        let t =
+            Tensor::new(c.dims.clone(), data).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
         self.def.param(name, t, trainable);
         self.params.insert(name.to_string());
         Ok(())
@@ -249,7 +313,11 @@ impl Importer {
     fn node(&mut self, n: &NodeProto) -> Result<(), Problem> {
         let op = n.op_type();
         let attrs = Attrs::of(n);
-        let out = n.output.first().cloned().ok_or_else(|| bad("has no output"))?;
+        let out = n
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| bad("has no output"))?;
         if op == "Constant" {
             let c = constant_value(&attrs)?;
             self.vals.insert(out, Val::Const(c));
@@ -265,7 +333,11 @@ impl Importer {
             .iter()
             .map(|i| if i.is_empty() { None } else { self.konst(i) })
             .collect();
-        let all_const = n.input.iter().zip(&present).all(|(i, c)| i.is_empty() || c.is_some());
+        let all_const = n
+            .input
+            .iter()
+            .zip(&present)
+            .all(|(i, c)| i.is_empty() || c.is_some());
         if all_const && !n.input.is_empty() && FOLDABLE.contains(&op) {
             let c = fold::fold(op, &attrs, self.opset, &present)?;
             self.vals.insert(out, Val::Const(c));
@@ -289,7 +361,10 @@ impl Importer {
         let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
         let (a, b) = (clampi(attrs.int("start", 0)), clampi(attrs.int("end", r)));
         let v: Vec<Int> = if a < b { s[a..b].to_vec() } else { Vec::new() };
-        Ok(Const { dims: vec![v.len()], data: tensor::Data::I64(v) })
+        Ok(Const {
+            dims: vec![v.len()],
+            data: tensor::Data::I64(v),
+        })
     }
 
     fn input_name<'n>(&self, n: &'n NodeProto, i: usize) -> Option<&'n str> {
@@ -297,7 +372,8 @@ impl Importer {
     }
 
     fn required<'n>(&self, n: &'n NodeProto, i: usize) -> Result<&'n str, Problem> {
-        self.input_name(n, i).ok_or_else(|| bad(format!("input {i} is missing")))
+        self.input_name(n, i)
+            .ok_or_else(|| bad(format!("input {i} is missing")))
     }
 
     /// An optional input that must be known at import time (Clip bounds, pads, ratios).
@@ -311,7 +387,12 @@ impl Importer {
         }
     }
 
-    fn map(&mut self, n: &NodeProto, op: &str, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+    fn map(
+        &mut self,
+        n: &NodeProto,
+        op: &str,
+        a: &Attrs,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let x_name = self.required(n, 0)?;
         match op {
             "Conv" => self.conv(n, a),
@@ -339,7 +420,11 @@ impl Importer {
                 if s.len() != 4 {
                     return Err(bad(format!("expects an NCHW input, got shape {s:?}")));
                 }
-                Ok((Op::GlobalAvgPool, vec![x], vec![s[0], s[1], Int::Known(1), Int::Known(1)]))
+                Ok((
+                    Op::GlobalAvgPool,
+                    vec![x],
+                    vec![s[0], s[1], Int::Known(1), Int::Known(1)],
+                ))
             }
             "Pad" => self.pad(n, a),
             "Flatten" => {
@@ -366,7 +451,10 @@ impl Importer {
                 let consts: Vec<Option<&Const>> = (0..n.input.len())
                     .map(|i| self.input_name(n, i).and_then(|nm| self.konst(nm)))
                     .collect();
-                if self.opset >= 13 && self.input_name(n, 1).is_some() && consts.get(1).copied().flatten().is_none() {
+                if self.opset >= 13
+                    && self.input_name(n, 1).is_some()
+                    && consts.get(1).copied().flatten().is_none()
+                {
                     return Err(bad("has run-time axes; only constant axes are supported"));
                 }
                 let axes = fold::axes_of(a, self.opset, &consts)?;
@@ -381,11 +469,17 @@ impl Importer {
             "Transpose" => {
                 let (x, s) = self.value(x_name, false)?;
                 let perm: Vec<usize> = match a.ints("perm") {
-                    Some(p) => p.iter().map(|&v| shape::axis(v, s.len())).collect::<Result<_, _>>()?,
+                    Some(p) => p
+                        .iter()
+                        .map(|&v| shape::axis(v, s.len()))
+                        .collect::<Result<_, _>>()?,
                     None => (0..s.len()).rev().collect(),
                 };
                 if perm.len() != s.len() {
-                    return Err(bad(format!("perm {perm:?} does not match rank {}", s.len())));
+                    return Err(bad(format!(
+                        "perm {perm:?} does not match rank {}",
+                        s.len()
+                    )));
                 }
                 let out = perm.iter().map(|&p| s[p]).collect();
                 Ok((Op::Transpose { perm }, vec![x], out))
@@ -405,9 +499,12 @@ impl Importer {
                 let mut out = first.clone();
                 out[axis] = Int::Known(0);
                 for s in &shapes {
-                    let same = s.len() == first.len() && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
+                    let same = s.len() == first.len()
+                        && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
                     if !same {
-                        return Err(bad(format!("cannot concatenate {first:?} and {s:?} along axis {axis}")));
+                        return Err(bad(format!(
+                            "cannot concatenate {first:?} and {s:?} along axis {axis}"
+                        )));
                     }
                     out[axis] = shape::add(out[axis], s[axis])?;
                 }
@@ -450,12 +547,16 @@ impl Importer {
             "Cast" => {
                 let to = a.int("to", 0);
                 if !matches!(to, 1 | 10 | 11 | 16) {
-                    return Err(bad(format!("casts a run-time tensor to data type {to}; only float is supported")));
+                    return Err(bad(format!(
+                        "casts a run-time tensor to data type {to}; only float is supported"
+                    )));
                 }
                 let (x, s) = self.value(x_name, false)?;
                 Ok((Op::Identity, vec![x], s))
             }
-            _ => Err(bad("is only supported on values known at import time (shape arithmetic)")),
+            _ => Err(bad(
+                "is only supported on values known at import time (shape arithmetic)",
+            )),
         }
     }
 
@@ -465,11 +566,19 @@ impl Importer {
             "Sigmoid" => Activation::Sigmoid,
             "Tanh" => Activation::Tanh,
             "HardSwish" => Activation::HardSwish,
-            "LeakyRelu" => Activation::LeakyRelu { alpha: a.float("alpha", 0.01) },
-            "HardSigmoid" => Activation::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) },
+            "LeakyRelu" => Activation::LeakyRelu {
+                alpha: a.float("alpha", 0.01),
+            },
+            "HardSigmoid" => Activation::HardSigmoid {
+                alpha: a.float("alpha", 0.2),
+                beta: a.float("beta", 0.5),
+            },
             _ => {
                 let (min, max) = if self.opset < 11 {
-                    (a.float("min", f32::NEG_INFINITY), a.float("max", f32::INFINITY))
+                    (
+                        a.float("min", f32::NEG_INFINITY),
+                        a.float("max", f32::INFINITY),
+                    )
                 } else {
                     let bound = |i: usize, default: f32| -> Result<f32, Problem> {
                         match self.const_input(n, i, "the Clip bound")? {
@@ -488,9 +597,14 @@ impl Importer {
         let (x, xs) = self.value(self.required(n, 0)?, false)?;
         let (w, ws) = self.value(self.required(n, 1)?, true)?;
         if xs.len() != 4 || ws.len() != 4 {
-            return Err(bad(format!("only 2-D convolutions are supported (input {xs:?}, weight {ws:?})")));
+            return Err(bad(format!(
+                "only 2-D convolutions are supported (input {xs:?}, weight {ws:?})"
+            )));
         }
-        let kernel = [shape::known(ws[2], "kernel height")?, shape::known(ws[3], "kernel width")?];
+        let kernel = [
+            shape::known(ws[2], "kernel height")?,
+            shape::known(ws[3], "kernel width")?,
+        ];
         let stride = pair(a.ints("strides"), 1, "strides")?;
         let dilation = pair(a.ints("dilations"), 1, "dilations")?;
         let groups = a.int("group", 1);
@@ -503,13 +617,28 @@ impl Importer {
         if let Some(b) = self.input_name(n, 2) {
             inputs.push(self.value(b, true)?.0);
         }
-        let spec = Conv2dSpec { stride, padding, dilation, groups: groups as usize };
-        Ok((Op::Conv2d(spec), inputs, vec![xs[0], ws[0], out_hw[0], out_hw[1]]))
+        let spec = Conv2dSpec {
+            stride,
+            padding,
+            dilation,
+            groups: groups as usize,
+        };
+        Ok((
+            Op::Conv2d(spec),
+            inputs,
+            vec![xs[0], ws[0], out_hw[0], out_hw[1]],
+        ))
     }
 
-    fn batch_norm(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+    fn batch_norm(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
         if a.int("training_mode", 0) != 0 {
-            return Err(bad("is in training mode; only inference-mode batch norm is imported"));
+            return Err(bad(
+                "is in training mode; only inference-mode batch norm is imported",
+            ));
         }
         let (x, xs) = self.value(self.required(n, 0)?, false)?;
         let mut inputs = vec![x];
@@ -518,11 +647,19 @@ impl Importer {
         }
         // ONNX: running = momentum * running + (1 - momentum) * batch; the engine uses PyTorch's
         // convention with the weight on the batch statistic.
-        let spec = BatchNormSpec { eps: a.float("epsilon", 1e-5), momentum: 1.0 - a.float("momentum", 0.9) };
+        let spec = BatchNormSpec {
+            eps: a.float("epsilon", 1e-5),
+            momentum: 1.0 - a.float("momentum", 0.9),
+        };
         Ok((Op::BatchNorm2d(spec), inputs, xs))
     }
 
-    fn pool(&mut self, n: &NodeProto, a: &Attrs, max: bool) -> Result<(Op, Vec<String>, SymShape), Problem> {
+    fn pool(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs,
+        max: bool,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let (x, xs) = self.value(self.required(n, 0)?, false)?;
         if xs.len() != 4 {
             return Err(bad(format!("only 2-D pooling is supported (input {xs:?})")));
@@ -530,7 +667,9 @@ impl Importer {
         let k = pair(Some(a.required_ints("kernel_shape")?), 1, "kernel_shape")?;
         let stride = pair(a.ints("strides"), 1, "strides")?;
         if pair(a.ints("dilations"), 1, "dilations")? != [1, 1] {
-            return Err(bad("has dilations other than 1, which pooling does not support"));
+            return Err(bad(
+                "has dilations other than 1, which pooling does not support",
+            ));
         }
         let padding = padding(a, &xs, k, stride, [1, 1])?;
         let ceil_mode = a.int("ceil_mode", 0) != 0;
@@ -542,37 +681,57 @@ impl Importer {
             ceil_mode,
             count_include_pad: a.int("count_include_pad", 0) != 0,
         };
-        let op = if max { Op::MaxPool2d(spec) } else { Op::AvgPool2d(spec) };
+        let op = if max {
+            Op::MaxPool2d(spec)
+        } else {
+            Op::AvgPool2d(spec)
+        };
         Ok((op, vec![x], vec![xs[0], xs[1], out_hw[0], out_hw[1]]))
     }
 
     fn pad(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let mode = a.string("mode", "constant");
         if mode != "constant" {
-            return Err(bad(format!("uses mode '{mode}'; only constant padding is supported")));
+            return Err(bad(format!(
+                "uses mode '{mode}'; only constant padding is supported"
+            )));
         }
         let (x, xs) = self.value(self.required(n, 0)?, false)?;
         let (raw, value, axes) = if self.opset < 11 {
             (a.required_ints("pads")?, a.float("value", 0.0), None)
         } else {
-            let pads = self.const_input(n, 1, "the pads")?.ok_or_else(|| bad("has no pads"))?;
+            let pads = self
+                .const_input(n, 1, "the pads")?
+                .ok_or_else(|| bad("has no pads"))?;
             let value = match self.const_input(n, 2, "the pad value")? {
                 Some(c) => c.scalar_f32("the pad value")?,
                 None => 0.0,
             };
-            let axes = self.const_input(n, 3, "the pad axes")?.map(|c| c.to_i64("the pad axes")).transpose()?;
+            let axes = self
+                .const_input(n, 3, "the pad axes")?
+                .map(|c| c.to_i64("the pad axes"))
+                .transpose()?;
             (pads.to_i64("the pads")?, value, axes)
         };
         let r = xs.len();
         let axes: Vec<usize> = match axes {
-            Some(ax) => ax.iter().map(|&v| shape::axis(v, r)).collect::<Result<_, _>>()?,
+            Some(ax) => ax
+                .iter()
+                .map(|&v| shape::axis(v, r))
+                .collect::<Result<_, _>>()?,
             None => (0..r).collect(),
         };
         if raw.len() != 2 * axes.len() {
-            return Err(bad(format!("has {} pads for {} axes", raw.len(), axes.len())));
+            return Err(bad(format!(
+                "has {} pads for {} axes",
+                raw.len(),
+                axes.len()
+            )));
         }
         if raw.iter().any(|&p| p < 0) {
-            return Err(bad(format!("has negative pads {raw:?} (cropping is not supported)")));
+            return Err(bad(format!(
+                "has negative pads {raw:?} (cropping is not supported)"
+            )));
         }
         let mut pads = vec![(0usize, 0usize); r];
         let mut out = xs.clone();
@@ -580,7 +739,8 @@ impl Importer {
             let (b, e) = (raw[j], raw[j + axes.len()]);
             pads[ax] = (b as usize, e as usize);
             if b + e > 0 {
-                out[ax] = shape::add(xs[ax], Int::Known(b + e)).map_err(|_| bad("pads the batch dimension"))?;
+                out[ax] = shape::add(xs[ax], Int::Known(b + e))
+                    .map_err(|_| bad("pads the batch dimension"))?;
             }
         }
         Ok((Op::Pad(PadSpec { pads, value }), vec![x], out))
@@ -611,7 +771,9 @@ impl Importer {
         let (x, xs) = self.value(self.required(n, 0)?, false)?;
         let (w, ws) = self.value(self.required(n, 1)?, true)?;
         if xs.len() < 2 || ws.len() < 2 {
-            return Err(bad(format!("needs operands of rank 2 or more, got {xs:?} and {ws:?}")));
+            return Err(bad(format!(
+                "needs operands of rank 2 or more, got {xs:?} and {ws:?}"
+            )));
         }
         let mut out = shape::broadcast(&xs[..xs.len() - 2], &ws[..ws.len() - 2])?;
         out.push(xs[xs.len() - 2]);
@@ -637,7 +799,9 @@ fn constant_value(a: &Attrs) -> Result<Const, Problem> {
     if let Some(v) = a.ints("value_ints") {
         return Ok(Const::ints(vec![v.len()], v));
     }
-    Err(bad("holds a value kind the importer does not read (sparse tensor or strings)"))
+    Err(bad(
+        "holds a value kind the importer does not read (sparse tensor or strings)",
+    ))
 }
 
 /// A two-element attribute (`[h, w]`), `default` for both when absent.
@@ -645,12 +809,20 @@ fn pair(v: Option<Vec<i64>>, default: usize, what: &str) -> Result<[usize; 2], P
     match v.as_deref() {
         None => Ok([default, default]),
         Some(&[h, w]) if h > 0 && w > 0 => Ok([h as usize, w as usize]),
-        Some(other) => Err(bad(format!("has {what} {other:?}; two positive numbers are needed"))),
+        Some(other) => Err(bad(format!(
+            "has {what} {other:?}; two positive numbers are needed"
+        ))),
     }
 }
 
 /// Explicit padding from `pads` or `auto_pad` (SAME_* need the input's spatial size).
-fn padding(a: &Attrs, xs: &[Int], k: [usize; 2], s: [usize; 2], d: [usize; 2]) -> Result<Padding2d, Problem> {
+fn padding(
+    a: &Attrs,
+    xs: &[Int],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+) -> Result<Padding2d, Problem> {
     let auto = a.string("auto_pad", "NOTSET");
     match auto.as_str() {
         "NOTSET" => match a.ints("pads").as_deref() {
@@ -661,7 +833,9 @@ fn padding(a: &Attrs, xs: &[Int], k: [usize; 2], s: [usize; 2], d: [usize; 2]) -
                 bottom: b as usize,
                 right: r as usize,
             }),
-            Some(p) => Err(bad(format!("has pads {p:?}; four non-negative numbers are needed"))),
+            Some(p) => Err(bad(format!(
+                "has pads {p:?}; four non-negative numbers are needed"
+            ))),
         },
         "VALID" => Ok(Padding2d::default()),
         "SAME_UPPER" | "SAME_LOWER" => {
@@ -670,7 +844,12 @@ fn padding(a: &Attrs, xs: &[Int], k: [usize; 2], s: [usize; 2], d: [usize; 2]) -
             let w = shape::known(xs[3], "the input width")?;
             let (top, bottom) = same_pads(h, k[0], s[0], d[0], upper);
             let (left, right) = same_pads(w, k[1], s[1], d[1], upper);
-            Ok(Padding2d { top, left, bottom, right })
+            Ok(Padding2d {
+                top,
+                left,
+                bottom,
+                right,
+            })
         }
         other => Err(bad(format!("has auto_pad '{other}'"))),
     }
@@ -682,19 +861,42 @@ fn same_pads(n: usize, k: usize, s: usize, d: usize, upper: bool) -> (usize, usi
     let out = n.div_ceil(s);
     let total = ((out - 1) * s + (k - 1) * d + 1).saturating_sub(n);
     let small = total / 2;
-    if upper { (small, total - small) } else { (total - small, small) }
+    if upper {
+        (small, total - small)
+    } else {
+        (total - small, small)
+    }
 }
 
 /// Spatial output size of a convolution or pooling window (PyTorch's ceil-mode rule: the last
 /// window must start inside the input or its top/left padding).
-fn out_size(xs: &[Int], k: [usize; 2], s: [usize; 2], d: [usize; 2], p: Padding2d, ceil: bool) -> Result<[Int; 2], Problem> {
-    let one = |n: usize, k: usize, s: usize, d: usize, before: usize, after: usize| -> Result<Int, Problem> {
+fn out_size(
+    xs: &[Int],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    p: Padding2d,
+    ceil: bool,
+) -> Result<[Int; 2], Problem> {
+    let one = |n: usize,
+               k: usize,
+               s: usize,
+               d: usize,
+               before: usize,
+               after: usize|
+     -> Result<Int, Problem> {
         let span = (k - 1) * d + 1;
         let padded = n + before + after;
         if padded < span {
-            return Err(bad(format!("has a {k}x window larger than the padded input ({padded})")));
+            return Err(bad(format!(
+                "has a {k}x window larger than the padded input ({padded})"
+            )));
         }
-        let mut o = if ceil { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
+        let mut o = if ceil {
+            (padded - span).div_ceil(s) + 1
+        } else {
+            (padded - span) / s + 1
+        };
         if ceil && (o - 1) * s >= n + before {
             o -= 1;
         }
@@ -702,10 +904,14 @@ fn out_size(xs: &[Int], k: [usize; 2], s: [usize; 2], d: [usize; 2], p: Padding2
     };
     let h = shape::known(xs[2], "the input height")?;
     let w = shape::known(xs[3], "the input width")?;
-    Ok([one(h, k[0], s[0], d[0], p.top, p.bottom)?, one(w, k[1], s[1], d[1], p.left, p.right)?])
+    Ok([
+        one(h, k[0], s[0], d[0], p.top, p.bottom)?,
+        one(w, k[1], s[1], d[1], p.left, p.right)?,
+    ])
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

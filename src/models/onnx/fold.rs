@@ -8,8 +8,22 @@ use super::tensor::{self, Const, Data, Int};
 
 /// Ops that [`fold`] evaluates when all their inputs are constants.
 pub const FOLDABLE: &[&str] = &[
-    "Gather", "Cast", "Slice", "Concat", "ConstantOfShape", "Expand", "Unsqueeze", "Squeeze", "Mul",
-    "Add", "Sub", "Div", "Identity", "Reshape", "Flatten", "Transpose",
+    "Gather",
+    "Cast",
+    "Slice",
+    "Concat",
+    "ConstantOfShape",
+    "Expand",
+    "Unsqueeze",
+    "Squeeze",
+    "Mul",
+    "Add",
+    "Sub",
+    "Div",
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Transpose",
 ];
 
 fn bad(msg: String) -> Problem {
@@ -78,7 +92,12 @@ fn strides(dims: &[usize]) -> Vec<usize> {
 }
 
 /// Evaluates `op` on constant inputs (`None` for omitted optional inputs).
-pub fn fold(op: &str, attrs: &Attrs, opset: i64, inputs: &[Option<&Const>]) -> Result<Const, Problem> {
+pub fn fold(
+    op: &str,
+    attrs: &Attrs,
+    opset: i64,
+    inputs: &[Option<&Const>],
+) -> Result<Const, Problem> {
     let input = |i: usize| {
         inputs
             .get(i)
@@ -102,22 +121,34 @@ pub fn fold(op: &str, attrs: &Attrs, opset: i64, inputs: &[Option<&Const>]) -> R
             let axes = axes_of(attrs, opset, inputs)?;
             let dims = known_shape(&x.dims);
             let out = if op == "Unsqueeze" {
-                unsqueeze_shape(&dims, &axes.ok_or_else(|| bad("Unsqueeze without axes".into()))?)?
+                unsqueeze_shape(
+                    &dims,
+                    &axes.ok_or_else(|| bad("Unsqueeze without axes".into()))?,
+                )?
             } else {
                 squeeze_shape(&dims, axes.as_deref())?
             };
-            Ok(Const { dims: to_dims(&out, "dimension")?, data: x.data.clone() })
+            Ok(Const {
+                dims: to_dims(&out, "dimension")?,
+                data: x.data.clone(),
+            })
         }
         "Reshape" => {
             let target = input(1)?.to_i64("the reshape target")?;
             let t: Vec<Int> = target.into_iter().map(Int::Known).collect();
             let out = shape::reshape(&known_shape(&x.dims), &t, attrs.int("allowzero", 0) != 0)?;
-            Ok(Const { dims: to_dims(&out, "dimension")?, data: x.data.clone() })
+            Ok(Const {
+                dims: to_dims(&out, "dimension")?,
+                data: x.data.clone(),
+            })
         }
         "Flatten" => {
             let a = shape::axis(attrs.int("axis", 1), x.dims.len() + 1)?;
             let dims = vec![numel(&x.dims[..a]), numel(&x.dims[a..])];
-            Ok(Const { dims, data: x.data.clone() })
+            Ok(Const {
+                dims,
+                data: x.data.clone(),
+            })
         }
         "Transpose" => transpose(x, attrs.ints("perm")),
         "Mul" | "Add" | "Sub" | "Div" => binary(op, x, input(1)?),
@@ -126,7 +157,11 @@ pub fn fold(op: &str, attrs: &Attrs, opset: i64, inputs: &[Option<&Const>]) -> R
 }
 
 /// The `axes` of Squeeze/Unsqueeze: an attribute before opset 13, an input from 13 on.
-pub fn axes_of(attrs: &Attrs, opset: i64, inputs: &[Option<&Const>]) -> Result<Option<Vec<i64>>, Problem> {
+pub fn axes_of(
+    attrs: &Attrs,
+    opset: i64,
+    inputs: &[Option<&Const>],
+) -> Result<Option<Vec<i64>>, Problem> {
     if opset < 13 || attrs.has("axes") {
         return Ok(attrs.ints("axes"));
     }
@@ -140,7 +175,10 @@ pub fn axes_of(attrs: &Attrs, opset: i64, inputs: &[Option<&Const>]) -> Result<O
 
 pub fn unsqueeze_shape(dims: &[Int], axes: &[i64]) -> Result<SymShape, Problem> {
     let rank = dims.len() + axes.len();
-    let mut norm: Vec<usize> = axes.iter().map(|&a| shape::axis(a, rank)).collect::<Result<_, _>>()?;
+    let mut norm: Vec<usize> = axes
+        .iter()
+        .map(|&a| shape::axis(a, rank))
+        .collect::<Result<_, _>>()?;
     norm.sort_unstable();
     norm.dedup();
     if norm.len() != axes.len() {
@@ -148,21 +186,41 @@ pub fn unsqueeze_shape(dims: &[Int], axes: &[i64]) -> Result<SymShape, Problem> 
     }
     let mut src = dims.iter();
     Ok((0..rank)
-        .map(|i| if norm.contains(&i) { Int::Known(1) } else { src.next().copied().unwrap_or(Int::Known(1)) })
+        .map(|i| {
+            if norm.contains(&i) {
+                Int::Known(1)
+            } else {
+                src.next().copied().unwrap_or(Int::Known(1))
+            }
+        })
         .collect())
 }
 
 pub fn squeeze_shape(dims: &[Int], axes: Option<&[i64]>) -> Result<SymShape, Problem> {
     let Some(axes) = axes else {
-        return Ok(dims.iter().copied().filter(|&d| d != Int::Known(1)).collect());
+        return Ok(dims
+            .iter()
+            .copied()
+            .filter(|&d| d != Int::Known(1))
+            .collect());
     };
-    let norm: Vec<usize> = axes.iter().map(|&a| shape::axis(a, dims.len())).collect::<Result<_, _>>()?;
+    let norm: Vec<usize> = axes
+        .iter()
+        .map(|&a| shape::axis(a, dims.len()))
+        .collect::<Result<_, _>>()?;
     for &a in &norm {
         if dims[a] != Int::Known(1) {
-            return Err(bad(format!("cannot squeeze axis {a} of shape {dims:?}: it is not 1")));
+            return Err(bad(format!(
+                "cannot squeeze axis {a} of shape {dims:?}: it is not 1"
+            )));
         }
     }
-    Ok(dims.iter().enumerate().filter(|(i, _)| !norm.contains(i)).map(|(_, &d)| d).collect())
+    Ok(dims
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !norm.contains(i))
+        .map(|(_, &d)| d)
+        .collect())
 }
 
 fn gather(x: &Const, idx: &Const, axis: i64) -> Result<Const, Problem> {
@@ -173,7 +231,10 @@ fn gather(x: &Const, idx: &Const, axis: i64) -> Result<Const, Problem> {
         .into_iter()
         .map(|i| {
             let j = if i < 0 { i + n } else { i };
-            (0..n).contains(&j).then_some(j as usize).ok_or_else(|| bad(format!("Gather index {i} is out of range for {n}")))
+            (0..n)
+                .contains(&j)
+                .then_some(j as usize)
+                .ok_or_else(|| bad(format!("Gather index {i} is out of range for {n}")))
         })
         .collect::<Result<_, _>>()?;
     let outer = numel(&x.dims[..a]);
@@ -185,7 +246,10 @@ fn gather(x: &Const, idx: &Const, axis: i64) -> Result<Const, Problem> {
         }
     }
     let dims = [&x.dims[..a], &idx.dims[..], &x.dims[a + 1..]].concat();
-    Ok(Const { dims, data: x.data.pick(&src) })
+    Ok(Const {
+        dims,
+        data: x.data.pick(&src),
+    })
 }
 
 fn cast(x: &Const, to: i64) -> Result<Const, Problem> {
@@ -194,7 +258,10 @@ fn cast(x: &Const, to: i64) -> Result<Const, Problem> {
         1 | 10 | 11 | 16 => Data::F32(x.to_f32("a cast to float")?),
         9 => Data::I64(match &x.data {
             Data::F32(v) => v.iter().map(|&f| Int::Known((f != 0.0) as i64)).collect(),
-            Data::I64(v) => v.iter().map(|&i| Int::Known((i != Int::Known(0)) as i64)).collect(),
+            Data::I64(v) => v
+                .iter()
+                .map(|&i| Int::Known((i != Int::Known(0)) as i64))
+                .collect(),
         }),
         2..=7 | 12 | 13 => match &x.data {
             Data::F32(v) => Data::I64(v.iter().map(|&f| Int::Known(f as i64)).collect()),
@@ -202,22 +269,37 @@ fn cast(x: &Const, to: i64) -> Result<Const, Problem> {
         },
         _ => return Err(bad(format!("Cast to data type {to} is not supported"))),
     };
-    Ok(Const { dims: x.dims.clone(), data })
+    Ok(Const {
+        dims: x.dims.clone(),
+        data,
+    })
 }
 
-fn slice(x: &Const, attrs: &Attrs, opset: i64, inputs: &[Option<&Const>]) -> Result<Const, Problem> {
+fn slice(
+    x: &Const,
+    attrs: &Attrs,
+    opset: i64,
+    inputs: &[Option<&Const>],
+) -> Result<Const, Problem> {
     let list = |i: usize, name: &str| -> Result<Option<Vec<i64>>, Problem> {
         if opset < 10 {
             return Ok(attrs.ints(name));
         }
-        inputs.get(i).copied().flatten().map(|c| c.to_i64(name)).transpose()
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|c| c.to_i64(name))
+            .transpose()
     };
     let starts = list(1, "starts")?.ok_or_else(|| bad("Slice without starts".into()))?;
     let ends = list(2, "ends")?.ok_or_else(|| bad("Slice without ends".into()))?;
     let axes = list(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = list(4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-        return Err(bad("Slice starts, ends, axes and steps differ in length".into()));
+        return Err(bad(
+            "Slice starts, ends, axes and steps differ in length".into()
+        ));
     }
     let mut picks: Vec<Vec<usize>> = x.dims.iter().map(|&d| (0..d).collect()).collect();
     for (((&s, &e), &a), &st) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
@@ -227,7 +309,10 @@ fn slice(x: &Const, attrs: &Attrs, opset: i64, inputs: &[Option<&Const>]) -> Res
     let dims: Vec<usize> = picks.iter().map(Vec::len).collect();
     let st = strides(&x.dims);
     let src = gather_multi(&dims, |d, k| picks[d][k] * st[d]);
-    Ok(Const { dims, data: x.data.pick(&src) })
+    Ok(Const {
+        dims,
+        data: x.data.pick(&src),
+    })
 }
 
 /// Indices selected along one axis of length `n` (ONNX clamping rules).
@@ -255,9 +340,16 @@ fn concat(all: &[&Const], axis: i64) -> Result<Const, Problem> {
     let a = shape::axis(axis, first.dims.len())?;
     for c in all {
         let same = c.dims.len() == first.dims.len()
-            && c.dims.iter().zip(&first.dims).enumerate().all(|(i, (x, y))| i == a || x == y);
+            && c.dims
+                .iter()
+                .zip(&first.dims)
+                .enumerate()
+                .all(|(i, (x, y))| i == a || x == y);
         if !same {
-            return Err(bad(format!("Concat of shapes {:?} and {:?} along axis {a}", first.dims, c.dims)));
+            return Err(bad(format!(
+                "Concat of shapes {:?} and {:?} along axis {a}",
+                first.dims, c.dims
+            )));
         }
     }
     let floats = all.iter().any(|c| matches!(c.data, Data::F32(_)));
@@ -269,7 +361,10 @@ fn concat(all: &[&Const], axis: i64) -> Result<Const, Problem> {
         o * len..(o + 1) * len
     };
     let data = if floats {
-        let parts: Vec<Vec<f32>> = all.iter().map(|c| c.to_f32("a Concat operand")).collect::<Result<_, _>>()?;
+        let parts: Vec<Vec<f32>> = all
+            .iter()
+            .map(|c| c.to_f32("a Concat operand"))
+            .collect::<Result<_, _>>()?;
         let mut v = Vec::new();
         for o in 0..outer {
             for (c, p) in all.iter().zip(&parts) {
@@ -316,20 +411,32 @@ fn expand(x: &Const, shape_in: &Const) -> Result<Const, Problem> {
     let target = shape_in.to_i64("the Expand shape")?;
     let (target, _) = tensor::checked_dims("Expand shape", &target)?;
     let dims = numeric_broadcast(&x.dims, &target)?;
-    tensor::checked_dims("Expand output", &dims.iter().map(|&d| d as i64).collect::<Vec<_>>())?;
-    Ok(Const { data: x.data.pick(&broadcast_src(&x.dims, &dims)), dims })
+    tensor::checked_dims(
+        "Expand output",
+        &dims.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+    )?;
+    Ok(Const {
+        data: x.data.pick(&broadcast_src(&x.dims, &dims)),
+        dims,
+    })
 }
 
 fn transpose(x: &Const, perm: Option<Vec<i64>>) -> Result<Const, Problem> {
     let r = x.dims.len();
     let perm: Vec<usize> = match perm {
-        Some(p) => p.iter().map(|&a| shape::axis(a, r)).collect::<Result<_, _>>()?,
+        Some(p) => p
+            .iter()
+            .map(|&a| shape::axis(a, r))
+            .collect::<Result<_, _>>()?,
         None => (0..r).rev().collect(),
     };
     let st = strides(&x.dims);
     let dims: Vec<usize> = perm.iter().map(|&p| x.dims[p]).collect();
     let src = gather_multi(&dims, |d, k| k * st[perm[d]]);
-    Ok(Const { dims, data: x.data.pick(&src) })
+    Ok(Const {
+        dims,
+        data: x.data.pick(&src),
+    })
 }
 
 fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, Problem> {
@@ -344,7 +451,12 @@ fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, Problem> {
         ),
         _ => {
             let (x, y) = (a.to_f32(op)?, b.to_f32(op)?);
-            Data::F32(ia.iter().zip(&ib).map(|(&i, &j)| float_op(op, x[i], y[j])).collect())
+            Data::F32(
+                ia.iter()
+                    .zip(&ib)
+                    .map(|(&i, &j)| float_op(op, x[i], y[j]))
+                    .collect(),
+            )
         }
     };
     Ok(Const { dims, data })
@@ -354,7 +466,9 @@ fn int_op(op: &str, x: Int, y: Int) -> Result<Int, Problem> {
     match (op, x, y) {
         ("Div", Int::Known(p), Int::Known(q)) => {
             // ONNX integer division truncates.
-            p.checked_div(q).map(Int::Known).ok_or_else(|| bad("integer division by zero".into()))
+            p.checked_div(q)
+                .map(Int::Known)
+                .ok_or_else(|| bad("integer division by zero".into()))
         }
         ("Div", _, _) => shape::div(x, y),
         ("Mul", _, _) => shape::mul(x, y),
@@ -373,6 +487,7 @@ fn float_op(op: &str, x: f32, y: f32) -> f32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::models::onnx::proto::NodeProto;
@@ -386,13 +501,23 @@ mod tests {
         let n = no_attrs();
         let a = Attrs::of(&n);
         let x = Const::ints(vec![4], vec![1, 32, 7, 7]);
-        let g = fold("Gather", &a, 13, &[Some(&x), Some(&Const::ints(vec![], vec![-1]))]).unwrap();
+        let g = fold(
+            "Gather",
+            &a,
+            13,
+            &[Some(&x), Some(&Const::ints(vec![], vec![-1]))],
+        )
+        .unwrap();
         assert_eq!(g, Const::ints(vec![], vec![7]));
         let s = fold(
             "Slice",
             &a,
             13,
-            &[Some(&x), Some(&Const::ints(vec![1], vec![1])), Some(&Const::ints(vec![1], vec![i64::MAX]))],
+            &[
+                Some(&x),
+                Some(&Const::ints(vec![1], vec![1])),
+                Some(&Const::ints(vec![1], vec![i64::MAX])),
+            ],
         )
         .unwrap();
         assert_eq!(s, Const::ints(vec![3], vec![32, 7, 7]));
@@ -407,9 +532,24 @@ mod tests {
         let x = Const::f32(vec![2, 3], vec![0., 1., 2., 3., 4., 5.]);
         let t = fold("Transpose", &a, 13, &[Some(&x)]).unwrap();
         assert_eq!(t, Const::f32(vec![3, 2], vec![0., 3., 1., 4., 2., 5.]));
-        let e = fold("Expand", &a, 13, &[Some(&Const::f32(vec![2, 1], vec![1., 2.])), Some(&Const::ints(vec![2], vec![2, 2]))]).unwrap();
+        let e = fold(
+            "Expand",
+            &a,
+            13,
+            &[
+                Some(&Const::f32(vec![2, 1], vec![1., 2.])),
+                Some(&Const::ints(vec![2], vec![2, 2])),
+            ],
+        )
+        .unwrap();
         assert_eq!(e, Const::f32(vec![2, 2], vec![1., 1., 2., 2.]));
-        let m = fold("Sub", &a, 13, &[Some(&x), Some(&Const::f32(vec![3], vec![1., 1., 1.]))]).unwrap();
+        let m = fold(
+            "Sub",
+            &a,
+            13,
+            &[Some(&x), Some(&Const::f32(vec![3], vec![1., 1., 1.]))],
+        )
+        .unwrap();
         assert_eq!(m, Const::f32(vec![2, 3], vec![-1., 0., 1., 2., 3., 4.]));
     }
 

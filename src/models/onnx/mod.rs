@@ -52,7 +52,11 @@ pub enum Problem {
     #[error("it uses operators the importer does not support: {}", fmt_unsupported(.0))]
     Unsupported(Vec<UnsupportedNode>),
     #[error("node '{node}' ({op}): {msg}")]
-    Node { node: String, op: String, msg: String },
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -80,12 +84,21 @@ pub fn import_onnx(path: &Path) -> Result<ImportedModel, ImportError> {
         problem,
     };
     let bytes = std::fs::read(path).map_err(|e| wrap(Problem::Io(e)))?;
-    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let base = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     import_model(&bytes, base).map_err(wrap)
 }
 
 /// Imports ONNX bytes; `base_dir` is where external data files live (`None` forbids them).
-pub fn import_onnx_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedModel, ImportError> {
+pub fn import_onnx_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+) -> Result<ImportedModel, ImportError> {
     import_model(bytes, base_dir).map_err(|problem| ImportError {
         file: "(ONNX bytes)".into(),
         problem,
@@ -99,7 +112,9 @@ fn import_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedModel, 
         .iter()
         .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
         .and_then(|o| o.version)
-        .ok_or_else(|| Problem::Invalid("it declares no opset for the default ONNX domain".into()))?;
+        .ok_or_else(|| {
+            Problem::Invalid("it declares no opset for the default ONNX domain".into())
+        })?;
     let graph = model
         .graph
         .as_ref()
@@ -108,6 +123,7 @@ fn import_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedModel, 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -116,8 +132,14 @@ mod tests {
         let e = ImportError {
             file: "m.onnx".into(),
             problem: Problem::Unsupported(vec![
-                UnsupportedNode { op_type: "LSTM".into(), node: "l1".into() },
-                UnsupportedNode { op_type: "Einsum".into(), node: "e".into() },
+                UnsupportedNode {
+                    op_type: "LSTM".into(),
+                    node: "l1".into(),
+                },
+                UnsupportedNode {
+                    op_type: "Einsum".into(),
+                    node: "e".into(),
+                },
             ]),
         };
         assert_eq!(

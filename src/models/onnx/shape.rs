@@ -38,7 +38,9 @@ pub fn mul(a: Int, b: Int) -> Result<Int, Problem> {
     match (a, b) {
         (Int::Known(x), Int::Known(y)) => Ok(Int::Known(x * y)),
         (Int::Batch(k), Int::Known(y)) | (Int::Known(y), Int::Batch(k)) => Ok(batch(k * y)),
-        _ => Err(bad("a product of two batch-sized dimensions is not supported".into())),
+        _ => Err(bad(
+            "a product of two batch-sized dimensions is not supported".into(),
+        )),
     }
 }
 
@@ -51,14 +53,20 @@ pub fn div(a: Int, b: Int) -> Result<Int, Problem> {
         (Int::Batch(k), Int::Batch(j)) => exact(k, j).map(Int::Known),
         (Int::Known(_), Int::Batch(_)) => None,
     };
-    r.ok_or_else(|| bad(format!("shape arithmetic {a:?} / {b:?} does not divide exactly")))
+    r.ok_or_else(|| {
+        bad(format!(
+            "shape arithmetic {a:?} / {b:?} does not divide exactly"
+        ))
+    })
 }
 
 pub fn add(a: Int, b: Int) -> Result<Int, Problem> {
     match (a, b) {
         (Int::Known(x), Int::Known(y)) => Ok(Int::Known(x + y)),
         (Int::Batch(k), Int::Batch(j)) => Ok(batch(k + j)),
-        _ => Err(bad("adding a number to a batch-sized dimension is not supported".into())),
+        _ => Err(bad(
+            "adding a number to a batch-sized dimension is not supported".into(),
+        )),
     }
 }
 
@@ -90,7 +98,9 @@ pub fn broadcast(a: &[Int], b: &[Int]) -> Result<SymShape, Problem> {
             (x, y) if x == y => Ok(x),
             (Int::Known(1), y) => Ok(y),
             (x, Int::Known(1)) => Ok(x),
-            (x, y) => Err(bad(format!("shapes {a:?} and {b:?} do not broadcast ({x:?} vs {y:?})"))),
+            (x, y) => Err(bad(format!(
+                "shapes {a:?} and {b:?} do not broadcast ({x:?} vs {y:?})"
+            ))),
         })
         .collect()
 }
@@ -112,14 +122,19 @@ pub fn reshape(input: &[Int], target: &[Int], allowzero: bool) -> Result<SymShap
     let mut infer = None;
     for (i, &t) in target.iter().enumerate() {
         out.push(match t {
-            Int::Known(0) if !allowzero => *input
-                .get(i)
-                .ok_or_else(|| bad(format!("reshape target {target:?} copies dimension {i} of a rank-{} input", input.len())))?,
+            Int::Known(0) if !allowzero => *input.get(i).ok_or_else(|| {
+                bad(format!(
+                    "reshape target {target:?} copies dimension {i} of a rank-{} input",
+                    input.len()
+                ))
+            })?,
             Int::Known(-1) if infer.is_none() => {
                 infer = Some(i);
                 Int::Known(1)
             }
-            Int::Known(v) if v < 0 => return Err(bad(format!("reshape target {target:?} is invalid"))),
+            Int::Known(v) if v < 0 => {
+                return Err(bad(format!("reshape target {target:?} is invalid")));
+            }
             other => other,
         });
     }
@@ -153,6 +168,7 @@ pub fn reshape_target(input: &[Int], output: &[Int]) -> Result<Vec<i64>, Problem
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use Int::{Batch as B, Known as K};

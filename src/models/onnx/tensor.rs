@@ -36,7 +36,10 @@ pub struct Const {
 
 impl Const {
     pub fn f32(dims: Vec<usize>, v: Vec<f32>) -> Self {
-        Self { dims, data: Data::F32(v) }
+        Self {
+            dims,
+            data: Data::F32(v),
+        }
     }
 
     pub fn ints(dims: Vec<usize>, v: Vec<i64>) -> Self {
@@ -89,7 +92,9 @@ pub fn checked_dims(name: &str, dims: &[i64]) -> Result<(Vec<usize>, usize), Pro
     let mut n: u128 = 1;
     for &d in dims {
         if d < 0 {
-            return Err(Problem::Invalid(format!("tensor '{name}' has a negative dimension in {dims:?}")));
+            return Err(Problem::Invalid(format!(
+                "tensor '{name}' has a negative dimension in {dims:?}"
+            )));
         }
         n = n.saturating_mul(d as u128);
         out.push(d as usize);
@@ -114,7 +119,10 @@ fn elem_size(dt: DataType) -> Option<usize> {
 }
 
 fn is_float(dt: DataType) -> bool {
-    matches!(dt, DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16)
+    matches!(
+        dt,
+        DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16
+    )
 }
 
 /// IEEE half precision bits to f32.
@@ -195,7 +203,11 @@ pub fn decode(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, Problem
     let size = elem_size(dt).unwrap_or(1);
     if t.data_location == Some(DataLocation::External as i32) {
         let bytes = read_external(t, &name, n * size, base_dir)?;
-        return Ok(collect(dt, dims, bytes.chunks_exact(size).map(|c| decode_raw(dt, c))));
+        return Ok(collect(
+            dt,
+            dims,
+            bytes.chunks_exact(size).map(|c| decode_raw(dt, c)),
+        ));
     }
     if let Some(raw) = &t.raw_data {
         if raw.len() != n * size {
@@ -205,7 +217,11 @@ pub fn decode(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, Problem
                 raw.len()
             )));
         }
-        return Ok(collect(dt, dims, raw.chunks_exact(size).map(|c| decode_raw(dt, c))));
+        return Ok(collect(
+            dt,
+            dims,
+            raw.chunks_exact(size).map(|c| decode_raw(dt, c)),
+        ));
     }
     let typed_len = match dt {
         DataType::Float => t.float_data.len(),
@@ -223,16 +239,32 @@ pub fn decode(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, Problem
     Ok(match dt {
         DataType::Float => Const::f32(dims, t.float_data.clone()),
         DataType::Double => Const::f32(dims, t.double_data.iter().map(|&x| x as f32).collect()),
-        DataType::Float16 => Const::f32(dims, t.int32_data.iter().map(|&x| f16_to_f32(x as u16)).collect()),
-        DataType::Bfloat16 => Const::f32(dims, t.int32_data.iter().map(|&x| bf16_to_f32(x as u16)).collect()),
+        DataType::Float16 => Const::f32(
+            dims,
+            t.int32_data.iter().map(|&x| f16_to_f32(x as u16)).collect(),
+        ),
+        DataType::Bfloat16 => Const::f32(
+            dims,
+            t.int32_data
+                .iter()
+                .map(|&x| bf16_to_f32(x as u16))
+                .collect(),
+        ),
         DataType::Int64 => Const::ints(dims, t.int64_data.clone()),
-        DataType::Uint32 | DataType::Uint64 => Const::ints(dims, t.uint64_data.iter().map(|&x| x as i64).collect()),
+        DataType::Uint32 | DataType::Uint64 => {
+            Const::ints(dims, t.uint64_data.iter().map(|&x| x as i64).collect())
+        }
         _ => Const::ints(dims, t.int32_data.iter().map(|&x| x as i64).collect()),
     })
 }
 
 /// Reads `expected` bytes of an external-data tensor from a file inside `base_dir`.
-fn read_external(t: &TensorProto, name: &str, expected: usize, base_dir: Option<&Path>) -> Result<Vec<u8>, Problem> {
+fn read_external(
+    t: &TensorProto,
+    name: &str,
+    expected: usize,
+    base_dir: Option<&Path>,
+) -> Result<Vec<u8>, Problem> {
     let entry = |key: &str| {
         t.external_data
             .iter()
@@ -240,10 +272,14 @@ fn read_external(t: &TensorProto, name: &str, expected: usize, base_dir: Option<
             .and_then(|e| e.value.clone())
     };
     let bad = |msg: String| Problem::Invalid(format!("tensor '{name}': {msg}"));
-    let location = entry("location").ok_or_else(|| bad("external data without a location".into()))?;
+    let location =
+        entry("location").ok_or_else(|| bad("external data without a location".into()))?;
     let number = |key: &str| -> Result<Option<u64>, Problem> {
         entry(key)
-            .map(|s| s.parse::<u64>().map_err(|_| bad(format!("external data {key} '{s}' is not a number"))))
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| bad(format!("external data {key} '{s}' is not a number")))
+            })
             .transpose()
     };
     let offset = number("offset")?.unwrap_or(0);
@@ -256,24 +292,40 @@ fn read_external(t: &TensorProto, name: &str, expected: usize, base_dir: Option<
             t.dims
         )));
     }
-    let base = base_dir.ok_or_else(|| bad("external data needs the model's directory, none was given".into()))?;
+    let base = base_dir
+        .ok_or_else(|| bad("external data needs the model's directory, none was given".into()))?;
     let rel = Path::new(&location);
-    if !rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(bad(format!("external data path '{location}' leaves the model's directory")));
+    if !rel
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(bad(format!(
+            "external data path '{location}' leaves the model's directory"
+        )));
     }
     let path = base.join(rel);
     // Symlinks could still point outside: compare the resolved paths.
     let (canon_base, canon) = match (base.canonicalize(), path.canonicalize()) {
         (Ok(b), Ok(p)) => (b, p),
-        _ => return Err(bad(format!("external data file '{}' cannot be opened", path.display()))),
+        _ => {
+            return Err(bad(format!(
+                "external data file '{}' cannot be opened",
+                path.display()
+            )));
+        }
     };
     if !canon.starts_with(&canon_base) {
-        return Err(bad(format!("external data path '{location}' leaves the model's directory")));
+        return Err(bad(format!(
+            "external data path '{location}' leaves the model's directory"
+        )));
     }
     let io = |e: std::io::Error| bad(format!("external data file '{}': {e}", path.display()));
     let mut file = File::open(&canon).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
-    if offset.checked_add(expected as u64).is_none_or(|end| end > file_len) {
+    if offset
+        .checked_add(expected as u64)
+        .is_none_or(|end| end > file_len)
+    {
         return Err(bad(format!(
             "external data file '{}' holds {file_len} bytes, too few for {expected} bytes at offset {offset}",
             path.display()
@@ -286,6 +338,7 @@ fn read_external(t: &TensorProto, name: &str, expected: usize, base_dir: Option<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
