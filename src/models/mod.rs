@@ -1,1 +1,2 @@
 //! Building and loading graphs: presets, the RON model description, safetensors checkpoints.
+pub mod onnx;
