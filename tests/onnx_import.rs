@@ -550,3 +550,14 @@ fn softmax_coerced_to_2d_on_a_middle_axis_is_refused() {
     let err = import_model(&m).unwrap_err().to_string();
     assert!(err.contains("softmax") && err.contains("2-D"), "{err}");
 }
+
+#[test]
+fn missing_file_is_named() {
+    let err = import_onnx(Path::new("no/such/model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot import 'no/such/model.onnx': the file cannot be read"),
+        "{err}"
+    );
+}
