@@ -3,5 +3,6 @@
 //! Layers (dependencies point downwards only): `cli` → `models` → `engine`.
 
 pub mod cli;
+pub mod data;
 pub mod engine;
 pub mod models;

@@ -1,7 +1,74 @@
-//! The headless subcommands (contract in DESIGN.md).
+//! The headless subcommands (contract in DESIGN.md). Each prints results to stdout and, on
+//! failure, one sentence to stderr with a non-zero exit code; nothing panics.
+
+pub mod bench;
+pub mod resolve;
+pub mod summary;
+
+use clap::{Parser, Subcommand};
+
+/// A command-line failure: one sentence for stderr.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "convscope",
+    version,
+    about = "A native desktop microscope for convolutional neural networks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One row per node: name, op, output shape, parameters, multiply-accumulates.
+    Summary(summary::SummaryArgs),
+    /// Median forward and forward+backward times (and optionally one training step).
+    Bench(bench::BenchArgs),
+}
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    eprintln!("convscope: no subcommands yet");
-    2
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2)
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Summary(args)) => summary::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
+        None => {
+            // The window is not part of this build yet: show what the command line offers.
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let _ = cmd.print_help();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("convscope: {e}");
+            1
+        }
+    }
 }

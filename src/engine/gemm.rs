@@ -2,6 +2,10 @@
 //!
 //! Matrices are strided views: element (i, j) of a matrix lives at `data[i * rs + j * cs]`, so
 //! a transpose is a swap of strides and costs nothing.
+//!
+//! The fast path is the `gemm` crate (runtime dispatch to AVX-512 / FMA kernels, rayon
+//! parallelism), chosen by measurement against `matrixmultiply`: see BENCHMARKS.md,
+//! "GEMM and convolution".
 
 /// A read-only strided matrix `[rows, cols]`.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +29,17 @@ impl<'a> MatRef<'a> {
     pub fn t(self) -> Self {
         Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
+
+    /// Whether every element the strides address lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.rs)
+            .and_then(|r| (self.cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        matches!(last, Some(l) if l < self.data.len())
+    }
 }
 
 /// Whether a product may use the rayon pool (callers already inside a parallel loop say no).
@@ -34,11 +49,69 @@ pub enum Parallelism {
     Rayon,
 }
 
+/// Below this many multiply-adds a product stays on the calling thread: forking costs more
+/// than it saves (about 10 µs of work on one core).
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
 /// `c = beta * c + alpha * a @ b` with c row-major `[m, n]`, a `[m, k]`, b `[k, n]`.
 /// `beta == 0` overwrites c without reading it (so NaNs in c do not propagate).
+///
+/// Panics if the shapes disagree or a view's strides reach outside its slice: callers derive
+/// these from validated tensor shapes, so a mismatch is a bug in the engine, not user input.
 pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], par: Parallelism) {
-    let _ = par;
-    sgemm_naive(alpha, a, b, beta, c);
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "sgemm: a is [{m}, {k}] but b is [{}, {n}]", b.rows);
+    assert!(c.len() >= m * n, "sgemm: c holds {} elements, [{m}, {n}] needs {}", c.len(), m * n);
+    assert!(a.in_bounds() && b.in_bounds(), "sgemm: a strided view reaches outside its data");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        scale_in_place(&mut c[..m * n], beta);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if par == Parallelism::Rayon && threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee that every element addressed through (rows, cols,
+    // rs, cs) lies inside `a.data` / `b.data`, and that c holds the row-major [m, n] output.
+    // `c` is a unique borrow, so it does not alias a or b. The crate's `alpha` scales dst
+    // and `beta` scales the product; `read_dst == false` makes it ignore (not read) dst.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != 0.0,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `c *= beta`, where `beta == 0` writes zeros (NaN-safe), for products with nothing to add.
+fn scale_in_place(c: &mut [f32], beta: f32) {
+    if beta == 0.0 {
+        c.fill(0.0);
+    } else if beta != 1.0 {
+        c.iter_mut().for_each(|v| *v *= beta);
+    }
 }
 
 /// The reference every fast path is tested against: the textbook triple loop.
@@ -55,5 +128,83 @@ pub fn sgemm_naive(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut 
             let dst = &mut c[i * n + j];
             *dst = if beta == 0.0 { alpha * acc } else { beta * *dst + alpha * acc };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::gradcheck::test_values;
+    use proptest::prelude::*;
+
+    /// A `[rows, cols]` view over fresh data, stored transposed (column-major) when `trans`.
+    fn view(data: &[f32], rows: usize, cols: usize, trans: bool) -> MatRef<'_> {
+        if trans {
+            MatRef::row_major(data, cols, rows).t()
+        } else {
+            MatRef::row_major(data, rows, cols)
+        }
+    }
+
+    fn max_abs_diff(x: &[f32], y: &[f32]) -> f32 {
+        x.iter().zip(y).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+    }
+
+    fn check_against_naive(
+        (m, k, n): (usize, usize, usize),
+        (ta, tb): (bool, bool),
+        alpha: f32,
+        beta: f32,
+        par: Parallelism,
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let a = test_values(m * k, seed);
+        let b = test_values(k * n, seed + 1);
+        let mut c_fast = test_values(m * n, seed + 2);
+        if beta == 0.0 {
+            // beta == 0 must not read c: NaNs there would otherwise leak into the result.
+            c_fast.fill(f32::NAN);
+        }
+        let mut c_ref = c_fast.clone();
+        sgemm(alpha, view(&a, m, k, ta), view(&b, k, n, tb), beta, &mut c_fast, par);
+        sgemm_naive(alpha, view(&a, m, k, ta), view(&b, k, n, tb), beta, &mut c_ref);
+        prop_assert!(c_fast.iter().all(|v| v.is_finite()), "non-finite output");
+        let scale = c_ref.iter().fold(1.0f32, |s, v| s.max(v.abs()));
+        let diff = max_abs_diff(&c_fast, &c_ref);
+        prop_assert!(diff <= 1e-5 * scale * (k as f32).sqrt().max(1.0), "diff {diff} scale {scale}");
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn sgemm_matches_naive(
+            m in 0usize..40, k in 0usize..40, n in 0usize..40,
+            ta: bool, tb: bool,
+            alpha in prop::sample::select(vec![1.0f32, -0.5, 2.0, 0.0]),
+            beta in prop::sample::select(vec![0.0f32, 1.0, 0.5, -2.0]),
+            parallel: bool,
+            seed in 0u64..1000,
+        ) {
+            let par = if parallel { Parallelism::Rayon } else { Parallelism::Sequential };
+            check_against_naive((m, k, n), (ta, tb), alpha, beta, par, seed)?;
+        }
+    }
+
+    #[test]
+    fn sgemm_matches_naive_on_a_parallel_sized_product() {
+        // large enough to cross PARALLEL_MIN_MACS so the threaded path is exercised
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            check_against_naive((67, 131, 70), (ta, tb), 1.0, 0.0, Parallelism::Rayon, 9)
+                .unwrap();
+            check_against_naive((67, 131, 70), (ta, tb), 0.5, 1.0, Parallelism::Rayon, 9)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn beta_zero_with_empty_k_writes_zeros_over_nan() {
+        let mut c = vec![f32::NAN; 6];
+        sgemm(1.0, MatRef::row_major(&[], 2, 0), MatRef::row_major(&[], 0, 3), 0.0, &mut c, Parallelism::Sequential);
+        assert_eq!(c, vec![0.0; 6]);
     }
 }

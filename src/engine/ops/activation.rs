@@ -1,7 +1,10 @@
 //! Element-wise activations and softmax.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::elementwise::par_map;
+use super::shape::{check_axis, rows_per_task};
 use crate::engine::error::OpError;
 use crate::engine::tensor::Tensor;
 
@@ -9,12 +12,20 @@ use crate::engine::tensor::Tensor;
 pub enum Activation {
     Relu,
     /// min(max(x, min), max); ReLU6 is `Clip { min: 0, max: 6 }`.
-    Clip { min: f32, max: f32 },
-    LeakyRelu { alpha: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    LeakyRelu {
+        alpha: f32,
+    },
     Sigmoid,
     Tanh,
     /// max(0, min(1, alpha * x + beta)) (ONNX defaults alpha 0.2, beta 0.5).
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     /// x * relu6(x + 3) / 6
     HardSwish,
     /// x * sigmoid(x)
@@ -36,26 +47,333 @@ impl Activation {
     }
 }
 
+/// Logistic function, without overflow for large |x|.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl Activation {
+    /// act(x) for one element.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Clip { min, max } => x.max(min).min(max),
+            Activation::LeakyRelu { alpha } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => x.tanh(),
+            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Silu => x * sigmoid(x),
+        }
+    }
+
+    /// d act / dx at x (y = act(x) is given for the activations whose derivative uses it).
+    /// At kinks the choice is PyTorch's: ReLU 0 at 0, Clip (hardtanh) 0 at both bounds,
+    /// HardSigmoid 0 at its bounds, HardSwish `x/3 + 1/2` on the open (-3, 3), 0 at -3 and 1
+    /// at 3 (torch 2.x's hardswish_backward).
+    #[inline(always)]
+    pub fn derivative(self, x: f32, y: f32) -> f32 {
+        match self {
+            Activation::Relu => f32::from(x > 0.0),
+            Activation::Clip { min, max } => f32::from(x > min && x < max),
+            Activation::LeakyRelu { alpha } => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    alpha
+                }
+            }
+            Activation::Sigmoid => y * (1.0 - y),
+            Activation::Tanh => 1.0 - y * y,
+            Activation::HardSigmoid { alpha, beta } => {
+                let z = alpha * x + beta;
+                if z > 0.0 && z < 1.0 { alpha } else { 0.0 }
+            }
+            Activation::HardSwish => {
+                if x <= -3.0 {
+                    0.0
+                } else if x < 3.0 {
+                    x / 3.0 + 0.5
+                } else {
+                    1.0
+                }
+            }
+            Activation::Silu => {
+                let s = sigmoid(x);
+                s * (1.0 + x * (1.0 - s))
+            }
+        }
+    }
+}
+
 /// y = act(x), any shape.
 pub fn forward(act: Activation, x: &Tensor) -> Tensor {
-    let _ = (act, x);
-    todo!()
+    let data = par_map(x.data(), |v| act.apply(v));
+    Tensor::new(x.shape().to_vec(), data).unwrap_or_else(|_| unreachable!("same length as x"))
 }
 
-/// d_x given x, y = act(x) and d_y (all the same shape).
+/// d_x given x, y = act(x) and d_y (all the same shape). Callers (`Op::backward`) have checked
+/// that d_y matches y; a mismatched x yields a gradient over the common prefix only.
 pub fn backward(act: Activation, x: &Tensor, y: &Tensor, d_y: &Tensor) -> Tensor {
-    let _ = (act, x, y, d_y);
-    todo!()
+    // (any shape): d_x = d_y * act'(x)
+    let mut d_x = vec![0.0; d_y.numel()];
+    d_x.par_chunks_mut(super::elementwise::CHUNK)
+        .enumerate()
+        .for_each(|(ci, dst)| {
+            let start = ci * super::elementwise::CHUNK;
+            let end = start + dst.len();
+            let xs = x.data().get(start..end).unwrap_or(&[]);
+            let ys = y.data().get(start..end).unwrap_or(&[]);
+            let gs = &d_y.data()[start..end];
+            for (((o, &xv), &yv), &g) in dst.iter_mut().zip(xs).zip(ys).zip(gs) {
+                *o = g * act.derivative(xv, yv);
+            }
+        });
+    Tensor::new(d_y.shape().to_vec(), d_x).unwrap_or_else(|_| unreachable!("same length as d_y"))
 }
 
-/// Softmax along `axis` (numerically stable).
+/// (outer, len, inner) of a shape split around `axis`.
+fn split_at_axis(axis: usize, shape: &[usize]) -> (usize, usize, usize) {
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
+}
+
+/// Softmax along `axis` (numerically stable: the maximum is subtracted first).
 pub fn softmax_forward(axis: usize, x: &Tensor) -> Result<Tensor, OpError> {
-    let _ = (axis, x);
-    todo!()
+    check_axis(axis, x.shape())?;
+    let (_outer, len, inner) = split_at_axis(axis, x.shape());
+    let mut y = x.data().to_vec();
+    if y.is_empty() {
+        return Tensor::new(x.shape().to_vec(), y);
+    }
+    // (outer, len, inner): each block is independent
+    y.par_chunks_mut(len * inner)
+        .with_min_len(rows_per_task(len * inner))
+        .for_each(|block| softmax_block(block, inner));
+    Tensor::new(x.shape().to_vec(), y)
+}
+
+/// In-place softmax over the first axis of one `(len, inner)` block, walking rows so that
+/// memory is read contiguously.
+fn softmax_block(block: &mut [f32], inner: usize) {
+    // (inner): running maximum, then running sum of exponentials
+    let mut max = vec![f32::NEG_INFINITY; inner];
+    for row in block.chunks(inner) {
+        for (m, &v) in max.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    let mut sum = vec![0.0f32; inner];
+    for row in block.chunks_mut(inner) {
+        for ((v, &m), s) in row.iter_mut().zip(&max).zip(sum.iter_mut()) {
+            *v = (*v - m).exp();
+            *s += *v;
+        }
+    }
+    for row in block.chunks_mut(inner) {
+        for (v, &s) in row.iter_mut().zip(&sum) {
+            *v /= s;
+        }
+    }
+}
+
+/// The reference: softmax of each line along `axis`, gathered one element at a time.
+pub fn softmax_naive(axis: usize, x: &Tensor) -> Result<Tensor, OpError> {
+    check_axis(axis, x.shape())?;
+    let (outer, len, inner) = split_at_axis(axis, x.shape());
+    let mut y = vec![0.0; x.numel()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * len + k) * inner + i;
+            let m = (0..len)
+                .map(|k| x.data()[at(k)])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = (0..len).map(|k| (x.data()[at(k)] - m).exp()).sum();
+            for k in 0..len {
+                y[at(k)] = (x.data()[at(k)] - m).exp() / s;
+            }
+        }
+    }
+    Tensor::new(x.shape().to_vec(), y)
 }
 
 /// d_x = y * (d_y - sum(d_y * y, axis)).
 pub fn softmax_backward(axis: usize, y: &Tensor, d_y: &Tensor) -> Result<Tensor, OpError> {
-    let _ = (axis, y, d_y);
-    todo!()
+    check_axis(axis, y.shape())?;
+    if y.shape() != d_y.shape() {
+        crate::op_bail!(
+            "softmax gradient has shape {:?}, output has {:?}",
+            d_y.shape(),
+            y.shape()
+        );
+    }
+    let (_outer, len, inner) = split_at_axis(axis, y.shape());
+    let mut d_x = vec![0.0; y.numel()];
+    if d_x.is_empty() {
+        return Tensor::new(y.shape().to_vec(), d_x);
+    }
+    let block = len * inner;
+    // (outer, len, inner)
+    d_x.par_chunks_mut(block)
+        .zip(y.data().par_chunks(block).zip(d_y.data().par_chunks(block)))
+        .with_min_len(rows_per_task(block))
+        .for_each(|(dx, (yb, gb))| {
+            // (inner): Σ_k d_y * y along the axis
+            let mut dot = vec![0.0f32; inner];
+            for (yr, gr) in yb.chunks(inner).zip(gb.chunks(inner)) {
+                for ((d, &yv), &g) in dot.iter_mut().zip(yr).zip(gr) {
+                    *d += yv * g;
+                }
+            }
+            for ((dr, yr), gr) in dx
+                .chunks_mut(inner)
+                .zip(yb.chunks(inner))
+                .zip(gb.chunks(inner))
+            {
+                for (((o, &yv), &g), &d) in dr.iter_mut().zip(yr).zip(gr).zip(&dot) {
+                    *o = yv * (g - d);
+                }
+            }
+        });
+    Tensor::new(y.shape().to_vec(), d_x)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
+    use crate::engine::ops::{Mode, Op};
+
+    const ALL: [Activation; 10] = [
+        Activation::Relu,
+        Activation::Clip { min: 0.0, max: 6.0 },
+        Activation::Clip {
+            min: -0.5,
+            max: 0.4,
+        },
+        Activation::LeakyRelu { alpha: 0.1 },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        Activation::HardSigmoid {
+            alpha: 1.0 / 6.0,
+            beta: 0.5,
+        },
+        Activation::HardSwish,
+        Activation::Silu,
+    ];
+
+    /// Inputs spread over [-4, 4] that avoid every kink (0, ±3, clip bounds, hard-sigmoid
+    /// corners) by more than the finite-difference step.
+    fn smooth_inputs(act: Activation) -> Tensor {
+        let kinks: Vec<f32> = match act {
+            Activation::Clip { min, max } => vec![min, max],
+            Activation::HardSigmoid { alpha, beta } => vec![-beta / alpha, (1.0 - beta) / alpha],
+            Activation::HardSwish => vec![-3.0, 3.0],
+            _ => vec![0.0],
+        };
+        test_tensor(&[2, 3, 4, 5], 3).map(|v| {
+            let mut x = v * 4.0;
+            for &k in &kinks {
+                if (x - k).abs() < 0.05 {
+                    x = k + 0.05f32.copysign(x - k);
+                }
+            }
+            x
+        })
+    }
+
+    #[test]
+    fn gradients_of_every_activation() {
+        for act in ALL {
+            let x = smooth_inputs(act);
+            assert_op_gradients(&Op::Activation(act), &[x], &[true], Mode::Eval, 1e-2);
+        }
+    }
+
+    #[test]
+    fn values_match_pytorch() {
+        let xs = [-4.0f32, -3.0, -1.5, 0.0, 1.0, 3.0, 5.0];
+        let hs: Vec<f32> = xs.iter().map(|&x| Activation::HardSwish.apply(x)).collect();
+        // torch.nn.functional.hardswish
+        assert_eq!(hs, vec![0.0, 0.0, -0.375, 0.0, 0.6666667, 3.0, 5.0]);
+        let dh: Vec<f32> = xs
+            .iter()
+            .map(|&x| Activation::HardSwish.derivative(x, 0.0))
+            .collect();
+        assert_eq!(dh, vec![0.0, 0.0, 0.0, 0.5, 0.8333334, 1.0, 1.0]);
+        let relu6 = Activation::Clip { min: 0.0, max: 6.0 };
+        assert_eq!(relu6.apply(7.0), 6.0);
+        assert_eq!(relu6.derivative(6.0, 6.0), 0.0);
+        assert_eq!(relu6.derivative(0.0, 0.0), 0.0);
+        assert_eq!(relu6.derivative(3.0, 3.0), 1.0);
+        assert_eq!(Activation::Relu.derivative(0.0, 0.0), 0.0);
+        assert_eq!(Activation::LeakyRelu { alpha: 0.1 }.apply(-2.0), -0.2);
+        assert_eq!(
+            Activation::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5
+            }
+            .apply(1.0),
+            0.7
+        );
+        assert!((Activation::Silu.apply(1.0) - 0.7310586).abs() < 1e-6);
+        assert_eq!(Activation::Sigmoid.apply(-200.0), 0.0);
+        assert_eq!(Activation::Sigmoid.apply(200.0), 1.0);
+    }
+
+    #[test]
+    fn softmax_matches_naive_on_every_axis() {
+        let x = test_tensor(&[3, 4, 5], 5).map(|v| v * 30.0);
+        for axis in 0..3 {
+            let y = softmax_forward(axis, &x).unwrap();
+            let r = softmax_naive(axis, &x).unwrap();
+            for (a, b) in y.data().iter().zip(r.data()) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+        assert!(softmax_forward(3, &x).is_err());
+    }
+
+    #[test]
+    fn softmax_is_stable_for_large_inputs() {
+        let x = Tensor::new(vec![1, 3], vec![1000.0, 1000.0, -1000.0]).unwrap();
+        let y = softmax_forward(1, &x).unwrap();
+        assert_eq!(y.data(), &[0.5, 0.5, 0.0]);
+    }
+
+    #[test]
+    fn softmax_gradients() {
+        for axis in 0..3 {
+            let x = test_tensor(&[2, 3, 4], 9 + axis as u64);
+            assert_op_gradients(&Op::Softmax { axis }, &[x], &[true], Mode::Eval, 1e-2);
+        }
+    }
+
+    #[test]
+    fn softmax_backward_checks_shapes() {
+        let y = test_tensor(&[2, 3], 1);
+        assert!(softmax_backward(1, &y, &test_tensor(&[3, 2], 2)).is_err());
+        assert!(softmax_backward(2, &y, &y).is_err());
+    }
 }

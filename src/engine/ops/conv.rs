@@ -1,9 +1,20 @@
 //! 2-D convolution: stride, asymmetric padding, dilation, groups (incl. depthwise), optional bias.
+//!
+//! Algorithms (each beside the naive 7-loop definition it is tested against):
+//! - 1x1, stride 1, unpadded: the input plane already is the GEMM operand (`[c_in/g, h*w]`);
+//! - depthwise (one input channel per group): a direct kernel, parallel over `(n, c_out)` planes;
+//! - everything else: im2col + GEMM per group.
+//!
+//! Batches of at least two items are split across rayon threads (each running sequential GEMMs on
+//! its own column buffer); a single item lets the GEMM and the im2col/col2im loops parallelise.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::OpError;
-use crate::engine::tensor::Tensor;
+use crate::engine::gemm::{MatRef, Parallelism, sgemm};
+use crate::engine::tensor::{Tensor, checked_numel, dims4};
+use crate::op_bail;
 
 /// Zero padding on each side of the spatial dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -30,6 +41,126 @@ pub struct Conv2dSpec {
     pub groups: usize,
 }
 
+/// Every size a kernel needs, derived once from validated shapes.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    top: usize,
+    left: usize,
+    groups: usize,
+    /// input channels per group (`w[1]`)
+    cg: usize,
+    /// output channels per group
+    og: usize,
+}
+
+impl Geom {
+    /// Rows of a group's column matrix: `cg * kh * kw`.
+    fn k(&self) -> usize {
+        self.cg * self.kh * self.kw
+    }
+    /// Output pixels per plane: `oh * ow`.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn x_item(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    fn y_item(&self) -> usize {
+        self.c_out * self.p()
+    }
+    /// 1x1, stride 1, unpadded: the input plane is the column matrix itself.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.oh == self.h && self.ow == self.w
+    }
+    /// One input channel per group (groups == c_in, any channel multiplier).
+    fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.cg == 1
+    }
+    fn output_shape(&self) -> Vec<usize> {
+        vec![self.n, self.c_out, self.oh, self.ow]
+    }
+}
+
+/// Output length of one spatial axis (PyTorch's formula), or an error when it is below 1.
+fn out_len(axis: &str, len: usize, pad: (usize, usize), k: usize, stride: usize, dil: usize) -> Result<usize, OpError> {
+    let padded = len + pad.0 + pad.1;
+    let span = dil * (k - 1) + 1;
+    if padded < span {
+        op_bail!(
+            "the {axis} of the padded input ({len} + {} + {} = {padded}) is smaller than the dilated kernel ({span})",
+            pad.0,
+            pad.1
+        );
+    }
+    Ok((padded - span) / stride + 1)
+}
+
+fn geometry(spec: &Conv2dSpec, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<Geom, OpError> {
+    let [n, c_in, h, wd] = dims4(x).map_err(|e| OpError(format!("input: {e}")))?;
+    let [c_out, cg, kh, kw] = dims4(w).map_err(|e| OpError(format!("weight: {e}")))?;
+    let [sh, sw] = spec.stride;
+    let [dh, dw] = spec.dilation;
+    let groups = spec.groups;
+    if sh == 0 || sw == 0 || dh == 0 || dw == 0 || groups == 0 {
+        op_bail!("stride {:?}, dilation {:?} and groups {groups} must all be at least 1", spec.stride, spec.dilation);
+    }
+    if kh == 0 || kw == 0 || cg == 0 {
+        op_bail!("weight shape {w:?} has a zero dimension");
+    }
+    if cg.checked_mul(groups) != Some(c_in) {
+        op_bail!("input {x:?} has {c_in} channels but weight {w:?} with {groups} groups expects {cg} x {groups}");
+    }
+    if c_out % groups != 0 {
+        op_bail!("weight {w:?}: {c_out} output channels do not split into {groups} groups");
+    }
+    if let Some(b) = b {
+        if b != [c_out] {
+            op_bail!("bias shape {b:?} does not match the {c_out} output channels of weight {w:?}");
+        }
+    }
+    let p = spec.padding;
+    let oh = out_len("height", h, (p.top, p.bottom), kh, sh, dh)?;
+    let ow = out_len("width", wd, (p.left, p.right), kw, sw, dw)?;
+    let g = Geom {
+        n,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+        oh,
+        ow,
+        sh,
+        sw,
+        dh,
+        dw,
+        top: p.top,
+        left: p.left,
+        groups,
+        cg,
+        og: c_out / groups,
+    };
+    // the column buffer of one group must be allocatable, like any tensor
+    if checked_numel(&g.output_shape()).is_none() || checked_numel(&[g.k(), g.p()]).is_none() {
+        op_bail!("convolution of {x:?} with {w:?} is too large");
+    }
+    Ok(g)
+}
+
 /// Output shape `[n, c_out, oh, ow]` for x `[n, c_in, h, w]`, w `[c_out, c_in/groups, kh, kw]`,
 /// optional bias `[c_out]`.
 pub fn output_shape(
@@ -38,14 +169,293 @@ pub fn output_shape(
     w: &[usize],
     b: Option<&[usize]>,
 ) -> Result<Vec<usize>, OpError> {
-    let _ = (spec, x, w, b);
-    todo!("conv output_shape")
+    Ok(geometry(spec, x, w, b)?.output_shape())
 }
+
+/// Output positions `[lo, hi)` along one axis whose input index `o * stride + off` lies in
+/// `[0, in_len)`. `off` is `k_index * dilation - pad_before`.
+fn valid_range(out_len: usize, in_len: usize, stride: usize, off: isize) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let room = in_len as isize - off; // input positions at or after `off`
+    let hi = if room <= 0 { 0 } else { (room + s - 1) / s };
+    let lo = (lo as usize).min(out_len);
+    (lo, (hi as usize).clamp(lo, out_len))
+}
+
+/// Input index of output position `o` at kernel offset `off` (only called inside a valid range).
+fn in_index(o: usize, stride: usize, off: isize) -> usize {
+    (o as isize * stride as isize + off) as usize
+}
+
+/// Offsets `k * dil - pad` of every kernel position along one axis.
+fn offsets(k: usize, dil: usize, pad: usize) -> Vec<isize> {
+    (0..k).map(|i| (i * dil) as isize - pad as isize).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// im2col / col2im
+// ---------------------------------------------------------------------------------------------
+
+/// Fills one column-matrix row (`(oh, ow)`) for kernel position (ki, kj) of one input channel
+/// plane `x_c` (`(h, w)`).
+fn im2col_row(x_c: &[f32], ki: usize, kj: usize, g: &Geom, row: &mut [f32]) {
+    let offy = (ki * g.dh) as isize - g.top as isize;
+    let offx = (kj * g.dw) as isize - g.left as isize;
+    let (ylo, yhi) = valid_range(g.oh, g.h, g.sh, offy);
+    let (xlo, xhi) = valid_range(g.ow, g.w, g.sw, offx);
+    for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
+        if oy < ylo || oy >= yhi || xlo == xhi {
+            out.fill(0.0);
+            continue;
+        }
+        let xrow = &x_c[in_index(oy, g.sh, offy) * g.w..][..g.w];
+        out[..xlo].fill(0.0);
+        out[xhi..].fill(0.0);
+        let start = in_index(xlo, g.sw, offx);
+        if g.sw == 1 {
+            out[xlo..xhi].copy_from_slice(&xrow[start..start + (xhi - xlo)]);
+        } else {
+            for (o, &v) in out[xlo..xhi].iter_mut().zip(xrow[start..].iter().step_by(g.sw)) {
+                *o = v;
+            }
+        }
+    }
+}
+
+/// col `(cg*kh*kw, oh*ow)` from one group's input `x_g` `(cg, h, w)`.
+fn im2col(x_g: &[f32], g: &Geom, col: &mut [f32], par: Parallelism) {
+    let plane = g.h * g.w;
+    let fill = |(r, row): (usize, &mut [f32])| {
+        let (c, kk) = (r / (g.kh * g.kw), r % (g.kh * g.kw));
+        im2col_row(&x_g[c * plane..][..plane], kk / g.kw, kk % g.kw, g, row);
+    };
+    if par == Parallelism::Rayon {
+        col.par_chunks_exact_mut(g.p()).enumerate().for_each(fill);
+    } else {
+        col.chunks_exact_mut(g.p()).enumerate().for_each(fill);
+    }
+}
+
+/// Adds one column-matrix row (`(oh, ow)`) back into its input channel plane `dx_c` (`(h, w)`).
+fn col2im_row(row: &[f32], ki: usize, kj: usize, g: &Geom, dx_c: &mut [f32]) {
+    let offy = (ki * g.dh) as isize - g.top as isize;
+    let offx = (kj * g.dw) as isize - g.left as isize;
+    let (ylo, yhi) = valid_range(g.oh, g.h, g.sh, offy);
+    let (xlo, xhi) = valid_range(g.ow, g.w, g.sw, offx);
+    if xlo == xhi {
+        return;
+    }
+    for oy in ylo..yhi {
+        let src = &row[oy * g.ow + xlo..oy * g.ow + xhi];
+        let dst = &mut dx_c[in_index(oy, g.sh, offy) * g.w..][..g.w];
+        let start = in_index(xlo, g.sw, offx);
+        if g.sw == 1 {
+            for (d, &v) in dst[start..start + src.len()].iter_mut().zip(src) {
+                *d += v;
+            }
+        } else {
+            for (d, &v) in dst[start..].iter_mut().step_by(g.sw).zip(src) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// dx_g `(cg, h, w)` += col2im(col `(cg*kh*kw, oh*ow)`); parallel over channels, which own
+/// disjoint planes.
+fn col2im(col: &[f32], g: &Geom, dx_g: &mut [f32], par: Parallelism) {
+    let plane = g.h * g.w;
+    let rows_per_c = g.kh * g.kw * g.p();
+    let add = |(c, dx_c): (usize, &mut [f32])| {
+        let rows = &col[c * rows_per_c..][..rows_per_c];
+        for (kk, row) in rows.chunks_exact(g.p()).enumerate() {
+            col2im_row(row, kk / g.kw, kk % g.kw, g, dx_c);
+        }
+    };
+    if par == Parallelism::Rayon {
+        dx_g.par_chunks_exact_mut(plane).enumerate().for_each(add);
+    } else {
+        dx_g.chunks_exact_mut(plane).enumerate().for_each(add);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch scheduling
+// ---------------------------------------------------------------------------------------------
+
+/// How many batch chunks run side by side, and how inner loops parallelise: one chunk per
+/// thread when the batch can feed them all, else one chunk that lets GEMM use the threads.
+fn batch_plan(n: usize) -> (usize, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if n >= 2 && threads >= 2 {
+        (n.min(threads), Parallelism::Sequential)
+    } else {
+        (1, Parallelism::Rayon)
+    }
+}
+
+/// Items per chunk so that `chunks` chunks cover `n` items.
+fn items_per_chunk(n: usize, chunks: usize) -> usize {
+    n.div_ceil(chunks.max(1)).max(1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------
 
 /// y `[n, c_out, oh, ow]` = conv(x `[n, c_in, h, w]`, w `[c_out, c_in/g, kh, kw]`) + b `[c_out]`.
 pub fn forward(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor, OpError> {
-    let _ = (spec, x, w, b);
-    todo!("conv forward")
+    let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
+    let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
+    if g.is_depthwise() {
+        depthwise_forward(&g, x.data(), w.data(), b.map(|b| b.data()), y.data_mut());
+    } else {
+        gemm_forward(&g, x.data(), w.data(), y.data_mut());
+        if let Some(b) = b {
+            add_bias(&g, b.data(), y.data_mut());
+        }
+    }
+    Ok(y)
+}
+
+/// Forward of every group of every item as GEMMs: y_g `(og, P)` = W_g `(og, K)` @ col `(K, P)`.
+fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (chunks, par) = batch_plan(g.n);
+    let per = items_per_chunk(g.n, chunks);
+    let run = |(ci, y_chunk): (usize, &mut [f32])| {
+        // one column buffer per chunk, reused across its items and groups: (K, P)
+        let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; g.k() * g.p()] };
+        for (i, y_item) in y_chunk.chunks_exact_mut(g.y_item()).enumerate() {
+            let x_item = &x[(ci * per + i) * g.x_item()..][..g.x_item()];
+            forward_item(g, x_item, w, y_item, &mut col, par);
+        }
+    };
+    if chunks > 1 {
+        y.par_chunks_mut(per * g.y_item()).enumerate().for_each(run);
+    } else {
+        y.chunks_mut(per * g.y_item()).enumerate().for_each(run);
+    }
+}
+
+/// One batch item: x_item `(c_in, h, w)` → y_item `(c_out, oh, ow)`.
+fn forward_item(g: &Geom, x_item: &[f32], w: &[f32], y_item: &mut [f32], col: &mut [f32], par: Parallelism) {
+    let (k, p) = (g.k(), g.p());
+    for grp in 0..g.groups {
+        let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w]; // (cg, h, w)
+        let w_g = MatRef::row_major(&w[grp * g.og * k..][..g.og * k], g.og, k); // (og, K)
+        let y_g = &mut y_item[grp * g.og * p..][..g.og * p]; // (og, P)
+        let cols = if g.is_pointwise() {
+            x_g
+        } else {
+            im2col(x_g, g, col, par);
+            &*col
+        };
+        sgemm(1.0, w_g, MatRef::row_major(cols, k, p), 0.0, y_g, par);
+    }
+}
+
+/// y `(n, c_out, P)` += b `(c_out)`.
+fn add_bias(g: &Geom, b: &[f32], y: &mut [f32]) {
+    for (i, plane) in y.chunks_exact_mut(g.p()).enumerate() {
+        let bv = b[i % g.c_out];
+        plane.iter_mut().for_each(|v| *v += bv);
+    }
+}
+
+/// Depthwise forward, one task per output plane `(n, co)`.
+fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    let plane_in = g.h * g.w;
+    let ks = g.kh * g.kw;
+    let xoffs = offsets(g.kw, g.dw, g.left);
+    let xranges: Vec<(usize, usize)> = xoffs.iter().map(|&o| valid_range(g.ow, g.w, g.sw, o)).collect();
+    let m = g.og; // channel multiplier
+    y.par_chunks_exact_mut(g.p()).enumerate().for_each(|(idx, y_p)| {
+        let (ni, co) = (idx / g.c_out, idx % g.c_out);
+        let x_c = &x[(ni * g.c_in + co / m) * plane_in..][..plane_in]; // (h, w)
+        let w_c = &w[co * ks..][..ks]; // (kh, kw)
+        y_p.fill(b.map_or(0.0, |b| b[co]));
+        for (oy, yrow) in y_p.chunks_exact_mut(g.ow).enumerate() {
+            for ki in 0..g.kh {
+                let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let xrow = &x_c[iy as usize * g.w..][..g.w];
+                for kj in 0..g.kw {
+                    let wv = w_c[ki * g.kw + kj];
+                    let (lo, hi) = xranges[kj];
+                    if lo == hi {
+                        continue;
+                    }
+                    let start = in_index(lo, g.sw, xoffs[kj]);
+                    if g.sw == 1 {
+                        for (o, &v) in yrow[lo..hi].iter_mut().zip(&xrow[start..start + (hi - lo)]) {
+                            *o += wv * v;
+                        }
+                    } else {
+                        for (o, &v) in yrow[lo..hi].iter_mut().zip(xrow[start..].iter().step_by(g.sw)) {
+                            *o += wv * v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The definition: y[n, co, oy, ox] = b[co] + Σ_{ci, ki, kj} w[co, ci, ki, kj] ·
+/// x[n, grp·cg + ci, oy·sh + ki·dh − top, ox·sw + kj·dw − left] (zero outside the input).
+pub fn forward_naive(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor, OpError> {
+    let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
+    let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
+    let (xd, wd) = (x.data(), w.data());
+    let yd = y.data_mut();
+    for n in 0..g.n {
+        for co in 0..g.c_out {
+            let grp = co / g.og;
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = b.map_or(0.0, |b| b.data()[co]);
+                    for ci in 0..g.cg {
+                        for ki in 0..g.kh {
+                            for kj in 0..g.kw {
+                                if let Some((iy, ix)) = naive_input_pos(&g, oy, ox, ki, kj) {
+                                    let c = grp * g.cg + ci;
+                                    acc += wd[((co * g.cg + ci) * g.kh + ki) * g.kw + kj]
+                                        * xd[((n * g.c_in + c) * g.h + iy) * g.w + ix];
+                                }
+                            }
+                        }
+                    }
+                    yd[((n * g.c_out + co) * g.oh + oy) * g.ow + ox] = acc;
+                }
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// Input position read by output (oy, ox) at kernel tap (ki, kj), or None in the padding.
+fn naive_input_pos(g: &Geom, oy: usize, ox: usize, ki: usize, kj: usize) -> Option<(usize, usize)> {
+    let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+    let ix = (ox * g.sw + kj * g.dw) as isize - g.left as isize;
+    (iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w).then_some((iy as usize, ix as usize))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------------------------
+
+/// Checks shapes for backward and returns the geometry.
+fn backward_geometry(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, has_bias: bool, d_y: &Tensor) -> Result<Geom, OpError> {
+    let c_out = w.shape().first().copied().unwrap_or(0);
+    let b_shape = [c_out];
+    let g = geometry(spec, x.shape(), w.shape(), has_bias.then_some(&b_shape[..]))?;
+    if d_y.shape() != g.output_shape() {
+        op_bail!("gradient shape {:?} does not match the output shape {:?}", d_y.shape(), g.output_shape());
+    }
+    Ok(g)
 }
 
 /// Returns `[d_x, grad_w, grad_b]` (grad_b only when `has_bias`), each computed iff `needs[i]`.
@@ -57,6 +467,220 @@ pub fn backward(
     d_y: &Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>, OpError> {
-    let _ = (spec, x, w, has_bias, d_y, needs);
-    todo!("conv backward")
+    let g = backward_geometry(spec, x, w, has_bias, d_y)?;
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    let (xd, wd, dyd) = (x.data(), w.data(), d_y.data());
+    let d_x = if need(0) {
+        let mut d_x = Tensor::try_zeros(x.shape())?; // (n, c_in, h, w)
+        if g.is_depthwise() {
+            depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
+        } else {
+            gemm_backward_x(&g, wd, dyd, d_x.data_mut());
+        }
+        Some(d_x)
+    } else {
+        None
+    };
+    let grad_w = if need(1) {
+        let mut gw = Tensor::try_zeros(w.shape())?; // (c_out, cg, kh, kw)
+        if g.is_depthwise() {
+            depthwise_backward_w(&g, xd, dyd, gw.data_mut());
+        } else {
+            gemm_backward_w(&g, xd, dyd, gw.data_mut());
+        }
+        Some(gw)
+    } else {
+        None
+    };
+    let mut out = vec![d_x, grad_w];
+    if has_bias {
+        out.push(need(2).then(|| bias_grad(&g, dyd)));
+    }
+    Ok(out)
+}
+
+/// grad_b `[c_out]` = Σ_{n, oy, ox} d_y.
+fn bias_grad(g: &Geom, d_y: &[f32]) -> Tensor {
+    let mut gb = vec![0.0f32; g.c_out];
+    for (i, plane) in d_y.chunks_exact(g.p()).enumerate() {
+        gb[i % g.c_out] += plane.iter().sum::<f32>();
+    }
+    Tensor::new(vec![g.c_out], gb).unwrap_or_else(|_| unreachable!("bias gradient has c_out elements"))
+}
+
+/// d_x via GEMM: dcol `(K, P)` = W_gᵀ `(K, og)` @ dy_g `(og, P)`, then col2im.
+fn gemm_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
+    let (chunks, par) = batch_plan(g.n);
+    let per = items_per_chunk(g.n, chunks);
+    let (k, p) = (g.k(), g.p());
+    let run = |(ci, dx_chunk): (usize, &mut [f32])| {
+        let mut dcol = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; k * p] }; // (K, P)
+        for (i, dx_item) in dx_chunk.chunks_exact_mut(g.x_item()).enumerate() {
+            let dy_item = &d_y[(ci * per + i) * g.y_item()..][..g.y_item()];
+            for grp in 0..g.groups {
+                let w_g = MatRef::row_major(&w[grp * g.og * k..][..g.og * k], g.og, k); // (og, K)
+                let dy_g = MatRef::row_major(&dy_item[grp * g.og * p..][..g.og * p], g.og, p);
+                let dx_g = &mut dx_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w]; // (cg, h, w)
+                if g.is_pointwise() {
+                    sgemm(1.0, w_g.t(), dy_g, 0.0, dx_g, par);
+                } else {
+                    sgemm(1.0, w_g.t(), dy_g, 0.0, &mut dcol, par);
+                    col2im(&dcol, g, dx_g, par);
+                }
+            }
+        }
+    };
+    if chunks > 1 {
+        d_x.par_chunks_mut(per * g.x_item()).enumerate().for_each(run);
+    } else {
+        d_x.chunks_mut(per * g.x_item()).enumerate().for_each(run);
+    }
+}
+
+/// grad_w via GEMM: gw_g `(og, K)` += dy_g `(og, P)` @ colᵀ `(P, K)`, summed over the batch
+/// (one partial sum per chunk, added in chunk order so results do not depend on scheduling).
+fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
+    let (chunks, par) = batch_plan(g.n);
+    let per = items_per_chunk(g.n, chunks);
+    let (k, p) = (g.k(), g.p());
+    let partial = |ci: usize| -> Vec<f32> {
+        let mut acc = vec![0.0f32; g.c_out * k]; // (c_out, K)
+        let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; k * p] }; // (K, P)
+        for ni in ci * per..((ci + 1) * per).min(g.n) {
+            let x_item = &x[ni * g.x_item()..][..g.x_item()];
+            let dy_item = &d_y[ni * g.y_item()..][..g.y_item()];
+            for grp in 0..g.groups {
+                let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
+                let cols = if g.is_pointwise() {
+                    x_g
+                } else {
+                    im2col(x_g, g, &mut col, par);
+                    &col[..]
+                };
+                let dy_g = MatRef::row_major(&dy_item[grp * g.og * p..][..g.og * p], g.og, p);
+                let acc_g = &mut acc[grp * g.og * k..][..g.og * k];
+                sgemm(1.0, dy_g, MatRef::row_major(cols, k, p).t(), 1.0, acc_g, par);
+            }
+        }
+        acc
+    };
+    let parts: Vec<Vec<f32>> = if chunks > 1 {
+        (0..chunks).into_par_iter().map(partial).collect()
+    } else {
+        vec![partial(0)]
+    };
+    for part in parts {
+        gw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+}
+
+/// Depthwise d_x, one task per input plane `(n, ci)`; the plane gathers its `og` output channels.
+fn depthwise_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
+    let ks = g.kh * g.kw;
+    let xoffs = offsets(g.kw, g.dw, g.left);
+    let xranges: Vec<(usize, usize)> = xoffs.iter().map(|&o| valid_range(g.ow, g.w, g.sw, o)).collect();
+    d_x.par_chunks_exact_mut(g.h * g.w).enumerate().for_each(|(idx, dx_c)| {
+        let (ni, ci) = (idx / g.c_in, idx % g.c_in);
+        for co in ci * g.og..(ci + 1) * g.og {
+            let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()]; // (oh, ow)
+            let w_c = &w[co * ks..][..ks];
+            for (oy, dyrow) in dy_p.chunks_exact(g.ow).enumerate() {
+                for ki in 0..g.kh {
+                    let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dxrow = &mut dx_c[iy as usize * g.w..][..g.w];
+                    for kj in 0..g.kw {
+                        let wv = w_c[ki * g.kw + kj];
+                        let (lo, hi) = xranges[kj];
+                        if lo == hi {
+                            continue;
+                        }
+                        let start = in_index(lo, g.sw, xoffs[kj]);
+                        if g.sw == 1 {
+                            for (d, &v) in dxrow[start..start + (hi - lo)].iter_mut().zip(&dyrow[lo..hi]) {
+                                *d += wv * v;
+                            }
+                        } else {
+                            for (d, &v) in dxrow[start..].iter_mut().step_by(g.sw).zip(&dyrow[lo..hi]) {
+                                *d += wv * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Depthwise grad_w, one task per output channel: gw[co, ki, kj] = Σ_{n, oy, ox} dy · x.
+fn depthwise_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
+    let ks = g.kh * g.kw;
+    let plane_in = g.h * g.w;
+    let xoffs = offsets(g.kw, g.dw, g.left);
+    let xranges: Vec<(usize, usize)> = xoffs.iter().map(|&o| valid_range(g.ow, g.w, g.sw, o)).collect();
+    gw.par_chunks_exact_mut(ks).enumerate().for_each(|(co, gw_c)| {
+        for ni in 0..g.n {
+            let x_c = &x[(ni * g.c_in + co / g.og) * plane_in..][..plane_in];
+            let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()];
+            for (oy, dyrow) in dy_p.chunks_exact(g.ow).enumerate() {
+                for ki in 0..g.kh {
+                    let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let xrow = &x_c[iy as usize * g.w..][..g.w];
+                    for kj in 0..g.kw {
+                        let (lo, hi) = xranges[kj];
+                        if lo == hi {
+                            continue;
+                        }
+                        let start = in_index(lo, g.sw, xoffs[kj]);
+                        let dot: f32 = if g.sw == 1 {
+                            dyrow[lo..hi].iter().zip(&xrow[start..start + (hi - lo)]).map(|(a, b)| a * b).sum()
+                        } else {
+                            dyrow[lo..hi].iter().zip(xrow[start..].iter().step_by(g.sw)).map(|(a, b)| a * b).sum()
+                        };
+                        gw_c[ki * g.kw + kj] += dot;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The definition of every gradient, by the same loops as [`forward_naive`]:
+/// d_x[n, c, iy, ix] += w · d_y, grad_w[co, ci, ki, kj] += x · d_y, grad_b[co] += d_y.
+/// Returns `[d_x, grad_w, grad_b]` (all three; grad_b even without a bias).
+pub fn backward_naive(spec: &Conv2dSpec, x: &Tensor, w: &Tensor, d_y: &Tensor) -> Result<[Tensor; 3], OpError> {
+    let g = backward_geometry(spec, x, w, false, d_y)?;
+    let mut d_x = Tensor::try_zeros(x.shape())?; // (n, c_in, h, w)
+    let mut gw = Tensor::try_zeros(w.shape())?; // (c_out, cg, kh, kw)
+    let mut gb = Tensor::try_zeros(&[g.c_out])?; // (c_out)
+    let (xd, wd, dyd) = (x.data(), w.data(), d_y.data());
+    for n in 0..g.n {
+        for co in 0..g.c_out {
+            let grp = co / g.og;
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let dy = dyd[((n * g.c_out + co) * g.oh + oy) * g.ow + ox];
+                    gb.data_mut()[co] += dy;
+                    for ci in 0..g.cg {
+                        for ki in 0..g.kh {
+                            for kj in 0..g.kw {
+                                if let Some((iy, ix)) = naive_input_pos(&g, oy, ox, ki, kj) {
+                                    let xi = ((n * g.c_in + grp * g.cg + ci) * g.h + iy) * g.w + ix;
+                                    let wi = ((co * g.cg + ci) * g.kh + ki) * g.kw + kj;
+                                    d_x.data_mut()[xi] += wd[wi] * dy;
+                                    gw.data_mut()[wi] += xd[xi] * dy;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok([d_x, gw, gb])
 }

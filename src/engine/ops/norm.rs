@@ -1,6 +1,13 @@
 //! Batch normalisation over the channels of NCHW tensors.
+//!
+//! Any x of rank >= 2 is seen as `(n, c, s)` with `s` the product of the trailing dims, so
+//! `[n, c, h, w]` (BatchNorm2d) and `[n, c]` (BatchNorm1d after Flatten) share one kernel.
+//! Statistics are accumulated in f64, two passes (mean, then squared deviations).
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use super::shape::rows_per_task;
 
 use crate::engine::error::OpError;
 use crate::engine::tensor::Tensor;
@@ -12,11 +19,72 @@ pub struct BatchNormSpec {
     pub momentum: f32,
 }
 
+/// `(n, c, s)` of x, or an error naming its shape.
+fn dims_ncs(x: &[usize]) -> Result<(usize, usize, usize), OpError> {
+    match x {
+        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
+        _ => Err(OpError(format!(
+            "batch norm expects x [n, c, h, w] or [n, c], got shape {x:?}"
+        ))),
+    }
+}
+
 /// x `[n, c, h, w]` (or `[n, c]`), params each `[c]` → same shape as x.
 pub fn output_shape(x: &[usize], params: &[&[usize]]) -> Result<Vec<usize>, OpError> {
-    let _ = (x, params);
-    todo!()
+    let (_, c, _) = dims_ncs(x)?;
+    const NAMES: [&str; 4] = ["gamma", "beta", "running_mean", "running_var"];
+    if params.len() != NAMES.len() {
+        crate::op_bail!("batch norm takes 4 parameters, got {}", params.len());
+    }
+    for (name, p) in NAMES.iter().zip(params) {
+        if *p != [c] {
+            crate::op_bail!("batch norm {name} has shape {p:?}, expected [{c}] for x {x:?}");
+        }
+    }
+    Ok(x.to_vec())
 }
+
+/// Per-channel (mean, biased variance) of x `(n, c, s)`.
+fn batch_stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f64>, Vec<f64>) {
+    let count = (n * s) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
+            let sum: f64 = planes()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum();
+            let mean = sum / count;
+            let sq: f64 = planes()
+                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum();
+            (mean, sq / count)
+        })
+        .unzip()
+}
+
+/// `y = x * scale[ch] + shift[ch]` over x `(n, c, s)`, in parallel over planes.
+fn affine_per_channel(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    if y.is_empty() {
+        return y;
+    }
+    // (n * c, s)
+    y.par_chunks_mut(s)
+        .zip(x.par_chunks(s))
+        .with_min_len(rows_per_task(s))
+        .enumerate()
+        .for_each(|(plane, (yp, xp))| {
+            let (k, b) = (scale[plane % c], shift[plane % c]);
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * k + b;
+            }
+        });
+    y
+}
+
+/// (y, mean used, inv_std used, new running (mean, var) when training).
+pub type BatchNormOutput = (Tensor, Vec<f32>, Vec<f32>, Option<(Tensor, Tensor)>);
 
 /// Returns (y, mean used, inv_std used, new running (mean, var) when training).
 /// Training uses batch statistics (biased variance for normalising, unbiased for the running
@@ -29,14 +97,99 @@ pub fn forward(
     running_mean: &Tensor,
     running_var: &Tensor,
     training: bool,
-) -> Result<(Tensor, Vec<f32>, Vec<f32>, Option<(Tensor, Tensor)>), OpError> {
-    let _ = (spec, x, gamma, beta, running_mean, running_var, training);
-    todo!()
+) -> Result<BatchNormOutput, OpError> {
+    output_shape(
+        x.shape(),
+        &[
+            gamma.shape(),
+            beta.shape(),
+            running_mean.shape(),
+            running_var.shape(),
+        ],
+    )?;
+    let (n, c, s) = dims_ncs(x.shape())?;
+    let eps = spec.eps as f64;
+    let (mean, inv_std, running) = if training {
+        let count = n * s;
+        if count < 2 {
+            crate::op_bail!(
+                "batch norm in training needs more than one value per channel, x has shape {:?}",
+                x.shape()
+            );
+        }
+        let (mean, var) = batch_stats(x.data(), n, c, s);
+        let m = spec.momentum as f64;
+        let unbias = count as f64 / (count - 1) as f64;
+        let rm: Vec<f32> = (0..c)
+            .map(|ch| ((1.0 - m) * running_mean.data()[ch] as f64 + m * mean[ch]) as f32)
+            .collect();
+        let rv: Vec<f32> = (0..c)
+            .map(|ch| ((1.0 - m) * running_var.data()[ch] as f64 + m * var[ch] * unbias) as f32)
+            .collect();
+        let inv_std: Vec<f32> = var
+            .iter()
+            .map(|&v| (1.0 / (v + eps).sqrt()) as f32)
+            .collect();
+        let mean: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
+        (
+            mean,
+            inv_std,
+            Some((Tensor::new(vec![c], rm)?, Tensor::new(vec![c], rv)?)),
+        )
+    } else {
+        let inv_std: Vec<f32> = running_var
+            .data()
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+            .collect();
+        (running_mean.data().to_vec(), inv_std, None)
+    };
+    // y = (x - mean) * inv_std * gamma + beta = x * scale + shift
+    let scale: Vec<f32> = (0..c).map(|ch| inv_std[ch] * gamma.data()[ch]).collect();
+    let shift: Vec<f32> = (0..c)
+        .map(|ch| beta.data()[ch] - mean[ch] * scale[ch])
+        .collect();
+    let y = Tensor::new(
+        x.shape().to_vec(),
+        affine_per_channel(x.data(), c, s, &scale, &shift),
+    )?;
+    Ok((y, mean, inv_std, running))
+}
+
+/// Per-channel (Σ d_y, Σ d_y * x̂) with x̂ = (x - mean) * inv_std.
+fn grad_sums(
+    x: &[f32],
+    d_y: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    mean: &[f32],
+    inv_std: &[f32],
+) -> (Vec<f64>, Vec<f64>) {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mu, is) = (mean[ch] as f64, inv_std[ch] as f64);
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                for (&xv, &g) in x[r.clone()].iter().zip(&d_y[r]) {
+                    sg += g as f64;
+                    sgx += g as f64 * (xv as f64 - mu) * is;
+                }
+            }
+            (sg, sgx)
+        })
+        .unzip()
 }
 
 /// Returns gradients for the five inputs `[d_x, grad_gamma, grad_beta, None, None]`.
+/// Training differentiates through the batch statistics:
+/// `d_x = gamma * inv_std / m * (m * d_y - Σ d_y - x̂ * Σ d_y x̂)` with m = n * s;
+/// evaluation treats the op as the affine map `d_x = d_y * gamma * inv_std`. The spec is not
+/// read: eps is already inside the saved `inv_std`.
 pub fn backward(
-    spec: &BatchNormSpec,
+    _spec: &BatchNormSpec,
     x: &Tensor,
     gamma: &Tensor,
     mean: &[f32],
@@ -45,6 +198,189 @@ pub fn backward(
     needs: &[bool],
     training: bool,
 ) -> Result<Vec<Option<Tensor>>, OpError> {
-    let _ = (spec, x, gamma, mean, inv_std, d_y, needs, training);
-    todo!()
+    let (n, c, s) = dims_ncs(x.shape())?;
+    if gamma.shape() != [c] || mean.len() != c || inv_std.len() != c {
+        crate::op_bail!(
+            "batch norm backward: gamma {:?}, {} means and {} inv_stds for x {:?}",
+            gamma.shape(),
+            mean.len(),
+            inv_std.len(),
+            x.shape()
+        );
+    }
+    if d_y.shape() != x.shape() {
+        crate::op_bail!(
+            "batch norm gradient has shape {:?}, x has {:?}",
+            d_y.shape(),
+            x.shape()
+        );
+    }
+    let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    let need_sums = need(1) || need(2) || (need(0) && training);
+    let (sum_g, sum_gx) = if need_sums {
+        grad_sums(x.data(), d_y.data(), n, c, s, mean, inv_std)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let d_x = if need(0) {
+        let g = gamma.data();
+        // (n, c, s)
+        let data = if training {
+            let m = (n * s) as f64;
+            let mut d_x = vec![0.0f32; x.numel()];
+            if !d_x.is_empty() {
+                d_x.par_chunks_mut(s)
+                    .with_min_len(rows_per_task(s))
+                    .enumerate()
+                    .for_each(|(plane, dst)| {
+                        let ch = plane % c;
+                        let k = g[ch] as f64 * inv_std[ch] as f64 / m;
+                        let (mu, is) = (mean[ch] as f64, inv_std[ch] as f64);
+                        let r = plane * s..(plane + 1) * s;
+                        for ((o, &xv), &gy) in
+                            dst.iter_mut().zip(&x.data()[r.clone()]).zip(&d_y.data()[r])
+                        {
+                            let xhat = (xv as f64 - mu) * is;
+                            *o = (k * (m * gy as f64 - sum_g[ch] - xhat * sum_gx[ch])) as f32;
+                        }
+                    });
+            }
+            d_x
+        } else {
+            let scale: Vec<f32> = (0..c).map(|ch| g[ch] * inv_std[ch]).collect();
+            affine_per_channel(d_y.data(), c, s, &scale, &vec![0.0; c])
+        };
+        Some(Tensor::new(x.shape().to_vec(), data)?)
+    } else {
+        None
+    };
+    let to_param = |v: &[f64]| Tensor::new(vec![c], v.iter().map(|&a| a as f32).collect());
+    let grad_gamma = if need(1) {
+        Some(to_param(&sum_gx)?)
+    } else {
+        None
+    };
+    let grad_beta = if need(2) {
+        Some(to_param(&sum_g)?)
+    } else {
+        None
+    };
+    Ok(vec![d_x, grad_gamma, grad_beta, None, None])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
+    use crate::engine::ops::{ForwardCtx, Mode, Op};
+
+    fn spec() -> BatchNormSpec {
+        BatchNormSpec {
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::new(shape.to_vec(), data.to_vec()).unwrap()
+    }
+
+    fn inputs(x_shape: &[usize]) -> Vec<Tensor> {
+        let c = x_shape[1];
+        vec![
+            test_tensor(x_shape, 1).map(|v| 2.0 * v + 0.3),
+            test_tensor(&[c], 2).map(|v| v + 1.5),
+            test_tensor(&[c], 3),
+            test_tensor(&[c], 4).map(|v| 0.2 * v),
+            test_tensor(&[c], 5).map(|v| 0.5 * v + 1.0),
+        ]
+    }
+
+    #[test]
+    fn gradients_train_and_eval_4d_and_2d() {
+        let op = Op::BatchNorm2d(spec());
+        for shape in [&[3usize, 2, 3, 4][..], &[6, 5][..]] {
+            for mode in [Mode::Train, Mode::Eval] {
+                assert_op_gradients(&op, &inputs(shape), &[true, true, true], mode, 1e-2);
+            }
+        }
+    }
+
+    #[test]
+    fn running_update_matches_pytorch() {
+        // torch: bn = BatchNorm2d(1, momentum=0.1); x = [[1, 2], [3, 6]] as [2, 1, 2, 1]
+        // batch mean 3, biased var 3.5, unbiased var 14/3
+        // running_mean = 0.9 * 0.5 + 0.1 * 3 = 0.75; running_var = 0.9 * 2 + 0.1 * 14/3
+        let x = t(&[2, 1, 2, 1], &[1.0, 2.0, 3.0, 6.0]);
+        let (y, mean, inv_std, running) = forward(
+            &spec(),
+            &x,
+            &t(&[1], &[2.0]),
+            &t(&[1], &[1.0]),
+            &t(&[1], &[0.5]),
+            &t(&[1], &[2.0]),
+            true,
+        )
+        .unwrap();
+        let (rm, rv) = running.unwrap();
+        assert!((rm.data()[0] - 0.75).abs() < 1e-6);
+        assert!((rv.data()[0] - (1.8 + 0.1 * 14.0 / 3.0)).abs() < 1e-6);
+        assert_eq!(mean, vec![3.0]);
+        assert!((inv_std[0] - 1.0 / (3.5f32 + 1e-5).sqrt()).abs() < 1e-6);
+        let want: Vec<f32> = [1.0f32, 2.0, 3.0, 6.0]
+            .iter()
+            .map(|v| (v - 3.0) / (3.5f32 + 1e-5).sqrt() * 2.0 + 1.0)
+            .collect();
+        for (a, b) in y.data().iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn eval_uses_running_stats() {
+        let x = t(&[1, 2], &[1.0, 4.0]);
+        let (y, _, _, running) = forward(
+            &BatchNormSpec {
+                eps: 0.0,
+                momentum: 0.1,
+            },
+            &x,
+            &t(&[2], &[1.0, 3.0]),
+            &t(&[2], &[0.0, 1.0]),
+            &t(&[2], &[1.0, 2.0]),
+            &t(&[2], &[4.0, 1.0]),
+            false,
+        )
+        .unwrap();
+        assert!(running.is_none());
+        assert_eq!(y.data(), &[0.0, 7.0]);
+    }
+
+    #[test]
+    fn shape_errors() {
+        let op = Op::BatchNorm2d(spec());
+        let mut bad = inputs(&[2, 3, 2, 2]);
+        bad[1] = test_tensor(&[4], 1);
+        let refs: Vec<&Tensor> = bad.iter().collect();
+        assert!(
+            op.forward(
+                &refs,
+                ForwardCtx {
+                    mode: Mode::Eval,
+                    seed: 0
+                }
+            )
+            .is_err()
+        );
+        assert!(output_shape(&[3], &[&[3], &[3], &[3], &[3]]).is_err());
+        assert!(output_shape(&[2, 3], &[&[3], &[3], &[3]]).is_err());
+        // one value per channel cannot train
+        let one = inputs(&[1, 3]);
+        assert!(forward(&spec(), &one[0], &one[1], &one[2], &one[3], &one[4], true).is_err());
+        let x = test_tensor(&[2, 3], 1);
+        let g = test_tensor(&[3], 1);
+        assert!(backward(&spec(), &x, &g, &[0.0; 2], &[1.0; 3], &x, &[true; 5], true).is_err());
+        assert!(backward(&spec(), &x, &g, &[0.0; 3], &[1.0; 3], &g, &[true; 5], true).is_err());
+    }
 }

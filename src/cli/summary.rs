@@ -1,0 +1,138 @@
+//! `convscope summary --model M [--json]`: the layer table of a model.
+
+use clap::Args;
+use serde_json::json;
+
+use super::CliResult;
+use super::resolve::{self, ModelSource};
+use crate::engine::Graph;
+use crate::engine::graph::ValueKind;
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// A checkpoint directory or a bundled model name (smile-cnn).
+    #[arg(long)]
+    pub model: String,
+    /// Seed for initialising a bundled model.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON object per line: one per node, then the totals.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row of the table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRow {
+    pub name: String,
+    pub op: String,
+    pub shape: Vec<usize>,
+    /// Trainable scalars the node reads (buffers such as running statistics excluded).
+    pub params: usize,
+    pub macs: u64,
+}
+
+/// The rows of a graph, in execution order, at its declared input shape.
+pub fn rows(graph: &Graph) -> Vec<NodeRow> {
+    graph
+        .nodes()
+        .iter()
+        .map(|node| {
+            let shapes: Vec<&[usize]> = node
+                .inputs
+                .iter()
+                .map(|&v| graph.value(v).shape.as_slice())
+                .collect();
+            let shape = graph.value(node.output).shape.clone();
+            let params = node
+                .inputs
+                .iter()
+                .filter_map(|&v| match graph.value(v).kind {
+                    ValueKind::Param(p) => graph.params().get(p),
+                    _ => None,
+                })
+                .filter(|p| p.trainable)
+                .map(|p| p.tensor.numel())
+                .sum();
+            NodeRow {
+                name: node.name.clone(),
+                op: node.op.kind_name().to_string(),
+                macs: node.op.macs(&shapes, &shape),
+                shape,
+                params,
+            }
+        })
+        .collect()
+}
+
+fn fmt_shape(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+pub fn run(args: &SummaryArgs) -> CliResult<()> {
+    let source = resolve::resolve(&args.model, args.seed)?;
+    let model = resolve::load(&source)?;
+    let graph = &model.graph;
+    let rows = rows(graph);
+    let total_macs: u64 = rows.iter().map(|r| r.macs).sum();
+    let trainable = graph.trainable_count();
+    let buffers: usize = graph
+        .params()
+        .iter()
+        .filter(|p| !p.trainable)
+        .map(|p| p.tensor.numel())
+        .sum();
+    if args.json {
+        for r in &rows {
+            let line = json!({"node": r.name, "op": r.op, "shape": r.shape, "params": r.params, "macs": r.macs});
+            println!("{line}");
+        }
+        let total = json!({
+            "model": resolve::display_name(&source),
+            "input_shape": graph.input_shape(),
+            "nodes": rows.len(),
+            "params": trainable,
+            "buffers": buffers,
+            "macs": total_macs,
+        });
+        println!("{total}");
+        return Ok(());
+    }
+    print_table(&source, graph, &rows);
+    println!(
+        "total: {} nodes, {trainable} trainable parameters, {buffers} buffer values, {total_macs} MACs",
+        rows.len()
+    );
+    Ok(())
+}
+
+fn print_table(source: &ModelSource, graph: &Graph, rows: &[NodeRow]) {
+    println!(
+        "model {} (input {})",
+        resolve::display_name(source),
+        fmt_shape(graph.input_shape())
+    );
+    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let op_w = rows.iter().map(|r| r.op.len()).max().unwrap_or(2).max(2);
+    let shape_w = rows
+        .iter()
+        .map(|r| fmt_shape(&r.shape).len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<name_w$}  {:<op_w$}  {:<shape_w$}  {:>10}  {:>12}",
+        "node", "op", "shape", "params", "MACs"
+    );
+    for r in rows {
+        println!(
+            "{:<name_w$}  {:<op_w$}  {:<shape_w$}  {:>10}  {:>12}",
+            r.name,
+            r.op,
+            fmt_shape(&r.shape),
+            r.params,
+            r.macs
+        );
+    }
+}
