@@ -123,6 +123,7 @@ fn effnet_logits_match_onnxruntime() {
     let want = npy_f32("effnet.logits.npy");
     assert_eq!(logits.shape(), want.shape());
     let err = rel_err(logits.data(), want.data());
+    eprintln!("effnet logits vs onnxruntime: relative error {err:e}");
     assert!(
         err < 1e-4,
         "logits differ from onnxruntime by {err:e} (relative to the largest)"
@@ -158,6 +159,7 @@ fn effnet_input_gradient_matches_torch() {
     }
     let want = npy_f32("effnet.grad_window.npy");
     let err = rel_err(&window, want.data());
+    eprintln!("effnet input gradient window vs PyTorch: relative error {err:e}");
     assert!(
         err < 1e-3,
         "input gradient window differs from PyTorch by {err:e}"
