@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod description;
+pub mod onnx;
 pub mod presets;
 
 use std::path::{Path, PathBuf};

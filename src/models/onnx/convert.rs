@@ -1,0 +1,925 @@
+//! Walks an ONNX graph and maps each node onto the engine's ops (or folds it at import).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+
+use super::attrs::Attrs;
+use super::fold::{self, FOLDABLE};
+use super::proto::{GraphProto, NodeProto, ValueInfoProto, type_proto};
+use super::shape::{self, SymShape};
+use super::tensor::{self, Const, Int};
+use super::{ImportedModel, Problem, UnsupportedNode};
+use crate::engine::graph::{InputDef, NodeDef};
+use crate::engine::ops::{
+    Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, Op, PadSpec, Padding2d, Pool2dSpec,
+};
+use crate::engine::{GraphDef, Tensor};
+
+/// Every operator type the importer accepts (some only on import-time constants).
+const SUPPORTED: &[&str] = &[
+    "Conv",
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Mul",
+    "Add",
+    "Sub",
+    "Div",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Pad",
+    "Flatten",
+    "Reshape",
+    "Gemm",
+    "MatMul",
+    "Concat",
+    "Dropout",
+    "Softmax",
+    "Identity",
+    "Constant",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Shape",
+    "Gather",
+    "Cast",
+    "Slice",
+    "ConstantOfShape",
+    "Expand",
+];
+
+/// What the importer knows about a value.
+enum Val {
+    /// Known now: folded away or turned into a parameter when an engine op reads it.
+    Const(Const),
+    /// Computed by the engine at run time; symbolic shape.
+    Dyn(SymShape),
+}
+
+fn bad(msg: impl Into<String>) -> Problem {
+    Problem::Invalid(msg.into())
+}
+
+struct Importer {
+    opset: i64,
+    vals: HashMap<String, Val>,
+    def: GraphDef,
+    /// Constants already added to `def.params`.
+    params: HashSet<String>,
+}
+
+pub fn import_graph(
+    g: &GraphProto,
+    opset: i64,
+    base_dir: Option<&Path>,
+) -> Result<ImportedModel, Problem> {
+    check_supported(g)?;
+    let mut imp = Importer {
+        opset,
+        vals: HashMap::new(),
+        def: GraphDef::default(),
+        params: HashSet::new(),
+    };
+    for t in &g.initializer {
+        let name = t.name.clone().unwrap_or_default();
+        imp.vals
+            .insert(name, Val::Const(tensor::decode(t, base_dir)?));
+    }
+    let (input_name, input_shape) = imp.graph_input(g)?;
+    for &i in &topo_order(g, &imp.vals)? {
+        let n = &g.node[i];
+        imp.node(n).map_err(|e| Problem::Node {
+            node: node_label(n),
+            op: n.op_type().to_string(),
+            msg: match e {
+                Problem::Invalid(m) => m,
+                other => other.to_string(),
+            },
+        })?;
+    }
+    let mut output_names = Vec::new();
+    for o in &g.output {
+        let name = o.name().to_string();
+        match imp.vals.get(&name) {
+            Some(Val::Dyn(_)) => output_names.push(name),
+            Some(Val::Const(_)) => {
+                return Err(bad(format!("the graph output '{name}' is a constant")));
+            }
+            None => {
+                return Err(bad(format!(
+                    "the graph output '{name}' is not produced by any node"
+                )));
+            }
+        }
+    }
+    imp.def.outputs = output_names.clone();
+    Ok(ImportedModel {
+        def: imp.def,
+        input_name,
+        input_shape,
+        output_names,
+        opset,
+    })
+}
+
+fn node_label(n: &NodeProto) -> String {
+    match n.name() {
+        "" => n.output.first().cloned().unwrap_or_default(),
+        name => name.to_string(),
+    }
+}
+
+/// Lists every node whose operator is not supported, all at once.
+fn check_supported(g: &GraphProto) -> Result<(), Problem> {
+    let unsupported: Vec<UnsupportedNode> = g
+        .node
+        .iter()
+        .filter(|n| {
+            let std_domain = matches!(n.domain(), "" | "ai.onnx");
+            !std_domain || !SUPPORTED.contains(&n.op_type())
+        })
+        .map(|n| UnsupportedNode {
+            op_type: match n.domain() {
+                "" | "ai.onnx" => n.op_type().to_string(),
+                d => format!("{d}.{}", n.op_type()),
+            },
+            node: node_label(n),
+        })
+        .collect();
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::Unsupported(unsupported))
+    }
+}
+
+/// Node indices in dependency order (stable); names a dangling input or the nodes of a cycle.
+fn topo_order(g: &GraphProto, known: &HashMap<String, Val>) -> Result<Vec<usize>, Problem> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            producer.insert(o, i);
+        }
+    }
+    let mut pending = vec![0usize; g.node.len()];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); g.node.len()];
+    for (i, n) in g.node.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            if let Some(&p) = producer.get(inp.as_str()) {
+                pending[i] += 1;
+                consumers[p].push(i);
+            } else if !known.contains_key(inp) {
+                return Err(bad(format!(
+                    "node '{}' ({}) reads '{inp}', which no node, initializer or input produces",
+                    node_label(n),
+                    n.op_type()
+                )));
+            }
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..g.node.len()).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(g.node.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &c in &consumers[i] {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.insert(c);
+            }
+        }
+    }
+    if order.len() != g.node.len() {
+        let stuck: Vec<String> = (0..g.node.len())
+            .filter(|&i| pending[i] > 0)
+            .map(|i| format!("'{}'", node_label(&g.node[i])))
+            .collect();
+        return Err(bad(format!(
+            "the graph has a cycle through the nodes {}",
+            stuck.join(", ")
+        )));
+    }
+    Ok(order)
+}
+
+/// The declared symbolic shape of a graph input: dimension 0 is the batch.
+fn input_shape(v: &ValueInfoProto) -> Result<SymShape, Problem> {
+    let name = v.name();
+    let Some(type_proto::Value::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err(bad(format!("the graph input '{name}' is not a tensor")));
+    };
+    if tt.elem_type() != 1 {
+        return Err(bad(format!(
+            "the graph input '{name}' has element type {}, only float is supported",
+            tt.elem_type()
+        )));
+    }
+    let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
+    if dims.is_empty() {
+        return Err(bad(format!(
+            "the graph input '{name}' has no declared shape"
+        )));
+    }
+    dims.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            use super::proto::tensor_shape_proto::dimension::Value as D;
+            match (i, &d.value) {
+                (0, _) => Ok(Int::Batch(1)),
+                (_, Some(D::DimValue(v))) if *v > 0 => Ok(Int::Known(*v)),
+                _ => Err(bad(format!(
+                    "the graph input '{name}' has a symbolic or zero dimension at position {i}; only the batch (position 0) may be dynamic"
+                ))),
+            }
+        })
+        .collect()
+}
+
+impl Importer {
+    fn graph_input(&mut self, g: &GraphProto) -> Result<(String, Vec<usize>), Problem> {
+        let inputs: Vec<&ValueInfoProto> = g
+            .input
+            .iter()
+            .filter(|v| !self.vals.contains_key(v.name()))
+            .collect();
+        let [input] = inputs.as_slice() else {
+            let names: Vec<&str> = inputs.iter().map(|v| v.name()).collect();
+            return Err(bad(format!(
+                "the graph must have exactly one input, it has {names:?}"
+            )));
+        };
+        let sym = input_shape(input)?;
+        let declared = shape::declared_shape(&sym);
+        let name = input.name().to_string();
+        self.def.inputs.push(InputDef {
+            name: name.clone(),
+            shape: declared.clone(),
+        });
+        self.vals.insert(name.clone(), Val::Dyn(sym));
+        Ok((name, declared))
+    }
+
+    fn konst(&self, name: &str) -> Option<&Const> {
+        match self.vals.get(name) {
+            Some(Val::Const(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn sym_shape(&self, name: &str) -> Result<SymShape, Problem> {
+        match self.vals.get(name) {
+            Some(Val::Dyn(s)) => Ok(s.clone()),
+            Some(Val::Const(c)) => Ok(c.dims.iter().map(|&d| Int::Known(d as i64)).collect()),
+            None => Err(bad(format!("reads the unknown value '{name}'"))),
+        }
+    }
+
+    /// Makes a constant available to the engine as a parameter (once); returns its name.
+    fn materialise(&mut self, name: &str, trainable: bool) -> Result<(), Problem> {
+        if self.params.contains(name) {
+            return Ok(());
+        }
+        let c = self
+            .konst(name)
+            .ok_or_else(|| bad(format!("'{name}' is not a constant")))?;
+        let data = c.to_f32(&format!("tensor '{name}'"))?;
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "tensor '{name}' contains NaN or infinite values"
+            )));
+        }
+        let t =
+            Tensor::new(c.dims.clone(), data).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
+        self.def.param(name, t, trainable);
+        self.params.insert(name.to_string());
+        Ok(())
+    }
+
+    /// An engine input: a run-time value, or a constant as a parameter with the given role.
+    fn value(&mut self, name: &str, trainable: bool) -> Result<(String, SymShape), Problem> {
+        let s = self.sym_shape(name)?;
+        if self.konst(name).is_some() {
+            self.materialise(name, trainable)?;
+        }
+        Ok((name.to_string(), s))
+    }
+
+    fn node(&mut self, n: &NodeProto) -> Result<(), Problem> {
+        let op = n.op_type();
+        let attrs = Attrs::of(n);
+        let out = n
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| bad("has no output"))?;
+        if op == "Constant" {
+            let c = constant_value(&attrs)?;
+            self.vals.insert(out, Val::Const(c));
+            return Ok(());
+        }
+        if op == "Shape" {
+            let c = self.shape_of(n, &attrs)?;
+            self.vals.insert(out, Val::Const(c));
+            return Ok(());
+        }
+        let present: Vec<Option<&Const>> = n
+            .input
+            .iter()
+            .map(|i| if i.is_empty() { None } else { self.konst(i) })
+            .collect();
+        let all_const = n
+            .input
+            .iter()
+            .zip(&present)
+            .all(|(i, c)| i.is_empty() || c.is_some());
+        if all_const && !n.input.is_empty() && FOLDABLE.contains(&op) {
+            let c = fold::fold(op, &attrs, self.opset, &present)?;
+            self.vals.insert(out, Val::Const(c));
+            return Ok(());
+        }
+        let (engine_op, inputs, shape) = self.map(n, op, &attrs)?;
+        self.def.nodes.push(NodeDef {
+            name: node_label(n),
+            op: engine_op,
+            inputs,
+            output: out.clone(),
+        });
+        self.vals.insert(out, Val::Dyn(shape));
+        Ok(())
+    }
+
+    /// `Shape(x)` (opset 15 `start`/`end` included), batch dimension kept symbolic.
+    fn shape_of(&self, n: &NodeProto, attrs: &Attrs) -> Result<Const, Problem> {
+        let s = self.sym_shape(n.input.first().map(String::as_str).unwrap_or(""))?;
+        let r = s.len() as i64;
+        let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+        let (a, b) = (clampi(attrs.int("start", 0)), clampi(attrs.int("end", r)));
+        let v: Vec<Int> = if a < b { s[a..b].to_vec() } else { Vec::new() };
+        Ok(Const {
+            dims: vec![v.len()],
+            data: tensor::Data::I64(v),
+        })
+    }
+
+    fn input_name<'n>(&self, n: &'n NodeProto, i: usize) -> Option<&'n str> {
+        n.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    fn required<'n>(&self, n: &'n NodeProto, i: usize) -> Result<&'n str, Problem> {
+        self.input_name(n, i)
+            .ok_or_else(|| bad(format!("input {i} is missing")))
+    }
+
+    /// An optional input that must be known at import time (Clip bounds, pads, ratios).
+    fn const_input(&self, n: &NodeProto, i: usize, what: &str) -> Result<Option<&Const>, Problem> {
+        match self.input_name(n, i) {
+            None => Ok(None),
+            Some(name) => self
+                .konst(name)
+                .map(Some)
+                .ok_or_else(|| bad(format!("{what} '{name}' must be a constant"))),
+        }
+    }
+
+    fn map(
+        &mut self,
+        n: &NodeProto,
+        op: &str,
+        a: &Attrs,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let x_name = self.required(n, 0)?;
+        match op {
+            "Conv" => self.conv(n, a),
+            "BatchNormalization" => self.batch_norm(n, a),
+            "MaxPool" | "AveragePool" => self.pool(n, a, op == "MaxPool"),
+            "Relu" | "Sigmoid" | "Tanh" | "HardSwish" | "LeakyRelu" | "HardSigmoid" | "Clip" => {
+                let act = self.activation(n, op, a)?;
+                let (x, s) = self.value(x_name, false)?;
+                Ok((Op::Activation(act), vec![x], s))
+            }
+            "Mul" | "Add" | "Sub" | "Div" => {
+                let b_op = match op {
+                    "Mul" => BinaryOp::Mul,
+                    "Add" => BinaryOp::Add,
+                    "Sub" => BinaryOp::Sub,
+                    _ => BinaryOp::Div,
+                };
+                let (x, xs) = self.value(x_name, false)?;
+                let (y, ys) = self.value(self.required(n, 1)?, false)?;
+                let s = shape::broadcast(&xs, &ys)?;
+                Ok((Op::Binary(b_op), vec![x, y], s))
+            }
+            "GlobalAveragePool" => {
+                let (x, s) = self.value(x_name, false)?;
+                if s.len() != 4 {
+                    return Err(bad(format!("expects an NCHW input, got shape {s:?}")));
+                }
+                Ok((
+                    Op::GlobalAvgPool,
+                    vec![x],
+                    vec![s[0], s[1], Int::Known(1), Int::Known(1)],
+                ))
+            }
+            "Pad" => self.pad(n, a),
+            "Flatten" => {
+                let (x, s) = self.value(x_name, false)?;
+                let axis = shape::axis(a.int("axis", 1), s.len() + 1)?;
+                let out = vec![shape::product(&s[..axis])?, shape::product(&s[axis..])?];
+                Ok((Op::Flatten { axis }, vec![x], out))
+            }
+            "Reshape" => {
+                let (x, s) = self.value(x_name, false)?;
+                let target = self
+                    .const_input(n, 1, "the reshape target")?
+                    .ok_or_else(|| bad("has no shape input"))?;
+                let target = match &target.data {
+                    tensor::Data::I64(v) => v.clone(),
+                    tensor::Data::F32(_) => return Err(bad("has a float shape input")),
+                };
+                let out = shape::reshape(&s, &target, a.int("allowzero", 0) != 0)?;
+                let engine = shape::reshape_target(&s, &out)?;
+                Ok((Op::Reshape { shape: engine }, vec![x], out))
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let (x, s) = self.value(x_name, false)?;
+                let consts: Vec<Option<&Const>> = (0..n.input.len())
+                    .map(|i| self.input_name(n, i).and_then(|nm| self.konst(nm)))
+                    .collect();
+                if self.opset >= 13
+                    && self.input_name(n, 1).is_some()
+                    && consts.get(1).copied().flatten().is_none()
+                {
+                    return Err(bad("has run-time axes; only constant axes are supported"));
+                }
+                let axes = fold::axes_of(a, self.opset, &consts)?;
+                let out = if op == "Squeeze" {
+                    fold::squeeze_shape(&s, axes.as_deref())?
+                } else {
+                    fold::unsqueeze_shape(&s, &axes.ok_or_else(|| bad("has no axes"))?)?
+                };
+                let engine = shape::reshape_target(&s, &out)?;
+                Ok((Op::Reshape { shape: engine }, vec![x], out))
+            }
+            "Transpose" => {
+                let (x, s) = self.value(x_name, false)?;
+                let perm: Vec<usize> = match a.ints("perm") {
+                    Some(p) => p
+                        .iter()
+                        .map(|&v| shape::axis(v, s.len()))
+                        .collect::<Result<_, _>>()?,
+                    None => (0..s.len()).rev().collect(),
+                };
+                if perm.len() != s.len() {
+                    return Err(bad(format!(
+                        "perm {perm:?} does not match rank {}",
+                        s.len()
+                    )));
+                }
+                let out = perm.iter().map(|&p| s[p]).collect();
+                Ok((Op::Transpose { perm }, vec![x], out))
+            }
+            "Gemm" => self.gemm(n, a),
+            "MatMul" => self.matmul(n),
+            "Concat" => {
+                let mut names = Vec::new();
+                let mut shapes = Vec::new();
+                for i in n.input.iter().filter(|s| !s.is_empty()) {
+                    let (nm, s) = self.value(i, false)?;
+                    names.push(nm);
+                    shapes.push(s);
+                }
+                let first = shapes.first().ok_or_else(|| bad("has no inputs"))?.clone();
+                let axis = shape::axis(a.int("axis", 0), first.len())?;
+                let mut out = first.clone();
+                out[axis] = Int::Known(0);
+                for s in &shapes {
+                    let same = s.len() == first.len()
+                        && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
+                    if !same {
+                        return Err(bad(format!(
+                            "cannot concatenate {first:?} and {s:?} along axis {axis}"
+                        )));
+                    }
+                    out[axis] = shape::add(out[axis], s[axis])?;
+                }
+                Ok((Op::Concat { axis }, names, out))
+            }
+            "Dropout" => {
+                let p = if self.opset < 12 {
+                    a.float("ratio", 0.5)
+                } else {
+                    match self.const_input(n, 1, "the dropout ratio")? {
+                        Some(c) => c.scalar_f32("the dropout ratio")?,
+                        None => 0.5,
+                    }
+                };
+                if !(0.0..1.0).contains(&p) {
+                    return Err(bad(format!("has dropout ratio {p}, outside [0, 1)")));
+                }
+                let (x, s) = self.value(x_name, false)?;
+                Ok((Op::Dropout { p }, vec![x], s))
+            }
+            "Softmax" => {
+                let (x, s) = self.value(x_name, false)?;
+                let default = if self.opset < 13 { 1 } else { -1 };
+                let axis = shape::axis(a.int("axis", default), s.len())?;
+                // Before opset 13 Softmax flattens to 2-D at `axis`; that equals a softmax over
+                // one axis only when `axis` is the last one.
+                if self.opset < 13 && axis + 1 != s.len() {
+                    return Err(bad(format!(
+                        "with opset {} coerces its {}-D input to 2-D at axis {axis}, which only the last axis supports",
+                        self.opset,
+                        s.len()
+                    )));
+                }
+                Ok((Op::Softmax { axis }, vec![x], s))
+            }
+            "Identity" => {
+                let (x, s) = self.value(x_name, false)?;
+                Ok((Op::Identity, vec![x], s))
+            }
+            "Cast" => {
+                let to = a.int("to", 0);
+                if !matches!(to, 1 | 10 | 11 | 16) {
+                    return Err(bad(format!(
+                        "casts a run-time tensor to data type {to}; only float is supported"
+                    )));
+                }
+                let (x, s) = self.value(x_name, false)?;
+                Ok((Op::Identity, vec![x], s))
+            }
+            _ => Err(bad(
+                "is only supported on values known at import time (shape arithmetic)",
+            )),
+        }
+    }
+
+    fn activation(&self, n: &NodeProto, op: &str, a: &Attrs) -> Result<Activation, Problem> {
+        Ok(match op {
+            "Relu" => Activation::Relu,
+            "Sigmoid" => Activation::Sigmoid,
+            "Tanh" => Activation::Tanh,
+            "HardSwish" => Activation::HardSwish,
+            "LeakyRelu" => Activation::LeakyRelu {
+                alpha: a.float("alpha", 0.01),
+            },
+            "HardSigmoid" => Activation::HardSigmoid {
+                alpha: a.float("alpha", 0.2),
+                beta: a.float("beta", 0.5),
+            },
+            _ => {
+                let (min, max) = if self.opset < 11 {
+                    (
+                        a.float("min", f32::NEG_INFINITY),
+                        a.float("max", f32::INFINITY),
+                    )
+                } else {
+                    let bound = |i: usize, default: f32| -> Result<f32, Problem> {
+                        match self.const_input(n, i, "the Clip bound")? {
+                            Some(c) => c.scalar_f32("the Clip bound"),
+                            None => Ok(default),
+                        }
+                    };
+                    (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)
+                };
+                Activation::Clip { min, max }
+            }
+        })
+    }
+
+    fn conv(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, xs) = self.value(self.required(n, 0)?, false)?;
+        let (w, ws) = self.value(self.required(n, 1)?, true)?;
+        if xs.len() != 4 || ws.len() != 4 {
+            return Err(bad(format!(
+                "only 2-D convolutions are supported (input {xs:?}, weight {ws:?})"
+            )));
+        }
+        let kernel = [
+            shape::known(ws[2], "kernel height")?,
+            shape::known(ws[3], "kernel width")?,
+        ];
+        let stride = pair(a.ints("strides"), 1, "strides")?;
+        let dilation = pair(a.ints("dilations"), 1, "dilations")?;
+        let groups = a.int("group", 1);
+        if groups < 1 {
+            return Err(bad(format!("has group {groups}")));
+        }
+        let padding = padding(a, &xs, kernel, stride, dilation)?;
+        let out_hw = out_size(&xs, kernel, stride, dilation, padding, false)?;
+        let mut inputs = vec![x, w];
+        if let Some(b) = self.input_name(n, 2) {
+            inputs.push(self.value(b, true)?.0);
+        }
+        let spec = Conv2dSpec {
+            stride,
+            padding,
+            dilation,
+            groups: groups as usize,
+        };
+        Ok((
+            Op::Conv2d(spec),
+            inputs,
+            vec![xs[0], ws[0], out_hw[0], out_hw[1]],
+        ))
+    }
+
+    fn batch_norm(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        if a.int("training_mode", 0) != 0 {
+            return Err(bad(
+                "is in training mode; only inference-mode batch norm is imported",
+            ));
+        }
+        let (x, xs) = self.value(self.required(n, 0)?, false)?;
+        let mut inputs = vec![x];
+        for (i, trainable) in [(1, true), (2, true), (3, false), (4, false)] {
+            inputs.push(self.value(self.required(n, i)?, trainable)?.0);
+        }
+        // ONNX: running = momentum * running + (1 - momentum) * batch; the engine uses PyTorch's
+        // convention with the weight on the batch statistic.
+        let spec = BatchNormSpec {
+            eps: a.float("epsilon", 1e-5),
+            momentum: 1.0 - a.float("momentum", 0.9),
+        };
+        Ok((Op::BatchNorm2d(spec), inputs, xs))
+    }
+
+    fn pool(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs,
+        max: bool,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, xs) = self.value(self.required(n, 0)?, false)?;
+        if xs.len() != 4 {
+            return Err(bad(format!("only 2-D pooling is supported (input {xs:?})")));
+        }
+        let k = pair(Some(a.required_ints("kernel_shape")?), 1, "kernel_shape")?;
+        let stride = pair(a.ints("strides"), 1, "strides")?;
+        if pair(a.ints("dilations"), 1, "dilations")? != [1, 1] {
+            return Err(bad(
+                "has dilations other than 1, which pooling does not support",
+            ));
+        }
+        let padding = padding(a, &xs, k, stride, [1, 1])?;
+        let ceil_mode = a.int("ceil_mode", 0) != 0;
+        let out_hw = out_size(&xs, k, stride, [1, 1], padding, ceil_mode)?;
+        let spec = Pool2dSpec {
+            kernel: k,
+            stride,
+            padding,
+            ceil_mode,
+            count_include_pad: a.int("count_include_pad", 0) != 0,
+        };
+        let op = if max {
+            Op::MaxPool2d(spec)
+        } else {
+            Op::AvgPool2d(spec)
+        };
+        Ok((op, vec![x], vec![xs[0], xs[1], out_hw[0], out_hw[1]]))
+    }
+
+    fn pad(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let mode = a.string("mode", "constant");
+        if mode != "constant" {
+            return Err(bad(format!(
+                "uses mode '{mode}'; only constant padding is supported"
+            )));
+        }
+        let (x, xs) = self.value(self.required(n, 0)?, false)?;
+        let (raw, value, axes) = if self.opset < 11 {
+            (a.required_ints("pads")?, a.float("value", 0.0), None)
+        } else {
+            let pads = self
+                .const_input(n, 1, "the pads")?
+                .ok_or_else(|| bad("has no pads"))?;
+            let value = match self.const_input(n, 2, "the pad value")? {
+                Some(c) => c.scalar_f32("the pad value")?,
+                None => 0.0,
+            };
+            let axes = self
+                .const_input(n, 3, "the pad axes")?
+                .map(|c| c.to_i64("the pad axes"))
+                .transpose()?;
+            (pads.to_i64("the pads")?, value, axes)
+        };
+        let r = xs.len();
+        let axes: Vec<usize> = match axes {
+            Some(ax) => ax
+                .iter()
+                .map(|&v| shape::axis(v, r))
+                .collect::<Result<_, _>>()?,
+            None => (0..r).collect(),
+        };
+        if raw.len() != 2 * axes.len() {
+            return Err(bad(format!(
+                "has {} pads for {} axes",
+                raw.len(),
+                axes.len()
+            )));
+        }
+        if raw.iter().any(|&p| p < 0) {
+            return Err(bad(format!(
+                "has negative pads {raw:?} (cropping is not supported)"
+            )));
+        }
+        let mut pads = vec![(0usize, 0usize); r];
+        let mut out = xs.clone();
+        for (j, &ax) in axes.iter().enumerate() {
+            let (b, e) = (raw[j], raw[j + axes.len()]);
+            pads[ax] = (b as usize, e as usize);
+            if b + e > 0 {
+                out[ax] = shape::add(xs[ax], Int::Known(b + e))
+                    .map_err(|_| bad("pads the batch dimension"))?;
+            }
+        }
+        Ok((Op::Pad(PadSpec { pads, value }), vec![x], out))
+    }
+
+    fn gemm(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, xs) = self.value(self.required(n, 0)?, false)?;
+        let (w, ws) = self.value(self.required(n, 1)?, true)?;
+        if xs.len() != 2 || ws.len() != 2 {
+            return Err(bad(format!("needs 2-D operands, got {xs:?} and {ws:?}")));
+        }
+        let spec = GemmSpec {
+            trans_a: a.int("transA", 0) != 0,
+            trans_b: a.int("transB", 0) != 0,
+            alpha: a.float("alpha", 1.0),
+            beta: a.float("beta", 1.0),
+        };
+        let m = if spec.trans_a { xs[1] } else { xs[0] };
+        let nn = if spec.trans_b { ws[0] } else { ws[1] };
+        let mut inputs = vec![x, w];
+        if let Some(c) = self.input_name(n, 2) {
+            inputs.push(self.value(c, true)?.0);
+        }
+        Ok((Op::Gemm(spec), inputs, vec![m, nn]))
+    }
+
+    fn matmul(&mut self, n: &NodeProto) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, xs) = self.value(self.required(n, 0)?, false)?;
+        let (w, ws) = self.value(self.required(n, 1)?, true)?;
+        if xs.len() < 2 || ws.len() < 2 {
+            return Err(bad(format!(
+                "needs operands of rank 2 or more, got {xs:?} and {ws:?}"
+            )));
+        }
+        let mut out = shape::broadcast(&xs[..xs.len() - 2], &ws[..ws.len() - 2])?;
+        out.push(xs[xs.len() - 2]);
+        out.push(ws[ws.len() - 1]);
+        Ok((Op::MatMul, vec![x, w], out))
+    }
+}
+
+/// The value of a `Constant` node.
+fn constant_value(a: &Attrs) -> Result<Const, Problem> {
+    if let Some(t) = a.tensor("value") {
+        return tensor::decode(t, None);
+    }
+    if a.has("value_float") {
+        return Ok(Const::f32(vec![], vec![a.float("value_float", 0.0)]));
+    }
+    if let Some(v) = a.floats("value_floats").filter(|_| a.has("value_floats")) {
+        return Ok(Const::f32(vec![v.len()], v));
+    }
+    if a.has("value_int") {
+        return Ok(Const::ints(vec![], vec![a.int("value_int", 0)]));
+    }
+    if let Some(v) = a.ints("value_ints") {
+        return Ok(Const::ints(vec![v.len()], v));
+    }
+    Err(bad(
+        "holds a value kind the importer does not read (sparse tensor or strings)",
+    ))
+}
+
+/// A two-element attribute (`[h, w]`), `default` for both when absent.
+fn pair(v: Option<Vec<i64>>, default: usize, what: &str) -> Result<[usize; 2], Problem> {
+    match v.as_deref() {
+        None => Ok([default, default]),
+        Some(&[h, w]) if h > 0 && w > 0 => Ok([h as usize, w as usize]),
+        Some(other) => Err(bad(format!(
+            "has {what} {other:?}; two positive numbers are needed"
+        ))),
+    }
+}
+
+/// Explicit padding from `pads` or `auto_pad` (SAME_* need the input's spatial size).
+fn padding(
+    a: &Attrs,
+    xs: &[Int],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+) -> Result<Padding2d, Problem> {
+    let auto = a.string("auto_pad", "NOTSET");
+    match auto.as_str() {
+        "NOTSET" => match a.ints("pads").as_deref() {
+            None => Ok(Padding2d::default()),
+            Some(&[t, l, b, r]) if t >= 0 && l >= 0 && b >= 0 && r >= 0 => Ok(Padding2d {
+                top: t as usize,
+                left: l as usize,
+                bottom: b as usize,
+                right: r as usize,
+            }),
+            Some(p) => Err(bad(format!(
+                "has pads {p:?}; four non-negative numbers are needed"
+            ))),
+        },
+        "VALID" => Ok(Padding2d::default()),
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let upper = auto == "SAME_UPPER";
+            let h = shape::known(xs[2], "the input height")?;
+            let w = shape::known(xs[3], "the input width")?;
+            let (top, bottom) = same_pads(h, k[0], s[0], d[0], upper);
+            let (left, right) = same_pads(w, k[1], s[1], d[1], upper);
+            Ok(Padding2d {
+                top,
+                left,
+                bottom,
+                right,
+            })
+        }
+        other => Err(bad(format!("has auto_pad '{other}'"))),
+    }
+}
+
+/// (begin, end) padding so that the output has ceil(n / s) positions; the odd pixel goes at
+/// the end for SAME_UPPER, at the start for SAME_LOWER.
+fn same_pads(n: usize, k: usize, s: usize, d: usize, upper: bool) -> (usize, usize) {
+    let out = n.div_ceil(s);
+    let total = ((out - 1) * s + (k - 1) * d + 1).saturating_sub(n);
+    let small = total / 2;
+    if upper {
+        (small, total - small)
+    } else {
+        (total - small, small)
+    }
+}
+
+/// Spatial output size of a convolution or pooling window (PyTorch's ceil-mode rule: the last
+/// window must start inside the input or its top/left padding).
+fn out_size(
+    xs: &[Int],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    p: Padding2d,
+    ceil: bool,
+) -> Result<[Int; 2], Problem> {
+    let one = |n: usize,
+               k: usize,
+               s: usize,
+               d: usize,
+               before: usize,
+               after: usize|
+     -> Result<Int, Problem> {
+        let span = (k - 1) * d + 1;
+        let padded = n + before + after;
+        if padded < span {
+            return Err(bad(format!(
+                "has a {k}x window larger than the padded input ({padded})"
+            )));
+        }
+        let mut o = if ceil {
+            (padded - span).div_ceil(s) + 1
+        } else {
+            (padded - span) / s + 1
+        };
+        if ceil && (o - 1) * s >= n + before {
+            o -= 1;
+        }
+        Ok(Int::Known(o as i64))
+    };
+    let h = shape::known(xs[2], "the input height")?;
+    let w = shape::known(xs[3], "the input width")?;
+    Ok([
+        one(h, k[0], s[0], d[0], p.top, p.bottom)?,
+        one(w, k[1], s[1], d[1], p.left, p.right)?,
+    ])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_last_for_upper() {
+        // 224 -> 112 with a 3x3 stride-2 window: total pad 1.
+        assert_eq!(same_pads(224, 3, 2, 1, true), (0, 1));
+        assert_eq!(same_pads(224, 3, 2, 1, false), (1, 0));
+        assert_eq!(same_pads(7, 3, 1, 1, true), (1, 1));
+    }
+}

@@ -1,0 +1,201 @@
+//! Symbolic shapes at import time: every dimension is a number or a multiple of the batch size.
+//!
+//! The engine only knows the declared batch (1); ONNX files keep the batch dynamic and compute
+//! reshape targets from `Shape(x)`. Tracking `Int::Batch(k)` lets the importer fold those
+//! computations into `Reshape` targets with `0`/`-1` so the batch stays dynamic.
+
+use super::Problem;
+use super::tensor::Int;
+
+pub type SymShape = Vec<Int>;
+
+fn bad(msg: String) -> Problem {
+    Problem::Invalid(msg)
+}
+
+/// The declared value of a dimension (batch taken as 1), as the engine's shape inference sees it.
+pub fn declared(d: Int) -> usize {
+    match d {
+        Int::Known(n) => n.max(0) as usize,
+        Int::Batch(k) => k.max(0) as usize,
+    }
+}
+
+pub fn declared_shape(s: &[Int]) -> Vec<usize> {
+    s.iter().map(|&d| declared(d)).collect()
+}
+
+/// A fixed dimension, or an error naming `what` when it depends on the batch.
+pub fn known(d: Int, what: &str) -> Result<usize, Problem> {
+    match d {
+        Int::Known(n) if n >= 0 => Ok(n as usize),
+        Int::Known(n) => Err(bad(format!("{what} is negative ({n})"))),
+        Int::Batch(_) => Err(bad(format!("{what} depends on the batch size"))),
+    }
+}
+
+pub fn mul(a: Int, b: Int) -> Result<Int, Problem> {
+    match (a, b) {
+        (Int::Known(x), Int::Known(y)) => Ok(Int::Known(x * y)),
+        (Int::Batch(k), Int::Known(y)) | (Int::Known(y), Int::Batch(k)) => Ok(batch(k * y)),
+        _ => Err(bad(
+            "a product of two batch-sized dimensions is not supported".into(),
+        )),
+    }
+}
+
+/// Exact division (shape arithmetic never needs rounding).
+pub fn div(a: Int, b: Int) -> Result<Int, Problem> {
+    let exact = |x: i64, y: i64| (y != 0 && x % y == 0).then(|| x / y);
+    let r = match (a, b) {
+        (Int::Known(x), Int::Known(y)) => exact(x, y).map(Int::Known),
+        (Int::Batch(k), Int::Known(y)) => exact(k, y).map(batch),
+        (Int::Batch(k), Int::Batch(j)) => exact(k, j).map(Int::Known),
+        (Int::Known(_), Int::Batch(_)) => None,
+    };
+    r.ok_or_else(|| {
+        bad(format!(
+            "shape arithmetic {a:?} / {b:?} does not divide exactly"
+        ))
+    })
+}
+
+pub fn add(a: Int, b: Int) -> Result<Int, Problem> {
+    match (a, b) {
+        (Int::Known(x), Int::Known(y)) => Ok(Int::Known(x + y)),
+        (Int::Batch(k), Int::Batch(j)) => Ok(batch(k + j)),
+        _ => Err(bad(
+            "adding a number to a batch-sized dimension is not supported".into(),
+        )),
+    }
+}
+
+pub fn neg(a: Int) -> Int {
+    match a {
+        Int::Known(x) => Int::Known(-x),
+        Int::Batch(k) => batch(-k),
+    }
+}
+
+fn batch(k: i64) -> Int {
+    if k == 0 { Int::Known(0) } else { Int::Batch(k) }
+}
+
+/// Product of dimensions (at most one may depend on the batch).
+pub fn product(dims: &[Int]) -> Result<Int, Problem> {
+    dims.iter().try_fold(Int::Known(1), |acc, &d| mul(acc, d))
+}
+
+/// Numpy broadcast of two symbolic shapes.
+pub fn broadcast(a: &[Int], b: &[Int]) -> Result<SymShape, Problem> {
+    let n = a.len().max(b.len());
+    let at = |s: &[Int], i: usize| {
+        let off = n - s.len();
+        if i < off { Int::Known(1) } else { s[i - off] }
+    };
+    (0..n)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (Int::Known(1), y) => Ok(y),
+            (x, Int::Known(1)) => Ok(x),
+            (x, y) => Err(bad(format!(
+                "shapes {a:?} and {b:?} do not broadcast ({x:?} vs {y:?})"
+            ))),
+        })
+        .collect()
+}
+
+/// Normalises a possibly negative axis for a tensor of `rank` dimensions.
+pub fn axis(a: i64, rank: usize) -> Result<usize, Problem> {
+    let r = rank as i64;
+    let n = if a < 0 { a + r } else { a };
+    if n < 0 || n >= r {
+        return Err(bad(format!("axis {a} is out of range for rank {rank}")));
+    }
+    Ok(n as usize)
+}
+
+/// ONNX Reshape semantics on symbolic shapes: `0` copies the input dimension (unless
+/// `allowzero`), one `-1` is inferred.
+pub fn reshape(input: &[Int], target: &[Int], allowzero: bool) -> Result<SymShape, Problem> {
+    let mut out = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &t) in target.iter().enumerate() {
+        out.push(match t {
+            Int::Known(0) if !allowzero => *input.get(i).ok_or_else(|| {
+                bad(format!(
+                    "reshape target {target:?} copies dimension {i} of a rank-{} input",
+                    input.len()
+                ))
+            })?,
+            Int::Known(-1) if infer.is_none() => {
+                infer = Some(i);
+                Int::Known(1)
+            }
+            Int::Known(v) if v < 0 => {
+                return Err(bad(format!("reshape target {target:?} is invalid")));
+            }
+            other => other,
+        });
+    }
+    if let Some(i) = infer {
+        out[i] = div(product(input)?, product(&out)?)?;
+    } else if product(input)? != product(&out)? {
+        return Err(bad(format!("cannot reshape {input:?} to {target:?}")));
+    }
+    Ok(out)
+}
+
+/// An engine `Reshape` target turning `input` into `output`: fixed dims literally, a batch-sized
+/// dim as `0` where it stays in place, otherwise as the single `-1`.
+pub fn reshape_target(input: &[Int], output: &[Int]) -> Result<Vec<i64>, Problem> {
+    let mut minus_one = false;
+    output
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| match d {
+            Int::Known(n) => Ok(n),
+            Int::Batch(_) if input.get(i) == Some(&d) => Ok(0),
+            Int::Batch(_) if !minus_one => {
+                minus_one = true;
+                Ok(-1)
+            }
+            Int::Batch(_) => Err(bad(format!(
+                "cannot express the reshape of {input:?} to {output:?} with a dynamic batch"
+            ))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use Int::{Batch as B, Known as K};
+
+    #[test]
+    fn flatten_idiom_keeps_batch_dynamic() {
+        let x = [B(1), K(1280), K(1), K(1)];
+        let out = reshape(&x, &[B(1), K(-1)], false).unwrap();
+        assert_eq!(out, vec![B(1), K(1280)]);
+        assert_eq!(reshape_target(&x, &out).unwrap(), vec![0, 1280]);
+    }
+
+    #[test]
+    fn moved_batch_becomes_minus_one() {
+        let x = [B(1), K(4)];
+        let out = [K(1), B(1), K(4)];
+        assert_eq!(reshape_target(&x, &out).unwrap(), vec![1, -1, 4]);
+    }
+
+    #[test]
+    fn arithmetic_on_batch() {
+        assert_eq!(mul(B(1), K(3)).unwrap(), B(3));
+        assert_eq!(div(B(6), K(3)).unwrap(), B(2));
+        assert_eq!(div(B(6), B(3)).unwrap(), K(2));
+        assert!(add(B(1), K(1)).is_err());
+        assert!(div(K(5), K(2)).is_err());
+        assert_eq!(broadcast(&[B(1), K(3)], &[K(3)]).unwrap(), vec![B(1), K(3)]);
+        assert!(broadcast(&[B(1), K(3)], &[K(2), K(3)]).is_err());
+    }
+}

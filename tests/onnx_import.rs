@@ -1,0 +1,565 @@
+//! ONNX import: the shared EfficientNet-Lite0, exporter-idiom fixtures compared with
+//! onnxruntime (and PyTorch for the input gradient), and hostile or unsupported files.
+//! Fixtures: tests/fixtures/onnx/, made by tools/make_onnx_fixtures.py.
+
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use convscope::engine::{BackwardRequest, ForwardOptions, Graph, Op, Tensor};
+use convscope::models::onnx::proto::{self, ModelProto, StringStringEntryProto, TensorProto};
+use convscope::models::onnx::{ImportedModel, Problem, import_onnx, import_onnx_bytes};
+use ndarray::ArrayD;
+use prost::Message;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
+}
+
+fn effnet_path() -> PathBuf {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(
+        shared.is_dir(),
+        "the shared folder {} is missing: it must sit beside the checkout (it holds the pretrained model)",
+        shared.display()
+    );
+    shared.join("data/models/efficientnet_lite0.onnx")
+}
+
+fn npy_f32(name: &str) -> Tensor {
+    let a: ArrayD<f32> = ndarray_npy::read_npy(fixture(name)).unwrap();
+    Tensor::from_array(a)
+}
+
+/// max |a - b| / max |b|: a relative error that is not fooled by near-zero elements.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn op_counts(m: &ImportedModel) -> BTreeMap<&'static str, usize> {
+    let mut c = BTreeMap::new();
+    for n in &m.def.nodes {
+        *c.entry(n.op.kind_name()).or_insert(0) += 1;
+    }
+    c
+}
+
+fn model_bytes(name: &str) -> ModelProto {
+    ModelProto::decode(std::fs::read(fixture(name)).unwrap().as_slice()).unwrap()
+}
+
+fn import_model(m: &ModelProto) -> Result<ImportedModel, convscope::models::onnx::ImportError> {
+    import_onnx_bytes(&m.encode_to_vec(), None)
+}
+
+fn initializer<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut TensorProto {
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.iter_mut().find(|t| t.name() == name).unwrap()
+}
+
+// ---------------------------------------------------------------- EfficientNet-Lite0
+
+#[test]
+fn effnet_imports_with_its_op_list() {
+    let m = import_onnx(&effnet_path()).unwrap();
+    assert_eq!(m.input_name, "input");
+    assert_eq!(m.input_shape, vec![1, 3, 224, 224]);
+    assert_eq!(m.output_names, vec!["logits".to_string()]);
+    assert_eq!(m.opset, 13);
+    let expected: BTreeMap<&str, usize> = [
+        ("Conv2d", 49),
+        ("BatchNorm2d", 49),
+        ("Clip", 33),
+        ("Pad", 17),
+        ("Add", 9),
+        ("GlobalAvgPool", 1),
+        ("Flatten", 1),
+        ("Gemm", 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(op_counts(&m), expected);
+    let trainable: usize = m
+        .def
+        .params
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.tensor.numel())
+        .sum();
+    assert_eq!(
+        trainable, 4_652_008,
+        "SOURCE.md gives 4,652,008 trainable parameters"
+    );
+    for n in &m.def.nodes {
+        match &n.op {
+            Op::BatchNorm2d(s) => assert!((s.eps - 1e-3).abs() < 1e-9, "{}: eps {}", n.name, s.eps),
+            Op::Activation(convscope::engine::ops::Activation::Clip { min, max }) => {
+                assert_eq!((*min, *max), (0.0, 6.0), "{} is a ReLU6", n.name)
+            }
+            _ => {}
+        }
+    }
+}
+
+fn effnet_input() -> Tensor {
+    let u8s: ArrayD<u8> = ndarray_npy::read_npy(fixture("effnet.input_u8.npy")).unwrap();
+    // Same formula as the fixture script; exact in f32.
+    Tensor::from_array(u8s.mapv(|v| (v as f32 - 128.0) / 64.0))
+}
+
+#[test]
+fn effnet_logits_match_onnxruntime() {
+    let m = import_onnx(&effnet_path()).unwrap();
+    let g = Graph::from_def(m.def).unwrap();
+    let pass = g
+        .forward(&[effnet_input()], &ForwardOptions::eval())
+        .unwrap();
+    let logits = pass.get(g.outputs()[0]).unwrap();
+    let want = npy_f32("effnet.logits.npy");
+    assert_eq!(logits.shape(), want.shape());
+    let err = rel_err(logits.data(), want.data());
+    eprintln!("effnet logits vs onnxruntime: relative error {err:e}");
+    assert!(
+        err < 1e-4,
+        "logits differ from onnxruntime by {err:e} (relative to the largest)"
+    );
+}
+
+#[test]
+fn effnet_input_gradient_matches_torch() {
+    const CLASS: usize = 285;
+    let m = import_onnx(&effnet_path()).unwrap();
+    let g = Graph::from_def(m.def).unwrap();
+    let pass = g
+        .forward(&[effnet_input()], &ForwardOptions::eval_for_backward())
+        .unwrap();
+    let out = g.outputs()[0];
+    let mut seed = Tensor::zeros(&[1, 1000]);
+    seed.data_mut()[CLASS] = 1.0;
+    let input = g.inputs()[0];
+    let req = BackwardRequest {
+        seeds: vec![(out, seed)],
+        param_grads: false,
+        value_grads: vec![input],
+    };
+    let grads = g.backward(&pass, &req).unwrap();
+    let d_x = &grads.values[&input]; // (1, 3, 224, 224)
+    let (lo, hi) = (80usize, 144usize);
+    let mut window = Vec::new();
+    for c in 0..3 {
+        for y in lo..hi {
+            let row = (c * 224 + y) * 224;
+            window.extend_from_slice(&d_x.data()[row + lo..row + hi]);
+        }
+    }
+    let want = npy_f32("effnet.grad_window.npy");
+    let err = rel_err(&window, want.data());
+    eprintln!("effnet input gradient window vs PyTorch: relative error {err:e}");
+    assert!(
+        err < 1e-3,
+        "input gradient window differs from PyTorch by {err:e}"
+    );
+    let norms: Vec<f32> = (0..3)
+        .map(|c| {
+            d_x.data()[c * 224 * 224..(c + 1) * 224 * 224]
+                .iter()
+                .map(|v| (*v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt() as f32
+        })
+        .collect();
+    let want = npy_f32("effnet.grad_norms.npy");
+    assert!(
+        rel_err(&norms, want.data()) < 1e-3,
+        "gradient norms {norms:?} vs PyTorch {:?}",
+        want.data()
+    );
+}
+
+// ---------------------------------------------------------------- exporter idioms
+
+/// Imports a fixture, runs it on its stored input (batch 2, declared 1) and compares with
+/// onnxruntime's output.
+fn check_against_onnxruntime(name: &str) -> ImportedModel {
+    let m = import_onnx(&fixture(&format!("{name}.onnx"))).unwrap();
+    let g = Graph::from_def(m.def.clone()).unwrap();
+    let x = npy_f32(&format!("{name}.input.npy"));
+    let pass = g.forward(&[x], &ForwardOptions::eval()).unwrap();
+    let y = pass.get(g.outputs()[0]).unwrap();
+    let want = npy_f32(&format!("{name}.output.npy"));
+    assert_eq!(y.shape(), want.shape(), "{name}");
+    let err = rel_err(y.data(), want.data());
+    assert!(
+        err < 1e-5,
+        "{name}: output differs from onnxruntime by {err:e}"
+    );
+    m
+}
+
+fn kinds(m: &ImportedModel) -> Vec<&'static str> {
+    m.def.nodes.iter().map(|n| n.op.kind_name()).collect()
+}
+
+#[test]
+fn keras_idioms_structure() {
+    let m = import_onnx(&fixture("keras_idioms.onnx")).unwrap();
+    assert_eq!(m.input_shape, vec![1, 9, 9, 3]);
+    assert_eq!(
+        kinds(&m),
+        [
+            "Transpose",
+            "Conv2d",
+            "Mul",
+            "Add",
+            "Clip",
+            "GlobalAvgPool",
+            "Reshape",
+            "MatMul",
+            "Add",
+            "Softmax"
+        ]
+    );
+    let conv = m.def.nodes.iter().find_map(|n| match &n.op {
+        Op::Conv2d(s) => Some(s.clone()),
+        _ => None,
+    });
+    // 9 -> 5 with a 3x3 stride-2 window: total padding 2, SAME_UPPER splits it 1/1.
+    assert_eq!(
+        conv.unwrap().padding,
+        convscope::engine::ops::Padding2d::uniform(1)
+    );
+    let squeeze = m.def.nodes.iter().find(|n| n.name == "squeeze").unwrap();
+    assert_eq!(squeeze.op, Op::Reshape { shape: vec![0, 4] });
+    let scale = m.def.params.iter().find(|p| p.name == "bn_scale").unwrap();
+    assert!(!scale.trainable, "constant operands of Mul are buffers");
+    let dense = m.def.params.iter().find(|p| p.name == "dense_w").unwrap();
+    assert!(dense.trainable);
+}
+
+#[test]
+fn keras_idioms_match_onnxruntime() {
+    check_against_onnxruntime("keras_idioms");
+}
+
+#[test]
+fn torch_flatten_folds_to_a_batch_preserving_reshape() {
+    let m = import_onnx(&fixture("torch_flatten.onnx")).unwrap();
+    assert_eq!(
+        kinds(&m),
+        [
+            "Conv2d",
+            "BatchNorm2d",
+            "Relu",
+            "MaxPool2d",
+            "Reshape",
+            "Gemm"
+        ]
+    );
+    let reshape = m.def.nodes.iter().find(|n| n.name == "reshape").unwrap();
+    assert_eq!(reshape.op, Op::Reshape { shape: vec![0, 36] });
+    let Op::BatchNorm2d(bn) = &m.def.nodes[1].op else {
+        panic!("not a batch norm")
+    };
+    assert!(
+        (bn.momentum - 0.01).abs() < 1e-6,
+        "ONNX momentum 0.99 is PyTorch's 0.01, got {}",
+        bn.momentum
+    );
+    let trainable: Vec<(&str, bool)> = m
+        .def
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), p.trainable))
+        .collect();
+    assert!(trainable.contains(&("bn_m", false)) && trainable.contains(&("bn_v", false)));
+    assert!(trainable.contains(&("bn_g", true)) && trainable.contains(&("fc_w", true)));
+}
+
+#[test]
+fn torch_flatten_matches_onnxruntime() {
+    check_against_onnxruntime("torch_flatten");
+}
+
+#[test]
+fn pools_and_activations_match_onnxruntime() {
+    let m = check_against_onnxruntime("pools_acts");
+    let avg = m.def.nodes.iter().find(|n| n.name == "avg").unwrap();
+    let Op::AvgPool2d(s) = &avg.op else {
+        panic!("not an average pool")
+    };
+    assert!(s.ceil_mode && s.count_include_pad);
+}
+
+#[test]
+fn opset9_and_opset13_forms_import_alike() {
+    let old = import_onnx(&fixture("opset9_clip_pad_softmax.onnx")).unwrap();
+    let new = import_onnx(&fixture("opset13_clip_pad_softmax.onnx")).unwrap();
+    assert_eq!((old.opset, new.opset), (9, 13));
+    let ops = |m: &ImportedModel| m.def.nodes.iter().map(|n| n.op.clone()).collect::<Vec<_>>();
+    assert_eq!(ops(&old), ops(&new));
+    let o = ops(&old);
+    assert!(
+        matches!(&o[0], Op::Pad(p) if p.value == 0.25 && p.pads == vec![(0, 0), (0, 0), (1, 1), (1, 1)])
+    );
+    assert!(matches!(
+        o[1],
+        Op::Activation(convscope::engine::ops::Activation::Clip {
+            min: -0.5,
+            max: 0.5
+        })
+    ));
+    assert!(matches!(o[2], Op::Dropout { p } if (p - 0.3).abs() < 1e-6));
+    assert_eq!(o.last(), Some(&Op::Softmax { axis: 1 }));
+}
+
+#[test]
+fn opset9_clip_pad_softmax_matches_onnxruntime() {
+    check_against_onnxruntime("opset9_clip_pad_softmax");
+}
+
+#[test]
+fn opset13_clip_pad_softmax_matches_onnxruntime() {
+    check_against_onnxruntime("opset13_clip_pad_softmax");
+}
+
+#[test]
+fn typed_fields_decode_like_raw_data() {
+    let mut m = model_bytes("torch_flatten.onnx");
+    let reference = import_model(&m).unwrap();
+    let param = |im: &ImportedModel, name: &str| {
+        im.def
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .tensor
+            .clone()
+    };
+    // conv_w as float_data, conv_b as double_data, fc_b as float16 bits in int32_data.
+    let t = initializer(&mut m, "conv_w");
+    t.float_data = t
+        .raw_data
+        .take()
+        .unwrap()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let t = initializer(&mut m, "conv_b");
+    t.double_data = t
+        .raw_data
+        .take()
+        .unwrap()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
+    t.data_type = Some(proto::tensor_proto::DataType::Double as i32);
+    let t = initializer(&mut m, "fc_b");
+    t.raw_data = None;
+    t.int32_data = vec![0x3c00, 0xc000, 0x3800]; // 1, -2, 0.5
+    t.data_type = Some(proto::tensor_proto::DataType::Float16 as i32);
+    let typed = import_model(&m).unwrap();
+    assert_eq!(param(&typed, "conv_w"), param(&reference, "conv_w"));
+    assert_eq!(param(&typed, "conv_b"), param(&reference, "conv_b"));
+    assert_eq!(param(&typed, "fc_b").data(), &[1.0, -2.0, 0.5]);
+}
+
+#[test]
+fn int64_shape_constants_in_typed_fields_fold() {
+    // The Concat target of the flatten idiom as an int64_data initializer instead of a Constant.
+    let mut m = model_bytes("torch_flatten.onnx");
+    let g = m.graph.as_mut().unwrap();
+    g.node.retain(|n| n.name() != "minus1_node");
+    g.initializer.push(TensorProto {
+        name: Some("minus1".into()),
+        dims: vec![1],
+        data_type: Some(proto::tensor_proto::DataType::Int64 as i32),
+        int64_data: vec![-1],
+        ..Default::default()
+    });
+    let im = import_model(&m).unwrap();
+    let reshape = im.def.nodes.iter().find(|n| n.name == "reshape").unwrap();
+    assert_eq!(reshape.op, Op::Reshape { shape: vec![0, 36] });
+}
+
+#[test]
+fn external_data_beside_the_model_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = model_bytes("torch_flatten.onnx");
+    let reference = import_model(&m).unwrap();
+    let t = initializer(&mut m, "fc_w");
+    let raw = t.raw_data.take().unwrap();
+    let mut blob = vec![7u8; 16];
+    blob.extend_from_slice(&raw);
+    std::fs::write(dir.path().join("weights.bin"), &blob).unwrap();
+    t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
+    let kv = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    t.external_data = vec![
+        kv("location", "weights.bin".into()),
+        kv("offset", "16".into()),
+        kv("length", raw.len().to_string()),
+    ];
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let im = import_onnx(&path).unwrap();
+    let fc = |im: &ImportedModel| {
+        im.def
+            .params
+            .iter()
+            .find(|p| p.name == "fc_w")
+            .unwrap()
+            .tensor
+            .clone()
+    };
+    assert_eq!(fc(&im), fc(&reference));
+
+    // The same tensor pointing outside the model's directory is refused.
+    let t = initializer(&mut m, "fc_w");
+    t.external_data[0] = kv("location", "../weights.bin".into());
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let err = import_onnx(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("model.onnx")
+            && err.contains("leaves the model's directory")
+            && err.contains("fc_w"),
+        "{err}"
+    );
+    let t = initializer(&mut m, "fc_w");
+    t.external_data[0] = kv("location", "/etc/passwd".into());
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    assert!(
+        import_onnx(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("leaves the model's directory")
+    );
+}
+
+// ---------------------------------------------------------------- bad files
+
+#[test]
+fn truncated_file_is_refused() {
+    let bytes = std::fs::read(fixture("torch_flatten.onnx")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.onnx");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import_onnx(&path).unwrap_err();
+    assert!(matches!(err.problem, Problem::Decode(_)), "{err}");
+    assert!(
+        err.to_string().starts_with("cannot import '") && err.to_string().contains("cut.onnx"),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_bytes_are_refused() {
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let err = import_onnx_bytes(&garbage, None).unwrap_err();
+    assert!(
+        matches!(err.problem, Problem::Decode(_) | Problem::Invalid(_)),
+        "{err}"
+    );
+    let err = import_onnx_bytes(b"", None).unwrap_err();
+    assert!(
+        err.to_string().contains("declares no opset") || err.to_string().contains("no graph"),
+        "{err}"
+    );
+}
+
+#[test]
+fn raw_data_length_disagreeing_with_dims_is_refused() {
+    let mut m = model_bytes("torch_flatten.onnx");
+    initializer(&mut m, "conv_w")
+        .raw_data
+        .as_mut()
+        .unwrap()
+        .truncate(100);
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(
+        err.contains("conv_w") && err.contains("raw_data holds 100 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn absurd_dims_are_refused_before_allocating() {
+    let mut m = model_bytes("torch_flatten.onnx");
+    let t = initializer(&mut m, "fc_w");
+    t.dims = vec![1 << 20, 1 << 20];
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(err.contains("fc_w") && err.contains("2^32"), "{err}");
+}
+
+#[test]
+fn every_unsupported_op_is_named_at_once() {
+    let mut m = model_bytes("torch_flatten.onnx");
+    let g = m.graph.as_mut().unwrap();
+    g.node[2].op_type = Some("LSTM".into());
+    g.node[3].op_type = Some("Einsum".into());
+    let err = import_model(&m).unwrap_err();
+    let Problem::Unsupported(list) = &err.problem else {
+        panic!("{err}")
+    };
+    assert_eq!(list.len(), 2);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("LSTM (node 'relu')") && msg.contains("Einsum (node 'pool')"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn non_finite_weights_are_refused_by_name() {
+    let mut m = model_bytes("torch_flatten.onnx");
+    let t = initializer(&mut m, "conv_b");
+    t.raw_data.as_mut().unwrap()[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(err.contains("conv_b") && err.contains("NaN"), "{err}");
+}
+
+#[test]
+fn dangling_inputs_and_cycles_are_errors() {
+    let mut m = model_bytes("torch_flatten.onnx");
+    m.graph.as_mut().unwrap().node[2].input[0] = "nowhere".into();
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(err.contains("'relu'") && err.contains("'nowhere'"), "{err}");
+
+    let mut m = model_bytes("torch_flatten.onnx");
+    // conv reads relu's output: conv -> bn -> relu -> conv.
+    m.graph.as_mut().unwrap().node[0].input[0] = "relu".into();
+    let g = m.graph.as_mut().unwrap();
+    g.input[0].name = Some("unused".into());
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(err.contains("cycle") && err.contains("'conv'"), "{err}");
+}
+
+#[test]
+fn softmax_coerced_to_2d_on_a_middle_axis_is_refused() {
+    let mut m = model_bytes("opset9_clip_pad_softmax.onnx");
+    let g = m.graph.as_mut().unwrap();
+    // Softmax over axis 1 of the 4-D clip output: opset 9 flattens [N, C*H*W].
+    let soft = g.node.iter_mut().find(|n| n.name() == "softmax").unwrap();
+    soft.input[0] = "clip".into();
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(err.contains("softmax") && err.contains("2-D"), "{err}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let err = import_onnx(Path::new("no/such/model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot import 'no/such/model.onnx': the file cannot be read"),
+        "{err}"
+    );
+}

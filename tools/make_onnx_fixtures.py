@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Makes the ONNX import fixtures under tests/fixtures/onnx/ (run from the crate root).
+
+    /work/refenv/venv/bin/python tools/make_onnx_fixtures.py [--shared ../shared]
+
+1. Small synthetic models built with the onnx helper API (a few KB each), one per exporter
+   idiom, each with an input `<name>.input.npy` and the onnxruntime output `<name>.output.npy`:
+   - keras_idioms: NHWC input + Transpose, Conv with auto_pad SAME_UPPER, batch norm folded into
+     Mul + Add, Clip with bounds as Constant inputs, Squeeze with an axes input, MatMul + Add,
+     Softmax (opset 13).
+   - torch_flatten: Conv, BatchNormalization, Relu, MaxPool, then PyTorch's
+     `x.view(x.size(0), -1)` idiom Shape -> Gather(0) -> Unsqueeze -> Concat(.., -1) -> Reshape,
+     then Gemm (opset 13).
+   - pools_acts: AveragePool (count_include_pad, ceil_mode), LeakyRelu, HardSigmoid, HardSwish,
+     Sigmoid, Tanh, Sub/Div by constants, Concat, Unsqueeze/Squeeze on run-time values (opset 14).
+   - opset9_clip_pad_softmax / opset13_clip_pad_softmax: the same network in both attribute
+     (opset 9: Clip min/max, Pad pads/value, Dropout ratio, Softmax coerced to 2-D) and input
+     forms (opset 13).
+2. EfficientNet-Lite0 (the shared pretrained model): an input made from a uint8 array
+   `effnet.input_u8.npy` [1, 3, 224, 224] as x = (u8 - 128) / 64 (exact in f32), the
+   onnxruntime logits `effnet.logits.npy` [1, 1000], and PyTorch's gradient of logit
+   EFFNET_CLASS w.r.t. the input (model from shared/tools/reference/refmodels.py), stored as
+   a 64x64 window `effnet.grad_window.npy` [1, 3, 64, 64] at rows/cols 80..144 plus the
+   per-channel L2 norms of the whole gradient `effnet.grad_norms.npy` [3] (the full gradient
+   would be 600 KB).
+
+Versions used are written to tests/fixtures/onnx/VERSIONS.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+OUT = os.path.join("tests", "fixtures", "onnx")
+EFFNET_CLASS = 285  # Egyptian cat
+WINDOW = (80, 144)
+RNG = np.random.default_rng(20261129)
+
+
+def init(name: str, arr: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(arr), name)
+
+
+def const_node(name: str, arr: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=name + "_node", value=init(name, arr))
+
+
+def rand(*shape, scale=0.5) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def save(name: str, nodes, inits, inp, out, opset: int, x: np.ndarray) -> None:
+    graph = helper.make_graph(nodes, name, [inp], [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = os.path.join(OUT, name + ".onnx")
+    onnx.save(model, path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {inp.name: x})
+    np.save(os.path.join(OUT, name + ".input.npy"), x)
+    np.save(os.path.join(OUT, name + ".output.npy"), y.astype(np.float32))
+    print(f"{name}: {os.path.getsize(path)} bytes, output {y.shape}")
+
+
+def value(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def keras_idioms() -> None:
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "conv_w"], ["conv"], name="conv", auto_pad="SAME_UPPER",
+                         strides=[2, 2]),
+        helper.make_node("Mul", ["conv", "bn_scale"], ["bn_mul"], name="bn_mul"),
+        helper.make_node("Add", ["bn_mul", "bn_shift"], ["bn"], name="bn_add"),
+        const_node("clip_min", np.array(0.0, np.float32)),
+        const_node("clip_max", np.array(6.0, np.float32)),
+        helper.make_node("Clip", ["bn", "clip_min", "clip_max"], ["relu6"], name="relu6"),
+        helper.make_node("GlobalAveragePool", ["relu6"], ["gap"], name="gap"),
+        helper.make_node("Squeeze", ["gap", "sq_axes"], ["feat"], name="squeeze"),
+        helper.make_node("MatMul", ["feat", "dense_w"], ["mm"], name="dense_matmul"),
+        helper.make_node("Add", ["mm", "dense_b"], ["logits"], name="dense_bias"),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax"),
+    ]
+    inits = [
+        init("conv_w", rand(4, 3, 3, 3)),
+        init("bn_scale", rand(1, 4, 1, 1) + 1.0),
+        init("bn_shift", rand(1, 4, 1, 1)),
+        init("sq_axes", np.array([2, 3], np.int64)),
+        init("dense_w", rand(4, 5)),
+        init("dense_b", rand(5)),
+    ]
+    x = rand(2, 9, 9, 3, scale=2.0)
+    save("keras_idioms", nodes, inits, value("input", ["batch", 9, 9, 3]), value("probs", ["batch", 5]), 13, x)
+
+
+def torch_flatten() -> None:
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["conv", "bn_g", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn",
+                         epsilon=1e-3, momentum=0.99),
+        helper.make_node("Relu", ["bn"], ["relu"], name="relu"),
+        helper.make_node("MaxPool", ["relu"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Shape", ["pool"], ["shape"], name="shape"),
+        const_node("zero", np.array(0, np.int64)),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], name="gather", axis=0),
+        const_node("ax0", np.array([0], np.int64)),
+        helper.make_node("Unsqueeze", ["batch", "ax0"], ["batch1"], name="unsqueeze"),
+        const_node("minus1", np.array([-1], np.int64)),
+        helper.make_node("Concat", ["batch1", "minus1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["pool", "target"], ["flat"], name="reshape"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [
+        init("conv_w", rand(4, 3, 3, 3)),
+        init("conv_b", rand(4)),
+        init("bn_g", rand(4) + 1.0),
+        init("bn_b", rand(4)),
+        init("bn_m", rand(4)),
+        init("bn_v", np.abs(rand(4)) + 0.5),
+        init("fc_w", rand(3, 4 * 3 * 3)),
+        init("fc_b", rand(3)),
+    ]
+    x = rand(2, 3, 6, 6, scale=1.0)
+    save("torch_flatten", nodes, inits, value("input", ["N", 3, 6, 6]), value("logits", ["N", 3]), 13, x)
+
+
+def pools_acts() -> None:
+    nodes = [
+        helper.make_node("AveragePool", ["input"], ["avg"], name="avg", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], count_include_pad=1, ceil_mode=1),
+        helper.make_node("LeakyRelu", ["avg"], ["leaky"], name="leaky", alpha=0.1),
+        helper.make_node("HardSigmoid", ["leaky"], ["hsig"], name="hsig", alpha=0.3, beta=0.4),
+        helper.make_node("HardSwish", ["input"], ["hswish"], name="hswish"),
+        helper.make_node("AveragePool", ["hswish"], ["avg2"], name="avg2", kernel_shape=[2, 2], strides=[2, 2],
+                         pads=[0, 0, 1, 1], ceil_mode=0),
+        helper.make_node("Sigmoid", ["avg2"], ["sig"], name="sig"),
+        helper.make_node("Tanh", ["hsig"], ["tanh"], name="tanh"),
+        helper.make_node("Sub", ["tanh", "shift"], ["sub"], name="sub"),
+        helper.make_node("Div", ["sig", "div"], ["divd"], name="divd"),
+        helper.make_node("Concat", ["sub", "divd"], ["cat"], name="cat", axis=1),
+        helper.make_node("Unsqueeze", ["cat", "ax1"], ["unsq"], name="unsq"),
+        helper.make_node("Squeeze", ["unsq", "ax1"], ["sq"], name="sq"),
+        helper.make_node("Identity", ["sq"], ["out"], name="ident"),
+    ]
+    inits = [
+        init("shift", rand(1, 2, 1, 1)),
+        init("div", np.abs(rand(2, 1, 1)) + 0.5),
+        init("ax1", np.array([1], np.int64)),
+    ]
+    x = rand(2, 2, 7, 7, scale=3.0)
+    save("pools_acts", nodes, inits, value("input", ["N", 2, 7, 7]), value("out", ["N", 4, 4, 4]), 14, x)
+
+
+def clip_pad_softmax(opset: int) -> None:
+    w, b = rand(3, 2 * 7 * 7), rand(3)
+    if opset < 11:
+        clip = helper.make_node("Clip", ["pad"], ["clip"], name="clip", min=-0.5, max=0.5)
+        pad = helper.make_node("Pad", ["input"], ["pad"], name="pad", pads=[0, 0, 1, 1, 0, 0, 1, 1], value=0.25)
+        drop = helper.make_node("Dropout", ["clip"], ["drop"], name="drop", ratio=0.3)
+        extra = []
+        soft = helper.make_node("Softmax", ["fc"], ["probs"], name="softmax", axis=1)
+    else:
+        extra = [
+            const_node("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+            const_node("pad_value", np.array(0.25, np.float32)),
+            const_node("lo", np.array(-0.5, np.float32)),
+            const_node("hi", np.array(0.5, np.float32)),
+            const_node("ratio", np.array(0.3, np.float32)),
+        ]
+        pad = helper.make_node("Pad", ["input", "pads", "pad_value"], ["pad"], name="pad", mode="constant")
+        clip = helper.make_node("Clip", ["pad", "lo", "hi"], ["clip"], name="clip")
+        drop = helper.make_node("Dropout", ["clip", "ratio"], ["drop"], name="drop")
+        soft = helper.make_node("Softmax", ["fc"], ["probs"], name="softmax")
+    nodes = extra + [
+        pad,
+        clip,
+        drop,
+        helper.make_node("Flatten", ["drop"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["fc"], name="fc", transB=1, alpha=0.5, beta=2.0),
+        soft,
+    ]
+    x = rand(2, 2, 5, 5, scale=1.0)
+    save(f"opset{opset}_clip_pad_softmax", nodes, [init("w", w), init("b", b)],
+         value("input", ["N", 2, 5, 5]), value("probs", ["N", 3]), opset, x)
+
+
+def effnet(shared: str) -> None:
+    import torch
+
+    sys.path.insert(0, os.path.join(shared, "tools", "reference"))
+    import refmodels  # noqa: E402
+
+    path = os.path.join(shared, "data", "models", "efficientnet_lite0.onnx")
+    from PIL import Image
+
+    img = Image.open(os.path.join(shared, "data", "images", "chelsea.png")).convert("RGB")
+    u8 = np.asarray(img.resize((224, 224), Image.BILINEAR))  # (224, 224, 3)
+    u8 = np.ascontiguousarray(u8.transpose(2, 0, 1)[None]).astype(np.uint8)  # (1, 3, 224, 224)
+    x = ((u8.astype(np.float32) - 128.0) / 64.0).astype(np.float32)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (logits,) = sess.run(None, {"input": x})
+    model = refmodels.build_efficientnet_lite0(pretrained=True).eval()
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = model(xt)
+    torch_err = float(np.abs(out.detach().numpy() - logits).max())
+    out[0, EFFNET_CLASS].backward()
+    g = xt.grad.numpy()
+    lo, hi = WINDOW
+    np.save(os.path.join(OUT, "effnet.input_u8.npy"), u8)
+    np.save(os.path.join(OUT, "effnet.logits.npy"), logits.astype(np.float32))
+    np.save(os.path.join(OUT, "effnet.grad_window.npy"), np.ascontiguousarray(g[:, :, lo:hi, lo:hi]))
+    np.save(os.path.join(OUT, "effnet.grad_norms.npy"),
+            np.sqrt((g.astype(np.float64) ** 2).sum(axis=(0, 2, 3))).astype(np.float32))
+    print(f"effnet: top class {int(logits.argmax())}, torch vs onnxruntime max |diff| {torch_err:.2e}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=os.path.join("..", "shared"))
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    keras_idioms()
+    torch_flatten()
+    pools_acts()
+    clip_pad_softmax(9)
+    clip_pad_softmax(13)
+    effnet(args.shared)
+    import torch
+    with open(os.path.join(OUT, "VERSIONS.txt"), "w") as f:
+        f.write("made by tools/make_onnx_fixtures.py with\n")
+        f.write(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}, torch {torch.__version__}, "
+                f"numpy {np.__version__}\n")
+
+
+if __name__ == "__main__":
+    main()
