@@ -15,10 +15,12 @@ use std::path::Path;
 
 use common::{assert_close, engine_case_dir, get, meta, npy, safetensors, subsample, tolerance};
 use convscope::engine::graph::InputDef;
+use convscope::engine::loss::bce_with_logits;
 use convscope::engine::ops::{
     Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, PadSpec, Padding2d, Pool2dSpec,
 };
-use convscope::engine::{BackwardRequest, ForwardOptions, Graph, GraphDef, Op, Tensor};
+use convscope::engine::optim::{Optimizer, OptimizerConfig};
+use convscope::engine::{BackwardRequest, ForwardOptions, Graph, GraphDef, Op, Param, Tensor};
 
 // --------------------------------------------------------------------------- graph building
 
@@ -439,65 +441,167 @@ fn zoo_eval_matches_pytorch() {
     );
 }
 
-/// Train mode, first step: batch-statistics batch norm (forward and backward), running-stat
-/// updates with momentum 0.1, and parameter gradients for the reference d loss / d logits.
-///
-/// Waiting for `convscope::engine::loss` / `convscope::engine::optim` (the `train` helper):
-/// the BCE-with-logits loss (`loss.npy[0]` at tolerance `loss`, its gradient against
-/// `dlogits_step1.npy`), Adam fed with the reference gradients of both steps
-/// (`param_grads_step1/2.safetensors` → `params_after_adam2.safetensors` at `adam_params`), and
-/// two end-to-end steps (`loss.npy[1]` at `loss_step2`, `running_stats_step2.safetensors` at
-/// `running_stats`, the update `params_after_adam2 - weights` by relative L2 at
-/// `adam_update_rel_l2`). See meta.json of the case for the exact settings.
+/// Train mode, two full steps against PyTorch: BCE-with-logits (loss and fused gradient),
+/// batch-statistics batch norm (forward and backward), running-stat updates with momentum 0.1,
+/// parameter gradients, and Adam — first fed with PyTorch's own gradients (tight tolerance),
+/// then end to end (engine gradients into engine Adam; compared as a whole by relative L2
+/// norm, because a gradient element within float noise of Adam's eps can swing its own update;
+/// see `tolerances._note` in meta.json).
 #[test]
 fn smile_cnn_train_step_matches_pytorch() {
     let dir = engine_case_dir("smile_cnn_train");
     let m = meta(&dir);
     let weights = safetensors(&engine_case_dir("smile_cnn"), "weights.safetensors");
     let x = npy(&dir, "input.npy"); // (4, 3, 64, 64)
+    let targets: Vec<f32> = npy(&dir, "targets.npy").data().to_vec();
+    let losses = npy(&dir, "loss.npy"); // [loss at step 1, loss at step 2]
+    let adam = &m["adam"];
+    let lr = adam["lr"].as_f64().unwrap_or(1e-3) as f32;
+    let adam_config = || OptimizerConfig::Adam {
+        lr,
+        betas: (
+            adam["beta1"].as_f64().unwrap_or(0.9) as f32,
+            adam["beta2"].as_f64().unwrap_or(0.999) as f32,
+        ),
+        eps: adam["eps"].as_f64().unwrap_or(1e-8) as f32,
+        weight_decay: 0.0,
+    };
     let mut graph = build(smile_cnn(&weights, x.shape()[0], 0.0, 0.1));
-
-    let mut pass = graph
-        .forward(&[x], &ForwardOptions::train(0))
-        .unwrap_or_else(|e| panic!("train forward: {e}"));
     let logits_id = id(&graph, "classifier.fc2");
-    let logits = graph
-        .lookup(&pass, logits_id)
-        .unwrap_or_else(|| panic!("no logits"))
-        .clone();
-    assert_close(
-        "train logits",
-        &logits,
-        &npy(&dir, "logits_step1.npy"),
-        tolerance(&m, "logits"),
-    );
+    let mut optimizer = Optimizer::new(adam_config()).unwrap_or_else(|e| panic!("{e}"));
 
-    let grads = graph
-        .backward(
-            &pass,
-            &BackwardRequest {
-                seeds: vec![(logits_id, npy(&dir, "dlogits_step1.npy"))],
-                param_grads: true,
-                value_grads: vec![],
-            },
-        )
-        .unwrap_or_else(|e| panic!("train backward: {e}"));
-    let want = safetensors(&dir, "param_grads_step1.safetensors");
-    check_param_grads(&graph, &grads.params, &want, &m, "train_param_grads");
+    for step in 1..=2 {
+        let mut pass = graph
+            .forward(std::slice::from_ref(&x), &ForwardOptions::train(0))
+            .unwrap_or_else(|e| panic!("train forward {step}: {e}"));
+        let logits = graph
+            .lookup(&pass, logits_id)
+            .unwrap_or_else(|| panic!("no logits"))
+            .clone();
+        let (loss, d_logits) =
+            bce_with_logits(&logits, &targets).unwrap_or_else(|e| panic!("loss: {e}"));
+        let want_loss = Tensor::scalar(losses.data()[step - 1]);
+        let loss_tol = if step == 1 { "loss" } else { "loss_step2" };
+        assert_close(
+            &format!("loss at step {step}"),
+            &Tensor::scalar(loss),
+            &want_loss,
+            tolerance(&m, loss_tol),
+        );
+        if step == 1 {
+            assert_close(
+                "train logits",
+                &logits,
+                &npy(&dir, "logits_step1.npy"),
+                tolerance(&m, "logits"),
+            );
+            assert_close(
+                "d loss / d logits",
+                &d_logits,
+                &npy(&dir, "dlogits_step1.npy"),
+                tolerance(&m, "loss"),
+            );
+        }
+        let grads = graph
+            .backward(
+                &pass,
+                &BackwardRequest {
+                    seeds: vec![(logits_id, d_logits)],
+                    param_grads: true,
+                    value_grads: vec![],
+                },
+            )
+            .unwrap_or_else(|e| panic!("train backward {step}: {e}"));
+        if step == 1 {
+            let want = safetensors(&dir, "param_grads_step1.safetensors");
+            check_param_grads(&graph, &grads.params, &want, &m, "train_param_grads");
+        }
+        graph.apply_running_stats(&mut pass);
+        let stats = safetensors(&dir, &format!("running_stats_step{step}.safetensors"));
+        assert_eq!(stats.len(), 8, "four batch norms, mean and variance each");
+        for (name, reference) in &stats {
+            let pid = graph
+                .param_id(name)
+                .unwrap_or_else(|| panic!("no parameter '{name}'"));
+            assert_close(
+                &format!("running stat {name} after step {step}"),
+                &graph.params()[pid].tensor,
+                reference,
+                tolerance(&m, "running_stats"),
+            );
+        }
+        optimizer
+            .step(graph.params_mut(), &grads.params)
+            .unwrap_or_else(|e| panic!("adam step {step}: {e}"));
+    }
 
-    graph.apply_running_stats(&mut pass);
-    let stats = safetensors(&dir, "running_stats_step1.safetensors");
-    assert_eq!(stats.len(), 8, "four batch norms, mean and variance each");
-    for (name, reference) in &stats {
+    // End to end: the whole update (params after two steps minus initial params).
+    let after = safetensors(&dir, "params_after_adam2.safetensors");
+    let (mut diff2, mut ref2) = (0.0f64, 0.0f64);
+    for (name, want_after) in &after {
         let pid = graph
             .param_id(name)
             .unwrap_or_else(|| panic!("no parameter '{name}'"));
-        let got = &graph.params()[pid].tensor;
+        let got = subsample(&m, name, &graph.params()[pid].tensor);
+        let init = subsample(&m, name, get(&weights, name, "weights.safetensors"));
+        for ((g, w), i) in got.data().iter().zip(want_after.data()).zip(init.data()) {
+            let (du_got, du_ref) = ((g - i) as f64, (w - i) as f64);
+            diff2 += (du_got - du_ref).powi(2);
+            ref2 += du_ref.powi(2);
+        }
+    }
+    let rel_l2 = (diff2 / ref2.max(1e-30)).sqrt();
+    let tol = tolerance(&m, "adam_update_rel_l2") as f64;
+    eprintln!("end-to-end Adam update: relative L2 error {rel_l2:.2e} (tolerance {tol:.0e})");
+    assert!(
+        rel_l2 <= tol,
+        "end-to-end Adam update off by {rel_l2:.3e} (relative L2)"
+    );
+}
+
+/// Adam alone, fed PyTorch's gradients of both steps: the update formula to 1e-5.
+#[test]
+fn adam_on_reference_gradients_matches_pytorch() {
+    let dir = engine_case_dir("smile_cnn_train");
+    let m = meta(&dir);
+    let weights = safetensors(&engine_case_dir("smile_cnn"), "weights.safetensors");
+    let grads1 = safetensors(&dir, "param_grads_step1.safetensors");
+    let grads2 = safetensors(&dir, "param_grads_step2.safetensors");
+    let after = safetensors(&dir, "params_after_adam2.safetensors");
+    let adam = &m["adam"];
+    let mut params: Vec<Param> = after
+        .keys()
+        .map(|name| Param {
+            name: name.clone(),
+            tensor: subsample(&m, name, get(&weights, name, "weights.safetensors")),
+            trainable: true,
+        })
+        .collect();
+    let mut optimizer = Optimizer::new(OptimizerConfig::Adam {
+        lr: adam["lr"].as_f64().unwrap_or(1e-3) as f32,
+        betas: (
+            adam["beta1"].as_f64().unwrap_or(0.9) as f32,
+            adam["beta2"].as_f64().unwrap_or(0.999) as f32,
+        ),
+        eps: adam["eps"].as_f64().unwrap_or(1e-8) as f32,
+        weight_decay: 0.0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    for grads in [&grads1, &grads2] {
+        let g: Vec<Option<Tensor>> = params
+            .iter()
+            .map(|p| Some(get(grads, &p.name, "param_grads").clone()))
+            .collect();
+        optimizer
+            .step(&mut params, &g)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    for p in &params {
         assert_close(
-            &format!("running stat {name}"),
-            got,
-            reference,
-            tolerance(&m, "running_stats"),
+            &format!("{} after two Adam steps", p.name),
+            &p.tensor,
+            get(&after, &p.name, "params_after_adam2.safetensors"),
+            tolerance(&m, "adam_params"),
         );
     }
 }
