@@ -21,6 +21,8 @@ use convscope::engine::ops::{
 };
 use convscope::engine::optim::{Optimizer, OptimizerConfig};
 use convscope::engine::{BackwardRequest, ForwardOptions, Graph, GraphDef, Op, Param, Tensor};
+use convscope::models::description::Weights;
+use convscope::models::presets::{self, SmileCnnConfig};
 
 // --------------------------------------------------------------------------- graph building
 
@@ -129,46 +131,22 @@ fn pool(
     }
 }
 
-/// The smile CNN exactly as `SmileCNN` in the fixture script (Keras order conv → relu → bn).
-/// Input `[batch, 3, 64, 64]`; output `classifier.fc2` `[batch, 1]` (the pre-sigmoid logit).
-fn smile_cnn(
-    weights: &BTreeMap<String, Tensor>,
-    batch: usize,
-    dropout: f32,
-    bn_momentum: f32,
-) -> GraphDef {
-    const BN_EPS: f32 = 1e-3;
-    let mut net = Net::new(weights, &[batch, 3, 64, 64]);
-    let mut x = "input".to_string();
-    // (conv index, kernel size / 2): 5x5 convs pad 2, 3x3 convs pad 1.
-    for (i, half) in [(1, 2), (2, 2), (3, 1), (4, 1)] {
-        let c = net.conv(
-            &format!("features.conv{i}"),
-            &x,
-            conv_spec(1, Padding2d::uniform(half), 1, 1),
-            true,
-        );
-        let r = net.act(&format!("features.relu{i}"), &c, Activation::Relu);
-        x = net.bn(&format!("features.bn{i}"), &r, BN_EPS, bn_momentum);
-        if i % 2 == 0 {
-            let k = i / 2;
-            let p = net.node(
-                &format!("features.pool{k}"),
-                Op::MaxPool2d(pool(2, 2, 0, false, false)),
-                &[&x],
-            );
-            x = net.node(
-                &format!("features.drop{k}"),
-                Op::Dropout { p: dropout },
-                &[&p],
-            );
-        }
-    }
-    let f = net.node("classifier.flatten", Op::Flatten { axis: 1 }, &[&x]); // (n, 8192)
-    let h = net.linear("classifier.fc1", &f); // (n, 128)
-    let h = net.act("classifier.relu5", &h, Activation::Relu);
-    net.linear("classifier.fc2", &h); // (n, 1)
-    net.finish(&["classifier.fc2"])
+/// The smile CNN as the app builds it (`models::presets::smile_cnn`), with the fixture's
+/// weights: so these tests pin the preset's architecture and names to PyTorch's, not a copy.
+fn smile_cnn(weights: &BTreeMap<String, Tensor>, dropout: f32, bn_momentum: f32) -> GraphDef {
+    let cfg = SmileCnnConfig {
+        bn_momentum,
+        bn_eps: 1e-3,
+        dropout,
+    };
+    let (description, _fresh) = presets::smile_cnn(&cfg, 0).unwrap_or_else(|e| panic!("{e}"));
+    let weights: Weights = weights
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    description
+        .graph_def(weights)
+        .unwrap_or_else(|e| panic!("fixture weights do not fit the smile CNN preset: {e}"))
 }
 
 /// The op zoo exactly as `Zoo` in the fixture script. Input `[2, 3, 23, 19]`; outputs
@@ -425,8 +403,8 @@ fn smile_cnn_eval_matches_pytorch() {
         Some(2),
         "smile_cnn fixture batch"
     );
-    let graph = build(smile_cnn(&weights, 2, 0.25, 0.01));
-    check_eval_case(&dir, &graph, &[("classifier.fc2", "logits.npy")]);
+    let graph = build(smile_cnn(&weights, 0.25, 0.01));
+    check_eval_case(&dir, &graph, &[("logit", "logits.npy")]);
 }
 
 #[test]
@@ -466,8 +444,8 @@ fn smile_cnn_train_step_matches_pytorch() {
         eps: adam["eps"].as_f64().unwrap_or(1e-8) as f32,
         weight_decay: 0.0,
     };
-    let mut graph = build(smile_cnn(&weights, x.shape()[0], 0.0, 0.1));
-    let logits_id = id(&graph, "classifier.fc2");
+    let mut graph = build(smile_cnn(&weights, 0.0, 0.1));
+    let logits_id = id(&graph, "logit");
     let mut optimizer = Optimizer::new(adam_config()).unwrap_or_else(|e| panic!("{e}"));
 
     for step in 1..=2 {
