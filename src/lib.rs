@@ -5,4 +5,6 @@
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod explain;
 pub mod models;
+pub mod render;
