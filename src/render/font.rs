@@ -64,7 +64,7 @@ mod tests {
         draw_number(&mut img, 1, 0, 0, 1);
         // "1": middle column lit on every row, box black around it.
         assert_eq!(img.get_pixel(2, 1).0, [255, 255, 255, 255]);
-        assert_eq!(img.get_pixel(1, 2).0, [0, 0, 0, 255]);
+        assert_eq!(img.get_pixel(1, 3).0, [0, 0, 0, 255]);
         assert_eq!(img.get_pixel(11, 7).0, [0, 0, 0, 0]);
         assert_eq!(number_width(42, 2), 18);
     }
