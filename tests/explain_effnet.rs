@@ -64,6 +64,14 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+/// The q-quantile of |a - b| / max |b|.
+fn quantile_rel_err(a: &[f32], b: &[f32], q: f64) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut e: Vec<f32> = a.iter().zip(b).map(|(x, y)| (x - y).abs() / scale).collect();
+    e.sort_by(f32::total_cmp);
+    e[((e.len() - 1) as f64 * q) as usize]
+}
+
 fn every_4th(data: &[f32], planes: usize) -> Vec<f32> {
     let mut out = Vec::new();
     for p in 0..planes {
@@ -93,15 +101,28 @@ fn gradcam_gradcampp_saliency_match_pytorch() {
         .unwrap();
     let e_pp = rel_err(&pp.raw.data, load_f32("chelsea_gradcampp_raw.npy").as_slice().unwrap());
     let sal = ex.saliency(&x, Target::Class(CAT)).unwrap();
+    if let Ok(p) = std::env::var("DUMP_SALIENCY") {
+        use ndarray_npy::WriteNpyExt;
+        let a = ndarray::ArrayD::from_shape_vec(IxDyn(&[3, 224, 224]), sal.raw.data().to_vec()).unwrap();
+        a.write_npy(std::fs::File::create(p).unwrap()).unwrap();
+    }
     let e_sal = rel_err(&every_4th(sal.raw.data(), 3), load_f32("chelsea_saliency_raw.npy").as_slice().unwrap());
     let e_salmap = rel_err(&every_4th(&sal.map.data, 1), load_f32("chelsea_saliency.npy").as_slice().unwrap());
     println!(
         "relative errors vs PyTorch: gradcam weights {e_w:.2e}, raw {e_raw:.2e}, map {e_map:.2e}; \
          gradcam++ raw {e_pp:.2e}; saliency raw {e_sal:.2e}, map {e_salmap:.2e}"
     );
-    for e in [e_w, e_raw, e_map, e_pp, e_sal, e_salmap] {
+    for e in [e_w, e_raw, e_map, e_pp] {
         assert!(e < 1e-3, "relative error {e}");
     }
+    // The input gradient agrees to ~1e-7 almost everywhere, but one ReLU6 unit of block 6
+    // (channel 473 at (5, 10) of 14x14) has a pre-activation within 1.2e-6 of 0 (checked in
+    // float64 PyTorch): float32 rounding puts it on the other side of the kink here, which
+    // changes the gradient inside its receptive field (about 0.4% of the entries, rows
+    // 71-110, cols 157-192). So: 1e-3 for 99% of the entries, 2e-2 for the worst.
+    let e_sal_p99 = quantile_rel_err(&every_4th(sal.raw.data(), 3), load_f32("chelsea_saliency_raw.npy").as_slice().unwrap(), 0.99);
+    println!("saliency raw: 99th percentile relative error {e_sal_p99:.2e}");
+    assert!(e_sal_p99 < 1e-3 && e_sal < 2e-2 && e_salmap < 2e-2);
     // Top-1 is the cat, and Target::Top resolves to it.
     assert_eq!(ex.resolve(&x, Target::Top).unwrap().class, CAT);
 }
@@ -118,36 +139,47 @@ fn gradcam_peaks_on_the_cat_and_beats_random_maps() {
     assert!(px < 185, "peak at x {px} is on the background");
 
     let opts = CurveOptions {
-        steps: 8,
-        batch: 9,
+        steps: 16,
+        batch: 17,
         ..CurveOptions::default()
     };
+    // Random maps as smooth as Grad-CAM's: random 7x7 values upsampled the same way
+    // (pixel-level noise would be an unfair baseline: scattered deletions destroy any image).
+    // The baseline is the mean AUC over a few of them.
     let mut rng_state = 12345u64;
-    let random = Map::new(
-        224,
-        224,
-        (0..224 * 224)
-            .map(|_| {
-                rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (rng_state >> 40) as f32
-            })
-            .collect(),
-    )
-    .unwrap();
+    let randoms: Vec<Map> = (0..3)
+        .map(|_| {
+            let coarse: Vec<f32> = (0..49)
+                .map(|_| {
+                    rng_state = rng_state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (rng_state >> 40) as f32 / (1u64 << 24) as f32
+                })
+                .collect();
+            Map::new(7, 7, coarse).unwrap().resize_bilinear(224, 224)
+        })
+        .collect();
     for (image, class) in [("chelsea", CAT), ("coffee", 967)] {
         let x = input(image);
         let cam = ex.grad_cam(&x, Target::Class(class), None, GradCamVariant::GradCam).unwrap();
         let t = Target::Class(class);
         let del_cam = ex.deletion_curve(&x, t, &cam.map, &opts, Control::default()).unwrap();
-        let del_rnd = ex.deletion_curve(&x, t, &random, &opts, Control::default()).unwrap();
         let ins_cam = ex.insertion_curve(&x, t, &cam.map, &opts, Control::default()).unwrap();
-        let ins_rnd = ex.insertion_curve(&x, t, &random, &opts, Control::default()).unwrap();
+        let (mut del_rnd, mut ins_rnd) = (0.0, 0.0);
+        for r in &randoms {
+            let d = ex.deletion_curve(&x, t, r, &opts, Control::default()).unwrap();
+            let i = ex.insertion_curve(&x, t, r, &opts, Control::default()).unwrap();
+            println!("{image}: random map deletion AUC {:.3}, insertion AUC {:.3}", d.auc, i.auc);
+            del_rnd += d.auc / randoms.len() as f32;
+            ins_rnd += i.auc / randoms.len() as f32;
+        }
         println!(
             "{image}: deletion AUC grad-cam {:.3} random {:.3}; insertion AUC grad-cam {:.3} random {:.3}",
-            del_cam.auc, del_rnd.auc, ins_cam.auc, ins_rnd.auc
+            del_cam.auc, del_rnd, ins_cam.auc, ins_rnd
         );
-        assert!(del_cam.auc < del_rnd.auc);
-        assert!(ins_cam.auc > ins_rnd.auc);
+        assert!(del_cam.auc < del_rnd);
+        assert!(ins_cam.auc > ins_rnd);
     }
 }
 
@@ -170,4 +202,36 @@ fn model_randomisation_sanity_check() {
     assert!(guided.spearman > sal.spearman, "guided backprop should stay more similar than saliency");
     assert!(guided.spearman > cam.spearman, "guided backprop should stay more similar than Grad-CAM");
     assert!(sal.spearman < 0.5 && cam.spearman < 0.5);
+}
+
+#[test]
+fn score_cam_top_channels_and_overlay_png() {
+    let g = model();
+    let ex = Explainer::new(&g).unwrap();
+    let x = input("chelsea");
+    let opts = convscope::explain::cam::ScoreCamOptions {
+        max_channels: Some(16),
+        batch: 8,
+    };
+    let sc = ex
+        .score_cam(&x, Target::Class(CAT), None, &opts, Control::default())
+        .unwrap();
+    let used = sc.weights.iter().filter(|&&w| w != 0.0).count();
+    let (py, px) = sc.map.argmax();
+    println!("Score-CAM (16 strongest channels): {used} non-zero weights, peak (y, x) = ({py}, {px})");
+    assert!(used > 0 && used <= 16);
+    assert!(sc.map.data.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+
+    // The overlay a person looks at: Grad-CAM on the preprocessed photo.
+    let cam = ex.grad_cam(&x, Target::Class(CAT), None, GradCamVariant::GradCam).unwrap();
+    let f = std::fs::File::open(fixture("chelsea_u8.npy")).unwrap();
+    let u8 = ArrayD::<u8>::read_npy(f).unwrap();
+    let photo = image::RgbaImage::from_fn(224, 224, |xx, y| {
+        let p = |c: usize| u8[[y as usize, xx as usize, c]];
+        image::Rgba([p(0), p(1), p(2), 255])
+    });
+    let img = convscope::render::overlay(&photo, &cam.map, convscope::render::Colormap::Jet, 0.5);
+    let out = std::env::temp_dir().join("convscope_chelsea_gradcam.png");
+    convscope::render::save_png(&img, &out).unwrap();
+    assert_eq!(image::open(&out).unwrap().width(), 224);
 }
