@@ -1,6 +1,8 @@
 //! Explanation methods on graphs small enough to check by hand, and finite differences on the
 //! smile CNN.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
@@ -23,9 +25,21 @@ fn tiny() -> Graph {
         outputs: vec!["probs".into()],
         ..GraphDef::default()
     };
-    d.param("w", Tensor::new(vec![2, 1, 1, 1], vec![1.0, -1.0]).unwrap(), true);
-    d.param("v", Tensor::new(vec![3, 2], vec![1.0, 2.0, -1.0, 0.5, 0.0, 0.0]).unwrap(), true);
-    d.param("b", Tensor::new(vec![3], vec![0.0, 0.1, 0.2]).unwrap(), true);
+    d.param(
+        "w",
+        Tensor::new(vec![2, 1, 1, 1], vec![1.0, -1.0]).unwrap(),
+        true,
+    );
+    d.param(
+        "v",
+        Tensor::new(vec![3, 2], vec![1.0, 2.0, -1.0, 0.5, 0.0, 0.0]).unwrap(),
+        true,
+    );
+    d.param(
+        "b",
+        Tensor::new(vec![3], vec![0.0, 0.1, 0.2]).unwrap(),
+        true,
+    );
     let conv = Conv2dSpec {
         stride: [1, 1],
         padding: Padding2d::uniform(0),
@@ -61,20 +75,29 @@ fn gradcam_by_hand() {
     assert_eq!(ex.default_cam_layer().unwrap(), ex.value("relu").unwrap());
     // A0 = relu(x) = [1, 2, 0, .5], A1 = relu(-x) = [0, 0, 3, 0].
     let x = x_tiny();
-    let c1 = ex.grad_cam(&x, Target::Class(1), None, GradCamVariant::GradCam).unwrap();
+    let c1 = ex
+        .grad_cam(&x, Target::Class(1), None, GradCamVariant::GradCam)
+        .unwrap();
     close(&c1.weights, &[-0.25, 0.125], 1e-6);
     close(&c1.raw.data, &[0.0, 0.0, 0.375, 0.0], 1e-6);
-    let c0 = ex.grad_cam(&x, Target::Class(0), None, GradCamVariant::GradCam).unwrap();
+    let c0 = ex
+        .grad_cam(&x, Target::Class(0), None, GradCamVariant::GradCam)
+        .unwrap();
     close(&c0.weights, &[0.25, 0.5], 1e-6);
     close(&c0.raw.data, &[0.25, 0.5, 1.5, 0.125], 1e-6);
     // Same resolution: the map is just min-max scaled.
     close(&c0.map.data, &[1.0 / 11.0, 3.0 / 11.0, 1.0, 0.0], 1e-6);
     // Grad-CAM++: g constant per channel, alpha = 1 / (2 + s g), w = sum alpha g.
-    let pp = ex.grad_cam(&x, Target::Class(0), None, GradCamVariant::GradCamPlusPlus).unwrap();
+    let pp = ex
+        .grad_cam(&x, Target::Class(0), None, GradCamVariant::GradCamPlusPlus)
+        .unwrap();
     close(&pp.weights, &[1.0 / 2.875, 2.0 / 3.5], 1e-5);
     // Top class: logits = [A0m + 2 A1m, ...] = [0.875 + 1.5, -0.875 + 0.375 + 0.1, 0.2].
     assert_eq!(ex.resolve(&x, Target::Top).unwrap().class, 0);
-    assert!(ex.grad_cam(&x, Target::Class(3), None, GradCamVariant::GradCam).is_err());
+    assert!(
+        ex.grad_cam(&x, Target::Class(3), None, GradCamVariant::GradCam)
+            .is_err()
+    );
 }
 
 #[test]
@@ -99,7 +122,10 @@ fn occlusion_and_score_cam_by_definition() {
     let ex = Explainer::new(&g).unwrap();
     let x = x_tiny();
     let t = Target::Class(0);
-    let logit0 = |v: Vec<f32>| ex.logits(&Tensor::new(vec![1, 1, 2, 2], v).unwrap()).unwrap()[0];
+    let logit0 = |v: Vec<f32>| {
+        ex.logits(&Tensor::new(vec![1, 1, 2, 2], v).unwrap())
+            .unwrap()[0]
+    };
     let base = logit0(x.data().to_vec());
     let opts = OcclusionOptions {
         patch: 1,
@@ -118,10 +144,21 @@ fn occlusion_and_score_cam_by_definition() {
     assert_eq!(occ.map.argmax(), (1, 0));
     // Score-CAM: weight_k = p0(x * M_k) - p0(0), M_k = channel k scaled to [0, 1].
     let sc = ex
-        .score_cam(&x, t, None, &ScoreCamOptions { max_channels: None, batch: 1 }, Control::default())
+        .score_cam(
+            &x,
+            t,
+            None,
+            &ScoreCamOptions {
+                max_channels: None,
+                batch: 1,
+            },
+            Control::default(),
+        )
         .unwrap();
     let p0 = |v: Vec<f32>| {
-        let l = ex.logits(&Tensor::new(vec![1, 1, 2, 2], v).unwrap()).unwrap();
+        let l = ex
+            .logits(&Tensor::new(vec![1, 1, 2, 2], v).unwrap())
+            .unwrap();
         let m = l.iter().cloned().fold(f32::MIN, f32::max);
         let s: f32 = l.iter().map(|v| (v - m).exp()).sum();
         (l[0] - m).exp() / s
@@ -130,7 +167,11 @@ fn occlusion_and_score_cam_by_definition() {
     let masks = [[0.5, 1.0, 0.0, 0.25], [0.0, 0.0, 1.0, 0.0]];
     for (k, m) in masks.iter().enumerate() {
         let v: Vec<f32> = x.data().iter().zip(m).map(|(a, b)| a * b).collect();
-        assert!((sc.weights[k] - (p0(v) - zero)).abs() < 1e-6, "{:?}", sc.weights);
+        assert!(
+            (sc.weights[k] - (p0(v) - zero)).abs() < 1e-6,
+            "{:?}",
+            sc.weights
+        );
     }
 }
 
@@ -168,7 +209,10 @@ fn saliency_matches_finite_differences_on_the_smile_cnn() {
         let fd = (ex.logits(&plus).unwrap()[0] - ex.logits(&minus).unwrap()[0]) / (2.0 * eps);
         let an = s1.raw.data()[i];
         println!("entry {i}: analytic {an:.6}, finite difference {fd:.6}");
-        assert!((fd - an).abs() <= 0.02 * an.abs() + 1e-5, "entry {i}: {an} vs {fd}");
+        assert!(
+            (fd - an).abs() <= 0.02 * an.abs() + 1e-5,
+            "entry {i}: {an} vs {fd}"
+        );
     }
 }
 
@@ -188,12 +232,17 @@ fn integrated_gradients_completeness_and_smoothgrad() {
         progress: Some(&record),
         cancel: None,
     };
-    let ig = ex.integrated_gradients(&x, Target::Class(1), &opts, ctl).unwrap();
+    let ig = ex
+        .integrated_gradients(&x, Target::Class(1), &opts, ctl)
+        .unwrap();
     let total: f32 = ig.attribution.raw.data().iter().sum();
     let diff = ig.input_score - ig.baseline_score;
     println!("IG: sum of attributions {total:.5}, score difference {diff:.5}");
     assert!((total - diff).abs() <= 0.05 * diff.abs() + 1e-3);
-    assert_eq!(steps.lock().unwrap().last(), Some(&Progress { done: 4, total: 4 }));
+    assert_eq!(
+        steps.lock().unwrap().last(),
+        Some(&Progress { done: 4, total: 4 })
+    );
 
     let sg_opts = SmoothGradOptions {
         samples: 6,
@@ -201,8 +250,12 @@ fn integrated_gradients_completeness_and_smoothgrad() {
         seed: 9,
         batch: 4,
     };
-    let a = ex.smooth_grad(&x, Target::Class(1), &sg_opts, Control::default()).unwrap();
-    let b = ex.smooth_grad(&x, Target::Class(1), &sg_opts, Control::default()).unwrap();
+    let a = ex
+        .smooth_grad(&x, Target::Class(1), &sg_opts, Control::default())
+        .unwrap();
+    let b = ex
+        .smooth_grad(&x, Target::Class(1), &sg_opts, Control::default())
+        .unwrap();
     assert_eq!(a.raw, b.raw, "SmoothGrad is deterministic for a seed");
     let plain = ex.saliency(&x, Target::Class(1)).unwrap();
     assert_ne!(a.raw, plain.raw);
@@ -232,6 +285,12 @@ fn bad_inputs_are_errors() {
     assert!(err.to_string().contains("4-D"), "{err}");
     assert!(ex.value("nope").is_err());
     let wrong = Map::zeros(3, 3);
-    let curve = ex.deletion_curve(&x_tiny(), Target::Top, &wrong, &Default::default(), Control::default());
+    let curve = ex.deletion_curve(
+        &x_tiny(),
+        Target::Top,
+        &wrong,
+        &Default::default(),
+        Control::default(),
+    );
     assert!(curve.is_err());
 }

@@ -67,7 +67,13 @@ pub fn channel_maps(
     let base = item * c * plane;
     let maps: Vec<Map> = picked
         .iter()
-        .map(|&ch| Map::new(h, w, t.data()[base + ch * plane..base + (ch + 1) * plane].to_vec()))
+        .map(|&ch| {
+            Map::new(
+                h,
+                w,
+                t.data()[base + ch * plane..base + (ch + 1) * plane].to_vec(),
+            )
+        })
         .collect::<ExplainResult<_>>()?;
     Ok(match norm {
         Normalisation::PerMap => maps.iter().map(Map::normalised).collect(),
@@ -99,7 +105,10 @@ pub fn top_channels(t: &Tensor, item: usize, k: usize) -> ExplainResult<Vec<usiz
     let base = item * c * plane;
     let means: Vec<f32> = (0..c)
         .map(|ch| {
-            t.data()[base + ch * plane..base + (ch + 1) * plane].iter().sum::<f32>() / plane as f32
+            t.data()[base + ch * plane..base + (ch + 1) * plane]
+                .iter()
+                .sum::<f32>()
+                / plane as f32
         })
         .collect();
     let mut idx: Vec<usize> = (0..c).collect();

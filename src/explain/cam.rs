@@ -193,7 +193,10 @@ impl Explainer<'_> {
             }
             let masked = batch_of(chw, masks.len(), |i, out| {
                 let m = &masks[i].1.data;
-                for (o, xc) in out.chunks_exact_mut(h * w).zip(x.data().chunks_exact(h * w)) {
+                for (o, xc) in out
+                    .chunks_exact_mut(h * w)
+                    .zip(x.data().chunks_exact(h * w))
+                {
                     for ((o, &xv), &mv) in o.iter_mut().zip(xc).zip(m) {
                         *o = xv * mv;
                     }

@@ -167,7 +167,13 @@ impl Explainer<'_> {
 /// Pixel indices by decreasing value (ties in index order; NaN last).
 fn descending_order(v: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
-    let key = |i: usize| if v[i].is_nan() { f32::NEG_INFINITY } else { v[i] };
+    let key = |i: usize| {
+        if v[i].is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            v[i]
+        }
+    };
     idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
     idx
 }
@@ -183,7 +189,11 @@ pub fn trapezoid(x: &[f32], y: &[f32]) -> f32 {
 /// A copy of `graph` whose top `k` parameterised layers (Conv2d and Gemm nodes, counted from
 /// the output) have freshly initialised weights and biases. Returns the graph and the names of
 /// the re-initialised nodes, output side first.
-pub fn randomise_top_layers(graph: &Graph, k: usize, seed: u64) -> ExplainResult<(Graph, Vec<String>)> {
+pub fn randomise_top_layers(
+    graph: &Graph,
+    k: usize,
+    seed: u64,
+) -> ExplainResult<(Graph, Vec<String>)> {
     let mut out = graph.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut names = Vec::new();
@@ -287,7 +297,11 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
         saa += (x - ma) * (x - ma);
         sbb += (y - mb) * (y - mb);
     }
-    if saa == 0.0 || sbb == 0.0 { 0.0 } else { sab / (saa * sbb).sqrt() }
+    if saa == 0.0 || sbb == 0.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
+    }
 }
 
 /// Spearman rank correlation of two maps of the same size (0 when one is constant).

@@ -126,10 +126,9 @@ impl Explainer<'_> {
     ) -> ExplainResult<(Tensor, ResolvedTarget)> {
         let input = self.input_value();
         let (_, mut grads, t) = self.forward_backward(x, target, resolved, &[input])?;
-        let g = grads
-            .values
-            .remove(&input)
-            .ok_or_else(|| ExplainError::invalid("the target score does not depend on the input"))?;
+        let g = grads.values.remove(&input).ok_or_else(|| {
+            ExplainError::invalid("the target score does not depend on the input")
+        })?;
         Ok((g, t))
     }
 
@@ -159,13 +158,17 @@ impl Explainer<'_> {
         let chw = single_image_dims(x)?;
         let batch = check_batch(opts.batch)?;
         if opts.samples == 0 {
-            return Err(ExplainError::invalid("SmoothGrad needs at least one sample"));
+            return Err(ExplainError::invalid(
+                "SmoothGrad needs at least one sample",
+            ));
         }
         let t = self.resolve(x, target)?;
         let (lo, hi) = x
             .data()
             .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
         let sigma = opts.sigma_fraction * (hi - lo);
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
         let mut sum = vec![0.0f32; x.numel()]; // (c, h, w)
@@ -201,7 +204,9 @@ impl Explainer<'_> {
         let chw = single_image_dims(x)?;
         let batch = check_batch(opts.batch)?;
         if opts.steps == 0 {
-            return Err(ExplainError::invalid("Integrated Gradients needs at least one step"));
+            return Err(ExplainError::invalid(
+                "Integrated Gradients needs at least one step",
+            ));
         }
         let [c, h, w] = chw;
         let base: Vec<f32> = match &opts.baseline {
@@ -263,14 +268,19 @@ impl Explainer<'_> {
                 mode: Mode::Eval,
                 seed: 0,
             };
-            let out = node.op.forward(&ins, ctx).map_err(|e| node_err(&node.name, e))?;
+            let out = node
+                .op
+                .forward(&ins, ctx)
+                .map_err(|e| node_err(&node.name, e))?;
             values[node.output] = Some(out.y);
             saved.push(out.saved);
         }
         let logits = values[self.head.value]
             .as_ref()
             .ok_or_else(|| ExplainError::invalid("the forward pass lost the logits"))?;
-        let t = self.head.resolve(target, &logits.data()[..self.head.logits])?;
+        let t = self
+            .head
+            .resolve(target, &logits.data()[..self.head.logits])?;
         let seed = self.head.seed(&t, logits.shape())?;
 
         // Which values depend on the input: only those need gradients.
@@ -313,9 +323,9 @@ impl Explainer<'_> {
                 }
             }
         }
-        let g = grads[input]
-            .take()
-            .ok_or_else(|| ExplainError::invalid("the target score does not depend on the input"))?;
+        let g = grads[input].take().ok_or_else(|| {
+            ExplainError::invalid("the target score does not depend on the input")
+        })?;
         GradientMap::new(g.reshaped(chw.to_vec())?, t)
     }
 }

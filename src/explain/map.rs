@@ -102,10 +102,9 @@ impl Map {
                 best = i;
             }
         }
-        if self.width == 0 {
-            (0, 0)
-        } else {
-            (best / self.width, best % self.width)
+        match best.checked_div(self.width) {
+            Some(y) => (y, best % self.width),
+            None => (0, 0),
         }
     }
 
@@ -119,7 +118,9 @@ impl Map {
                 self.clone()
             };
         }
-        let rows: Vec<Tap> = (0..height).map(|i| Tap::new(i, self.height, height)).collect();
+        let rows: Vec<Tap> = (0..height)
+            .map(|i| Tap::new(i, self.height, height))
+            .collect();
         let cols: Vec<Tap> = (0..width).map(|j| Tap::new(j, self.width, width)).collect();
         let mut data = Vec::with_capacity(height * width); // (height, width)
         for r in &rows {
@@ -208,7 +209,10 @@ mod tests {
         let n = m.normalised();
         assert_eq!(n.data, vec![0.2, 0.6, 0.4, 0.0, 1.0, 0.2]);
         assert_eq!(m.argmax(), (1, 1));
-        assert_eq!(Map::new(1, 2, vec![3.0, 3.0]).unwrap().normalised().data, vec![0.0, 0.0]);
+        assert_eq!(
+            Map::new(1, 2, vec![3.0, 3.0]).unwrap().normalised().data,
+            vec![0.0, 0.0]
+        );
         assert!(Map::new(2, 2, vec![0.0; 3]).is_err());
     }
 }

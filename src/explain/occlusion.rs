@@ -74,8 +74,10 @@ impl Explainer<'_> {
         let score = self.scores(x, &t)?[0];
         let ys = origins(h, opts.patch, opts.stride);
         let xs = origins(w, opts.patch, opts.stride);
-        let positions: Vec<(usize, usize)> =
-            ys.iter().flat_map(|&y| xs.iter().map(move |&x| (y, x))).collect();
+        let positions: Vec<(usize, usize)> = ys
+            .iter()
+            .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
+            .collect();
         let mut drops = Vec::with_capacity(positions.len());
         let total = positions.len().div_ceil(batch);
         for (b, group) in positions.chunks(batch).enumerate() {

@@ -69,7 +69,9 @@ impl ScoreHead {
     pub fn resolve(&self, target: Target, logits: &[f32]) -> ExplainResult<ResolvedTarget> {
         let class = match target {
             Target::Class(c) => c,
-            Target::Top if self.logits == 1 => usize::from(logits.first().is_some_and(|&l| l >= 0.0)),
+            Target::Top if self.logits == 1 => {
+                usize::from(logits.first().is_some_and(|&l| l >= 0.0))
+            }
             Target::Top => argmax(logits),
         };
         if class >= self.classes() {

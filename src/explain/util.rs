@@ -71,7 +71,11 @@ mod tests {
     #[test]
     fn blur_keeps_constants_and_mass() {
         let flat = vec![2.0f32; 5 * 6];
-        assert!(gaussian_blur(&flat, 5, 6, 1.5).iter().all(|&v| (v - 2.0).abs() < 1e-5));
+        assert!(
+            gaussian_blur(&flat, 5, 6, 1.5)
+                .iter()
+                .all(|&v| (v - 2.0).abs() < 1e-5)
+        );
         let mut spike = vec![0.0f32; 11 * 11];
         spike[5 * 11 + 5] = 1.0;
         let b = gaussian_blur(&spike, 11, 11, 1.0);

@@ -61,7 +61,8 @@ impl Colormap {
                 [v, v, v]
             }
             Colormap::Jet => {
-                let ch = |x: f64| ((1.5 - (4.0 * t - x).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+                let ch =
+                    |x: f64| ((1.5 - (4.0 * t - x).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
                 [ch(3.0), ch(2.0), ch(1.0)]
             }
         }

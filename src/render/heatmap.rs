@@ -57,6 +57,9 @@ mod tests {
         assert_eq!(out.get_pixel(3, 1).0, [228, 178, 128, 255]);
         let s = signed_to_unit(&Map::new(1, 3, vec![-2.0, 0.0, 1.0]).unwrap());
         assert_eq!(s.data, vec![0.0, 0.5, 0.75]);
-        assert_eq!(map_to_image(&map, Colormap::Gray).get_pixel(1, 0).0, [255, 255, 255, 255]);
+        assert_eq!(
+            map_to_image(&map, Colormap::Gray).get_pixel(1, 0).0,
+            [255, 255, 255, 255]
+        );
     }
 }
