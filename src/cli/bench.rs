@@ -12,10 +12,10 @@ use serde_json::json;
 
 use super::resolve;
 use super::{CliError, CliResult};
-use crate::engine::loss::{bce_with_logits, softmax_cross_entropy};
-use crate::engine::optim::{Optimizer, OptimizerConfig};
-use crate::engine::ops::{ForwardCtx, Mode, OpOutput};
 use crate::engine::graph::ValueKind;
+use crate::engine::loss::{bce_with_logits, softmax_cross_entropy};
+use crate::engine::ops::{ForwardCtx, Mode, OpOutput};
+use crate::engine::optim::{Optimizer, OptimizerConfig};
 use crate::engine::{BackwardRequest, ForwardOptions, Graph, Tensor, init};
 
 /// Untimed runs before measuring (page faults, caches, thread pool start-up).
@@ -202,7 +202,10 @@ fn profile_ops(graph: &Graph, batch: usize, runs: usize, seed: u64) -> CliResult
                 seed: seed ^ n as u64,
             };
             let start = Instant::now();
-            let out = node.op.forward(&ins, ctx).map_err(|e| CliError(e.to_string()))?;
+            let out = node
+                .op
+                .forward(&ins, ctx)
+                .map_err(|e| CliError(e.to_string()))?;
             fwd.entry(node.op.kind_name()).or_default().0 += start.elapsed().as_secs_f64() * 1e3;
             grad_flows[node.output] = node.inputs.iter().any(|&v| {
                 grad_flows[v]
@@ -251,9 +254,9 @@ fn node_inputs<'a>(
     ids.iter()
         .map(|&v| match graph.value(v).kind {
             ValueKind::Param(p) => Ok(&graph.params()[p].tensor),
-            _ => values[v]
-                .as_ref()
-                .ok_or_else(|| CliError(format!("value '{}' was not computed", graph.value(v).name))),
+            _ => values[v].as_ref().ok_or_else(|| {
+                CliError(format!("value '{}' was not computed", graph.value(v).name))
+            }),
         })
         .collect()
 }
