@@ -4,6 +4,7 @@
 //! and optionally of one training step (forward in training mode, loss, backward with
 //! parameter gradients, Adam update).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use clap::Args;
@@ -11,7 +12,9 @@ use serde_json::json;
 
 use super::resolve;
 use super::{CliError, CliResult};
+use crate::engine::graph::ValueKind;
 use crate::engine::loss::{bce_with_logits, softmax_cross_entropy};
+use crate::engine::ops::{ForwardCtx, Mode, OpOutput};
 use crate::engine::optim::{Optimizer, OptimizerConfig};
 use crate::engine::{BackwardRequest, ForwardOptions, Graph, Tensor, init};
 
@@ -41,6 +44,10 @@ pub struct BenchArgs {
     /// One JSON object on one line.
     #[arg(long)]
     pub json: bool,
+    /// Also print the median time per op kind of a training-mode forward and of its backward
+    /// (parameter gradients, no input gradient) at the training batch (default: --batch).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Median of the samples (mean of the middle two for even counts); 0 for none.
@@ -171,6 +178,89 @@ fn train_step_ms(graph: &Graph, batch: usize, runs: usize, seed: u64) -> CliResu
     })
 }
 
+/// Milliseconds spent per op kind: (forward, backward), summed over the graph's nodes.
+type OpTimes = BTreeMap<&'static str, (f64, f64)>;
+
+/// Median per-op-kind times of `runs` node-by-node passes: each node's training-mode forward,
+/// then each node's backward (in reverse order) with a ones gradient at its output and the
+/// input gradients a training step needs (trainable parameters and values computed from them).
+fn profile_ops(graph: &Graph, batch: usize, runs: usize, seed: u64) -> CliResult<OpTimes> {
+    let inputs = random_inputs(graph, batch, seed)?;
+    let mut samples: BTreeMap<&'static str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for run in 0..WARMUP + runs {
+        let mut fwd: OpTimes = BTreeMap::new();
+        let mut values: Vec<Option<Tensor>> = vec![None; graph.values().len()];
+        let mut grad_flows = vec![false; graph.values().len()]; // value depends on a parameter
+        for (&id, t) in graph.inputs().iter().zip(&inputs) {
+            values[id] = Some(t.clone());
+        }
+        let mut outs: Vec<OpOutput> = Vec::with_capacity(graph.nodes().len());
+        for (n, node) in graph.nodes().iter().enumerate() {
+            let ins = node_inputs(graph, &values, &node.inputs)?;
+            let ctx = ForwardCtx {
+                mode: Mode::Train,
+                seed: seed ^ n as u64,
+            };
+            let start = Instant::now();
+            let out = node
+                .op
+                .forward(&ins, ctx)
+                .map_err(|e| CliError(e.to_string()))?;
+            fwd.entry(node.op.kind_name()).or_default().0 += start.elapsed().as_secs_f64() * 1e3;
+            grad_flows[node.output] = node.inputs.iter().any(|&v| {
+                grad_flows[v]
+                    || matches!(graph.value(v).kind, ValueKind::Param(p) if graph.params()[p].trainable)
+            });
+            values[node.output] = Some(out.y.clone());
+            outs.push(out);
+        }
+        for (node, out) in graph.nodes().iter().zip(&outs).rev() {
+            let ins = node_inputs(graph, &values, &node.inputs)?;
+            let needs: Vec<bool> = node
+                .inputs
+                .iter()
+                .map(|&v| match graph.value(v).kind {
+                    ValueKind::Param(p) => graph.params()[p].trainable,
+                    _ => grad_flows[v],
+                })
+                .collect();
+            let d_y = Tensor::full(out.y.shape(), 1.0);
+            let start = Instant::now();
+            node.op
+                .backward(&ins, &out.y, &out.saved, &d_y, &needs, Mode::Train)
+                .map_err(|e| CliError(e.to_string()))?;
+            fwd.entry(node.op.kind_name()).or_default().1 += start.elapsed().as_secs_f64() * 1e3;
+        }
+        if run >= WARMUP {
+            for (kind, (f, b)) in fwd {
+                let e = samples.entry(kind).or_default();
+                e.0.push(f);
+                e.1.push(b);
+            }
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|(k, (mut f, mut b))| (k, (median(&mut f), median(&mut b))))
+        .collect())
+}
+
+/// The tensors of `ids`: parameters from the graph, the rest from `values`.
+fn node_inputs<'a>(
+    graph: &'a Graph,
+    values: &'a [Option<Tensor>],
+    ids: &[usize],
+) -> CliResult<Vec<&'a Tensor>> {
+    ids.iter()
+        .map(|&v| match graph.value(v).kind {
+            ValueKind::Param(p) => Ok(&graph.params()[p].tensor),
+            _ => values[v].as_ref().ok_or_else(|| {
+                CliError(format!("value '{}' was not computed", graph.value(v).name))
+            }),
+        })
+        .collect()
+}
+
 fn positive(name: &str, v: usize) -> CliResult<()> {
     if v == 0 {
         return Err(CliError(format!("--{name} must be at least 1")));
@@ -201,6 +291,12 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         Some(b) => Some((b, train_step_ms(graph, b, args.runs, args.seed)?)),
         None => None,
     };
+    let profile = if args.profile {
+        let b = args.train_batch.unwrap_or(args.batch);
+        Some((b, profile_ops(graph, b, args.runs, args.seed)?))
+    } else {
+        None
+    };
     let threads = rayon::current_num_threads();
     let name = resolve::display_name(&source);
     if args.json {
@@ -217,6 +313,14 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             obj.insert("train_step_ms".into(), json!(ms));
             obj.insert("train_images_per_s".into(), json!(b as f64 / (ms / 1e3)));
         }
+        if let (Some((b, times)), Some(obj)) = (&profile, line.as_object_mut()) {
+            obj.insert("profile_batch".into(), json!(b));
+            let per_op: serde_json::Map<String, serde_json::Value> = times
+                .iter()
+                .map(|(k, (f, bw))| (k.to_string(), json!({"forward_ms": f, "backward_ms": bw})))
+                .collect();
+            obj.insert("profile".into(), serde_json::Value::Object(per_op));
+        }
         println!("{line}");
     } else {
         println!(
@@ -228,6 +332,13 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
                 "training step (batch {b}, Adam): {ms:.3} ms, {:.1} images/s",
                 b as f64 / (ms / 1e3)
             );
+        }
+        if let Some((b, times)) = &profile {
+            println!("per op kind (batch {b}, training mode, medians in ms):");
+            println!("{:<20} {:>10} {:>10}", "op", "forward", "backward");
+            for (kind, (f, bw)) in times {
+                println!("{kind:<20} {f:>10.3} {bw:>10.3}");
+            }
         }
     }
     Ok(())

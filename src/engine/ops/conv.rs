@@ -328,6 +328,57 @@ fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
+/// colᵀ `(oh*ow, cg*kh*kw)` from one group's input `x_g` `(cg, h, w)`: the transposed column
+/// matrix written directly instead of im2col followed by [`transpose_into`] (its reference
+/// twin), which moves every element twice more. Per output row the `(ow, K)` block is small
+/// (64 x 75 floats = 19 KB for the smile CNN's conv1), so the stride-K writes of one tap stay
+/// in L1 while the reads walk an input row contiguously.
+fn im2col_t(x_g: &[f32], g: &Geom, col_t: &mut [f32]) {
+    let k = g.k();
+    let plane = g.h * g.w;
+    let taps = g.kh * g.kw;
+    for (oy, block) in col_t.chunks_exact_mut(g.ow * k).enumerate() {
+        // block: (ow, K) for output row oy
+        for r in 0..k {
+            let (c, kk) = (r / taps, r % taps);
+            let (ki, kj) = (kk / g.kw, kk % g.kw);
+            let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+            let offx = (kj * g.dw) as isize - g.left as isize;
+            let (xlo, xhi) = valid_range(g.ow, g.w, g.sw, offx);
+            if iy < 0 || iy >= g.h as isize || xlo == xhi {
+                block.iter_mut().skip(r).step_by(k).for_each(|v| *v = 0.0);
+                continue;
+            }
+            let xrow = &x_g[c * plane + iy as usize * g.w..][..g.w];
+            for ox in (0..xlo).chain(xhi..g.ow) {
+                block[ox * k + r] = 0.0;
+            }
+            let start = in_index(xlo, g.sw, offx);
+            let dst = block[xlo * k + r..].iter_mut().step_by(k);
+            for (d, &v) in dst.zip(xrow[start..].iter().step_by(g.sw).take(xhi - xlo)) {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// colᵀ `(P, K)` of a column matrix `cols` `(K, P)`: copied row-major into `col_t` when
+/// `transposed` (small K), else the strided view.
+fn transposed_cols<'a>(
+    cols: &'a [f32],
+    k: usize,
+    p: usize,
+    transposed: bool,
+    col_t: &'a mut [f32],
+) -> MatRef<'a> {
+    if transposed {
+        transpose_into(cols, k, p, col_t);
+        MatRef::row_major(col_t, p, k)
+    } else {
+        MatRef::row_major(cols, k, p).t()
+    }
+}
+
 /// Up to this many rows K in a column matrix, grad_w builds colᵀ directly (see [`im2col_t`]).
 const GRAD_W_TRANSPOSED_MAX_K: usize = 512;
 
@@ -645,25 +696,26 @@ fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
     let (k, p) = (g.k(), g.p());
     let partial = |ci: usize| -> Vec<f32> {
         let mut acc = vec![0.0f32; g.c_out * k]; // (c_out, K)
-        let mut col = vec![0.0f32; if g.is_pointwise() { 0 } else { k * p }]; // (K, P)
         let transposed = k <= GRAD_W_TRANSPOSED_MAX_K;
+        let direct = transposed && !g.is_pointwise();
+        let mut col = vec![0.0f32; if g.is_pointwise() || direct { 0 } else { k * p }]; // (K, P)
         let mut col_t = vec![0.0f32; if transposed { k * p } else { 0 }]; // (P, K)
         for ni in ci * per..((ci + 1) * per).min(g.n) {
             let x_item = &x[ni * g.x_item()..][..g.x_item()];
             let dy_item = &d_y[ni * g.y_item()..][..g.y_item()];
             for grp in 0..g.groups {
                 let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
-                let cols: &[f32] = if g.is_pointwise() {
-                    x_g
-                } else {
-                    im2col(x_g, g, &mut col, par);
-                    &col
-                }; // (K, P)
-                let cols_t = if transposed {
-                    transpose_into(cols, k, p, &mut col_t);
+                let cols_t = if direct {
+                    im2col_t(x_g, g, &mut col_t);
                     MatRef::row_major(&col_t, p, k)
                 } else {
-                    MatRef::row_major(cols, k, p).t()
+                    let cols: &[f32] = if g.is_pointwise() {
+                        x_g
+                    } else {
+                        im2col(x_g, g, &mut col, par);
+                        &col
+                    }; // (K, P)
+                    transposed_cols(cols, k, p, transposed, &mut col_t)
                 }; // (P, K)
                 let dy_g = MatRef::row_major(&dy_item[grp * g.og * p..][..g.og * p], g.og, p);
                 let acc_g = &mut acc[grp * g.og * k..][..g.og * k];
@@ -961,6 +1013,21 @@ mod tests {
         #[test]
         fn fast_matches_naive_on_random_geometries((s, xs, ws) in geometry_strategy(), bias: bool, seed in 0u64..1000) {
             check_fast_vs_naive(&s, xs, ws, bias, seed)?;
+        }
+
+        #[test]
+        fn im2col_t_matches_im2col_then_transpose((s, xs, ws) in geometry_strategy(), seed in 0u64..1000) {
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            let x = test_tensor(&xs, seed);
+            let x_g = &x.data()[..g.cg * g.h * g.w]; // first group of item 0: (cg, h, w)
+            let (k, p) = (g.k(), g.p());
+            let mut col = vec![f32::NAN; k * p]; // (K, P)
+            im2col(x_g, &g, &mut col, Parallelism::Sequential);
+            let mut want = vec![f32::NAN; k * p]; // (P, K)
+            transpose_into(&col, k, p, &mut want);
+            let mut got = vec![f32::NAN; k * p]; // (P, K)
+            im2col_t(x_g, &g, &mut got);
+            prop_assert_eq!(got, want);
         }
 
         #[test]

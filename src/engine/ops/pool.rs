@@ -123,6 +123,16 @@ impl Geometry {
         })
     }
 
+    /// Every window is exactly 2x2 at stride 2, inside the input.
+    fn is_2x2_stride2(&self) -> bool {
+        let pairs = |ws: &[Window]| {
+            ws.iter()
+                .enumerate()
+                .all(|(o, win)| win.lo == 2 * o && win.hi == win.lo + 2)
+        };
+        pairs(&self.rows) && pairs(&self.cols)
+    }
+
     /// The averaging divisor of output (oy, ox).
     fn divisor(&self, oy: usize, ox: usize, include_pad: bool) -> f32 {
         let (r, c) = (self.rows[oy], self.cols[ox]);
@@ -182,7 +192,13 @@ pub fn max_forward(spec: &Pool2dSpec, x: &Tensor) -> Result<(Tensor, Vec<u32>), 
             .zip(x.data().par_chunks(hw))
             .with_min_len(rows_per_task(hw))
             .enumerate()
-            .for_each(|(plane, ((yp, ap), xp))| max_plane(&g, xp, plane * hw, yp, ap));
+            .for_each(|(plane, ((yp, ap), xp))| {
+                if g.is_2x2_stride2() {
+                    max_plane_2x2(&g, xp, plane * hw, yp, ap)
+                } else {
+                    max_plane(&g, xp, plane * hw, yp, ap)
+                }
+            });
     }
     Ok((Tensor::new(out_shape, y)?, arg))
 }
@@ -203,6 +219,42 @@ fn max_plane(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u3
             }
             yp[oy * g.ow + ox] = best;
             ap[oy * g.ow + ox] = (base + at) as u32;
+        }
+    }
+}
+
+/// `max_plane` for 2x2 windows at stride 2 that all lie inside the input (the classic VGG-style
+/// pooling): no window bookkeeping, two input rows zipped in pairs. Same winner rule: cells in
+/// row-major order, strictly greater wins, NaN wins.
+fn max_plane_2x2(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u32]) {
+    for (oy, (yrow, arow)) in yp
+        .chunks_exact_mut(g.ow)
+        .zip(ap.chunks_exact_mut(g.ow))
+        .enumerate()
+    {
+        let (i0, i1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+        let r0 = xp[i0..i0 + 2 * g.ow].chunks_exact(2);
+        let r1 = xp[i1..i1 + 2 * g.ow].chunks_exact(2);
+        for (ox, ((y, a), (p0, p1))) in yrow
+            .iter_mut()
+            .zip(arow.iter_mut())
+            .zip(r0.zip(r1))
+            .enumerate()
+        {
+            let cells = [
+                (p0[0], i0 + 2 * ox),
+                (p0[1], i0 + 2 * ox + 1),
+                (p1[0], i1 + 2 * ox),
+                (p1[1], i1 + 2 * ox + 1),
+            ];
+            let (mut best, mut at) = cells[0];
+            for &(v, i) in &cells[1..] {
+                let wins = v > best || (v.is_nan() && !best.is_nan());
+                best = if wins { v } else { best };
+                at = if wins { i } else { at };
+            }
+            *y = best;
+            *a = (base + at) as u32;
         }
     }
 }
@@ -589,6 +641,37 @@ mod tests {
                 let b = avg_naive(&s, &x).unwrap();
                 for (u, v) in a.data().iter().zip(b.data()) {
                     assert!((u - v).abs() < 1e-5, "{s:?} {shape:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_2x2_stride2_fast_path_matches_general_kernel_and_naive() {
+        let s = spec(2, 2, Padding2d::default(), false, true);
+        for (shape, seed) in [([2, 3, 8, 6], 1), ([1, 2, 7, 9], 2), ([3, 1, 2, 2], 3)] {
+            let mut x = test_tensor(&shape, seed);
+            for v in x.data_mut().iter_mut() {
+                *v = (*v * 2.0).round(); // ties
+            }
+            // without NaN: the naive definition
+            assert_eq!(max_forward(&s, &x).unwrap(), max_naive(&s, &x).unwrap());
+            // with NaN (which the naive loop does not model): the general window kernel
+            for (i, v) in x.data_mut().iter_mut().enumerate() {
+                if i % 13 == 5 {
+                    *v = f32::NAN;
+                }
+            }
+            let g = Geometry::new(&s, x.shape()).unwrap();
+            assert!(g.is_2x2_stride2());
+            let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+            let (y, a) = max_forward(&s, &x).unwrap();
+            for (plane, xp) in x.data().chunks_exact(hw).enumerate() {
+                let (mut yp, mut ap) = (vec![0.0; ohw], vec![0u32; ohw]);
+                max_plane(&g, xp, plane * hw, &mut yp, &mut ap);
+                assert_eq!(&a[plane * ohw..][..ohw], &ap[..], "{shape:?}");
+                for (u, v) in y.data()[plane * ohw..][..ohw].iter().zip(&yp) {
+                    assert!(u == v || (u.is_nan() && v.is_nan()), "{shape:?}");
                 }
             }
         }

@@ -1,5 +1,6 @@
-//! Timing of the memory-bound ops (run in release, ignored by default):
-//! `cargo test --release --test ops_bench -- --ignored --nocapture`
+//! Timing of the memory-bound ops: `cargo bench --bench ops` (median of `BENCH_RUNS`, default 15,
+//! after one warm-up call; threads from `RAYON_NUM_THREADS`). A benchmark, not a test: timings
+//! never decide pass or fail.
 
 use std::time::Instant;
 
@@ -10,7 +11,12 @@ use convscope::engine::ops::{
 };
 
 /// Median milliseconds of `runs` calls of `f` after one warm-up call.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+fn median_ms(mut f: impl FnMut()) -> f64 {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15)
+        .max(1);
     f();
     let mut t: Vec<f64> = (0..runs)
         .map(|_| {
@@ -26,14 +32,14 @@ fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 fn report(name: &str, op: &Op, inputs: &[Tensor], mode: Mode) {
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let ctx = ForwardCtx { mode, seed: 1 };
-    let fwd = median_ms(15, || {
+    let fwd = median_ms(|| {
         op.forward(&refs, ctx)
             .map(drop)
             .unwrap_or_else(|e| panic!("{e}"));
     });
     let out = op.forward(&refs, ctx).unwrap_or_else(|e| panic!("{e}"));
     let needs = vec![true; inputs.len()];
-    let bwd = median_ms(15, || {
+    let bwd = median_ms(|| {
         op.backward(&refs, &out.y, &out.saved, &out.y, &needs, mode)
             .map(drop)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -45,9 +51,9 @@ fn report(name: &str, op: &Op, inputs: &[Tensor], mode: Mode) {
     );
 }
 
-#[test]
-#[ignore]
-fn bench_memory_bound_ops() {
+fn main() {
+    println!("threads: {}", rayon::current_num_threads());
+    smile_ops();
     let x = test_tensor(&[8, 64, 56, 56], 1);
     let c = 64;
     report(
@@ -147,5 +153,47 @@ fn bench_memory_bound_ops() {
         &Op::Concat { axis: 1 },
         &[x.clone(), x],
         Mode::Eval,
+    );
+}
+
+/// The smile CNN's memory-bound layers at the training batch (32): its first block's output.
+fn smile_ops() {
+    let x = test_tensor(&[32, 16, 64, 64], 11);
+    report(
+        "Relu [32,16,64,64]",
+        &Op::Activation(Activation::Relu),
+        std::slice::from_ref(&x),
+        Mode::Train,
+    );
+    let bn = Op::BatchNorm2d(BatchNormSpec {
+        eps: 1e-3,
+        momentum: 0.1,
+    });
+    let mut bn_in = vec![x.clone()];
+    bn_in.extend([
+        test_tensor(&[16], 12),
+        test_tensor(&[16], 13),
+        test_tensor(&[16], 14),
+        Tensor::full(&[16], 1.0),
+    ]);
+    report("BatchNorm train [32,16,64,64]", &bn, &bn_in, Mode::Train);
+    let pool = Pool2dSpec {
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: Padding2d::uniform(0),
+        ceil_mode: false,
+        count_include_pad: true,
+    };
+    report(
+        "MaxPool 2x2 s2 [32,16,64,64]",
+        &Op::MaxPool2d(pool),
+        std::slice::from_ref(&x),
+        Mode::Train,
+    );
+    report(
+        "Dropout 0.25 train [32,16,64,64]",
+        &Op::Dropout { p: 0.25 },
+        std::slice::from_ref(&x),
+        Mode::Train,
     );
 }
