@@ -491,45 +491,86 @@ fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut 
         .map(|&o| valid_range(g.ow, g.w, g.sw, o))
         .collect();
     let m = g.og; // channel multiplier
-    y.par_chunks_exact_mut(g.p())
-        .enumerate()
-        .for_each(|(idx, y_p)| {
+    // Strided taps read every sw-th input element; splitting each input row into sw phases
+    // (phase r holds x[r], x[r + sw], ...) turns them into contiguous, vectorisable reads.
+    let phase_len = g.w.div_ceil(g.sw);
+    y.par_chunks_exact_mut(g.p()).enumerate().for_each_init(
+        || vec![0.0f32; if g.sw > 1 { g.sw * g.h * phase_len } else { 0 }],
+        |phases, (idx, y_p)| {
             let (ni, co) = (idx / g.c_out, idx % g.c_out);
             let x_c = &x[(ni * g.c_in + co / m) * plane_in..][..plane_in]; // (h, w)
             let w_c = &w[co * ks..][..ks]; // (kh, kw)
-            y_p.fill(b.map_or(0.0, |b| b[co]));
-            for (oy, yrow) in y_p.chunks_exact_mut(g.ow).enumerate() {
-                for ki in 0..g.kh {
-                    let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let xrow = &x_c[iy as usize * g.w..][..g.w];
-                    for kj in 0..g.kw {
-                        let wv = w_c[ki * g.kw + kj];
-                        let (lo, hi) = xranges[kj];
-                        if lo == hi {
-                            continue;
-                        }
-                        let start = in_index(lo, g.sw, xoffs[kj]);
-                        if g.sw == 1 {
-                            for (o, &v) in
-                                yrow[lo..hi].iter_mut().zip(&xrow[start..start + (hi - lo)])
-                            {
-                                *o += wv * v;
-                            }
-                        } else {
-                            for (o, &v) in yrow[lo..hi]
-                                .iter_mut()
-                                .zip(xrow[start..].iter().step_by(g.sw))
-                            {
-                                *o += wv * v;
-                            }
-                        }
-                    }
+            let bias = b.map_or(0.0, |b| b[co]);
+            let src = if g.sw > 1 {
+                split_phases(x_c, g.h, g.w, g.sw, phases); // (sw, h, phase_len)
+                &phases[..]
+            } else {
+                x_c
+            };
+            depthwise_plane(g, &xoffs, &xranges, src, phase_len, w_c, bias, y_p);
+        },
+    );
+}
+
+/// `phases[(r, iy, j)] = x_c[(iy, r + sw·j)]`: each input row split into its `sw` phases.
+fn split_phases(x_c: &[f32], h: usize, w: usize, sw: usize, phases: &mut [f32]) {
+    let phase_len = w.div_ceil(sw);
+    for iy in 0..h {
+        let row = &x_c[iy * w..][..w];
+        for r in 0..sw.min(w) {
+            let dst = &mut phases[(r * h + iy) * phase_len..][..phase_len];
+            for (d, &v) in dst.iter_mut().zip(row[r..].iter().step_by(sw)) {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// One output plane `y_p` `(oh, ow)` of a depthwise convolution. `src` is the input plane
+/// `(h, w)` for stride 1, or its phase split `(sw, h, phase_len)` otherwise. Compiled for
+/// AVX-512 and AVX2 as well, chosen at run time: the inner loops are plain slices that LLVM
+/// vectorises to the widest registers the function is compiled for.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn depthwise_plane(
+    g: &Geom,
+    xoffs: &[isize],
+    xranges: &[(usize, usize)],
+    src: &[f32],
+    phase_len: usize,
+    w_c: &[f32],
+    bias: f32,
+    y_p: &mut [f32],
+) {
+    y_p.fill(bias);
+    for (oy, yrow) in y_p.chunks_exact_mut(g.ow).enumerate() {
+        for ki in 0..g.kh {
+            let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            let iy = iy as usize;
+            for kj in 0..g.kw {
+                let wv = w_c[ki * g.kw + kj];
+                let (lo, hi) = xranges[kj];
+                if lo == hi {
+                    continue;
+                }
+                let start = in_index(lo, g.sw, xoffs[kj]);
+                let xs = if g.sw == 1 {
+                    &src[iy * g.w + start..][..hi - lo]
+                } else {
+                    let (r, j0) = (start % g.sw, start / g.sw);
+                    &src[(r * g.h + iy) * phase_len + j0..][..hi - lo]
+                };
+                for (o, &v) in yrow[lo..hi].iter_mut().zip(xs) {
+                    *o += wv * v;
                 }
             }
-        });
+        }
+    }
 }
 
 /// The definition: y[n, co, oy, ox] = b[co] + Σ_{ci, ki, kj} w[co, ci, ki, kj] ·
@@ -1047,6 +1088,27 @@ mod tests {
             got,
             vec![2, 4, (10 + 3 - 4 - 1) / 2 + 1, (9 + 1 - 1 - 1) / 3 + 1]
         );
+    }
+
+    /// Regression: the depthwise phase split for stride 3 on a 1-pixel-wide row indexed past
+    /// the row's end (found by the random-geometry property test).
+    #[test]
+    fn depthwise_stride_wider_than_the_row() {
+        let pad = Padding2d {
+            top: 0,
+            left: 1,
+            bottom: 0,
+            right: 1,
+        };
+        let s = spec([1, 3], pad, [1, 1], 2);
+        let x = test_tensor(&[1, 2, 3, 1], 1);
+        let w = test_tensor(&[2, 1, 1, 3], 2);
+        let fast = forward(&s, &x, &w, None).unwrap();
+        let naive = forward_naive(&s, &x, &w, None).unwrap();
+        assert_eq!(fast.shape(), naive.shape());
+        for (a, b) in fast.data().iter().zip(naive.data()) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 
     #[test]
