@@ -80,7 +80,11 @@ fn train_prints_epoch_lines_and_evaluate_reads_the_happy_photos() {
         .sum();
     assert_eq!(conf, 16);
     assert!(out.join("model.ron").is_file() && out.join("weights.safetensors").is_file());
-    assert!(std::fs::read_to_string(out.join("model.ron")).unwrap().contains("\"smile\""));
+    assert!(
+        std::fs::read_to_string(out.join("model.ron"))
+            .unwrap()
+            .contains("\"smile\"")
+    );
 
     let o = convscope(&[
         "evaluate",
@@ -96,14 +100,26 @@ fn train_prints_epoch_lines_and_evaluate_reads_the_happy_photos() {
     assert_eq!(confusion.len(), 2);
     let rows: Vec<u64> = confusion
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .sum()
+        })
         .collect();
     // 66 frowns, 84 smiles (SOURCE.md)
     assert_eq!(rows, [66, 84], "{v}");
     assert_eq!(v["classes"], serde_json::json!(["frown", "smile"]));
 
     // text mode names the classes and prints the matrix
-    let o = convscope(&["evaluate", "--model", out.to_str().unwrap(), "--data", happy.to_str().unwrap()]);
+    let o = convscope(&[
+        "evaluate",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        happy.to_str().unwrap(),
+    ]);
     assert!(o.status.success());
     assert!(text(&o.stdout).contains("confusion"), "{}", text(&o.stdout));
 }
@@ -143,7 +159,9 @@ fn killing_training_never_leaves_a_corrupt_checkpoint() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let ms = 200 + (x >> 33) % 2300;
         std::thread::sleep(Duration::from_millis(ms));
         child.kill().unwrap(); // SIGKILL on Unix
@@ -163,11 +181,14 @@ fn a_diverging_run_fails_with_a_message_and_keeps_a_good_checkpoint() {
     let out = tmp.path().join("ck");
     let o = train_tiny(
         &out,
-        &["--epochs", "20", "--optimizer", "sgd", "--lr", "1e6", "--checkpoint-every", "1"],
+        &["--epochs", "20", "--lr", "1e6", "--checkpoint-every", "1"],
     );
     let err = text(&o.stderr);
     assert!(!o.status.success(), "a run at lr 1e6 succeeded");
-    assert!(err.contains("diverged") && err.contains("NaN or infinite"), "{err}");
+    assert!(
+        err.contains("diverged") && err.contains("last good checkpoint"),
+        "{err}"
+    );
     if out.exists() {
         let m = convscope::models::load_model(&out).unwrap();
         assert!(m.graph.params().iter().all(|p| !p.tensor.has_non_finite()));
@@ -196,7 +217,16 @@ fn bad_input_gives_clear_messages_never_a_panic() {
     let out = root.join("out");
     let out_s = out.to_str().unwrap();
     let run = |data: &Path, extra: &[&str]| {
-        let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", out_s, "--epochs", "1", "--json"];
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out_s,
+            "--epochs",
+            "1",
+            "--json",
+        ];
         args.extend_from_slice(extra);
         convscope(&args)
     };
@@ -216,18 +246,48 @@ fn bad_input_gives_clear_messages_never_a_panic() {
     fails_with(&run(&single, &[]), "single class");
 
     fails_with(
-        &convscope(&["train", "--data", "synthetic-smiles", "--epochs", "0", "--out", out_s]),
+        &convscope(&[
+            "train",
+            "--data",
+            "synthetic-smiles",
+            "--epochs",
+            "0",
+            "--out",
+            out_s,
+        ]),
         "--epochs must be at least 1",
     );
 
     // mixed sizes, gray and colour, one unreadable file: trains, names the bad file once
     let mixed = root.join("mixed");
     for i in 0..6u8 {
-        write_png(&mixed.join(format!("frown/f{i}.png")), 20 + u32::from(i), 30, i, i % 2 == 0);
-        write_png(&mixed.join(format!("smile/s{i}.png")), 64, 48 + u32::from(i), 100 + i, false);
+        write_png(
+            &mixed.join(format!("frown/f{i}.png")),
+            20 + u32::from(i),
+            30,
+            i,
+            i % 2 == 0,
+        );
+        write_png(
+            &mixed.join(format!("smile/s{i}.png")),
+            64,
+            48 + u32::from(i),
+            100 + i,
+            false,
+        );
     }
     std::fs::write(mixed.join("smile/broken.png"), b"not a png at all").unwrap();
-    let o = run(&mixed, &["--batch", "100", "--val-fraction", "0.2", "--test-fraction", "0.2"]);
+    let o = run(
+        &mixed,
+        &[
+            "--batch",
+            "100",
+            "--val-fraction",
+            "0.2",
+            "--test-fraction",
+            "0.2",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert_eq!(err.matches("broken.png").count(), 1, "{err}");
@@ -245,12 +305,27 @@ fn bad_input_gives_clear_messages_never_a_panic() {
     }
     let ron = root.join("four.ron");
     std::fs::write(&ron, d.to_ron().unwrap()).unwrap();
-    fails_with(&run(&mixed, &["--arch", ron.to_str().unwrap()]), "4 input channels");
+    fails_with(
+        &run(&mixed, &["--arch", ron.to_str().unwrap()]),
+        "4 input channels",
+    );
 
     // evaluate on an empty folder and a missing model
-    let o = convscope(&["evaluate", "--model", "smile-cnn", "--data", empty.to_str().unwrap()]);
+    let o = convscope(&[
+        "evaluate",
+        "--model",
+        "smile-cnn",
+        "--data",
+        empty.to_str().unwrap(),
+    ]);
     fails_with(&o, "has no class sub-folders");
-    let o = convscope(&["evaluate", "--model", "/no/such/model", "--data", mixed.to_str().unwrap()]);
+    let o = convscope(&[
+        "evaluate",
+        "--model",
+        "/no/such/model",
+        "--data",
+        mixed.to_str().unwrap(),
+    ]);
     fails_with(&o, "does not exist");
 }
 
@@ -266,6 +341,10 @@ fn resume_continues_to_the_requested_epoch_count() {
     let lines = json_lines(&o);
     assert_eq!(lines[0]["epoch"], 2, "{lines:?}");
     let o = train_tiny(&out, &["--epochs", "2", "--resume"]);
-    assert!(text(&o.stderr).contains("already trained for 2 epochs"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("already trained for 2 epochs"),
+        "{}",
+        text(&o.stderr)
+    );
     eprintln!("{:.1} s", t0.elapsed().as_secs_f64());
 }

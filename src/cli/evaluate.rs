@@ -44,7 +44,9 @@ pub fn run(args: &EvaluateArgs) -> CliResult<()> {
         if t == 0 {
             return Err(CliError("--threads must be at least 1".into()));
         }
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
     }
     let source = resolve::resolve(&args.model, args.seed)?;
     let model = resolve::load(&source)?;
@@ -113,7 +115,10 @@ pub fn run(args: &EvaluateArgs) -> CliResult<()> {
         m.auc.map_or(String::new(), |a| format!(", AUC {a:.4}"))
     );
     println!("classes: {}", classes.join(", "));
-    println!("confusion (rows: true, columns: predicted): {:?}", m.confusion);
+    println!(
+        "confusion (rows: true, columns: predicted): {:?}",
+        m.confusion
+    );
     for x in &listed {
         println!(
             "misclassified: {} (true {}, predicted {}, score {:.3})",

@@ -151,7 +151,9 @@ fn set_threads(threads: Option<usize>) -> CliResult<()> {
             return Err(CliError("--threads must be at least 1".into()));
         }
         // A pool set earlier in this process stays; the first one wins.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
     }
     Ok(())
 }
@@ -173,8 +175,7 @@ fn progress_bar(json: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
     {
         pb.set_style(style.progress_chars("=> "));
     }
@@ -218,7 +219,10 @@ fn print_summary(s: &TrainSummary, json: bool) {
                 m.auc.map_or(String::new(), |a| format!(", AUC {a:.4}")),
                 m.n
             );
-            println!("confusion (rows: true, columns: predicted): {:?}", m.confusion);
+            println!(
+                "confusion (rows: true, columns: predicted): {:?}",
+                m.confusion
+            );
         }
         (None, true) => println!("{}", json!({"test_acc": null, "stop": stop})),
         (None, false) => println!("no test set ({stop})"),
@@ -261,10 +265,11 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
     report_skipped(&data.skipped);
     model.description.labels = data.classes.clone();
     let total_epochs = cfg.start_epoch + cfg.epochs;
-    let handle =
-        train::spawn(model, data, cfg, None).map_err(|e| CliError(e.to_string()))?;
+    let handle = train::spawn(model, data, cfg, None).map_err(|e| CliError(e.to_string()))?;
     let pb = progress_bar(args.json);
-    let mut outcome = Err(CliError("the training thread ended without a result".into()));
+    let mut outcome = Err(CliError(
+        "the training thread ended without a result".into(),
+    ));
     for event in handle.events.iter() {
         match event {
             TrainEvent::Started {

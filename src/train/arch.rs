@@ -53,9 +53,14 @@ pub fn fresh_weights(d: &ModelDescription, seed: u64) -> TrainResult<Weights> {
         let params: Vec<&String> = node.inputs.iter().skip(1).collect();
         match node.op {
             Op::Conv2d(_) | Op::Gemm(_) => {
-                let Some(w_name) = params.first() else { continue };
-                let Some(w_shape) = shape_of(w_name) else { continue };
-                let w = init::torch_default_weight(w_shape, &mut rng).map_err(|e| err(w_name, e))?;
+                let Some(w_name) = params.first() else {
+                    continue;
+                };
+                let Some(w_shape) = shape_of(w_name) else {
+                    continue;
+                };
+                let w =
+                    init::torch_default_weight(w_shape, &mut rng).map_err(|e| err(w_name, e))?;
                 weights.insert((*w_name).clone(), w);
                 if let Some(b_name) = params.get(1)
                     && shape_of(b_name).is_some()

@@ -38,6 +38,10 @@ pub struct TrainConfig {
     pub start_epoch: usize,
     /// Byte budget of the decoded-sample cache.
     pub cache_bytes: usize,
+    /// A batch loss above this counts as divergence too (a healthy cross-entropy sits near
+    /// ln(classes); 1e4 means logits ~1e4 on the wrong side, which only a blown-up run reaches,
+    /// e.g. Adam at lr 1e6, whose values can stay finite for many steps).
+    pub divergence_loss: f32,
     /// Fault injection: replace the loss gradient with NaN at this global step (0-based), to
     /// exercise divergence handling. Never set by the command line.
     #[serde(skip)]
@@ -62,6 +66,7 @@ impl Default for TrainConfig {
             start_epoch: 0,
             cache_bytes: 512 << 20,
             inject_nan_at_step: None,
+            divergence_loss: 1e4,
         }
     }
 }
@@ -80,6 +85,11 @@ impl TrainConfig {
         if self.checkpoint_every_batches == Some(0) {
             return Err(TrainError::invalid(
                 "checkpoint interval must be at least 1 batch",
+            ));
+        }
+        if !(self.divergence_loss > 0.0) {
+            return Err(TrainError::invalid(
+                "the divergence loss threshold must be positive",
             ));
         }
         if self.patience == Some(0) {
@@ -118,6 +128,11 @@ mod tests {
             optimizer: OptimizerConfig::adam(f32::NAN),
             ..TrainConfig::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("learning rate"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("learning rate")
+        );
     }
 }

@@ -208,6 +208,9 @@ mod tests {
         let e = preprocess_for(&[1, 4, 64, 64], &models::Preprocess::unit())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("4 input channels") && e.contains("3 (RGB)"), "{e}");
+        assert!(
+            e.contains("4 input channels") && e.contains("3 (RGB)"),
+            "{e}"
+        );
     }
 }

@@ -42,7 +42,10 @@ pub enum TrainEvent {
         activations: Vec<(String, Tensor)>,
     },
     /// A checkpoint was written (atomically) after `epochs_done` full epochs.
-    Checkpoint { path: PathBuf, epochs_done: usize },
+    Checkpoint {
+        path: PathBuf,
+        epochs_done: usize,
+    },
     Done(Box<TrainSummary>),
     Failed(String),
 }

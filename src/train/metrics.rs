@@ -248,14 +248,8 @@ mod tests {
         let s = [0.1, 0.4, 0.35, 0.8, 0.4, 0.9, 0.4, 0.2];
         assert!(close(roc_auc(&y, &s).unwrap(), 0.8125));
         // perfect, reversed, all tied
-        assert!(close(
-            roc_auc(&[false, true], &[0.2, 0.9]).unwrap(),
-            1.0
-        ));
-        assert!(close(
-            roc_auc(&[false, true], &[0.9, 0.2]).unwrap(),
-            0.0
-        ));
+        assert!(close(roc_auc(&[false, true], &[0.2, 0.9]).unwrap(), 1.0));
+        assert!(close(roc_auc(&[false, true], &[0.9, 0.2]).unwrap(), 0.0));
         assert!(close(
             roc_auc(&[false, true, true], &[0.5; 3]).unwrap(),
             0.5

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use crate::models::{self, Model, ModelError, ModelDescription, Weights};
+use crate::models::{self, Model, ModelDescription, ModelError, Weights};
 
 pub const STATE_FILE: &str = "train_state.json";
 
@@ -45,7 +45,9 @@ fn digest<'a>(tensors: impl Iterator<Item = (&'a str, &'a crate::engine::Tensor)
     for (name, t) in tensors {
         eat(name.as_bytes());
         t.shape().iter().for_each(|d| eat(&d.to_le_bytes()));
-        t.data().iter().for_each(|v| eat(&v.to_bits().to_le_bytes()));
+        t.data()
+            .iter()
+            .for_each(|v| eat(&v.to_bits().to_le_bytes()));
     }
     format!("{h:016x}")
 }

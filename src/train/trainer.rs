@@ -231,9 +231,9 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn snapshot(&mut self, epoch: usize, batch: usize, force: bool) {
-        let due = self.last_snapshot.is_none_or(|t| {
-            t.elapsed().as_millis() >= u128::from(self.cfg.snapshot_interval_ms)
-        });
+        let due = self
+            .last_snapshot
+            .is_none_or(|t| t.elapsed().as_millis() >= u128::from(self.cfg.snapshot_interval_ms));
         if !(force || due) {
             return;
         }
@@ -276,7 +276,7 @@ impl Run<'_> {
     fn diverged(&self, what: String) -> TrainError {
         let kept = match (&self.cfg.checkpoint_dir, self.last_checkpoint) {
             (Some(dir), Some(e)) => format!(
-                "; the last good checkpoint {} (after {e} epochs) is kept",
+                "; the last good checkpoint {} (after {e} complete epochs) is kept",
                 dir.display()
             ),
             (Some(dir), None) => format!("; no checkpoint was written to {}", dir.display()),
@@ -304,7 +304,13 @@ impl Run<'_> {
             d_logits.data_mut()[0] = f32::NAN;
         }
         if !loss.is_finite() {
-            return Err(self.diverged(format!("the loss is {loss}")));
+            return Err(self.diverged(format!("the loss is {loss} (NaN or infinite)")));
+        }
+        if loss > self.cfg.divergence_loss {
+            return Err(self.diverged(format!(
+                "the loss {loss:.3e} exceeds {:.0e}",
+                self.cfg.divergence_loss
+            )));
         }
         let request = BackwardRequest {
             seeds: vec![(out, d_logits)],
@@ -312,7 +318,9 @@ impl Run<'_> {
             value_grads: vec![],
         };
         let graph = &mut self.model.graph;
-        let grads = graph.backward(&pass, &request).map_err(TrainError::failed)?;
+        let grads = graph
+            .backward(&pass, &request)
+            .map_err(TrainError::failed)?;
         if let Some(p) = grads
             .params
             .iter()
@@ -421,7 +429,10 @@ pub fn fit(
                 images_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
             });
             run.snapshot(epoch, b + 1, false);
-            if cfg.checkpoint_every_batches.is_some_and(|k| (b + 1) % k == 0) {
+            if cfg
+                .checkpoint_every_batches
+                .is_some_and(|k| (b + 1) % k == 0)
+            {
                 run.checkpoint(epoch - 1)?;
             }
         }
