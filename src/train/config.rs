@@ -87,7 +87,7 @@ impl TrainConfig {
                 "checkpoint interval must be at least 1 batch",
             ));
         }
-        if !(self.divergence_loss > 0.0) {
+        if self.divergence_loss.is_nan() || self.divergence_loss <= 0.0 {
             return Err(TrainError::invalid(
                 "the divergence loss threshold must be positive",
             ));
