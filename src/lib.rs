@@ -8,3 +8,4 @@ pub mod engine;
 pub mod explain;
 pub mod models;
 pub mod render;
+pub mod train;

@@ -2,8 +2,10 @@
 //! failure, one sentence to stderr with a non-zero exit code; nothing panics.
 
 pub mod bench;
+pub mod evaluate;
 pub mod resolve;
 pub mod summary;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +44,10 @@ pub enum Command {
     Summary(summary::SummaryArgs),
     /// Median forward and forward+backward times (and optionally one training step).
     Bench(bench::BenchArgs),
+    /// Trains a model on an image folder or the built-in synthetic faces.
+    Train(train::TrainArgs),
+    /// Accuracy, precision, recall, F1, AUC and the confusion matrix of a model on a folder.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -57,6 +63,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Some(Command::Summary(args)) => summary::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Train(args)) => train::run(&args),
+        Some(Command::Evaluate(args)) => evaluate::run(&args),
         None => {
             // The window is not part of this build yet: show what the command line offers.
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -1,0 +1,320 @@
+//! `convscope train --data DIR|synthetic-smiles --arch smile-cnn|FILE.ron|DIR [--epochs N]
+//! [--batch B] [--lr LR] [--seed S] [--confound none|tilt|background] [--threads T] --out DIR
+//! [--json]`: trains on a worker thread and prints one line per epoch and a final test line.
+//! The checkpoint in `--out` (model.ron, weights.safetensors, train_state.json) is rewritten
+//! atomically after every epoch (and every `--checkpoint-every` batches).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use super::{CliError, CliResult};
+use crate::data::{Confound, Skipped};
+use crate::engine::optim::OptimizerConfig;
+use crate::train::{
+    self, DataSpec, EpochStats, StopReason, TrainConfig, TrainEvent, TrainSummary, arch, state,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConfoundArg {
+    None,
+    Tilt,
+    Background,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// An image folder (one sub-folder per class, or train/val/test splits) or `synthetic-smiles`.
+    #[arg(long)]
+    pub data: String,
+    /// `smile-cnn`, a RON model description (freshly initialised), or a checkpoint directory.
+    #[arg(long, default_value = "smile-cnn")]
+    pub arch: String,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    pub optimizer: OptimizerArg,
+    /// Seeds the initial weights, the shuffling, dropout, splits and synthetic faces.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A spurious cue planted in synthetic training and validation faces (test faces never
+    /// have it).
+    #[arg(long, value_enum, default_value_t = ConfoundArg::None)]
+    pub confound: ConfoundArg,
+    /// How strongly the confound follows the label (1 = always).
+    #[arg(long, default_value_t = 1.0)]
+    pub confound_correlation: f32,
+    /// Synthetic set sizes.
+    #[arg(long, default_value_t = 4000)]
+    pub train_size: usize,
+    #[arg(long, default_value_t = 500)]
+    pub val_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub test_size: usize,
+    /// Held-out fractions of a folder without split sub-folders (stratified, from --seed).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f32,
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f32,
+    /// Early stopping: epochs without validation-loss improvement (0 = never stop early).
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
+    /// Random horizontal flips while training.
+    #[arg(long)]
+    pub hflip: bool,
+    /// Also checkpoint every this many batches.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Worker threads (default: RAYON_NUM_THREADS, else one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Checkpoint directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the checkpoint in --out up to --epochs epochs in total.
+    #[arg(long)]
+    pub resume: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn optimizer(args: &TrainArgs) -> OptimizerConfig {
+    match args.optimizer {
+        OptimizerArg::Adam => OptimizerConfig::adam(args.lr),
+        OptimizerArg::Adamw => OptimizerConfig::adamw(args.lr, 1e-2),
+        OptimizerArg::Sgd => OptimizerConfig::Sgd {
+            lr: args.lr,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+    }
+}
+
+fn data_spec(args: &TrainArgs) -> DataSpec {
+    if args.data == "synthetic-smiles" {
+        let c = args.confound_correlation;
+        DataSpec::Synthetic {
+            seed: args.seed,
+            train: args.train_size,
+            val: args.val_size,
+            test: args.test_size,
+            confound: match args.confound {
+                ConfoundArg::None => Confound::None,
+                ConfoundArg::Tilt => Confound::HeadTilt { correlation: c },
+                ConfoundArg::Background => Confound::BackgroundBrightness { correlation: c },
+            },
+        }
+    } else {
+        DataSpec::Folder {
+            root: PathBuf::from(&args.data),
+            val_fraction: args.val_fraction,
+            test_fraction: args.test_fraction,
+            seed: args.seed,
+        }
+    }
+}
+
+/// Files left out, printed once on stderr.
+pub fn report_skipped(skipped: &[Skipped]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!(
+        "convscope: skipped {} unreadable or non-image files:",
+        skipped.len()
+    );
+    for s in skipped {
+        eprintln!("  {}: {}", s.name, s.reason);
+    }
+}
+
+fn set_threads(threads: Option<usize>) -> CliResult<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(CliError("--threads must be at least 1".into()));
+        }
+        // A pool set earlier in this process stays; the first one wins.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    Ok(())
+}
+
+fn epoch_line(e: &EpochStats, epochs: usize) -> String {
+    let val = match (e.val_loss, e.val_acc) {
+        (Some(l), Some(a)) => format!(", val loss {l:.4} acc {a:.4}"),
+        _ => String::new(),
+    };
+    format!(
+        "epoch {}/{epochs}: train loss {:.4} acc {:.4}{val} ({:.1} s)",
+        e.epoch, e.train_loss, e.train_acc, e.seconds
+    )
+}
+
+/// The progress bar: visible only in text mode on a terminal.
+fn progress_bar(json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// The final JSON line (DESIGN.md): test metrics, precision/recall/F1 of the positive class.
+pub fn metrics_json(m: &train::ClassMetrics, loss: Option<f32>) -> serde_json::Value {
+    let (p, r, f) = m.headline();
+    json!({
+        "test_acc": m.accuracy,
+        "precision": p,
+        "recall": r,
+        "f1": f,
+        "macro_f1": m.macro_f1,
+        "auc": m.auc,
+        "confusion": m.confusion,
+        "test_loss": loss,
+        "n": m.n,
+    })
+}
+
+fn print_summary(s: &TrainSummary, json: bool) {
+    let stop = match &s.stop {
+        StopReason::Completed => "completed".to_string(),
+        StopReason::EarlyStopped { best_epoch } => format!("early stop (best epoch {best_epoch})"),
+        StopReason::Stopped => "stopped".to_string(),
+    };
+    match (&s.test, json) {
+        (Some(m), true) => {
+            let mut v = metrics_json(m, s.test_loss);
+            v["stop"] = json!(stop);
+            println!("{v}");
+        }
+        (Some(m), false) => {
+            let (p, r, f) = m.headline();
+            println!(
+                "test: accuracy {:.4}, precision {p:.4}, recall {r:.4}, F1 {f:.4}, macro F1 {:.4}{} on {} images ({stop})",
+                m.accuracy,
+                m.macro_f1,
+                m.auc.map_or(String::new(), |a| format!(", AUC {a:.4}")),
+                m.n
+            );
+            println!(
+                "confusion (rows: true, columns: predicted): {:?}",
+                m.confusion
+            );
+        }
+        (None, true) => println!("{}", json!({"test_acc": null, "stop": stop})),
+        (None, false) => println!("no test set ({stop})"),
+    }
+}
+
+pub fn run(args: &TrainArgs) -> CliResult<()> {
+    set_threads(args.threads)?;
+    let mut cfg = TrainConfig {
+        optimizer: optimizer(args),
+        batch_size: args.batch,
+        epochs: args.epochs,
+        seed: args.seed,
+        patience: (args.patience > 0).then_some(args.patience),
+        hflip: args.hflip,
+        checkpoint_dir: Some(args.out.clone()),
+        checkpoint_every_batches: args.checkpoint_every,
+        ..TrainConfig::default()
+    };
+    cfg.validate().map_err(|e| CliError(e.to_string()))?;
+    let mut model = if args.resume {
+        let (model, st) = state::load(&args.out).map_err(|e| CliError(format!("--resume: {e}")))?;
+        let done = st.map_or(0, |s| s.epochs_done);
+        if done >= args.epochs {
+            return Err(CliError(format!(
+                "{}: already trained for {done} epochs (--epochs {})",
+                args.out.display(),
+                args.epochs
+            )));
+        }
+        cfg.start_epoch = done;
+        cfg.epochs = args.epochs - done;
+        model
+    } else {
+        arch::load_arch(&args.arch, args.seed).map_err(|e| CliError(e.to_string()))?
+    };
+    let data = data_spec(args)
+        .build(model.graph.input_shape(), &model.description.preprocess)
+        .map_err(|e| CliError(e.to_string()))?;
+    report_skipped(&data.skipped);
+    model.description.labels = data.classes.clone();
+    let total_epochs = cfg.start_epoch + cfg.epochs;
+    let handle = train::spawn(model, data, cfg, None).map_err(|e| CliError(e.to_string()))?;
+    let pb = progress_bar(args.json);
+    let mut outcome = Err(CliError(
+        "the training thread ended without a result".into(),
+    ));
+    for event in handle.events.iter() {
+        match event {
+            TrainEvent::Started {
+                batches_per_epoch, ..
+            } => pb.set_length(batches_per_epoch as u64),
+            TrainEvent::BatchDone {
+                epoch,
+                batch,
+                loss,
+                images_per_s,
+                ..
+            } => {
+                pb.set_prefix(format!("epoch {epoch}/{total_epochs}"));
+                pb.set_position(batch as u64);
+                pb.set_message(format!("loss {loss:.4}, {images_per_s:.0} img/s"));
+            }
+            TrainEvent::EpochDone(e) => {
+                if args.json {
+                    let line = json!({
+                        "epoch": e.epoch,
+                        "train_loss": e.train_loss,
+                        "train_acc": e.train_acc,
+                        "val_loss": e.val_loss,
+                        "val_acc": e.val_acc,
+                        "seconds": e.seconds,
+                    });
+                    println!("{line}");
+                } else {
+                    pb.suspend(|| println!("{}", epoch_line(&e, total_epochs)));
+                }
+                pb.set_position(0);
+            }
+            TrainEvent::Done(summary) => {
+                pb.finish_and_clear();
+                report_skipped(&summary.skipped);
+                print_summary(&summary, args.json);
+                outcome = Ok(());
+            }
+            TrainEvent::Failed(msg) => {
+                pb.finish_and_clear();
+                outcome = Err(CliError(msg));
+            }
+            TrainEvent::Snapshot { .. } | TrainEvent::Checkpoint { .. } => {}
+        }
+    }
+    handle.join().map_err(|e| CliError(e.to_string()))?;
+    outcome
+}
