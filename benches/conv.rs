@@ -62,7 +62,15 @@ fn main() {
         );
         println!("(bwd = d_x + grad_w; then d_x alone and grad_w alone, ms)");
     }
+    // Other arguments (not `--json`, not cargo's `--bench`) select layers by substring.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     for &(name, n, c_in, h, w, c_out, k, s, p, groups) in LAYERS {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
         let spec = Conv2dSpec {
             stride: [s, s],
             padding: Padding2d::uniform(p),

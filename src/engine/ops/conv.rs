@@ -228,11 +228,23 @@ fn offsets(k: usize, dil: usize, pad: usize) -> Vec<isize> {
 /// Fills one column-matrix row (`(oh, ow)`) for kernel position (ki, kj) of one input channel
 /// plane `x_c` (`(h, w)`).
 fn im2col_row(x_c: &[f32], ki: usize, kj: usize, g: &Geom, row: &mut [f32]) {
+    im2col_row_range(x_c, ki, kj, g, 0..g.oh, row);
+}
+
+/// [`im2col_row`] for the output rows `rows` only: `row` is `(rows.len(), ow)`.
+fn im2col_row_range(
+    x_c: &[f32],
+    ki: usize,
+    kj: usize,
+    g: &Geom,
+    rows: std::ops::Range<usize>,
+    row: &mut [f32],
+) {
     let offy = (ki * g.dh) as isize - g.top as isize;
     let offx = (kj * g.dw) as isize - g.left as isize;
     let (ylo, yhi) = valid_range(g.oh, g.h, g.sh, offy);
     let (xlo, xhi) = valid_range(g.ow, g.w, g.sw, offx);
-    for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
+    for (oy, out) in rows.zip(row.chunks_exact_mut(g.ow)) {
         if oy < ylo || oy >= yhi || xlo == xhi {
             out.fill(0.0);
             continue;
@@ -265,6 +277,17 @@ fn im2col(x_g: &[f32], g: &Geom, col: &mut [f32], par: Parallelism) {
         col.par_chunks_exact_mut(g.p()).enumerate().for_each(fill);
     } else {
         col.chunks_exact_mut(g.p()).enumerate().for_each(fill);
+    }
+}
+
+/// The columns of the output rows `rows` of col: `col_block` is `(cg*kh*kw, rows.len()*ow)`.
+fn im2col_rows(x_g: &[f32], g: &Geom, rows: std::ops::Range<usize>, col_block: &mut [f32]) {
+    let plane = g.h * g.w;
+    let cols = rows.len() * g.ow;
+    for (r, out) in col_block.chunks_exact_mut(cols).enumerate() {
+        let (c, kk) = (r / (g.kh * g.kw), r % (g.kh * g.kw));
+        let x_c = &x_g[c * plane..][..plane];
+        im2col_row_range(x_c, kk / g.kw, kk % g.kw, g, rows.clone(), out);
     }
 }
 
@@ -328,40 +351,6 @@ fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
-/// colᵀ `(oh*ow, cg*kh*kw)` from one group's input `x_g` `(cg, h, w)`: the transposed column
-/// matrix written directly instead of im2col followed by [`transpose_into`] (its reference
-/// twin), which moves every element twice more. Per output row the `(ow, K)` block is small
-/// (64 x 75 floats = 19 KB for the smile CNN's conv1), so the stride-K writes of one tap stay
-/// in L1 while the reads walk an input row contiguously.
-fn im2col_t(x_g: &[f32], g: &Geom, col_t: &mut [f32]) {
-    let k = g.k();
-    let plane = g.h * g.w;
-    let taps = g.kh * g.kw;
-    for (oy, block) in col_t.chunks_exact_mut(g.ow * k).enumerate() {
-        // block: (ow, K) for output row oy
-        for r in 0..k {
-            let (c, kk) = (r / taps, r % taps);
-            let (ki, kj) = (kk / g.kw, kk % g.kw);
-            let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
-            let offx = (kj * g.dw) as isize - g.left as isize;
-            let (xlo, xhi) = valid_range(g.ow, g.w, g.sw, offx);
-            if iy < 0 || iy >= g.h as isize || xlo == xhi {
-                block.iter_mut().skip(r).step_by(k).for_each(|v| *v = 0.0);
-                continue;
-            }
-            let xrow = &x_g[c * plane + iy as usize * g.w..][..g.w];
-            for ox in (0..xlo).chain(xhi..g.ow) {
-                block[ox * k + r] = 0.0;
-            }
-            let start = in_index(xlo, g.sw, offx);
-            let dst = block[xlo * k + r..].iter_mut().step_by(k);
-            for (d, &v) in dst.zip(xrow[start..].iter().step_by(g.sw).take(xhi - xlo)) {
-                *d = v;
-            }
-        }
-    }
-}
-
 /// colᵀ `(P, K)` of a column matrix `cols` `(K, P)`: copied row-major into `col_t` when
 /// `transposed` (small K), else the strided view.
 fn transposed_cols<'a>(
@@ -379,8 +368,13 @@ fn transposed_cols<'a>(
     }
 }
 
-/// Up to this many rows K in a column matrix, grad_w builds colᵀ directly (see [`im2col_t`]).
+/// Up to this many rows K in a column matrix, grad_w streams blocks of output rows through
+/// [`im2col_rows`] instead of one whole column matrix.
 const GRAD_W_TRANSPOSED_MAX_K: usize = 512;
+
+/// Floats of the column block built per step of the blocked grad_w path (64 KiB: it is still
+/// in cache when the GEMM reads it).
+const GRAD_W_BLOCK_FLOATS: usize = 16 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Batch scheduling
@@ -740,16 +734,61 @@ fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
         let transposed = k <= GRAD_W_TRANSPOSED_MAX_K;
         let direct = transposed && !g.is_pointwise();
         let mut col = vec![0.0f32; if g.is_pointwise() || direct { 0 } else { k * p }]; // (K, P)
-        let mut col_t = vec![0.0f32; if transposed { k * p } else { 0 }]; // (P, K)
+        // colᵀ is built a block of output rows at a time so that it is still in cache when
+        // the GEMM reads it: (rows_per_block · ow, K) ≈ 256 KiB.
+        let rows_per_block = (GRAD_W_BLOCK_FLOATS / (g.ow * k).max(1)).clamp(1, g.oh.max(1));
+        let col_t_len = if direct {
+            rows_per_block * g.ow * k
+        } else if transposed {
+            k * p
+        } else {
+            0
+        };
+        let mut col_t = vec![0.0f32; col_t_len]; // (P, K), or a (K, block cols) block
+        let mut dy_t = vec![
+            0.0f32;
+            if direct {
+                rows_per_block * g.ow * g.og
+            } else {
+                0
+            }
+        ];
+        let mut acc_t = vec![0.0f32; if direct { g.c_out * k } else { 0 }]; // groups × (K, og)
         for ni in ci * per..((ci + 1) * per).min(g.n) {
             let x_item = &x[ni * g.x_item()..][..g.x_item()];
             let dy_item = &d_y[ni * g.y_item()..][..g.y_item()];
             for grp in 0..g.groups {
                 let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
-                let cols_t = if direct {
-                    im2col_t(x_g, g, &mut col_t);
-                    MatRef::row_major(&col_t, p, k)
-                } else {
+                let dy_all = &dy_item[grp * g.og * p..][..g.og * p]; // (og, P)
+                let acc_g = &mut acc[grp * g.og * k..][..g.og * k];
+                if direct {
+                    // grad_wᵀ (K, og) += col_block (K, cols) @ d_yᵀ (cols, og), one block of
+                    // output rows at a time: both operands are built contiguous and small.
+                    let acc_t = &mut acc_t[grp * k * g.og..][..k * g.og];
+                    for oy0 in (0..g.oh).step_by(rows_per_block) {
+                        let oy1 = (oy0 + rows_per_block).min(g.oh);
+                        let cols = (oy1 - oy0) * g.ow;
+                        let block = &mut col_t[..cols * k]; // (K, cols)
+                        im2col_rows(x_g, g, oy0..oy1, block);
+                        let dyt = &mut dy_t[..cols * g.og]; // (cols, og)
+                        for o in 0..g.og {
+                            let src = &dy_all[o * p + oy0 * g.ow..][..cols];
+                            for (j, &v) in src.iter().enumerate() {
+                                dyt[j * g.og + o] = v;
+                            }
+                        }
+                        sgemm(
+                            1.0,
+                            MatRef::row_major(block, k, cols),
+                            MatRef::row_major(dyt, cols, g.og),
+                            1.0,
+                            acc_t,
+                            par,
+                        );
+                    }
+                    continue;
+                }
+                let cols_t = {
                     let cols: &[f32] = if g.is_pointwise() {
                         x_g
                     } else {
@@ -758,9 +797,19 @@ fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
                     }; // (K, P)
                     transposed_cols(cols, k, p, transposed, &mut col_t)
                 }; // (P, K)
-                let dy_g = MatRef::row_major(&dy_item[grp * g.og * p..][..g.og * p], g.og, p);
-                let acc_g = &mut acc[grp * g.og * k..][..g.og * k];
+                let dy_g = MatRef::row_major(dy_all, g.og, p);
                 sgemm(1.0, dy_g, cols_t, 1.0, acc_g, par);
+            }
+        }
+        if direct {
+            for grp in 0..g.groups {
+                let acc_t = &acc_t[grp * k * g.og..][..k * g.og]; // (K, og)
+                let acc_g = &mut acc[grp * g.og * k..][..g.og * k]; // (og, K)
+                for r in 0..k {
+                    for o in 0..g.og {
+                        acc_g[o * k + r] += acc_t[r * g.og + o];
+                    }
+                }
             }
         }
         acc
@@ -1057,18 +1106,21 @@ mod tests {
         }
 
         #[test]
-        fn im2col_t_matches_im2col_then_transpose((s, xs, ws) in geometry_strategy(), seed in 0u64..1000) {
+        fn im2col_rows_matches_the_columns_of_im2col((s, xs, ws) in geometry_strategy(), seed in 0u64..1000, split in 0usize..8) {
             let g = geometry(&s, &xs, &ws, None).unwrap();
             let x = test_tensor(&xs, seed);
             let x_g = &x.data()[..g.cg * g.h * g.w]; // first group of item 0: (cg, h, w)
             let (k, p) = (g.k(), g.p());
             let mut col = vec![f32::NAN; k * p]; // (K, P)
             im2col(x_g, &g, &mut col, Parallelism::Sequential);
-            let mut want = vec![f32::NAN; k * p]; // (P, K)
-            transpose_into(&col, k, p, &mut want);
-            let mut got = vec![f32::NAN; k * p]; // (P, K)
-            im2col_t(x_g, &g, &mut got);
-            prop_assert_eq!(got, want);
+            let oy0 = split.min(g.oh - 1);
+            let rows = oy0..g.oh;
+            let cols = rows.len() * g.ow;
+            let mut got = vec![f32::NAN; k * cols]; // (K, cols)
+            im2col_rows(x_g, &g, rows, &mut got);
+            for r in 0..k {
+                prop_assert_eq!(&got[r * cols..(r + 1) * cols], &col[r * p + oy0 * g.ow..(r + 1) * p]);
+            }
         }
 
         #[test]
