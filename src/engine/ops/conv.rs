@@ -734,8 +734,8 @@ fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
         let transposed = k <= GRAD_W_TRANSPOSED_MAX_K;
         let direct = transposed && !g.is_pointwise();
         let mut col = vec![0.0f32; if g.is_pointwise() || direct { 0 } else { k * p }]; // (K, P)
-        // colᵀ is built a block of output rows at a time so that it is still in cache when
-        // the GEMM reads it: (rows_per_block · ow, K) ≈ 256 KiB.
+        // The direct path builds col a block of output rows at a time (see
+        // GRAD_W_BLOCK_FLOATS) so that the GEMM reads it from cache.
         let rows_per_block = (GRAD_W_BLOCK_FLOATS / (g.ow * k).max(1)).clamp(1, g.oh.max(1));
         let col_t_len = if direct {
             rows_per_block * g.ow * k
