@@ -1,7 +1,9 @@
 //! The headless subcommands (contract in DESIGN.md). Each prints results to stdout and, on
 //! failure, one sentence to stderr with a non-zero exit code; nothing panics.
 
+pub mod activations;
 pub mod bench;
+pub mod predict;
 pub mod resolve;
 pub mod summary;
 
@@ -42,6 +44,10 @@ pub enum Command {
     Summary(summary::SummaryArgs),
     /// Median forward and forward+backward times (and optionally one training step).
     Bench(bench::BenchArgs),
+    /// Top classes per image (or per item of a preprocessed .npy batch).
+    Predict(predict::PredictArgs),
+    /// Saves one layer's output for an image (or a preprocessed .npy batch) as .npy.
+    Activations(activations::ActivationsArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -57,6 +63,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Some(Command::Summary(args)) => summary::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Predict(args)) => predict::run(&args),
+        Some(Command::Activations(args)) => activations::run(&args),
         None => {
             // The window is not part of this build yet: show what the command line offers.
             let mut cmd = <Cli as clap::CommandFactory>::command();
