@@ -52,7 +52,11 @@ fn shared(rel: &str) -> String {
 }
 
 fn fixture(rel: &str) -> String {
-    repo("tests/fixtures").join(rel).to_str().unwrap().to_string()
+    repo("tests/fixtures")
+        .join(rel)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Top entries as (index, prob).
@@ -68,8 +72,16 @@ fn top(line: &Value) -> Vec<(u64, f64)> {
 fn assert_top3(line: &Value, want: [(u64, f64); 3]) {
     let got = top(line);
     for ((gi, gp), (wi, wp)) in got.iter().zip(want) {
-        assert_eq!(*gi, wi, "{}: top classes {got:?}, want {want:?}", line["input"]);
-        assert!((gp - wp).abs() < 0.005, "{}: class {gi} prob {gp}, want {wp}", line["input"]);
+        assert_eq!(
+            *gi, wi,
+            "{}: top classes {got:?}, want {want:?}",
+            line["input"]
+        );
+        assert!(
+            (gp - wp).abs() < 0.005,
+            "{}: class {gi} prob {gp}, want {wp}",
+            line["input"]
+        );
     }
 }
 
@@ -78,7 +90,14 @@ fn bundled_efficientnet_matches_the_reference_predictions() {
     let chelsea = shared("data/images/chelsea.png");
     let coffee = shared("data/images/coffee.png");
     let o = convscope(&[
-        "predict", "--model", "efficientnet-lite0", &chelsea, &coffee, "--json", "--top", "3",
+        "predict",
+        "--model",
+        "efficientnet-lite0",
+        &chelsea,
+        &coffee,
+        "--json",
+        "--top",
+        "3",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = json_lines(&o);
@@ -113,10 +132,21 @@ fn check_npy_against_onnxruntime(stem: &str) {
     let input = fixture(&format!("onnx/{stem}.input.npy"));
     let want: ArrayD<f32> =
         ndarray_npy::read_npy(fixture(&format!("onnx/{stem}.output.npy"))).unwrap();
-    let o = convscope(&["predict", "--model", &model, "--input-npy", &input, "--json"]);
+    let o = convscope(&[
+        "predict",
+        "--model",
+        &model,
+        "--input-npy",
+        &input,
+        "--json",
+    ]);
     assert!(o.status.success(), "{stem}: {}", stderr(&o));
     let lines = json_lines(&o);
-    assert_eq!(lines.len(), want.shape()[0], "{stem}: one line per batch item");
+    assert_eq!(
+        lines.len(),
+        want.shape()[0],
+        "{stem}: one line per batch item"
+    );
     for (i, (line, row)) in lines.iter().zip(want.axis_iter(Axis(0))).enumerate() {
         assert_eq!(line["input"], format!("{input}[{i}]"));
         let row: Vec<f32> = row.iter().copied().collect();
@@ -142,7 +172,12 @@ fn efficientnet_input_npy_matches_onnxruntime() {
     let npy = tmp.path().join("x.npy");
     ndarray_npy::write_npy(&npy, &x).unwrap();
     let o = convscope(&[
-        "predict", "--model", "efficientnet-lite0", "--input-npy", npy.to_str().unwrap(), "--json",
+        "predict",
+        "--model",
+        "efficientnet-lite0",
+        "--input-npy",
+        npy.to_str().unwrap(),
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let want: ArrayD<f32> = ndarray_npy::read_npy(fixture("onnx/effnet.logits.npy")).unwrap();
@@ -176,7 +211,10 @@ fn a_broken_image_is_reported_and_the_others_still_classified() {
     assert_eq!(lines[0]["input"], coffee.as_str());
     assert_eq!(lines[0]["top"][0]["index"], 967);
     let err = stderr(&o);
-    assert!(err.contains("broken.png") && err.contains("missing.jpg"), "{err}");
+    assert!(
+        err.contains("broken.png") && err.contains("missing.jpg"),
+        "{err}"
+    );
     assert!(err.contains("2 of 3 inputs"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -197,7 +235,10 @@ fn unknown_and_truncated_models_are_one_sentence_naming_the_file() {
     let o = convscope(&["predict", "--model", cut.to_str().unwrap(), "x.png"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("cut.onnx") && err.contains("not a valid ONNX"), "{err}");
+    assert!(
+        err.contains("cut.onnx") && err.contains("not a valid ONNX"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -273,7 +314,13 @@ fn summary_and_write_preset_for_an_onnx_file() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("net.onnx");
     std::fs::copy(fixture("onnx/keras_idioms.onnx"), &model).unwrap();
-    let o = convscope(&["summary", "--model", model.to_str().unwrap(), "--json", "--write-preset"]);
+    let o = convscope(&[
+        "summary",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        "--write-preset",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = json_lines(&o);
     let totals = lines.last().unwrap();
@@ -288,7 +335,12 @@ fn summary_and_write_preset_for_an_onnx_file() {
     let o = convscope(&["summary", "--model", model.to_str().unwrap(), "--json"]);
     let totals = json_lines(&o).pop().unwrap();
     assert_eq!(totals["preprocess"]["resize"], "ShorterSideCrop");
-    assert!(totals["preset"].as_str().unwrap().contains("net.preset.ron"));
+    assert!(
+        totals["preset"]
+            .as_str()
+            .unwrap()
+            .contains("net.preset.ron")
+    );
 }
 
 // ---------------------------------------------------------------- PIL parity of the resize
@@ -317,10 +369,16 @@ fn differences(ours: &Image, pil_fixture: &str) -> usize {
 #[test]
 fn resize_is_bit_identical_to_pil() {
     let chelsea = decode(&shared("data/images/chelsea.png"));
-    let squash = fit(&chelsea, &Preprocess::imagenet().with_size([224, 224]).squashed());
+    let squash = fit(
+        &chelsea,
+        &Preprocess::imagenet().with_size([224, 224]).squashed(),
+    );
     assert_eq!(differences(&squash, "predict/chelsea_pil224.npy"), 0);
     let rocket = decode(&shared("data/images/rocket.png"));
-    assert_eq!(differences(&rocket.resized(47, 31), "predict/rocket_pil31x47.npy"), 0);
+    assert_eq!(
+        differences(&rocket.resized(47, 31), "predict/rocket_pil31x47.npy"),
+        0
+    );
 }
 
 #[test]
@@ -343,7 +401,10 @@ fn upscaling_a_patch_is_bit_identical_to_pil() {
         height: 5,
         width: 7,
     };
-    assert_eq!(differences(&patch.resized(11, 16), "predict/coffee_patch_up.npy"), 0);
+    assert_eq!(
+        differences(&patch.resized(11, 16), "predict/coffee_patch_up.npy"),
+        0
+    );
 }
 
 trait Squashed {

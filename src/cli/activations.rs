@@ -60,11 +60,19 @@ pub fn close_names(graph: &Graph, name: &str, n: usize) -> Vec<String> {
         .iter()
         .map(|v| {
             let contains = !lower.is_empty() && v.name.to_lowercase().contains(&lower);
-            (!contains, edit_distance(&lower, &v.name.to_lowercase()), v.name.as_str())
+            (
+                !contains,
+                edit_distance(&lower, &v.name.to_lowercase()),
+                v.name.as_str(),
+            )
         })
         .collect();
     scored.sort();
-    scored.into_iter().take(n).map(|(_, _, s)| s.to_string()).collect()
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, _, s)| s.to_string())
+        .collect()
 }
 
 /// The value called `name`, or an error suggesting close names.
@@ -86,10 +94,12 @@ fn activation(graph: &Graph, id: ValueId, input: &Input) -> CliResult<Tensor> {
     let pass = graph
         .forward(std::slice::from_ref(&input.tensor), &opts)
         .map_err(|e| CliError(format!("{}: {e}", input.name)))?;
-    graph
-        .lookup(&pass, id)
-        .cloned()
-        .ok_or_else(|| CliError(format!("'{}' was not kept by the forward pass", graph.value(id).name)))
+    graph.lookup(&pass, id).cloned().ok_or_else(|| {
+        CliError(format!(
+            "'{}' was not kept by the forward pass",
+            graph.value(id).name
+        ))
+    })
 }
 
 /// Stacks batch-1 tensors along dimension 0. Parameters (no batch dimension) are returned as is.
@@ -98,7 +108,10 @@ fn stack(parts: Vec<Tensor>) -> CliResult<Tensor> {
         return Err(CliError("there is no input".into()));
     };
     if parts.len() == 1 {
-        return Ok(parts.into_iter().next().unwrap_or_else(|| Tensor::zeros(&[0])));
+        return Ok(parts
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Tensor::zeros(&[0])));
     }
     let item = first.shape().to_vec();
     let mut shape = item.clone();

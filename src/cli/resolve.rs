@@ -145,7 +145,10 @@ mod tests {
             ModelSource::Onnx(onnx.clone())
         );
         let e = load(&ModelSource::Onnx(onnx)).unwrap_err().0;
-        assert!(e.contains("net.onnx") && e.contains("not a valid ONNX"), "{e}");
+        assert!(
+            e.contains("net.onnx") && e.contains("not a valid ONNX"),
+            "{e}"
+        );
         let file = tmp.path().join("m.bin");
         std::fs::write(&file, "x").unwrap();
         let e = resolve(file.to_str().unwrap(), 0).unwrap_err().0;

@@ -22,9 +22,18 @@ pub const EFFICIENTNET_LITE0_ONNX: &[u8] =
 
 /// The sample photos (CC0 / public domain, assets/images/SOURCE.md): file name and PNG bytes.
 pub const SAMPLE_IMAGES: &[(&str, &[u8])] = &[
-    ("chelsea.png", include_bytes!("../../assets/images/chelsea.png")),
-    ("coffee.png", include_bytes!("../../assets/images/coffee.png")),
-    ("rocket.png", include_bytes!("../../assets/images/rocket.png")),
+    (
+        "chelsea.png",
+        include_bytes!("../../assets/images/chelsea.png"),
+    ),
+    (
+        "coffee.png",
+        include_bytes!("../../assets/images/coffee.png"),
+    ),
+    (
+        "rocket.png",
+        include_bytes!("../../assets/images/rocket.png"),
+    ),
 ];
 
 /// The bundled pretrained model `name`, or `None` for an unknown name.

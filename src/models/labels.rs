@@ -60,7 +60,11 @@ impl ModelPreset {
             [_, c, h, w] => ([h, w], Layout::Nchw, c),
             _ => ([224, 224], Layout::Nchw, 3),
         };
-        let channels = if c == 1 { Channels::Gray } else { Channels::Rgb };
+        let channels = if c == 1 {
+            Channels::Gray
+        } else {
+            Channels::Rgb
+        };
         let (mut preprocess, labels) = match outputs {
             1000 => (Preprocess::imagenet(), imagenet_labels()),
             1001 => {

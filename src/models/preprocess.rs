@@ -195,7 +195,12 @@ impl Image {
 
     /// Planes in [0, 1] (as the data layer decodes them); 8-bit data (every value k/255) is
     /// recovered exactly as bytes.
-    pub fn from_unit_planes(planes: Vec<f32>, channels: usize, height: usize, width: usize) -> Self {
+    pub fn from_unit_planes(
+        planes: Vec<f32>,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Self {
         let bytes: Option<Vec<u8>> = planes
             .iter()
             .map(|&v| {
@@ -399,7 +404,10 @@ mod tests {
         let w = &t.taps[0].1;
         let want = [3.0 / 7.0, 3.0 / 7.0, 1.0 / 7.0];
         assert_eq!(w.len(), 3);
-        assert!(w.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{w:?}");
+        assert!(
+            w.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{w:?}"
+        );
     }
 
     #[test]
