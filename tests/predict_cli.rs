@@ -417,3 +417,16 @@ impl Squashed for Preprocess {
         self
     }
 }
+
+// ---------------------------------------------------------------- fuzz regressions
+
+/// Found by fuzz/fuzz_targets/onnx_import.rs: a Constant feeding shape arithmetic with a product
+/// beyond i64 panicked with "attempt to multiply with overflow" in onnx/shape.rs.
+#[test]
+fn fuzz_shape_overflow_is_an_error() {
+    let bytes = std::fs::read(fixture("onnx/fuzz_shape_overflow.onnx")).unwrap();
+    let e = convscope::models::onnx::import_onnx_bytes(&bytes, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("overflows"), "{e}");
+}
