@@ -430,3 +430,14 @@ fn fuzz_shape_overflow_is_an_error() {
         .to_string();
     assert!(e.contains("overflows"), "{e}");
 }
+
+/// Found by the fuzz target: Pad with begin + end pads beyond i64 panicked with "attempt to add
+/// with overflow" in onnx/convert.rs.
+#[test]
+fn fuzz_pad_overflow_is_an_error() {
+    let bytes = std::fs::read(fixture("onnx/fuzz_pad_overflow.onnx")).unwrap();
+    let e = convscope::models::onnx::import_onnx_bytes(&bytes, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("overflow"), "{e}");
+}
