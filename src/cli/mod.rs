@@ -1,8 +1,10 @@
 //! The headless subcommands (contract in DESIGN.md). Each prints results to stdout and, on
 //! failure, one sentence to stderr with a non-zero exit code; nothing panics.
 
+pub mod activations;
 pub mod bench;
 pub mod evaluate;
+pub mod predict;
 pub mod resolve;
 pub mod summary;
 pub mod train;
@@ -48,6 +50,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Accuracy, precision, recall, F1, AUC and the confusion matrix of a model on a folder.
     Evaluate(evaluate::EvaluateArgs),
+    /// Top classes per image (or per item of a preprocessed .npy batch).
+    Predict(predict::PredictArgs),
+    /// Saves one layer's output for an image (or a preprocessed .npy batch) as .npy.
+    Activations(activations::ActivationsArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -65,6 +71,8 @@ pub fn main() -> i32 {
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Train(args)) => train::run(&args),
         Some(Command::Evaluate(args)) => evaluate::run(&args),
+        Some(Command::Predict(args)) => predict::run(&args),
+        Some(Command::Activations(args)) => activations::run(&args),
         None => {
             // The window is not part of this build yet: show what the command line offers.
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -10,7 +10,7 @@ use crate::engine::graph::ValueKind;
 
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
-    /// A checkpoint directory or a bundled model name (smile-cnn).
+    /// An .onnx file, a checkpoint directory, or a bundled model (smile-cnn, efficientnet-lite0).
     #[arg(long)]
     pub model: String,
     /// Seed for initialising a bundled model.
@@ -19,6 +19,10 @@ pub struct SummaryArgs {
     /// One JSON object per line: one per node, then the totals.
     #[arg(long)]
     pub json: bool,
+    /// Save the preprocessing preset and labels in use beside an .onnx model
+    /// (`x.onnx` → `x.preset.ron`) for editing.
+    #[arg(long)]
+    pub write_preset: bool,
 }
 
 /// One row of the table.
@@ -72,8 +76,13 @@ fn fmt_shape(shape: &[usize]) -> String {
 
 pub fn run(args: &SummaryArgs) -> CliResult<()> {
     let source = resolve::resolve(&args.model, args.seed)?;
-    let model = resolve::load(&source)?;
+    let (model, origin) = resolve::load_with_origin(&source)?;
+    if args.write_preset {
+        let path = resolve::write_preset(&source, &model)?;
+        eprintln!("wrote {}", path.display());
+    }
     let graph = &model.graph;
+    let pre = &model.description.preprocess;
     let rows = rows(graph);
     let total_macs: u64 = rows.iter().map(|r| r.macs).sum();
     let trainable = graph.trainable_count();
@@ -95,6 +104,9 @@ pub fn run(args: &SummaryArgs) -> CliResult<()> {
             "params": trainable,
             "buffers": buffers,
             "macs": total_macs,
+            "preprocess": pre,
+            "preset": origin.to_string(),
+            "classes": model.description.labels.len(),
         });
         println!("{total}");
         return Ok(());
@@ -103,6 +115,18 @@ pub fn run(args: &SummaryArgs) -> CliResult<()> {
     println!(
         "total: {} nodes, {trainable} trainable parameters, {buffers} buffer values, {total_macs} MACs",
         rows.len()
+    );
+    println!(
+        "preprocessing ({origin}): {}x{} {:?}, x*{} then mean {:?} std {:?}, {:?} {:?}; {} class labels",
+        pre.size[0],
+        pre.size[1],
+        pre.resize,
+        pre.scale,
+        pre.mean,
+        pre.std,
+        pre.channels,
+        pre.layout,
+        model.description.labels.len()
     );
     Ok(())
 }

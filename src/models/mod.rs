@@ -1,8 +1,11 @@
 //! Building and loading graphs: presets, the RON model description, safetensors checkpoints.
 
+pub mod bundled;
 pub mod checkpoint;
 pub mod description;
+pub mod labels;
 pub mod onnx;
+pub mod preprocess;
 pub mod presets;
 
 use std::path::{Path, PathBuf};

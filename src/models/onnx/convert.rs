@@ -738,8 +738,11 @@ impl Importer {
         for (j, &ax) in axes.iter().enumerate() {
             let (b, e) = (raw[j], raw[j + axes.len()]);
             pads[ax] = (b as usize, e as usize);
-            if b + e > 0 {
-                out[ax] = shape::add(xs[ax], Int::Known(b + e))
+            let total = b
+                .checked_add(e)
+                .ok_or_else(|| bad(format!("has pads {raw:?} that overflow")))?;
+            if total > 0 {
+                out[ax] = shape::add(xs[ax], Int::Known(total))
                     .map_err(|_| bad("pads the batch dimension"))?;
             }
         }

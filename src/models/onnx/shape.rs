@@ -34,10 +34,17 @@ pub fn known(d: Int, what: &str) -> Result<usize, Problem> {
     }
 }
 
+/// Shape arithmetic on file-controlled numbers: overflow is an error, not a panic or a wrap.
+fn checked(r: Option<i64>, a: Int, op: &str, b: Int) -> Result<i64, Problem> {
+    r.ok_or_else(|| bad(format!("shape arithmetic {a:?} {op} {b:?} overflows")))
+}
+
 pub fn mul(a: Int, b: Int) -> Result<Int, Problem> {
     match (a, b) {
-        (Int::Known(x), Int::Known(y)) => Ok(Int::Known(x * y)),
-        (Int::Batch(k), Int::Known(y)) | (Int::Known(y), Int::Batch(k)) => Ok(batch(k * y)),
+        (Int::Known(x), Int::Known(y)) => Ok(Int::Known(checked(x.checked_mul(y), a, "*", b)?)),
+        (Int::Batch(k), Int::Known(y)) | (Int::Known(y), Int::Batch(k)) => {
+            Ok(batch(checked(k.checked_mul(y), a, "*", b)?))
+        }
         _ => Err(bad(
             "a product of two batch-sized dimensions is not supported".into(),
         )),
@@ -46,7 +53,12 @@ pub fn mul(a: Int, b: Int) -> Result<Int, Problem> {
 
 /// Exact division (shape arithmetic never needs rounding).
 pub fn div(a: Int, b: Int) -> Result<Int, Problem> {
-    let exact = |x: i64, y: i64| (y != 0 && x % y == 0).then(|| x / y);
+    // checked: i64::MIN / -1 overflows
+    let exact = |x: i64, y: i64| {
+        (x.checked_rem(y) == Some(0))
+            .then(|| x.checked_div(y))
+            .flatten()
+    };
     let r = match (a, b) {
         (Int::Known(x), Int::Known(y)) => exact(x, y).map(Int::Known),
         (Int::Batch(k), Int::Known(y)) => exact(k, y).map(batch),
@@ -62,8 +74,8 @@ pub fn div(a: Int, b: Int) -> Result<Int, Problem> {
 
 pub fn add(a: Int, b: Int) -> Result<Int, Problem> {
     match (a, b) {
-        (Int::Known(x), Int::Known(y)) => Ok(Int::Known(x + y)),
-        (Int::Batch(k), Int::Batch(j)) => Ok(batch(k + j)),
+        (Int::Known(x), Int::Known(y)) => Ok(Int::Known(checked(x.checked_add(y), a, "+", b)?)),
+        (Int::Batch(k), Int::Batch(j)) => Ok(batch(checked(k.checked_add(j), a, "+", b)?)),
         _ => Err(bad(
             "adding a number to a batch-sized dimension is not supported".into(),
         )),
@@ -72,8 +84,9 @@ pub fn add(a: Int, b: Int) -> Result<Int, Problem> {
 
 pub fn neg(a: Int) -> Int {
     match a {
-        Int::Known(x) => Int::Known(-x),
-        Int::Batch(k) => batch(-k),
+        // saturating: -i64::MIN does not exist; such a dimension is refused later as absurd
+        Int::Known(x) => Int::Known(x.saturating_neg()),
+        Int::Batch(k) => batch(k.saturating_neg()),
     }
 }
 

@@ -1,0 +1,194 @@
+//! `convscope activations --model M (IMAGE | --input-npy X.npy) --layer NAME --out FILE.npy`:
+//! saves one value of the forward pass (a node output, an input or a parameter, by its graph
+//! name) as float32 `.npy`, batch first.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::predict::{Input, image_input, npy_inputs};
+use super::resolve;
+use super::{CliError, CliResult};
+use crate::engine::tensor::fmt_shape;
+use crate::engine::{ForwardOptions, Graph, Keep, Tensor, ValueId};
+
+/// How many similar names an unknown `--layer` message suggests.
+const SUGGESTIONS: usize = 5;
+
+#[derive(Debug, Args)]
+pub struct ActivationsArgs {
+    /// An .onnx file, a checkpoint directory, or a bundled model (smile-cnn, efficientnet-lite0).
+    #[arg(long)]
+    pub model: String,
+    /// Seed for initialising a bundled architecture (smile-cnn).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One image file, preprocessed by the model's preset.
+    #[arg(required_unless_present = "input_npy", conflicts_with = "input_npy")]
+    pub image: Option<PathBuf>,
+    /// A preprocessed float32 tensor of the model's input shape, batch first.
+    #[arg(long, value_name = "X.npy")]
+    pub input_npy: Option<PathBuf>,
+    /// The value to save (`convscope summary` lists the node names).
+    #[arg(long)]
+    pub layer: String,
+    /// Output file (.npy, float32, batch first).
+    #[arg(long, value_name = "FILE.npy")]
+    pub out: PathBuf,
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The graph's value names closest to `name`: names containing it first, then by edit distance.
+pub fn close_names(graph: &Graph, name: &str, n: usize) -> Vec<String> {
+    let lower = name.to_lowercase();
+    let mut scored: Vec<(bool, usize, &str)> = graph
+        .values()
+        .iter()
+        .map(|v| {
+            let contains = !lower.is_empty() && v.name.to_lowercase().contains(&lower);
+            (
+                !contains,
+                edit_distance(&lower, &v.name.to_lowercase()),
+                v.name.as_str(),
+            )
+        })
+        .collect();
+    scored.sort();
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, _, s)| s.to_string())
+        .collect()
+}
+
+/// The value called `name`, or an error suggesting close names.
+pub fn find_layer(graph: &Graph, name: &str) -> CliResult<ValueId> {
+    graph.value_id(name).ok_or_else(|| {
+        CliError(format!(
+            "the model has no layer or value named '{name}'; close names: {}",
+            close_names(graph, name, SUGGESTIONS).join(", ")
+        ))
+    })
+}
+
+/// The value `id` for one input (batch 1).
+fn activation(graph: &Graph, id: ValueId, input: &Input) -> CliResult<Tensor> {
+    let opts = ForwardOptions {
+        keep: Keep::Values(vec![id]),
+        ..ForwardOptions::eval()
+    };
+    let pass = graph
+        .forward(std::slice::from_ref(&input.tensor), &opts)
+        .map_err(|e| CliError(format!("{}: {e}", input.name)))?;
+    graph.lookup(&pass, id).cloned().ok_or_else(|| {
+        CliError(format!(
+            "'{}' was not kept by the forward pass",
+            graph.value(id).name
+        ))
+    })
+}
+
+/// Stacks batch-1 tensors along dimension 0. Parameters (no batch dimension) are returned as is.
+fn stack(parts: Vec<Tensor>) -> CliResult<Tensor> {
+    let Some(first) = parts.first() else {
+        return Err(CliError("there is no input".into()));
+    };
+    if parts.len() == 1 {
+        return Ok(parts
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Tensor::zeros(&[0])));
+    }
+    let item = first.shape().to_vec();
+    let mut shape = item.clone();
+    shape[0] = parts.iter().map(|t| t.shape()[0]).sum();
+    let mut data = Vec::with_capacity(first.numel() * parts.len());
+    for t in &parts {
+        if t.shape()[1..] != item[1..] {
+            return Err(CliError(format!(
+                "activations of different shapes {} and {} cannot be stacked",
+                fmt_shape(&item),
+                fmt_shape(t.shape())
+            )));
+        }
+        data.extend_from_slice(t.data());
+    }
+    Ok(Tensor::new(shape, data)?)
+}
+
+fn write_npy(path: &Path, t: &Tensor) -> CliResult<()> {
+    ndarray_npy::write_npy(path, &t.to_array())
+        .map_err(|e| CliError(format!("{}: cannot write ({e})", path.display())))
+}
+
+pub fn run(args: &ActivationsArgs) -> CliResult<()> {
+    let source = resolve::resolve(&args.model, args.seed)?;
+    let model = resolve::load(&source)?;
+    let graph = &model.graph;
+    let id = find_layer(graph, &args.layer)?;
+    let inputs = match (&args.input_npy, &args.image) {
+        (Some(npy), _) => npy_inputs(npy, graph)?,
+        (None, Some(image)) => vec![image_input(image, &model)?],
+        (None, None) => return Err(CliError("give an IMAGE or --input-npy X.npy".into())),
+    };
+    let is_param = matches!(
+        graph.value(id).kind,
+        crate::engine::graph::ValueKind::Param(_)
+    );
+    let parts = if is_param {
+        // parameters do not depend on the input: one copy
+        vec![activation(graph, id, &inputs[0])?]
+    } else {
+        inputs
+            .iter()
+            .map(|input| activation(graph, id, input))
+            .collect::<CliResult<Vec<_>>>()?
+    };
+    let value = stack(parts)?;
+    write_npy(&args.out, &value)?;
+    eprintln!(
+        "wrote {} {} to {}",
+        args.layer,
+        fmt_shape(value.shape()),
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn stacking_checks_shapes() {
+        let a = Tensor::full(&[1, 2], 1.0);
+        let b = Tensor::full(&[1, 2], 2.0);
+        let s = stack(vec![a.clone(), b]).unwrap();
+        assert_eq!(s.shape(), &[2, 2]);
+        assert_eq!(s.data(), &[1.0, 1.0, 2.0, 2.0]);
+        assert!(stack(vec![a, Tensor::full(&[1, 3], 0.0)]).is_err());
+        assert!(stack(vec![]).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! `convscope predict --model M (IMAGE... | --input-npy X.npy) [--top K] [--json]`: class
+//! scores per input. Images go through the model's preprocessing preset; `--input-npy` takes an
+//! already preprocessed float32 tensor in the model's own layout, batch first (N lines out).
+//! A bad image is reported (naming the file) and skipped; the exit code is non-zero at the end.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use ndarray::{ArrayD, Axis};
+use serde_json::json;
+
+use super::resolve::{self, ModelSource};
+use super::{CliError, CliResult};
+use crate::engine::tensor::fmt_shape;
+use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
+use crate::models::Model;
+use crate::models::preprocess::load_image;
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// An .onnx file, a checkpoint directory, or a bundled model (smile-cnn, efficientnet-lite0).
+    #[arg(long)]
+    pub model: String,
+    /// Seed for initialising a bundled architecture (smile-cnn).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Image files (PNG, JPEG, ...), preprocessed by the model's preset.
+    #[arg(required_unless_present = "input_npy", conflicts_with = "input_npy")]
+    pub images: Vec<PathBuf>,
+    /// A preprocessed float32 tensor of the model's input shape, batch first.
+    #[arg(long, value_name = "X.npy")]
+    pub input_npy: Option<PathBuf>,
+    /// How many classes to list per input.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// One JSON object per input and line: input, top classes, raw outputs ("logits").
+    #[arg(long)]
+    pub json: bool,
+    /// Save the preprocessing preset and labels in use beside an .onnx model
+    /// (`x.onnx` → `x.preset.ron`) for editing.
+    #[arg(long)]
+    pub write_preset: bool,
+}
+
+/// One input for the model: a display name and a tensor with batch 1.
+#[derive(Debug)]
+pub struct Input {
+    pub name: String,
+    pub tensor: Tensor,
+}
+
+/// Reads a float32 `.npy` whose shape is the model's input shape with any batch size, and splits
+/// it into single examples named `X.npy[i]`.
+pub fn npy_inputs(path: &Path, graph: &Graph) -> CliResult<Vec<Input>> {
+    let array: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
+        CliError(format!(
+            "{}: cannot read a float32 .npy tensor ({e})",
+            path.display()
+        ))
+    })?;
+    let want = graph.input_shape();
+    let ok = array.ndim() == want.len() && array.shape()[1..] == want[1..] && array.shape()[0] > 0;
+    if !ok {
+        let dims: Vec<String> = std::iter::once("N".to_string())
+            .chain(want.iter().skip(1).map(|d| d.to_string()))
+            .collect();
+        return Err(CliError(format!(
+            "{}: the tensor has shape {}, the model takes [{}]",
+            path.display(),
+            fmt_shape(array.shape()),
+            dims.join(", ")
+        )));
+    }
+    Ok(array
+        .axis_iter(Axis(0))
+        .enumerate()
+        .map(|(i, item)| Input {
+            name: format!("{}[{i}]", path.display()),
+            tensor: Tensor::from_array(item.insert_axis(Axis(0)).to_owned()),
+        })
+        .collect())
+}
+
+/// Decodes and preprocesses one image, checking the result against the model's input shape.
+pub fn image_input(path: &Path, model: &Model) -> CliResult<Input> {
+    let tensor = load_image(path, &model.description.preprocess)?;
+    let want = model.graph.input_shape();
+    if tensor.shape()[1..] != want[1..] {
+        return Err(CliError(format!(
+            "{}: preprocessing made {} but the model takes {}; fix the preset (--write-preset writes it for editing)",
+            path.display(),
+            fmt_shape(tensor.shape()),
+            fmt_shape(want)
+        )));
+    }
+    Ok(Input {
+        name: path.display().to_string(),
+        tensor,
+    })
+}
+
+/// The first output of one forward pass, flattened per example: `[scores]`.
+pub fn scores(graph: &Graph, input: &Tensor) -> CliResult<Vec<f32>> {
+    let out = *graph
+        .outputs()
+        .first()
+        .ok_or_else(|| CliError("the model has no output".into()))?;
+    let opts = ForwardOptions {
+        keep: Keep::Outputs,
+        ..ForwardOptions::eval()
+    };
+    let pass = graph.forward(std::slice::from_ref(input), &opts)?;
+    let y = graph
+        .lookup(&pass, out)
+        .ok_or_else(|| CliError("the forward pass lost its output".into()))?;
+    Ok(y.data().to_vec())
+}
+
+/// Softmax with the maximum subtracted (stable).
+pub fn softmax(z: &[f32]) -> Vec<f32> {
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f64> = z.iter().map(|&v| ((v - m) as f64).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|&v| (v / s) as f32).collect()
+}
+
+/// Outputs that already are a probability distribution (a softmax inside the model, as Keras
+/// exports have): every value in [0, 1] and a sum within 1e-3 of 1.
+fn is_distribution(z: &[f32]) -> bool {
+    z.len() > 1
+        && z.iter().all(|v| (0.0..=1.0).contains(v))
+        && (z.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-3
+}
+
+/// Class probabilities from raw outputs: a single logit is a binary classifier (sigmoid; class 1
+/// is the logit, class 0 its complement), distributions are kept, anything else is softmaxed.
+pub fn probabilities(z: &[f32]) -> Vec<f32> {
+    match z {
+        [logit] => {
+            let p1 = 1.0 / (1.0 + (-logit).exp());
+            vec![1.0 - p1, p1]
+        }
+        _ if is_distribution(z) => z.to_vec(),
+        _ => softmax(z),
+    }
+}
+
+/// The `k` most probable classes, best first (ties: lower index first).
+pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    order.into_iter().take(k).map(|i| (i, probs[i])).collect()
+}
+
+fn label(labels: &[String], i: usize) -> Option<&str> {
+    labels.get(i).map(String::as_str)
+}
+
+fn report(input: &Input, logits: &[f32], labels: &[String], k: usize, as_json: bool) {
+    let top = top_k(&probabilities(logits), k);
+    if as_json {
+        let top: Vec<_> = top
+            .iter()
+            .map(|&(i, p)| json!({"index": i, "label": label(labels, i), "prob": p}))
+            .collect();
+        println!(
+            "{}",
+            json!({"input": input.name, "top": top, "logits": logits})
+        );
+        return;
+    }
+    println!("{}", input.name);
+    for (rank, (i, p)) in top.iter().enumerate() {
+        let name = label(labels, *i).unwrap_or("");
+        println!("  {:>2}. {:>6.2}%  {i:>5}  {name}", rank + 1, p * 100.0);
+    }
+}
+
+pub fn run(args: &PredictArgs) -> CliResult<()> {
+    let source = resolve::resolve(&args.model, args.seed)?;
+    let model = resolve::load(&source)?;
+    if args.write_preset {
+        let path = resolve::write_preset(&source, &model)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let labels = &model.description.labels;
+    let k = args.top.max(1);
+    let mut failed = Vec::new();
+    let predict = |input: &Input| -> CliResult<()> {
+        let logits = scores(&model.graph, &input.tensor)
+            .map_err(|e| CliError(format!("{}: {e}", input.name)))?;
+        report(input, &logits, labels, k, args.json);
+        Ok(())
+    };
+    if let Some(npy) = &args.input_npy {
+        for input in npy_inputs(npy, &model.graph)? {
+            predict(&input)?;
+        }
+        return Ok(());
+    }
+    for path in &args.images {
+        match image_input(path, &model).and_then(|input| predict(&input)) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("convscope: {e}");
+                failed.push(path.display().to_string());
+            }
+        }
+    }
+    finish(&source, &failed, args.images.len())
+}
+
+fn finish(source: &ModelSource, failed: &[String], total: usize) -> CliResult<()> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(CliError(format!(
+        "{} of {total} inputs could not be classified by {} ({})",
+        failed.len(),
+        resolve::display_name(source),
+        failed.join(", ")
+    )))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_by_output_kind() {
+        let p = probabilities(&[0.0]);
+        assert_eq!(p, vec![0.5, 0.5]);
+        let p = probabilities(&[2.0]);
+        assert!((p[1] - 0.880_797).abs() < 1e-6 && (p[0] + p[1] - 1.0).abs() < 1e-6);
+        assert_eq!(probabilities(&[0.25, 0.75]), vec![0.25, 0.75]);
+        let p = probabilities(&[1.0, 2.0, 3.0]);
+        assert!((p[2] - 0.665_240_9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_orders_and_breaks_ties_by_index() {
+        assert_eq!(
+            top_k(&[0.1, 0.4, 0.4, 0.1], 3),
+            vec![(1, 0.4), (2, 0.4), (0, 0.1)]
+        );
+        assert_eq!(top_k(&[1.0], 5).len(), 1);
+    }
+}

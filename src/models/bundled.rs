@@ -1,0 +1,103 @@
+//! Models and pictures compiled into the binary (assets/), and opening imported ONNX models with
+//! their preset.
+//!
+//! EfficientNet-Lite0 is embedded as its ONNX file (18.8 MB) rather than as safetensors plus a
+//! description: both weigh the same (the weights are 99.9 % of either), and importing the
+//! embedded bytes takes a few tens of milliseconds, so one importer serves files and the bundle.
+//! Licence and provenance: assets/models/NOTICE.md.
+
+use std::path::Path;
+
+use super::labels::{ModelPreset, PresetOrigin};
+use super::onnx::{ImportedModel, import_onnx, import_onnx_bytes};
+use super::{Model, ModelDescription, ModelError};
+use crate::engine::Graph;
+
+/// Names of the bundled pretrained models.
+pub const PRETRAINED: &[&str] = &["efficientnet-lite0"];
+
+/// EfficientNet-Lite0 (ImageNet-1k), Apache-2.0, see assets/models/NOTICE.md.
+pub const EFFICIENTNET_LITE0_ONNX: &[u8] =
+    include_bytes!("../../assets/models/efficientnet_lite0.onnx");
+
+/// The sample photos (CC0 / public domain, assets/images/SOURCE.md): file name and PNG bytes.
+pub const SAMPLE_IMAGES: &[(&str, &[u8])] = &[
+    (
+        "chelsea.png",
+        include_bytes!("../../assets/images/chelsea.png"),
+    ),
+    (
+        "coffee.png",
+        include_bytes!("../../assets/images/coffee.png"),
+    ),
+    (
+        "rocket.png",
+        include_bytes!("../../assets/images/rocket.png"),
+    ),
+];
+
+/// The bundled pretrained model `name`, or `None` for an unknown name.
+pub fn pretrained(name: &str) -> Option<Result<Model, ModelError>> {
+    match name {
+        "efficientnet-lite0" => Some(
+            import_onnx_bytes(EFFICIENTNET_LITE0_ONNX, None)
+                .map_err(|e| ModelError::Other(e.to_string()))
+                .and_then(|m| with_preset(m, name, ModelPreset::efficientnet_lite0())),
+        ),
+        _ => None,
+    }
+}
+
+/// Scores per example of a graph's first output: the product of its non-batch dimensions.
+pub fn outputs_per_example(graph: &Graph) -> usize {
+    graph
+        .outputs()
+        .first()
+        .map(|&v| graph.value(v).shape.iter().skip(1).product())
+        .unwrap_or(0)
+}
+
+/// Builds the graph of an imported model and attaches a preset.
+pub fn with_preset(
+    imported: ImportedModel,
+    name: &str,
+    preset: ModelPreset,
+) -> Result<Model, ModelError> {
+    let graph = Graph::from_def(imported.def)?;
+    let description = ModelDescription::from_graph(name, &graph, preset.preprocess, preset.labels);
+    Ok(Model { description, graph })
+}
+
+/// Imports an ONNX file with its sidecar preset (`x.onnx` → `x.preset.ron`) if there is one,
+/// else a preset guessed from the shapes.
+pub fn open_onnx(path: &Path) -> Result<(Model, PresetOrigin), ModelError> {
+    let imported = import_onnx(path).map_err(|e| ModelError::Other(e.to_string()))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let sidecar = ModelPreset::read_sidecar(path)?;
+    let graph = Graph::from_def(imported.def)?;
+    let (preset, origin) = match sidecar {
+        Some((preset, file)) => (preset, PresetOrigin::Sidecar(file)),
+        None => (
+            ModelPreset::guess(graph.input_shape(), outputs_per_example(&graph)),
+            PresetOrigin::Guessed,
+        ),
+    };
+    let description = ModelDescription::from_graph(&name, &graph, preset.preprocess, preset.labels);
+    Ok((Model { description, graph }, origin))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_images_are_pngs() {
+        for (name, bytes) in SAMPLE_IMAGES {
+            assert!(bytes.starts_with(b"\x89PNG"), "{name}");
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Image → model input by a model's [`Preprocess`] preset: decode, resize (antialiased, as
+//! PIL's `Image.resize(..., BILINEAR)`), optional centre crop, channel order, `(x·scale −
+//! mean) / std`, layout.
+//!
+//! PIL is the reference because pretrained models were evaluated through it (torchvision's
+//! transforms call it on PIL images). Downscaling uses a triangle filter whose support grows with
+//! the downscale factor, so every source pixel contributes (area-aware); upscaling is plain
+//! bilinear with half-pixel centres. 8-bit images follow PIL's fixed-point arithmetic (22-bit
+//! coefficients, 8-bit intermediate after the horizontal pass), which makes the result
+//! bit-identical to PIL's; other images (16-bit, float) take the same filter in `f32`.
+
+use std::path::Path;
+
+use super::ModelError;
+use super::description::{Channels, Layout, Preprocess, Resize};
+use crate::data::folder::decode_planes;
+use crate::data::preprocess::convert_channels;
+use crate::engine::Tensor;
+
+/// PIL's `PRECISION_BITS` for 8-bit resampling: 32 − 8 − 2.
+const PRECISION_BITS: u32 = 22;
+
+/// The contributing source range and normalised weights of each output pixel along one axis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AxisTaps {
+    /// Per output pixel: the first source index and its weights (one per consecutive source).
+    pub taps: Vec<(usize, Vec<f64>)>,
+}
+
+impl AxisTaps {
+    /// PIL's `precompute_coeffs` for the bilinear (triangle) filter over the whole axis:
+    /// output `i` is centred at source coordinate `(i + 0.5)·in/out`; when shrinking, the
+    /// filter is stretched by `in/out` so that it averages every pixel it covers.
+    pub fn triangle(n_in: usize, n_out: usize) -> Self {
+        let scale = n_in as f64 / n_out as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // triangle support 1, stretched
+        let taps = (0..n_out)
+            .map(|i| {
+                let center = (i as f64 + 0.5) * scale;
+                // PIL rounds with a C cast (truncation toward zero) after adding 0.5.
+                let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+                let xmax = ((center + support + 0.5) as i64).clamp(0, n_in as i64) as usize;
+                let mut w: Vec<f64> = (xmin..xmax.max(xmin))
+                    .map(|x| triangle((x as f64 - center + 0.5) / filterscale))
+                    .collect();
+                let total: f64 = w.iter().sum();
+                if total != 0.0 {
+                    w.iter_mut().for_each(|v| *v /= total);
+                }
+                (xmin, w)
+            })
+            .collect();
+        Self { taps }
+    }
+
+    /// PIL's `normalize_coeffs_8bpc`: weights as fixed-point integers, rounded half away from 0.
+    fn fixed_point(&self) -> Vec<(usize, Vec<i64>)> {
+        let one = (1u64 << PRECISION_BITS) as f64;
+        self.taps
+            .iter()
+            .map(|(start, w)| {
+                let k = w
+                    .iter()
+                    .map(|&v| {
+                        if v < 0.0 {
+                            (-0.5 + v * one) as i64
+                        } else {
+                            (0.5 + v * one) as i64
+                        }
+                    })
+                    .collect();
+                (*start, k)
+            })
+            .collect()
+    }
+}
+
+fn triangle(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 { 1.0 - x } else { 0.0 }
+}
+
+/// PIL's `clip8`: the fixed-point sum (with its rounding half-unit already added) to a byte.
+fn clip8(acc: i64) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Antialiased bilinear resize of 8-bit planes `(c, h, w)` to `(c, oh, ow)`, bit-identical to
+/// PIL: horizontal pass first (rounded to bytes), then vertical; an axis whose size does not
+/// change is not resampled.
+pub fn resize_u8(src: &[u8], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<u8> {
+    let horizontal = if ow != w {
+        let taps = AxisTaps::triangle(w, ow).fixed_point();
+        let mut out = vec![0u8; c * h * ow]; // (c, h, ow)
+        for (row_in, row_out) in src.chunks_exact(w).zip(out.chunks_exact_mut(ow)) {
+            for (dst, (start, k)) in row_out.iter_mut().zip(&taps) {
+                let acc = k
+                    .iter()
+                    .zip(&row_in[*start..])
+                    .fold(1i64 << (PRECISION_BITS - 1), |a, (&k, &p)| a + k * p as i64);
+                *dst = clip8(acc);
+            }
+        }
+        out
+    } else {
+        src.to_vec()
+    };
+    if oh == h {
+        return horizontal;
+    }
+    let taps = AxisTaps::triangle(h, oh).fixed_point();
+    let mut out = vec![0u8; c * oh * ow]; // (c, oh, ow)
+    for ch in 0..c {
+        let plane = &horizontal[ch * h * ow..(ch + 1) * h * ow]; // (h, ow)
+        let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow]; // (oh, ow)
+        for (oy, (start, k)) in taps.iter().enumerate() {
+            for ox in 0..ow {
+                let acc = k
+                    .iter()
+                    .enumerate()
+                    .fold(1i64 << (PRECISION_BITS - 1), |a, (j, &k)| {
+                        a + k * plane[(start + j) * ow + ox] as i64
+                    });
+                dst[oy * ow + ox] = clip8(acc);
+            }
+        }
+    }
+    out
+}
+
+/// The same filter in `f32` for planes `(c, h, w)` of any range (no intermediate rounding).
+pub fn resize_f32(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let horizontal = if ow != w {
+        let taps = AxisTaps::triangle(w, ow);
+        let mut out = vec![0f32; c * h * ow]; // (c, h, ow)
+        for (row_in, row_out) in src.chunks_exact(w).zip(out.chunks_exact_mut(ow)) {
+            for (dst, (start, k)) in row_out.iter_mut().zip(&taps.taps) {
+                *dst = k
+                    .iter()
+                    .zip(&row_in[*start..])
+                    .map(|(&k, &p)| k * p as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        out
+    } else {
+        src.to_vec()
+    };
+    if oh == h {
+        return horizontal;
+    }
+    let taps = AxisTaps::triangle(h, oh);
+    let mut out = vec![0f32; c * oh * ow]; // (c, oh, ow)
+    for ch in 0..c {
+        let plane = &horizontal[ch * h * ow..(ch + 1) * h * ow]; // (h, ow)
+        let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow]; // (oh, ow)
+        for (oy, (start, k)) in taps.taps.iter().enumerate() {
+            for ox in 0..ow {
+                dst[oy * ow + ox] = k
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &k)| k * plane[(start + j) * ow + ox] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Decoded pixels, `(c, h, w)` planes, kept as bytes when the source was 8-bit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    U8(Vec<u8>),
+    /// Values on the 0..=255 scale.
+    F32(Vec<f32>),
+}
+
+/// An image ready for preprocessing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub pixels: Pixels,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Image {
+    /// Decodes a file (PNG, JPEG, ...; truncated JPEGs refused). The error names the file.
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        let (planes, c, h, w) =
+            decode_planes(path).map_err(|e| ModelError::Other(e.to_string()))?; // (c, h, w)
+        Ok(Self::from_unit_planes(planes, c, h, w))
+    }
+
+    /// Planes in [0, 1] (as the data layer decodes them); 8-bit data (every value k/255) is
+    /// recovered exactly as bytes.
+    pub fn from_unit_planes(
+        planes: Vec<f32>,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Self {
+        let bytes: Option<Vec<u8>> = planes
+            .iter()
+            .map(|&v| {
+                let k = (v * 255.0).round();
+                ((0.0..=255.0).contains(&k) && (v - k / 255.0).abs() < 1e-6).then_some(k as u8)
+            })
+            .collect();
+        let pixels = match bytes {
+            Some(b) => Pixels::U8(b),
+            None => Pixels::F32(planes.iter().map(|v| v * 255.0).collect()),
+        };
+        Self {
+            pixels,
+            channels,
+            height,
+            width,
+        }
+    }
+
+    /// Resized to `(oh, ow)` with the PIL-like filter.
+    pub fn resized(&self, oh: usize, ow: usize) -> Self {
+        let (c, h, w) = (self.channels, self.height, self.width);
+        let pixels = match &self.pixels {
+            Pixels::U8(p) => Pixels::U8(resize_u8(p, c, h, w, oh, ow)),
+            Pixels::F32(p) => Pixels::F32(resize_f32(p, c, h, w, oh, ow)),
+        };
+        Self {
+            pixels,
+            channels: c,
+            height: oh,
+            width: ow,
+        }
+    }
+
+    /// The window `[top, top + oh) × [left, left + ow)`; the caller keeps it inside the image.
+    fn cropped(&self, top: usize, left: usize, oh: usize, ow: usize) -> Self {
+        fn crop<T: Copy>(p: &[T], c: usize, h: usize, w: usize, win: [usize; 4]) -> Vec<T> {
+            let [top, left, oh, ow] = win;
+            let mut out = Vec::with_capacity(c * oh * ow); // (c, oh, ow)
+            for ch in 0..c {
+                for y in top..top + oh {
+                    let row = (ch * h + y) * w;
+                    out.extend_from_slice(&p[row + left..row + left + ow]);
+                }
+            }
+            out
+        }
+        let (c, h, w) = (self.channels, self.height, self.width);
+        let win = [top, left, oh, ow];
+        let pixels = match &self.pixels {
+            Pixels::U8(p) => Pixels::U8(crop(p, c, h, w, win)),
+            Pixels::F32(p) => Pixels::F32(crop(p, c, h, w, win)),
+        };
+        Self {
+            pixels,
+            channels: c,
+            height: oh,
+            width: ow,
+        }
+    }
+
+    /// Values on the 0..=255 scale, `(c, h, w)`.
+    pub fn values(&self) -> Vec<f32> {
+        match &self.pixels {
+            Pixels::U8(p) => p.iter().map(|&v| v as f32).collect(),
+            Pixels::F32(p) => p.clone(),
+        }
+    }
+}
+
+/// Python's `round` (half to even), which torchvision's `CenterCrop` uses for the offsets.
+fn round_half_even(x: f64) -> usize {
+    let r = x.round();
+    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    };
+    r.max(0.0) as usize
+}
+
+/// torchvision's `Resize(s)` for an int `s`: the shorter side becomes `s`, the longer one
+/// `int(s · long / short)`. Returns `(h, w)`.
+fn shorter_side_size(h: usize, w: usize, short: usize) -> (usize, usize) {
+    if h <= w {
+        (short, (short as f64 * w as f64 / h as f64) as usize)
+    } else {
+        ((short as f64 * h as f64 / w as f64) as usize, short)
+    }
+}
+
+/// Resizes (and crops) an image to the preset's size.
+pub fn fit(image: &Image, preset: &Preprocess) -> Image {
+    let [oh, ow] = preset.size;
+    match preset.resize {
+        Resize::Squash => image.resized(oh, ow),
+        Resize::ShorterSideCrop => {
+            // torchvision eval: Resize(size·256/224) then CenterCrop(size); the shorter side
+            // target covers both crop dimensions.
+            let short = (oh.max(ow) as f64 * 256.0 / 224.0) as usize;
+            let (rh, rw) = shorter_side_size(image.height, image.width, short);
+            let resized = image.resized(rh, rw);
+            let top = round_half_even((rh - oh) as f64 / 2.0);
+            let left = round_half_even((rw - ow) as f64 / 2.0);
+            resized.cropped(top, left, oh, ow)
+        }
+    }
+}
+
+/// Checks a preset before it touches pixels; the message names the bad field.
+pub fn validate(preset: &Preprocess) -> Result<(), ModelError> {
+    if preset.size[0] == 0 || preset.size[1] == 0 {
+        return Err(ModelError::Other(format!(
+            "the preprocessing size {:?} is empty",
+            preset.size
+        )));
+    }
+    if preset.std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
+        || !preset.scale.is_finite()
+        || preset.mean.iter().any(|m| !m.is_finite())
+    {
+        return Err(ModelError::Other(format!(
+            "the preprocessing scale {}, mean {:?} and std {:?} must be finite with std > 0",
+            preset.scale, preset.mean, preset.std
+        )));
+    }
+    Ok(())
+}
+
+/// Number of input channels a preset produces.
+pub fn channel_count(preset: &Preprocess) -> usize {
+    match preset.channels {
+        Channels::Gray => 1,
+        Channels::Rgb | Channels::Bgr => 3,
+    }
+}
+
+/// A decoded image to the model input `[1, c, h, w]` (NCHW) or `[1, h, w, c]` (NHWC).
+pub fn image_to_tensor(image: &Image, preset: &Preprocess) -> Result<Tensor, ModelError> {
+    validate(preset)?;
+    let c = channel_count(preset);
+    let fitted = fit(image, preset);
+    let (h, w) = (fitted.height, fitted.width);
+    // Channel conversion after resizing: PIL's convert("L") would come first, but luma is
+    // linear, so the order only changes rounding.
+    let planes = convert_channels(fitted.values(), fitted.channels, c, h * w)
+        .map_err(|e| ModelError::Other(e.to_string()))?; // (c, h, w), 0..=255
+    let order: Vec<usize> = match preset.channels {
+        Channels::Bgr => vec![2, 1, 0],
+        Channels::Rgb => vec![0, 1, 2],
+        Channels::Gray => vec![0],
+    };
+    let hw = h * w;
+    let mut chw = vec![0f32; c * hw]; // (c, h, w), normalised
+    for (dst_c, &src_c) in order.iter().enumerate() {
+        // mean/std are indexed by the model's channel, i.e. after reordering
+        let (m, s) = (preset.mean[dst_c], preset.std[dst_c]);
+        let src = &planes[src_c * hw..(src_c + 1) * hw];
+        for (d, &v) in chw[dst_c * hw..(dst_c + 1) * hw].iter_mut().zip(src) {
+            *d = (v * preset.scale - m) / s;
+        }
+    }
+    let tensor = match preset.layout {
+        Layout::Nchw => Tensor::new(vec![1, c, h, w], chw),
+        Layout::Nhwc => {
+            let mut hwc = vec![0f32; hw * c]; // (h, w, c)
+            for ch in 0..c {
+                for i in 0..hw {
+                    hwc[i * c + ch] = chw[ch * hw + i];
+                }
+            }
+            Tensor::new(vec![1, h, w, c], hwc)
+        }
+    };
+    tensor.map_err(|e| ModelError::Other(e.to_string()))
+}
+
+/// Opens and preprocesses one image file.
+pub fn load_image(path: &Path, preset: &Preprocess) -> Result<Tensor, ModelError> {
+    image_to_tensor(&Image::open(path)?, preset)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_cover_the_source_and_sum_to_one() {
+        for (n_in, n_out) in [(451, 224), (7, 16), (10, 3), (224, 224), (1, 5)] {
+            let t = AxisTaps::triangle(n_in, n_out);
+            for (start, w) in &t.taps {
+                assert!(start + w.len() <= n_in);
+                assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            }
+        }
+        // Shrinking 4 -> 2: output 0 is centred at 1.0 with a triangle of half-width 2, which
+        // PIL samples at pixel centres 0.5, 1.5, 2.5 (window [0, 3)): 0.75, 0.75, 0.25 -> /1.75.
+        let t = AxisTaps::triangle(4, 2);
+        assert_eq!(t.taps[0].0, 0);
+        let w = &t.taps[0].1;
+        let want = [3.0 / 7.0, 3.0 / 7.0, 1.0 / 7.0];
+        assert_eq!(w.len(), 3);
+        assert!(
+            w.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn u8_and_f32_paths_agree_within_rounding() {
+        let (c, h, w) = (2, 9, 13);
+        let src: Vec<u8> = (0..c * h * w).map(|i| ((i * 37) % 256) as u8).collect();
+        let srcf: Vec<f32> = src.iter().map(|&v| v as f32).collect();
+        for (oh, ow) in [(4, 5), (20, 30), (9, 6)] {
+            let a = resize_u8(&src, c, h, w, oh, ow);
+            let b = resize_f32(&srcf, c, h, w, oh, ow);
+            for (x, y) in a.iter().zip(&b) {
+                // two roundings to bytes: at most one unit each
+                assert!((*x as f32 - y).abs() <= 1.0 + 1e-3, "{x} vs {y}");
+            }
+        }
+        assert_eq!(resize_u8(&src, c, h, w, h, w), src);
+    }
+
+    #[test]
+    fn constant_images_stay_constant() {
+        let src = vec![200u8; 3 * 10 * 7];
+        assert!(resize_u8(&src, 3, 10, 7, 3, 4).iter().all(|&v| v == 200));
+        assert!(resize_u8(&src, 3, 10, 7, 23, 19).iter().all(|&v| v == 200));
+    }
+
+    #[test]
+    fn python_rounding_and_shorter_side() {
+        assert_eq!(round_half_even(0.5), 0);
+        assert_eq!(round_half_even(1.5), 2);
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(2.4), 2);
+        assert_eq!(shorter_side_size(300, 451, 256), (256, 384));
+        assert_eq!(shorter_side_size(640, 427, 256), (383, 256));
+    }
+
+    #[test]
+    fn layouts_channels_and_normalisation() {
+        // one 1x2 image: pixel 0 red, pixel 1 blue
+        let img = Image {
+            pixels: Pixels::U8(vec![255, 0, 0, 0, 0, 255]),
+            channels: 3,
+            height: 1,
+            width: 2,
+        };
+        let mut p = Preprocess::unit().with_size([1, 2]);
+        let t = image_to_tensor(&img, &p).unwrap();
+        assert_eq!(t.shape(), &[1, 3, 1, 2]);
+        assert_eq!(t.data(), &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+        p.channels = Channels::Bgr;
+        p.layout = Layout::Nhwc;
+        p.mean = [0.5, 0.0, 0.0];
+        let t = image_to_tensor(&img, &p).unwrap();
+        assert_eq!(t.shape(), &[1, 1, 2, 3]);
+        // (h, w, c) with c = b, g, r; mean 0.5 on the blue (first) channel
+        assert_eq!(t.data(), &[-0.5, 0.0, 1.0, 0.5, 0.0, 0.0]);
+        p.std = [0.0, 1.0, 1.0];
+        assert!(image_to_tensor(&img, &p).is_err());
+    }
+
+    #[test]
+    fn centre_crop_of_a_wide_image() {
+        let (h, w) = (4, 8);
+        let img = Image {
+            pixels: Pixels::U8((0..h * w).map(|i| i as u8).collect()),
+            channels: 1,
+            height: h,
+            width: w,
+        };
+        let mut p = Preprocess::unit().with_size([224, 224]);
+        p.resize = Resize::ShorterSideCrop;
+        p.channels = Channels::Gray;
+        let f = fit(&img, &p);
+        assert_eq!((f.height, f.width), (224, 224));
+    }
+}
