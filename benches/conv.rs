@@ -5,8 +5,9 @@
 //! forward rate in GFLOP/s (2 · MACs / time). `--json` prints one JSON object per line instead,
 //! for tools/bench_conv.py.
 
-use std::time::Instant;
+mod common;
 
+use common::median_secs;
 use convscope::engine::gradcheck::test_tensor;
 use convscope::engine::ops::conv::{self, Conv2dSpec, Padding2d};
 
@@ -34,26 +35,9 @@ pub const LAYERS: &[Layer] = &[
     ("smile_conv3_b32", 32, 16, 32, 32, 32, 3, 1, 1, 1),
 ];
 
-fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    f();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[runs / 2]
-}
-
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(21);
+    let runs = common::bench_runs(21);
     if !json {
         println!("threads: {}", rayon::current_num_threads());
         println!(

@@ -3,8 +3,9 @@
 //! Prints, for 1 and 2 threads, the median GFLOP/s (2·m·k·n / time) of our `sgemm` (the `gemm`
 //! crate) and of `matrixmultiply` (with its `threading` feature), both on row-major operands.
 
-use std::time::Instant;
+mod common;
 
+use common::median_secs;
 use convscope::engine::gemm::{MatRef, Parallelism, sgemm};
 
 /// (label, m, k, n)
@@ -16,21 +17,6 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
     ("smile conv2 3x3 16->32 @32x32", 32, 144, 1024),
     ("1x1 144->24 @56x56", 24, 144, 3136),
 ];
-
-/// Median wall time (seconds) of `runs` calls after two warm-up calls.
-fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    f();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[runs / 2]
-}
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
@@ -45,10 +31,7 @@ fn main() {
         run_mm_child(&spec);
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(21);
+    let runs = common::bench_runs(21);
     println!(
         "{:<32} {:>3} {:>12} {:>16}",
         "shape (m, k, n)", "thr", "gemm GF/s", "matrixmult GF/s"

@@ -2,7 +2,7 @@
 //! after one warm-up call; threads from `RAYON_NUM_THREADS`). A benchmark, not a test: timings
 //! never decide pass or fail.
 
-use std::time::Instant;
+mod common;
 
 use convscope::engine::Tensor;
 use convscope::engine::gradcheck::test_tensor;
@@ -10,23 +10,9 @@ use convscope::engine::ops::{
     Activation, BatchNormSpec, BinaryOp, ForwardCtx, Mode, Op, Padding2d, Pool2dSpec,
 };
 
-/// Median milliseconds of `runs` calls of `f` after one warm-up call.
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15)
-        .max(1);
-    f();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[runs / 2]
+/// Median milliseconds of `BENCH_RUNS` (default 15) calls of `f`.
+fn median_ms(f: impl FnMut()) -> f64 {
+    common::median_secs(common::bench_runs(15), f) * 1e3
 }
 
 fn report(name: &str, op: &Op, inputs: &[Tensor], mode: Mode) {
