@@ -476,91 +476,140 @@ fn add_bias(g: &Geom, b: &[f32], y: &mut [f32]) {
 }
 
 /// Depthwise forward, one task per output plane `(n, co)`.
+///
+/// Each input plane is first copied into a zero-padded scratch plane (and, for strides above
+/// one, split into column phases), so that every tap of every output reads in range and the
+/// inner loops are branch-free, contiguous and vectorisable.
 fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     let plane_in = g.h * g.w;
     let ks = g.kh * g.kw;
-    let xoffs = offsets(g.kw, g.dw, g.left);
-    let xranges: Vec<(usize, usize)> = xoffs
-        .iter()
-        .map(|&o| valid_range(g.ow, g.w, g.sw, o))
-        .collect();
     let m = g.og; // channel multiplier
-    // Strided taps read every sw-th input element; splitting each input row into sw phases
-    // (phase r holds x[r], x[r + sw], ...) turns them into contiguous, vectorisable reads.
-    let phase_len = g.w.div_ceil(g.sw);
+    let pd = PaddedDims::of(g);
     y.par_chunks_exact_mut(g.p()).enumerate().for_each_init(
-        || vec![0.0f32; if g.sw > 1 { g.sw * g.h * phase_len } else { 0 }],
-        |phases, (idx, y_p)| {
+        || {
+            let (padded, phases) = if g.sw > 1 {
+                (0, g.sw * pd.h * pd.phase_len)
+            } else {
+                (pd.h * pd.w, 0)
+            };
+            (vec![0.0f32; padded], vec![0.0f32; phases])
+        },
+        |(padded, phases), (idx, y_p)| {
             let (ni, co) = (idx / g.c_out, idx % g.c_out);
             let x_c = &x[(ni * g.c_in + co / m) * plane_in..][..plane_in]; // (h, w)
             let w_c = &w[co * ks..][..ks]; // (kh, kw)
             let bias = b.map_or(0.0, |b| b[co]);
             let src = if g.sw > 1 {
-                split_phases(x_c, g.h, g.w, g.sw, phases); // (sw, h, phase_len)
+                pad_split_phases(x_c, g, &pd, phases); // (sw, pd.h, phase_len)
                 &phases[..]
             } else {
-                x_c
+                pad_plane(x_c, g, &pd, padded); // (pd.h, pd.w)
+                &padded[..]
             };
-            depthwise_plane(g, &xoffs, &xranges, src, phase_len, w_c, bias, y_p);
+            depthwise_plane(g, &pd, src, w_c, bias, y_p);
         },
     );
 }
 
-/// `phases[(r, iy, j)] = x_c[(iy, r + sw·j)]`: each input row split into its `sw` phases.
-fn split_phases(x_c: &[f32], h: usize, w: usize, sw: usize, phases: &mut [f32]) {
-    let phase_len = w.div_ceil(sw);
-    for iy in 0..h {
-        let row = &x_c[iy * w..][..w];
-        for r in 0..sw.min(w) {
-            let dst = &mut phases[(r * h + iy) * phase_len..][..phase_len];
-            for (d, &v) in dst.iter_mut().zip(row[r..].iter().step_by(sw)) {
-                *d = v;
+/// Extents of the zero-padded input plane that a depthwise pass reads.
+struct PaddedDims {
+    h: usize,
+    w: usize,
+    /// Length of one row of one column phase (`ceil(w / sw)`).
+    phase_len: usize,
+}
+
+impl PaddedDims {
+    fn of(g: &Geom) -> Self {
+        // Every row/column any output reads, and the whole input after the top/left padding.
+        let h = (g.top + g.h).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+        let w = (g.left + g.w).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+        Self {
+            h,
+            w,
+            phase_len: w.div_ceil(g.sw),
+        }
+    }
+}
+
+/// `padded` `(pd.h, pd.w)` = x_c `(h, w)` placed at (top, left), zeros elsewhere.
+fn pad_plane(x_c: &[f32], g: &Geom, pd: &PaddedDims, padded: &mut [f32]) {
+    padded[..g.top * pd.w].fill(0.0);
+    for iy in 0..g.h {
+        let row = &mut padded[(g.top + iy) * pd.w..][..pd.w];
+        row[..g.left].fill(0.0);
+        row[g.left..g.left + g.w].copy_from_slice(&x_c[iy * g.w..][..g.w]);
+        row[g.left + g.w..].fill(0.0);
+    }
+    padded[(g.top + g.h) * pd.w..].fill(0.0);
+}
+
+/// The zero-padded plane of [`pad_plane`] split into its `sw` column phases in one pass:
+/// `phases[(r, row, j)] = padded[(row, r + sw·j)]` (zero past the row's end), so that strided
+/// taps read contiguously.
+fn pad_split_phases(x_c: &[f32], g: &Geom, pd: &PaddedDims, phases: &mut [f32]) {
+    let sw = g.sw;
+    for r in 0..sw {
+        for row in 0..pd.h {
+            let dst = &mut phases[(r * pd.h + row) * pd.phase_len..][..pd.phase_len];
+            let Some(iy) = row.checked_sub(g.top).filter(|&iy| iy < g.h) else {
+                dst.fill(0.0);
+                continue;
+            };
+            let xrow = &x_c[iy * g.w..][..g.w];
+            for (j, d) in dst.iter_mut().enumerate() {
+                // padded column r + sw·j is input column r + sw·j − left
+                let col = (r + sw * j).wrapping_sub(g.left);
+                *d = if col < g.w { xrow[col] } else { 0.0 };
             }
         }
     }
 }
 
-/// One output plane `y_p` `(oh, ow)` of a depthwise convolution. `src` is the input plane
-/// `(h, w)` for stride 1, or its phase split `(sw, h, phase_len)` otherwise. Compiled for
-/// AVX-512 and AVX2 as well, chosen at run time: the inner loops are plain slices that LLVM
-/// vectorises to the widest registers the function is compiled for.
+/// One output plane `y_p` `(oh, ow)` of a depthwise convolution from a padded input plane
+/// `src` (`(pd.h, pd.w)` for stride 1, its phase split `(sw, pd.h, phase_len)` otherwise).
+/// 3-wide kernels take all three taps of a kernel row in one pass. Compiled for AVX-512 and
+/// AVX2 as well and chosen at run time: the loops are plain slices that LLVM vectorises to the
+/// widest registers the function is compiled for.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
     "x86_64+avx2+fma"
 ))]
 fn depthwise_plane(
     g: &Geom,
-    xoffs: &[isize],
-    xranges: &[(usize, usize)],
+    pd: &PaddedDims,
     src: &[f32],
-    phase_len: usize,
     w_c: &[f32],
     bias: f32,
     y_p: &mut [f32],
 ) {
-    y_p.fill(bias);
-    for (oy, yrow) in y_p.chunks_exact_mut(g.ow).enumerate() {
+    let ow = g.ow;
+    // The `ow` inputs that tap column kj reads for padded row `row`.
+    let tap = |row: usize, kj: usize| -> &[f32] {
+        let col = kj * g.dw;
+        if g.sw == 1 {
+            &src[row * pd.w + col..][..ow]
+        } else {
+            let (r, j0) = (col % g.sw, col / g.sw);
+            &src[(r * pd.h + row) * pd.phase_len + j0..][..ow]
+        }
+    };
+    for (oy, yrow) in y_p.chunks_exact_mut(ow).enumerate() {
+        yrow.fill(bias);
         for ki in 0..g.kh {
-            let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
-            if iy < 0 || iy >= g.h as isize {
-                continue;
-            }
-            let iy = iy as usize;
-            for kj in 0..g.kw {
-                let wv = w_c[ki * g.kw + kj];
-                let (lo, hi) = xranges[kj];
-                if lo == hi {
-                    continue;
+            let row = oy * g.sh + ki * g.dh;
+            let wr = &w_c[ki * g.kw..][..g.kw];
+            if g.kw == 3 {
+                let (a, b, c) = (tap(row, 0), tap(row, 1), tap(row, 2));
+                let (w0, w1, w2) = (wr[0], wr[1], wr[2]);
+                for (((o, &va), &vb), &vc) in yrow.iter_mut().zip(a).zip(b).zip(c) {
+                    *o += w0 * va + w1 * vb + w2 * vc;
                 }
-                let start = in_index(lo, g.sw, xoffs[kj]);
-                let xs = if g.sw == 1 {
-                    &src[iy * g.w + start..][..hi - lo]
-                } else {
-                    let (r, j0) = (start % g.sw, start / g.sw);
-                    &src[(r * g.h + iy) * phase_len + j0..][..hi - lo]
-                };
-                for (o, &v) in yrow[lo..hi].iter_mut().zip(xs) {
-                    *o += wv * v;
+            } else {
+                for (kj, &wv) in wr.iter().enumerate() {
+                    for (o, &v) in yrow.iter_mut().zip(tap(row, kj)) {
+                        *o += wv * v;
+                    }
                 }
             }
         }
