@@ -23,7 +23,7 @@ const WARMUP: usize = 3;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// A checkpoint directory or a bundled model name (smile-cnn).
+    /// An .onnx file, a checkpoint directory or a bundled model name (smile-cnn, efficientnet-lite0).
     #[arg(long)]
     pub model: String,
     /// Seed for a bundled model's weights and for the random inputs.
