@@ -2,22 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+mod common;
 
-fn convscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convscope"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{convscope, stderr, stdout};
 
 /// `sum(p.numel() for p in refmodels.SmileCNN().parameters())`:
 /// conv1 3·16·25+16 = 1216, bn1 32, conv2 16·16·25+16 = 6416, bn2 32, conv3 16·32·9+32 = 4640,

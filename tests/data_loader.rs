@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the point
 
+mod common;
+
 use std::path::Path;
 
 use convscope::data::{
@@ -220,12 +222,7 @@ fn files_failing_at_load_time_are_skipped_and_reported() {
 
 #[test]
 fn happy_test_folder_in_batches_of_32() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/happy/test");
-    assert!(
-        root.is_dir(),
-        "the shared data folder {} is missing: this test needs /work/shared/data next to the repository",
-        root.display()
-    );
+    let root = common::shared_path("data/happy/test");
     let folder = ImageFolder::open(&root, &FolderOptions::default()).unwrap();
     let loader = Loader::new(Dataset::Folder(folder.all()), opts(32)).unwrap();
     let mut sizes = Vec::new();

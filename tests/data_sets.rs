@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the point
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -359,15 +361,7 @@ fn stratified_split_is_deterministic_and_proportional() {
 }
 
 fn shared_data(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(rel);
-    assert!(
-        p.is_dir(),
-        "the shared data folder {} is missing: these tests need /work/shared/data next to the repository",
-        p.display()
-    );
-    p
+    common::shared_path(&format!("data/{rel}"))
 }
 
 #[test]

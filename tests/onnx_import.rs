@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -20,13 +22,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn effnet_path() -> PathBuf {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    assert!(
-        shared.is_dir(),
-        "the shared folder {} is missing: it must sit beside the checkout (it holds the pretrained model)",
-        shared.display()
-    );
-    shared.join("data/models/efficientnet_lite0.onnx")
+    common::shared_path("data/models/efficientnet_lite0.onnx")
 }
 
 fn npy_f32(name: &str) -> Tensor {

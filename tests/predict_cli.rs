@@ -7,27 +7,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use convscope::models::description::Preprocess;
 use convscope::models::preprocess::{Image, Pixels, fit};
 use ndarray::{ArrayD, Axis};
 use serde_json::Value;
 
-fn convscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convscope"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{convscope, stderr, stdout};
 
 fn json_lines(o: &Output) -> Vec<Value> {
     stdout(o)
@@ -42,13 +31,7 @@ fn repo(rel: &str) -> PathBuf {
 
 /// A file of the shared folder beside the checkout; fails with a plain message when it is absent.
 fn shared(rel: &str) -> String {
-    let root = repo("../shared");
-    assert!(
-        root.is_dir(),
-        "the shared folder {} is missing: it must sit beside the checkout (it holds the sample photos and models)",
-        root.display()
-    );
-    root.join(rel).to_str().unwrap().to_string()
+    common::shared_path(rel).to_str().unwrap().to_string()
 }
 
 fn fixture(rel: &str) -> String {

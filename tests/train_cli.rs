@@ -2,16 +2,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn convscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convscope"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+
+use common::{convscope, shared_path};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -50,12 +47,7 @@ fn train_tiny(out: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn train_prints_epoch_lines_and_evaluate_reads_the_happy_photos() {
-    let happy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/happy/test");
-    assert!(
-        happy.is_dir(),
-        "{} is missing: this test needs the shared data folder beside the repository",
-        happy.display()
-    );
+    let happy = shared_path("data/happy/test");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ck");
     let o = train_tiny(&out, &["--epochs", "2"]);

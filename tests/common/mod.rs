@@ -182,3 +182,33 @@ pub fn subsample(meta: &serde_json::Value, name: &str, t: &Tensor) -> Tensor {
     let step = rule["step"].as_u64().unwrap_or(1) as usize;
     take_rows(t, start, step)
 }
+
+/// A path inside the read-only `shared/` folder that sits beside the checkout (pretrained
+/// model, sample photos, data sets); fails with a plain message naming it when it is absent.
+pub fn shared_path(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: these tests need the shared folder (../shared, with its data/) beside the checkout",
+        p.display()
+    );
+    p
+}
+
+/// Runs the real `convscope` binary with `args`.
+pub fn convscope(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_convscope"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run convscope: {e}"))
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
