@@ -20,37 +20,16 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 
 import torch
 import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 
-
-class SmileCNN(nn.Module):
-    """The book's smile CNN in NCHW (same layout as src/models/presets.rs)."""
-
-    def __init__(self, dropout=0.25, bn_momentum=0.1):
-        super().__init__()
-        bn = lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=bn_momentum)
-        self.features = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(3, 16, 5, padding=2)), ("relu1", nn.ReLU()), ("bn1", bn(16)),
-            ("conv2", nn.Conv2d(16, 16, 5, padding=2)), ("relu2", nn.ReLU()), ("bn2", bn(16)),
-            ("pool1", nn.MaxPool2d(2)), ("drop1", nn.Dropout(dropout)),
-            ("conv3", nn.Conv2d(16, 32, 3, padding=1)), ("relu3", nn.ReLU()), ("bn3", bn(32)),
-            ("conv4", nn.Conv2d(32, 32, 3, padding=1)), ("relu4", nn.ReLU()), ("bn4", bn(32)),
-            ("pool2", nn.MaxPool2d(2)), ("drop2", nn.Dropout(dropout)),
-        ]))
-        self.classifier = nn.Sequential(OrderedDict([
-            ("flatten", nn.Flatten()),
-            ("fc1", nn.Linear(16 * 16 * 32, 128)), ("relu5", nn.ReLU()),
-            ("fc2", nn.Linear(128, 1)),
-        ]))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
+# The same module names as the engine preset and the golden fixtures.
+from make_engine_fixtures import SmileCNN  # noqa: E402
 
 
 def median_ms(fn, runs, warmup):
@@ -67,7 +46,7 @@ def median_ms(fn, runs, warmup):
 def torch_side(runs, warmup, threads, batch):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    m = SmileCNN().eval()
+    m = SmileCNN(bn_momentum=0.1).eval()
     x1 = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
     def fwd():
