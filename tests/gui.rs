@@ -136,7 +136,7 @@ fn methods_classes_and_layers_switch() {
     });
     // method: open the combo box and pick saliency
     h.get_by_label("method").click();
-    h.step();
+    h.run_steps(3);
     h.get_by_label("Saliency").click();
     wait_for(&mut h, "a saliency map", 240, |a| {
         explained_photo(a).map(|e| e.1) == Some(Method::Saliency)
@@ -148,7 +148,8 @@ fn methods_classes_and_layers_switch() {
         let c = a.workspace.photos[0].top[1].0;
         (c, m.label(c))
     };
-    h.get_by_label_contains(&label).click();
+    // the class picker's entry reads "  8.4 %  tiger cat" (the top-5 table below has the bare name)
+    h.get_by_label_contains(&format!("%  {label}")).click();
     wait_for(&mut h, "the map for the second class", 240, |a| {
         a.explain
             .explanation()
@@ -157,16 +158,23 @@ fn methods_classes_and_layers_switch() {
     });
     // layer: Grad-CAM on an earlier layer chosen from the layer list
     h.get_by_label("method").click();
-    h.step();
+    h.run_steps(3);
     h.get_by_label("Grad-CAM").click();
-    h.step();
+    h.run_steps(3);
     h.get_by_label("layer").click();
-    h.step();
-    let layer = {
+    h.run_steps(3);
+    let (layer, node) = {
         let a = h.state();
         let m = a.workspace.model.as_ref().expect("model");
-        let ids = convscope::explain::activations::spatial_values(&m.model.graph);
-        m.model.graph.value(ids[ids.len() / 2]).name.clone()
+        // an early convolution: visible without scrolling in the layer list and the table
+        let g = &m.model.graph;
+        let convs: Vec<(String, String)> = g
+            .nodes()
+            .iter()
+            .filter(|n| n.op.kind_name() == "Conv2d")
+            .map(|n| (g.value(n.output).name.clone(), n.name.clone()))
+            .collect();
+        convs[2].clone()
     };
     h.get_by_label(&layer).click();
     wait_for(&mut h, "Grad-CAM at the chosen layer", 240, |a| {
@@ -177,8 +185,8 @@ fn methods_classes_and_layers_switch() {
 
     // the layers panel: click a layer, its activation grid appears; pick a channel
     h.get_by_label("Layers").click();
-    h.step();
-    h.get_by_label(&layer).click();
+    h.run_steps(3);
+    h.get_by_label(&node).click();
     wait_for(&mut h, "the activation grid", 240, |a| {
         a.layers.has_grid() && !a.layers.is_busy()
     });
@@ -199,7 +207,7 @@ fn training_on_the_built_in_faces_grows_the_curves_and_changes_the_filters() {
     settings.train.epochs = 2;
     settings.train.batch = 16;
     let mut h = harness(settings);
-    h.get_by_label("▶ Start").click();
+    h.get_by_label("Start").click();
     wait_for(&mut h, "the first batches", 240, |a| {
         a.train.curves.batch_loss.len() >= 3 && a.train.snapshot_count() >= 1
     });
@@ -259,7 +267,8 @@ fn a_moved_dream_slider_changes_the_preview() {
         let a = h.state();
         a.workspace.model.as_ref().expect("model").label(1)
     };
-    h.get_by_label(&goldfish).set_value_accesskit(1.0);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, &goldfish)
+        .set_value_accesskit(1.0);
     h.step();
     assert!(
         (h.state().settings.dream.classes[1].1 - 1.0).abs() < 1e-6,
@@ -305,13 +314,16 @@ fn a_broken_file_gives_a_message_and_the_app_keeps_working() {
     );
     assert_eq!(h.state().workspace.photos.len(), 1);
     h.get_by_label("method").click();
-    h.step();
+    h.run_steps(3);
     h.get_by_label("Gradient × Input").click();
     wait_for(&mut h, "a new map after the errors", 240, |a| {
         explained_photo(a).map(|e| e.1) == Some(Method::GradientXInput)
     });
     // a typed path that does not exist: a message, nothing else
+    h.get_by_label("Path:").focus();
+    h.step();
     h.get_by_label("Path:").type_text("/no/such/photo.jpg");
+    h.step();
     h.get_by_label("Open path").click();
     h.step();
     assert!(

@@ -398,7 +398,7 @@ impl DatasetPanel {
                                             colour,
                                             format!(
                                                 "{} {}",
-                                                if ok { "✔" } else { "✘" },
+                                                if ok { "right:" } else { "wrong:" },
                                                 name(Some(p))
                                             ),
                                         );

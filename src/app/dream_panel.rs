@@ -260,7 +260,7 @@ impl DreamPanel {
                                 retarget = true;
                             }
                             if ui
-                                .small_button("✖")
+                                .small_button("remove")
                                 .on_hover_text(format!("remove {}", model.label(*c)))
                                 .clicked()
                             {

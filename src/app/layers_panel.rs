@@ -321,9 +321,12 @@ impl LayersPanel {
                             .min_row_height(row_h)
                             .show(ui, |ui| {
                                 for r in &rows[range] {
-                                    let sel = self.selected.as_deref() == Some(r.name.as_str());
-                                    if ui.selectable_label(sel, &r.name).clicked() {
-                                        clicked = Some(r.name.clone());
+                                    let sel = self.selected.as_deref() == Some(r.output.as_str());
+                                    let resp = ui
+                                        .selectable_label(sel, &r.name)
+                                        .on_hover_text(format!("output: {}", r.output));
+                                    if resp.clicked() {
+                                        clicked = Some(r.output.clone());
                                     }
                                     ui.label(&r.op);
                                     ui.label(format!("{:?}", r.shape));

@@ -191,7 +191,7 @@ impl ConvscopeApp {
         let mut dismiss = None;
         for (i, e) in self.errors.iter().enumerate().rev().take(4) {
             ui.horizontal(|ui| {
-                ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {e}"));
+                ui.colored_label(ui.visuals().error_fg_color, e.as_str());
                 if ui.small_button("Dismiss").clicked() {
                     dismiss = Some(i);
                 }

@@ -591,7 +591,7 @@ impl TrainPanel {
         let running = self.job.is_some();
         ui.horizontal(|ui| {
             if ui
-                .add_enabled(!running, egui::Button::new("▶ Start"))
+                .add_enabled(!running, egui::Button::new("Start"))
                 .clicked()
             {
                 self.start(ui.ctx(), s);

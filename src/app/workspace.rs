@@ -96,7 +96,9 @@ pub struct PhotoSlot {
 enum Msg {
     Model(LoadedModel),
     Photo(PhotoSlot),
-    Failed(String),
+    ModelFailed(String),
+    /// A photo that cannot be opened: reported once and dropped.
+    PhotoFailed(PhotoSpec, String),
 }
 
 /// The model, the photos and the selection.
@@ -182,7 +184,7 @@ fn run(model: Result<LoadedModel, ModelSpec>, photos: Vec<PhotoSpec>, out: &Repo
                 out.send(Msg::Model(m.clone()));
                 m
             }
-            Err(e) => return out.send(Msg::Failed(e)),
+            Err(e) => return out.send(Msg::ModelFailed(e)),
         },
     };
     for spec in photos {
@@ -200,7 +202,7 @@ fn run(model: Result<LoadedModel, ModelSpec>, photos: Vec<PhotoSpec>, out: &Repo
         });
         out.send(match slot {
             Ok(s) => Msg::Photo(s),
-            Err(e) => Msg::Failed(e),
+            Err(e) => Msg::PhotoFailed(spec, e),
         });
     }
 }
@@ -279,7 +281,11 @@ impl Workspace {
                     }
                     self.generation += 1;
                 }
-                Msg::Failed(e) => errors.push(e),
+                Msg::ModelFailed(e) => errors.push(e),
+                Msg::PhotoFailed(spec, e) => {
+                    self.pending.retain(|s| s != &spec);
+                    errors.push(e);
+                }
             }
         }
         if job.is_finished() {

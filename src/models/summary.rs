@@ -7,7 +7,10 @@ use crate::engine::graph::ValueKind;
 /// One row of the table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeRow {
+    /// The node's name.
     pub name: String,
+    /// The name of the value it produces (what `--layer` and the explain functions take).
+    pub output: String,
     pub op: String,
     pub shape: Vec<usize>,
     /// Trainable scalars the node reads (buffers such as running statistics excluded).
@@ -39,6 +42,7 @@ pub fn rows(graph: &Graph) -> Vec<NodeRow> {
                 .sum();
             NodeRow {
                 name: node.name.clone(),
+                output: graph.value(node.output).name.clone(),
                 op: node.op.kind_name().to_string(),
                 macs: node.op.macs(&shapes, &shape),
                 shape,
