@@ -15,7 +15,9 @@ use serde_json::json;
 use super::predict::{probabilities, scores, top_k};
 use super::resolve;
 use super::{CliError, CliResult};
-use crate::explain::dream::{DreamConfig, DreamStep, DreamTarget, Dreamer, Parameterisation};
+use crate::explain::dream::{
+    ClassScore, DreamConfig, DreamStep, DreamTarget, Dreamer, Parameterisation,
+};
 use crate::models::Model;
 use crate::models::preprocess::{Image, image_to_tensor};
 
@@ -25,6 +27,14 @@ pub enum ParamArg {
     Fourier,
     /// Plain pixels.
     Pixels,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScoreArg {
+    /// Σ weight · logit (pre-softmax).
+    Logit,
+    /// Σ weight · log-probability: the probabilities settle in proportion to the weights.
+    LogProb,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +70,10 @@ pub struct DreamArgs {
     /// How the image is parameterised.
     #[arg(long, value_enum, default_value_t = ParamArg::Fourier)]
     pub param: ParamArg,
+    /// What class targets maximise: the logit, or the log-probability (keeps every class of
+    /// a mix).
+    #[arg(long, value_enum, default_value_t = ScoreArg::Logit)]
+    pub score: ScoreArg,
     /// Start from this image instead of noise (warm start).
     #[arg(long, value_name = "IMAGE")]
     pub init: Option<PathBuf>,
@@ -254,6 +268,10 @@ fn dream(args: &DreamArgs, model: &Model, targets: Vec<DreamTarget>) -> CliResul
             Parameterisation::Pixels => 0.01,
         }),
         parameterisation,
+        class_score: match args.score {
+            ScoreArg::Logit => ClassScore::Logit,
+            ScoreArg::LogProb => ClassScore::LogProbability,
+        },
         seed: args.seed,
         ..DreamConfig::default()
     };

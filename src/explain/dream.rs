@@ -65,6 +65,19 @@ impl DreamTarget {
     }
 }
 
+/// What a class term maximises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClassScore {
+    /// The pre-softmax logit: `J = Σ w · logit` (keras-vis, Lucid). One class of a mix can
+    /// win outright when its logit is the easier to raise.
+    #[default]
+    Logit,
+    /// The log-probability `logit − logsumexp(logits)` (for a single logit, log σ(±logit)):
+    /// `J = Σ w · log p` is largest where the probabilities are proportional to the weights,
+    /// so a mix keeps every class in it.
+    LogProbability,
+}
+
 /// How the image is parameterised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Parameterisation {
@@ -85,6 +98,8 @@ pub struct DreamConfig {
     /// Adam's learning rate (on the parameters).
     pub lr: f32,
     pub parameterisation: Parameterisation,
+    /// What class targets maximise.
+    pub class_score: ClassScore,
     /// Grey border added around the image before the view is drawn, pixels.
     pub pad: usize,
     /// Largest random shift of the view, whole pixels.
@@ -111,6 +126,7 @@ impl Default for DreamConfig {
             size: 224,
             lr: 0.05,
             parameterisation: Parameterisation::Fourier,
+            class_score: ClassScore::Logit,
             pad: 12,
             jitter: 8,
             scale: (0.95, 1.05),
@@ -413,7 +429,13 @@ impl<'g> Dreamer<'g> {
         let s = self.config.size;
         let sampler = Sampler::new(&View::whole(s, s), [s, s], self.input.size, 0.5, false);
         let x = self.input.tensor(&sampler.apply(&self.rgb()))?;
-        let (report, _) = forward_objective(&self.explainer, &self.targets, &x, false)?;
+        let (report, _) = forward_objective(
+            &self.explainer,
+            &self.targets,
+            self.config.class_score,
+            &x,
+            false,
+        )?;
         Ok(DreamStep {
             step: self.step,
             ..report
@@ -433,7 +455,13 @@ impl<'g> Dreamer<'g> {
         }; // (3, s, s)
         let sampler = Sampler::new(view, [s, s], self.input.size, 0.5, false);
         let x = self.input.tensor(&sampler.apply(&rgb))?;
-        let (report, dx) = forward_objective(&self.explainer, &self.targets, &x, true)?;
+        let (report, dx) = forward_objective(
+            &self.explainer,
+            &self.targets,
+            self.config.class_score,
+            &x,
+            true,
+        )?;
         let d_rgb = match dx {
             Some(dx) => sampler.adjoint(&self.input.adjoint(&dx)),
             None => vec![0.0; rgb.len()],
@@ -467,7 +495,13 @@ impl<'g> Dreamer<'g> {
         };
         let sampler = Sampler::new(view, [s, s], self.input.size, 0.5, false);
         let x = self.input.tensor(&sampler.apply(&rgb))?;
-        let (report, _) = forward_objective(&self.explainer, &self.targets, &x, false)?;
+        let (report, _) = forward_objective(
+            &self.explainer,
+            &self.targets,
+            self.config.class_score,
+            &x,
+            false,
+        )?;
         let mut sink = vec![0.0; rgb.len()];
         let tv = regularise::total_variation(&rgb, s, s, 0.0, &mut sink);
         let l2 = regularise::l2(&rgb, 0.0, &mut sink);
@@ -497,6 +531,24 @@ fn class_probabilities(logits: &[f32]) -> Vec<f32> {
     e.iter().map(|v| (v / sum) as f32).collect()
 }
 
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// ln(1 + e^v), stable for large |v|.
+fn softplus(v: f32) -> f32 {
+    v.max(0.0) + (-v.abs()).exp().ln_1p()
+}
+
+fn log_sum_exp(v: &[f32]) -> f32 {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + v
+        .iter()
+        .map(|&x| f64::from(x - max).exp())
+        .sum::<f64>()
+        .ln() as f32
+}
+
 fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
@@ -508,6 +560,7 @@ fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
 fn forward_objective(
     explainer: &Explainer,
     targets: &[(Bound, f32)],
+    class_score: ClassScore,
     x: &Tensor,
     grad: bool,
 ) -> ExplainResult<(DreamStep, Option<Tensor>)> {
@@ -537,12 +590,29 @@ fn forward_objective(
         let value = match bound {
             Bound::Class(t) => {
                 report_targets.push((t.class, probs.get(t.class).copied().unwrap_or(0.0)));
+                let score = head.score(t, logits);
                 if grad {
                     let logits_t = lookup(explainer, &scored.pass, head.value)?;
-                    let seed = head.seed(t, logits_t.shape())?.map(|v| v * weight);
+                    let mut seed = head.seed(t, logits_t.shape())?.map(|v| v * weight);
+                    if class_score == ClassScore::LogProbability {
+                        // d log p / d logits = onehot − softmax; for one logit
+                        // d log σ(s l) / d l = s (1 − σ(s l))
+                        match logits {
+                            [_] => seed.data_mut()[0] *= 1.0 - sigmoid(score),
+                            _ => seed
+                                .data_mut()
+                                .iter_mut()
+                                .zip(&probs)
+                                .for_each(|(g, p)| *g -= weight * p),
+                        }
+                    }
                     seeds.push((head.value, seed));
                 }
-                head.score(t, logits)
+                match (class_score, logits) {
+                    (ClassScore::Logit, _) => score,
+                    (ClassScore::LogProbability, [_]) => -softplus(-score),
+                    (ClassScore::LogProbability, _) => score - log_sum_exp(logits),
+                }
             }
             Bound::Channel { value, channel } => {
                 let a = lookup(explainer, &scored.pass, *value)?;
@@ -772,7 +842,7 @@ fn tiled_gradient(
             };
             let sampler = Sampler::new(&view, [h, w], [mh, mw], 0.5, true);
             let x = input.tensor(&sampler.apply(img))?;
-            let (_, dx) = forward_objective(explainer, targets, &x, true)?;
+            let (_, dx) = forward_objective(explainer, targets, ClassScore::Logit, &x, true)?;
             if let Some(dx) = dx {
                 let d = sampler.adjoint(&input.adjoint(&dx));
                 g.iter_mut().zip(d).for_each(|(a, b)| *a += b);
@@ -870,11 +940,12 @@ mod tests {
     /// The analytic descent direction equals minus the central difference of the penalised
     /// objective, through the parameterisation, the view (rotated, zoomed, padded, 5 → 6
     /// pixels), the normalisation and the model.
-    fn check_gradient(parameterisation: Parameterisation, layout: Layout) {
+    fn check_gradient(parameterisation: Parameterisation, layout: Layout, class_score: ClassScore) {
         let (g, p) = tiny(layout);
         let config = DreamConfig {
             size: 5,
             parameterisation,
+            class_score,
             init_sd: if parameterisation == Parameterisation::Fourier {
                 0.3
             } else {
@@ -914,13 +985,17 @@ mod tests {
     }
 
     #[test]
-    fn fourier_gradient_matches_finite_differences() {
-        check_gradient(Parameterisation::Fourier, Layout::Nchw);
+    fn fourier_gradient_of_log_probabilities_matches_finite_differences() {
+        check_gradient(
+            Parameterisation::Fourier,
+            Layout::Nchw,
+            ClassScore::LogProbability,
+        );
     }
 
     #[test]
-    fn pixel_gradient_matches_finite_differences_nhwc() {
-        check_gradient(Parameterisation::Pixels, Layout::Nhwc);
+    fn pixel_gradient_of_logits_matches_finite_differences_nhwc() {
+        check_gradient(Parameterisation::Pixels, Layout::Nhwc, ClassScore::Logit);
     }
 
     #[test]
