@@ -761,7 +761,9 @@ pub fn deep_dream(
     opts: &DeepDreamOptions,
     ctl: Control,
 ) -> ExplainResult<image::RgbImage> {
-    if opts.octaves == 0 || !(opts.octave_scale >= 1.0) || !(opts.lr > 0.0) {
+    let scale_ok = opts.octave_scale.is_finite() && opts.octave_scale >= 1.0;
+    let lr_ok = opts.lr.is_finite() && opts.lr > 0.0;
+    if opts.octaves == 0 || !scale_ok || !lr_ok {
         return Err(ExplainError::invalid(format!(
             "DeepDream needs at least one octave, an octave scale >= 1 and a positive step (got {}, {}, {})",
             opts.octaves, opts.octave_scale, opts.lr

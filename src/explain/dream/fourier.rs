@@ -109,7 +109,7 @@ impl FourierBasis {
         let mut sw = Array2::<f32>::zeros((wf, w));
         let hw = (h * w) as f64;
         for fx in 0..wf {
-            let m = if fx == 0 || (w % 2 == 0 && fx == w / 2) {
+            let m = if fx == 0 || (w.is_multiple_of(2) && fx == w / 2) {
                 1.0
             } else {
                 2.0
