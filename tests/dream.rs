@@ -14,8 +14,8 @@ use convscope::explain::ExplainError;
 use convscope::explain::activations::spatial_values;
 use convscope::explain::dream::fourier::{FourierBasis, to_rgb};
 use convscope::explain::dream::{
-    DeepDreamOptions, DreamConfig, DreamObjective, DreamTarget, Dreamer, Parameterisation,
-    deep_dream,
+    ClassScore, DeepDreamOptions, DreamConfig, DreamObjective, DreamTarget, Dreamer,
+    Parameterisation, deep_dream,
 };
 use convscope::models::{self, Preprocess};
 
@@ -133,6 +133,29 @@ fn the_objective_rises_on_the_smile_cnn() {
             assert!(after.targets[0].1 > before.targets[0].1);
         }
     }
+}
+
+#[test]
+fn log_probability_targets_report_log_p_and_rise() {
+    let (g, p) = smile();
+    let config = DreamConfig {
+        class_score: ClassScore::LogProbability,
+        ..small_config(1)
+    };
+    let mut d = Dreamer::new(&g, &p, vec![DreamTarget::class(0, 1.0)], config).unwrap();
+    let before = d.evaluate().unwrap();
+    // single logit: the value of class 0 is log(1 - sigmoid(logit)) = log p(0)
+    assert!((before.values[0] - before.targets[0].1.ln()).abs() < 1e-5);
+    for _ in 0..24 {
+        d.step().unwrap();
+    }
+    let after = d.evaluate().unwrap();
+    assert!(
+        after.targets[0].1 > before.targets[0].1,
+        "p(class 0) {} -> {}",
+        before.targets[0].1,
+        after.targets[0].1
+    );
 }
 
 #[test]

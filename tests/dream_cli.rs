@@ -125,3 +125,51 @@ fn bad_input_is_one_sentence_and_a_non_zero_exit() {
         "/no/such.png: cannot read the image",
     );
 }
+
+#[test]
+fn deep_dream_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = tmp.path().join("photo.png");
+    image::RgbImage::from_fn(80, 72, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 3) as u8, 90])
+    })
+    .save(&photo)
+    .unwrap();
+    let out = tmp.path().join("dd.png");
+    let (photo, out) = (photo.to_str().unwrap(), out.to_str().unwrap());
+    let o = convscope(&[
+        "dream",
+        "--model",
+        "smile-cnn",
+        "--photo",
+        photo,
+        "--layer",
+        "features.conv3",
+        "--octaves",
+        "2",
+        "--octave-steps",
+        "2",
+        "--out",
+        out,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(line["octaves"], 2);
+    let img = image::open(out).unwrap();
+    assert_eq!((img.width(), img.height()), (80, 72));
+    dream_fails(
+        &[
+            "dream",
+            "--model",
+            "smile-cnn",
+            "--photo",
+            photo,
+            "--layer",
+            "features.conv",
+            "--out",
+            out,
+        ],
+        "no layer or value named 'features.conv'",
+    );
+}

@@ -12,11 +12,14 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
+use super::activations::find_layer;
 use super::predict::{probabilities, scores, top_k};
 use super::resolve;
 use super::{CliError, CliResult};
+use crate::explain::Control;
 use crate::explain::dream::{
-    ClassScore, DreamConfig, DreamStep, DreamTarget, Dreamer, Parameterisation,
+    ClassScore, DeepDreamOptions, DreamConfig, DreamStep, DreamTarget, Dreamer, Parameterisation,
+    deep_dream,
 };
 use crate::models::Model;
 use crate::models::preprocess::{Image, image_to_tensor};
@@ -44,7 +47,12 @@ pub struct DreamArgs {
     pub model: String,
     /// CLASS[:WEIGHT]: a class index or label, optionally weighted (default 1); repeat or list
     /// several to mix classes, e.g. `--target leopard:0.5 --target 291:0.5`.
-    #[arg(long, required = true, num_args = 1.., value_name = "CLASS[:WEIGHT]")]
+    #[arg(
+        long,
+        required_unless_present = "photo",
+        num_args = 1..,
+        value_name = "CLASS[:WEIGHT]"
+    )]
     pub target: Vec<String>,
     /// Adam steps.
     #[arg(long, default_value_t = 256)]
@@ -77,6 +85,21 @@ pub struct DreamArgs {
     /// Start from this image instead of noise (warm start).
     #[arg(long, value_name = "IMAGE")]
     pub init: Option<PathBuf>,
+    /// DeepDream instead: amplify `--layer` in this photo, octave by octave (no --target).
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["target", "init"], requires = "layer")]
+    pub photo: Option<PathBuf>,
+    /// The layer (value name, as `summary` lists) whose activations DeepDream amplifies.
+    #[arg(long, requires = "photo")]
+    pub layer: Option<String>,
+    /// DeepDream: number of octaves.
+    #[arg(long, default_value_t = 4)]
+    pub octaves: usize,
+    /// DeepDream: gradient steps per octave.
+    #[arg(long, default_value_t = 10)]
+    pub octave_steps: usize,
+    /// DeepDream: size ratio between octaves.
+    #[arg(long, default_value_t = 1.4)]
+    pub octave_scale: f32,
 }
 
 /// A parsed `CLASS[:WEIGHT]` whose class is resolved against the model's labels.
@@ -232,6 +255,9 @@ fn score_saved(model: &Model, img: &image::RgbImage, last: &DreamStep) -> CliRes
 pub fn run(args: &DreamArgs) -> CliResult<()> {
     let source = resolve::resolve(&args.model, args.seed)?;
     let model = resolve::load(&source)?;
+    if let Some(photo) = &args.photo {
+        return guarded(&args.out, || run_deep_dream(args, &model, photo));
+    }
     let labels = &model.description.labels;
     let classes = match crate::explain::ScoreHead::find(&model.graph)?.classes() {
         0 => 1,
@@ -245,14 +271,67 @@ pub fn run(args: &DreamArgs) -> CliResult<()> {
     if args.steps == 0 || args.every == 0 {
         return Err(CliError("--steps and --every must be at least 1".into()));
     }
-    let existed = args.out.exists();
-    check_writable(&args.out)?;
-    let result = dream(args, &model, targets);
+    guarded(&args.out, || dream(args, &model, targets))
+}
+
+/// Checks that `out` can be written, runs `f`, and removes the empty file the check made if
+/// `f` fails.
+fn guarded(out: &Path, f: impl FnOnce() -> CliResult<()>) -> CliResult<()> {
+    let existed = out.exists();
+    check_writable(out)?;
+    let result = f();
     if result.is_err() && !existed {
-        // do not leave the empty file made by the writability check
-        let _ = std::fs::remove_file(&args.out);
+        let _ = std::fs::remove_file(out);
     }
     result
+}
+
+fn run_deep_dream(args: &DreamArgs, model: &Model, photo: &Path) -> CliResult<()> {
+    let layer = args.layer.as_deref().unwrap_or_default();
+    find_layer(&model.graph, layer)?;
+    let start = image::open(photo)
+        .map_err(|e| CliError(format!("{}: cannot read the image ({e})", photo.display())))?
+        .to_rgb8();
+    let opts = DeepDreamOptions {
+        octaves: args.octaves,
+        steps_per_octave: args.octave_steps,
+        octave_scale: args.octave_scale,
+        lr: args.lr.unwrap_or(DeepDreamOptions::default().lr),
+        seed: args.seed,
+    };
+    let started = Instant::now();
+    let img = deep_dream(
+        &model.graph,
+        &model.description.preprocess,
+        &start,
+        layer,
+        &opts,
+        Control::default(),
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    img.save_with_format(&args.out, image::ImageFormat::Png)
+        .map_err(|e| {
+            CliError(format!(
+                "{}: cannot write the PNG ({e})",
+                args.out.display()
+            ))
+        })?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"photo": photo.display().to_string(), "layer": layer, "octaves": opts.octaves,
+                   "steps_per_octave": opts.steps_per_octave, "seconds": seconds,
+                   "out": args.out.display().to_string()})
+        );
+    } else {
+        println!(
+            "wrote {} (DeepDream of '{layer}', {} octaves x {} steps in {seconds:.1} s)",
+            args.out.display(),
+            opts.octaves,
+            opts.steps_per_octave
+        );
+    }
+    Ok(())
 }
 
 fn dream(args: &DreamArgs, model: &Model, targets: Vec<DreamTarget>) -> CliResult<()> {
