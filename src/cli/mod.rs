@@ -3,6 +3,7 @@
 
 pub mod activations;
 pub mod bench;
+pub mod dream;
 pub mod evaluate;
 pub mod predict;
 pub mod resolve;
@@ -54,6 +55,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Saves one layer's output for an image (or a preprocessed .npy batch) as .npy.
     Activations(activations::ActivationsArgs),
+    /// Activation maximisation: an image that maximises a weighted mix of classes.
+    Dream(dream::DreamArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -73,6 +76,7 @@ pub fn main() -> i32 {
         Some(Command::Evaluate(args)) => evaluate::run(&args),
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Activations(args)) => activations::run(&args),
+        Some(Command::Dream(args)) => dream::run(&args),
         None => crate::app::run().map_err(CliError),
     };
     match result {

@@ -33,7 +33,7 @@ use super::target::{Explainer, ResolvedTarget, Target};
 use super::{Control, ExplainError, ExplainResult};
 use crate::engine::graph::ValueId;
 use crate::engine::optim::{Optimizer, OptimizerConfig};
-use crate::engine::{BackwardRequest, ForwardOptions, Graph, Keep, Param, Tensor};
+use crate::engine::{BackwardRequest, Graph, Keep, Param, Tensor};
 use crate::models::Preprocess;
 use crate::models::preprocess::resize_f32;
 
@@ -65,6 +65,19 @@ impl DreamTarget {
     }
 }
 
+/// What a class term maximises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClassScore {
+    /// The pre-softmax logit: `J = Σ w · logit` (keras-vis, Lucid). One class of a mix can
+    /// win outright when its logit is the easier to raise.
+    #[default]
+    Logit,
+    /// The log-probability `logit − logsumexp(logits)` (for a single logit, log σ(±logit)):
+    /// `J = Σ w · log p` is largest where the probabilities are proportional to the weights,
+    /// so a mix keeps every class in it.
+    LogProbability,
+}
+
 /// How the image is parameterised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Parameterisation {
@@ -85,6 +98,8 @@ pub struct DreamConfig {
     /// Adam's learning rate (on the parameters).
     pub lr: f32,
     pub parameterisation: Parameterisation,
+    /// What class targets maximise.
+    pub class_score: ClassScore,
     /// Grey border added around the image before the view is drawn, pixels.
     pub pad: usize,
     /// Largest random shift of the view, whole pixels.
@@ -111,6 +126,7 @@ impl Default for DreamConfig {
             size: 224,
             lr: 0.05,
             parameterisation: Parameterisation::Fourier,
+            class_score: ClassScore::Logit,
             pad: 12,
             jitter: 8,
             scale: (0.95, 1.05),
@@ -413,7 +429,13 @@ impl<'g> Dreamer<'g> {
         let s = self.config.size;
         let sampler = Sampler::new(&View::whole(s, s), [s, s], self.input.size, 0.5, false);
         let x = self.input.tensor(&sampler.apply(&self.rgb()))?;
-        let (report, _) = forward_objective(&self.explainer, &self.targets, &x, false)?;
+        let (report, _) = forward_objective(
+            &self.explainer,
+            &self.targets,
+            self.config.class_score,
+            &x,
+            false,
+        )?;
         Ok(DreamStep {
             step: self.step,
             ..report
@@ -433,7 +455,13 @@ impl<'g> Dreamer<'g> {
         }; // (3, s, s)
         let sampler = Sampler::new(view, [s, s], self.input.size, 0.5, false);
         let x = self.input.tensor(&sampler.apply(&rgb))?;
-        let (report, dx) = forward_objective(&self.explainer, &self.targets, &x, true)?;
+        let (report, dx) = forward_objective(
+            &self.explainer,
+            &self.targets,
+            self.config.class_score,
+            &x,
+            true,
+        )?;
         let d_rgb = match dx {
             Some(dx) => sampler.adjoint(&self.input.adjoint(&dx)),
             None => vec![0.0; rgb.len()],
@@ -467,7 +495,13 @@ impl<'g> Dreamer<'g> {
         };
         let sampler = Sampler::new(view, [s, s], self.input.size, 0.5, false);
         let x = self.input.tensor(&sampler.apply(&rgb))?;
-        let (report, _) = forward_objective(&self.explainer, &self.targets, &x, false)?;
+        let (report, _) = forward_objective(
+            &self.explainer,
+            &self.targets,
+            self.config.class_score,
+            &x,
+            false,
+        )?;
         let mut sink = vec![0.0; rgb.len()];
         let tv = regularise::total_variation(&rgb, s, s, 0.0, &mut sink);
         let l2 = regularise::l2(&rgb, 0.0, &mut sink);
@@ -497,6 +531,24 @@ fn class_probabilities(logits: &[f32]) -> Vec<f32> {
     e.iter().map(|v| (v / sum) as f32).collect()
 }
 
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// ln(1 + e^v), stable for large |v|.
+fn softplus(v: f32) -> f32 {
+    v.max(0.0) + (-v.abs()).exp().ln_1p()
+}
+
+fn log_sum_exp(v: &[f32]) -> f32 {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + v
+        .iter()
+        .map(|&x| f64::from(x - max).exp())
+        .sum::<f64>()
+        .ln() as f32
+}
+
 fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
@@ -508,6 +560,7 @@ fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
 fn forward_objective(
     explainer: &Explainer,
     targets: &[(Bound, f32)],
+    class_score: ClassScore,
     x: &Tensor,
     grad: bool,
 ) -> ExplainResult<(DreamStep, Option<Tensor>)> {
@@ -537,12 +590,29 @@ fn forward_objective(
         let value = match bound {
             Bound::Class(t) => {
                 report_targets.push((t.class, probs.get(t.class).copied().unwrap_or(0.0)));
+                let score = head.score(t, logits);
                 if grad {
                     let logits_t = lookup(explainer, &scored.pass, head.value)?;
-                    let seed = head.seed(t, logits_t.shape())?.map(|v| v * weight);
+                    let mut seed = head.seed(t, logits_t.shape())?.map(|v| v * weight);
+                    if class_score == ClassScore::LogProbability {
+                        // d log p / d logits = onehot − softmax; for one logit
+                        // d log σ(s l) / d l = s (1 − σ(s l))
+                        match logits {
+                            [_] => seed.data_mut()[0] *= 1.0 - sigmoid(score),
+                            _ => seed
+                                .data_mut()
+                                .iter_mut()
+                                .zip(&probs)
+                                .for_each(|(g, p)| *g -= weight * p),
+                        }
+                    }
                     seeds.push((head.value, seed));
                 }
-                head.score(t, logits)
+                match (class_score, logits) {
+                    (ClassScore::Logit, _) => score,
+                    (ClassScore::LogProbability, [_]) => -softplus(-score),
+                    (ClassScore::LogProbability, _) => score - log_sum_exp(logits),
+                }
             }
             Bound::Channel { value, channel } => {
                 let a = lookup(explainer, &scored.pass, *value)?;
@@ -691,7 +761,9 @@ pub fn deep_dream(
     opts: &DeepDreamOptions,
     ctl: Control,
 ) -> ExplainResult<image::RgbImage> {
-    if opts.octaves == 0 || !(opts.octave_scale >= 1.0) || !(opts.lr > 0.0) {
+    let scale_ok = opts.octave_scale.is_finite() && opts.octave_scale >= 1.0;
+    let lr_ok = opts.lr.is_finite() && opts.lr > 0.0;
+    if opts.octaves == 0 || !scale_ok || !lr_ok {
         return Err(ExplainError::invalid(format!(
             "DeepDream needs at least one octave, an octave scale >= 1 and a positive step (got {}, {}, {})",
             opts.octaves, opts.octave_scale, opts.lr
@@ -772,7 +844,7 @@ fn tiled_gradient(
             };
             let sampler = Sampler::new(&view, [h, w], [mh, mw], 0.5, true);
             let x = input.tensor(&sampler.apply(img))?;
-            let (_, dx) = forward_objective(explainer, targets, &x, true)?;
+            let (_, dx) = forward_objective(explainer, targets, ClassScore::Logit, &x, true)?;
             if let Some(dx) = dx {
                 let d = sampler.adjoint(&input.adjoint(&dx));
                 g.iter_mut().zip(d).for_each(|(a, b)| *a += b);
@@ -780,4 +852,171 @@ fn tiled_gradient(
         }
     }
     Ok(g)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::engine::graph::InputDef;
+    use crate::engine::ops::{Activation, Conv2dSpec, GemmSpec, Padding2d};
+    use crate::engine::{GraphDef, Op};
+    use crate::models::{Layout, Resize};
+
+    /// x [1, 3, 6, 6] → conv 3→2 (3x3, pad 1) → tanh → global mean → linear 2→3 → softmax.
+    /// Smooth everywhere, so finite differences are accurate.
+    fn tiny(layout: Layout) -> (Graph, Preprocess) {
+        let shape = match layout {
+            Layout::Nchw => vec![1, 3, 6, 6],
+            Layout::Nhwc => vec![1, 6, 6, 3],
+        };
+        let mut d = GraphDef {
+            inputs: vec![InputDef {
+                name: "x".into(),
+                shape,
+            }],
+            outputs: vec!["probs".into()],
+            ..GraphDef::default()
+        };
+        let w: Vec<f32> = (0..54)
+            .map(|i| ((i * 29 % 17) as f32 - 8.0) / 20.0)
+            .collect();
+        d.param("w", Tensor::new(vec![2, 3, 3, 3], w).unwrap(), true);
+        let v = vec![1.0, -0.5, -0.7, 0.9, 0.3, 0.4];
+        d.param("v", Tensor::new(vec![3, 2], v).unwrap(), true);
+        d.param(
+            "b",
+            Tensor::new(vec![3], vec![0.0, 0.1, -0.1]).unwrap(),
+            true,
+        );
+        let conv = Conv2dSpec {
+            stride: [1, 1],
+            padding: Padding2d::uniform(1),
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let src = if layout == Layout::Nhwc {
+            d.push(
+                "nchw",
+                Op::Transpose {
+                    perm: vec![0, 3, 1, 2],
+                },
+                &["x"],
+            );
+            "nchw"
+        } else {
+            "x"
+        };
+        d.push("conv", Op::Conv2d(conv), &[src, "w"]);
+        d.push("act", Op::Activation(Activation::Tanh), &["conv"]);
+        d.push("gap", Op::GlobalAvgPool, &["act"]);
+        d.push("flat", Op::Flatten { axis: 1 }, &["gap"]);
+        d.push("logits", Op::Gemm(GemmSpec::linear()), &["flat", "v", "b"]);
+        d.push("probs", Op::Softmax { axis: 1 }, &["logits"]);
+        let mut p = Preprocess::imagenet().with_size([6, 6]);
+        p.resize = Resize::Squash;
+        p.layout = layout;
+        (Graph::from_def(d).unwrap(), p)
+    }
+
+    fn targets() -> Vec<DreamTarget> {
+        vec![
+            DreamTarget::class(0, 0.7),
+            DreamTarget::class(2, 0.3),
+            DreamTarget {
+                objective: DreamObjective::Channel {
+                    layer: "act".into(),
+                    channel: 1,
+                },
+                weight: 0.5,
+            },
+            DreamTarget {
+                objective: DreamObjective::Layer {
+                    layer: "conv".into(),
+                },
+                weight: 0.2,
+            },
+        ]
+    }
+
+    /// The analytic descent direction equals minus the central difference of the penalised
+    /// objective, through the parameterisation, the view (rotated, zoomed, padded, 5 → 6
+    /// pixels), the normalisation and the model.
+    fn check_gradient(parameterisation: Parameterisation, layout: Layout, class_score: ClassScore) {
+        let (g, p) = tiny(layout);
+        let config = DreamConfig {
+            size: 5,
+            parameterisation,
+            class_score,
+            init_sd: if parameterisation == Parameterisation::Fourier {
+                0.3
+            } else {
+                0.2
+            },
+            tv_weight: 0.05,
+            l2_weight: 0.3,
+            ..DreamConfig::default()
+        };
+        let mut d = Dreamer::new(&g, &p, targets(), config).unwrap();
+        let view = View {
+            center: [2.7, 2.4],
+            extent: [6.2, 5.8],
+            angle: 0.2,
+        };
+        let (_, grad) = d.objective_gradient(&view).unwrap();
+        let scale = grad.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        let eps = 1e-2;
+        let mut checked = 0;
+        for i in (0..grad.len()).step_by(grad.len() / 17 + 1) {
+            let orig = d.params()[i];
+            d.params_mut()[i] = orig + eps;
+            let up = d.total_objective(&view).unwrap();
+            d.params_mut()[i] = orig - eps;
+            let down = d.total_objective(&view).unwrap();
+            d.params_mut()[i] = orig;
+            let fd = -(up - down) / (2.0 * eps);
+            assert!(
+                (fd - grad[i]).abs() <= 2e-2 * scale + 1e-5,
+                "{parameterisation:?} {layout:?} param {i}: finite difference {fd}, analytic {}",
+                grad[i]
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10);
+    }
+
+    #[test]
+    fn fourier_gradient_of_log_probabilities_matches_finite_differences() {
+        check_gradient(
+            Parameterisation::Fourier,
+            Layout::Nchw,
+            ClassScore::LogProbability,
+        );
+    }
+
+    #[test]
+    fn pixel_gradient_of_logits_matches_finite_differences_nhwc() {
+        check_gradient(Parameterisation::Pixels, Layout::Nhwc, ClassScore::Logit);
+    }
+
+    #[test]
+    fn blur_penalty_smooths() {
+        let (g, p) = tiny(Layout::Nchw);
+        let config = DreamConfig {
+            size: 6,
+            parameterisation: Parameterisation::Pixels,
+            init_sd: 0.3,
+            blur_weight: 1000.0,
+            ..DreamConfig::default()
+        };
+        let mut d = Dreamer::new(&g, &p, vec![DreamTarget::class(0, 0.0)], config).unwrap();
+        let mut sink = vec![0.0; 108];
+        let tv0 = regularise::total_variation(&d.rgb(), 6, 6, 0.0, &mut sink);
+        for _ in 0..5 {
+            d.step().unwrap();
+        }
+        let tv1 = regularise::total_variation(&d.rgb(), 6, 6, 0.0, &mut sink);
+        assert!(tv1 < 0.8 * tv0, "total variation {tv0} -> {tv1}");
+    }
 }

@@ -23,7 +23,7 @@ const COLOR_CORRELATION_SVD_SQRT: [[f64; 3]; 3] =
 
 /// The correlation square root divided by its largest column norm (Lucid's
 /// `color_correlation_normalized`): rgb = M · t for a decorrelated pixel t.
-pub(crate) fn color_matrix() -> [[f32; 3]; 3] {
+pub fn color_matrix() -> [[f32; 3]; 3] {
     let c = COLOR_CORRELATION_SVD_SQRT;
     let max_norm = (0..3)
         .map(|j| (0..3).map(|i| c[i][j] * c[i][j]).sum::<f64>().sqrt())
@@ -55,7 +55,7 @@ fn sigmoid(v: f32) -> f32 {
 
 /// The matrices of the inverse (and forward) real DFT of an `h × w` image and the 1/f scale.
 #[derive(Clone, Debug)]
-pub(crate) struct FourierBasis {
+pub struct FourierBasis {
     h: usize,
     w: usize,
     wf: usize,
@@ -109,7 +109,7 @@ impl FourierBasis {
         let mut sw = Array2::<f32>::zeros((wf, w));
         let hw = (h * w) as f64;
         for fx in 0..wf {
-            let m = if fx == 0 || (w % 2 == 0 && fx == w / 2) {
+            let m = if fx == 0 || (w.is_multiple_of(2) && fx == w / 2) {
                 1.0
             } else {
                 2.0
@@ -222,7 +222,7 @@ impl FourierBasis {
 }
 
 /// Decorrelated planes `(3, h, w)` → RGB in (0, 1): sigmoid(M · t) per pixel.
-pub(crate) fn to_rgb(planes: &[f32], hw: usize) -> Vec<f32> {
+pub fn to_rgb(planes: &[f32], hw: usize) -> Vec<f32> {
     let m = color_matrix();
     let mut rgb = vec![0.0f32; 3 * hw]; // (3, h, w)
     for i in 0..hw {
@@ -235,7 +235,7 @@ pub(crate) fn to_rgb(planes: &[f32], hw: usize) -> Vec<f32> {
 }
 
 /// The adjoint of [`to_rgb`] at its output `rgb`: d planes from d rgb.
-pub(crate) fn to_rgb_adjoint(rgb: &[f32], d_rgb: &[f32], hw: usize) -> Vec<f32> {
+pub fn to_rgb_adjoint(rgb: &[f32], d_rgb: &[f32], hw: usize) -> Vec<f32> {
     let m = color_matrix();
     let mut d = vec![0.0f32; 3 * hw]; // (3, h, w)
     for i in 0..hw {
@@ -250,7 +250,7 @@ pub(crate) fn to_rgb_adjoint(rgb: &[f32], d_rgb: &[f32], hw: usize) -> Vec<f32> 
 
 /// RGB `(3, h, w)` in [0, 1] → decorrelated planes (inverse sigmoid after clamping to the
 /// 8-bit range's half-steps, so 0 and 1 stay finite, then M⁻¹).
-pub(crate) fn from_rgb(rgb: &[f32], hw: usize) -> Vec<f32> {
+pub fn from_rgb(rgb: &[f32], hw: usize) -> Vec<f32> {
     let inv = color_matrix_inverse();
     let (lo, hi) = (0.5 / 255.0, 254.5 / 255.0);
     let logit = |v: f32| {
