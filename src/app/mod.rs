@@ -87,7 +87,12 @@ pub struct ConvscopeApp {
     fell_back: bool,
     /// Start a dream as soon as the model is open (CONVSCOPE_AUTOSTART=dream).
     autostart_dream: bool,
+    /// The first heat map has been shown (start-up time is reported once).
+    first_map_shown: bool,
 }
+
+/// When `run` was called: start-up time is measured from here to the first heat map.
+static LAUNCHED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
 impl ConvscopeApp {
     /// The app as eframe creates it: settings from the last run, if any.
@@ -113,6 +118,7 @@ impl ConvscopeApp {
             frames: frame_stats::FrameStats::with_log(log),
             fell_back: false,
             autostart_dream: false,
+            first_map_shown: false,
             settings,
         };
         let (model, photos) = (app.settings.model.clone(), app.settings.photos.clone());
@@ -240,6 +246,15 @@ impl eframe::App for ConvscopeApp {
             .logic(ctx, &self.workspace, &self.settings.explain);
         self.layers
             .logic(ctx, &self.workspace, &self.settings.layers);
+        if !self.first_map_shown && self.explain.explanation().is_some() {
+            self.first_map_shown = true;
+            if let (Some(t0), Some(_)) = (LAUNCHED.get(), std::env::var_os("CONVSCOPE_REPORT_STARTUP")) {
+                eprintln!(
+                    "convscope: first heat map on screen {:.0} ms after launch",
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
+            }
+        }
         self.train.logic(ctx);
         self.dataset.logic(ctx);
         self.dream.logic(ctx);
@@ -325,6 +340,7 @@ impl eframe::App for ConvscopeApp {
 
 /// Opens the window; returns when it closes.
 pub fn run() -> Result<(), String> {
+    let _ = LAUNCHED.set(std::time::Instant::now());
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("convscope")
