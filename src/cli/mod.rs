@@ -73,12 +73,7 @@ pub fn main() -> i32 {
         Some(Command::Evaluate(args)) => evaluate::run(&args),
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Activations(args)) => activations::run(&args),
-        None => {
-            // The window is not part of this build yet: show what the command line offers.
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let _ = cmd.print_help();
-            Ok(())
-        }
+        None => crate::app::run().map_err(CliError),
     };
     match result {
         Ok(()) => 0,

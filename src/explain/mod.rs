@@ -11,9 +11,11 @@
 
 pub mod activations;
 pub mod cam;
+pub mod dream;
 pub mod faithfulness;
 pub mod gradient;
 pub mod map;
+pub mod method;
 pub mod occlusion;
 pub mod target;
 mod util;
@@ -25,6 +27,7 @@ use thiserror::Error;
 use crate::engine::{GraphError, OpError, Tensor};
 
 pub use map::Map;
+pub use method::{Explanation, FaithfulnessScores, Method, MethodOptions};
 pub use target::{Explainer, ResolvedTarget, ScoreHead, Target};
 
 #[derive(Debug, Error)]
