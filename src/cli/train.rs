@@ -37,9 +37,17 @@ pub struct TrainArgs {
     /// An image folder (one sub-folder per class, or train/val/test splits) or `synthetic-smiles`.
     #[arg(long)]
     pub data: String,
-    /// `smile-cnn`, a RON model description (freshly initialised), or a checkpoint directory.
+    /// `smile-cnn`, a RON model description (freshly initialised), an .onnx file or a
+    /// checkpoint directory.
     #[arg(long, default_value = "smile-cnn")]
     pub arch: String,
+    /// Replace the model's classifier with a fresh linear layer sized to the data's classes
+    /// (fine-tuning an imported or trained network on new classes).
+    #[arg(long)]
+    pub new_head: bool,
+    /// With --new-head: train the new layer only, every other weight stays fixed.
+    #[arg(long, requires = "new_head")]
+    pub freeze_backbone: bool,
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     #[arg(long, default_value_t = 32)]
@@ -263,6 +271,15 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         .build(model.graph.input_shape(), &model.description.preprocess)
         .map_err(|e| CliError(e.to_string()))?;
     report_skipped(&data.skipped);
+    if args.new_head && !args.resume {
+        let head = crate::models::head::NewHead {
+            classes: data.classes.len(),
+            seed: args.seed,
+            freeze_backbone: args.freeze_backbone,
+        };
+        model = crate::models::head::replace_head(model, head)
+            .map_err(|e| CliError(format!("--new-head: {e}")))?;
+    }
     model.description.labels = data.classes.clone();
     let total_epochs = cfg.start_epoch + cfg.epochs;
     let handle = train::spawn(model, data, cfg, None).map_err(|e| CliError(e.to_string()))?;

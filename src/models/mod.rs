@@ -3,6 +3,7 @@
 pub mod bundled;
 pub mod checkpoint;
 pub mod description;
+pub mod head;
 pub mod labels;
 pub mod onnx;
 pub mod preprocess;

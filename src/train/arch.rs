@@ -7,12 +7,21 @@ use super::{TrainError, TrainResult};
 use crate::engine::{Op, Tensor, init};
 use crate::models::{self, Model, ModelDescription, Weights};
 
-/// `smile-cnn` (bundled), a checkpoint directory, or a `.ron` model description (initialised
-/// from `seed`).
+/// `smile-cnn` (bundled), a checkpoint directory, an `.onnx` file (its weights, to fine-tune)
+/// or a `.ron` model description (initialised from `seed`).
 pub fn load_arch(spec: &str, seed: u64) -> TrainResult<Model> {
     let path = Path::new(spec);
     if path.is_dir() {
         return models::load_model(path).map_err(|e| TrainError::invalid(e.to_string()));
+    }
+    if path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return models::bundled::open_onnx(path)
+            .map(|(model, _)| model)
+            .map_err(|e| TrainError::invalid(e.to_string()));
     }
     if let Some(found) = models::bundled(spec, seed) {
         let (description, weights) = found.map_err(|e| TrainError::invalid(e.to_string()))?;
@@ -20,7 +29,7 @@ pub fn load_arch(spec: &str, seed: u64) -> TrainResult<Model> {
     }
     if !path.exists() {
         return Err(TrainError::invalid(format!(
-            "{spec}: does not exist (expected smile-cnn, a .ron model description or a checkpoint directory)"
+            "{spec}: does not exist (expected smile-cnn, a .ron model description, an .onnx file or a checkpoint directory)"
         )));
     }
     let text = std::fs::read_to_string(path)

@@ -72,6 +72,9 @@ struct Importer {
     def: GraphDef,
     /// Constants already added to `def.params`.
     params: HashSet<String>,
+    /// How many node inputs and graph outputs read each name: a constant read once moves
+    /// into its parameter instead of being copied (VGG16's weights are 528 MB).
+    uses: HashMap<String, usize>,
 }
 
 pub fn import_graph(
@@ -85,7 +88,16 @@ pub fn import_graph(
         vals: HashMap::new(),
         def: GraphDef::default(),
         params: HashSet::new(),
+        uses: HashMap::new(),
     };
+    for name in g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .chain(g.output.iter().map(|o| o.name()))
+    {
+        *imp.uses.entry(name.to_string()).or_insert(0) += 1;
+    }
     for t in &g.initializer {
         let name = t.name.clone().unwrap_or_default();
         imp.vals
@@ -285,17 +297,28 @@ impl Importer {
         if self.params.contains(name) {
             return Ok(());
         }
+        let what = format!("tensor '{name}'");
         let c = self
             .konst(name)
             .ok_or_else(|| bad(format!("'{name}' is not a constant")))?;
-        let data = c.to_f32(&format!("tensor '{name}'"))?;
+        let dims = c.dims.clone();
+        let data = if self.uses.get(name).copied().unwrap_or(0) <= 1 {
+            // Its only reader is the node being converted: move the data into the parameter,
+            // leaving the value known by shape only.
+            let shape = dims.iter().map(|&d| Int::Known(d as i64)).collect();
+            match self.vals.insert(name.to_string(), Val::Dyn(shape)) {
+                Some(Val::Const(c)) => c.into_f32(&what)?,
+                _ => return Err(bad(format!("'{name}' is not a constant"))),
+            }
+        } else {
+            c.to_f32(&what)?
+        };
         if data.iter().any(|x| !x.is_finite()) {
             return Err(bad(format!(
                 "tensor '{name}' contains NaN or infinite values"
             )));
         }
-        let t =
-            Tensor::new(c.dims.clone(), data).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
+        let t = Tensor::new(dims, data).map_err(|e| bad(format!("{what}: {e}")))?;
         self.def.param(name, t, trainable);
         self.params.insert(name.to_string());
         Ok(())

@@ -13,6 +13,7 @@ mod fold;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto;
 mod shape;
+mod stream;
 mod tensor;
 
 use std::path::Path;
@@ -83,7 +84,6 @@ pub fn import_onnx(path: &Path) -> Result<ImportedModel, ImportError> {
         file: path.display().to_string(),
         problem,
     };
-    let bytes = std::fs::read(path).map_err(|e| wrap(Problem::Io(e)))?;
     let base = path.parent().map(|p| {
         if p.as_os_str().is_empty() {
             Path::new(".")
@@ -91,7 +91,9 @@ pub fn import_onnx(path: &Path) -> Result<ImportedModel, ImportError> {
             p
         }
     });
-    import_model(&bytes, base).map_err(wrap)
+    // Streamed: the weights are read from the file as they are converted (memory).
+    let model = stream::read_model(path).map_err(wrap)?;
+    import_proto(&model, base).map_err(wrap)
 }
 
 /// Imports ONNX bytes; `base_dir` is where external data files live (`None` forbids them).
@@ -107,6 +109,13 @@ pub fn import_onnx_bytes(
 
 fn import_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedModel, Problem> {
     let model = proto::ModelProto::decode(bytes).map_err(|e| Problem::Decode(e.to_string()))?;
+    import_proto(&model, base_dir)
+}
+
+fn import_proto(
+    model: &proto::ModelProto,
+    base_dir: Option<&Path>,
+) -> Result<ImportedModel, Problem> {
     let opset = model
         .opset_import
         .iter()

@@ -65,6 +65,14 @@ impl Const {
         }
     }
 
+    /// The elements as `f32`, without a copy when they already are.
+    pub fn into_f32(self, what: &str) -> Result<Vec<f32>, Problem> {
+        match self.data {
+            Data::F32(v) => Ok(v),
+            Data::I64(_) => self.to_f32(what),
+        }
+    }
+
     /// The elements as `f32` (weights, operands of arithmetic).
     pub fn to_f32(&self, what: &str) -> Result<Vec<f32>, Problem> {
         match &self.data {
@@ -202,12 +210,8 @@ pub fn decode(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, Problem
     let (dims, n) = checked_dims(&name, &t.dims)?;
     let size = elem_size(dt).unwrap_or(1);
     if t.data_location == Some(DataLocation::External as i32) {
-        let bytes = read_external(t, &name, n * size, base_dir)?;
-        return Ok(collect(
-            dt,
-            dims,
-            bytes.chunks_exact(size).map(|c| decode_raw(dt, c)),
-        ));
+        let file = open_external(t, &name, n * size, base_dir)?;
+        return read_chunked(file, &name, dt, dims, n, size);
     }
     if let Some(raw) = &t.raw_data {
         if raw.len() != n * size {
@@ -258,13 +262,55 @@ pub fn decode(t: &TensorProto, base_dir: Option<&Path>) -> Result<Const, Problem
     })
 }
 
-/// Reads `expected` bytes of an external-data tensor from a file inside `base_dir`.
-fn read_external(
+/// Decodes `n` elements of `size` bytes from `file` in small chunks, so that a tensor is never
+/// resident twice (as bytes and as numbers).
+fn read_chunked(
+    mut file: File,
+    name: &str,
+    dt: DataType,
+    dims: Vec<usize>,
+    n: usize,
+    size: usize,
+) -> Result<Const, Problem> {
+    const CHUNK: usize = 1 << 16;
+    let mut buf = vec![0u8; CHUNK * size];
+    let mut left = n;
+    let mut scalars: Vec<Scalar> = Vec::new();
+    let mut floats: Vec<f32> = Vec::new();
+    let float = is_float(dt);
+    if float {
+        floats.reserve_exact(n);
+    } else {
+        scalars.reserve_exact(n);
+    }
+    while left > 0 {
+        let k = left.min(CHUNK);
+        file.read_exact(&mut buf[..k * size]).map_err(|e| {
+            Problem::Invalid(format!("tensor '{name}': reading its data failed ({e})"))
+        })?;
+        for c in buf[..k * size].chunks_exact(size) {
+            match decode_raw(dt, c) {
+                Scalar::F(f) if float => floats.push(f as f32),
+                other => scalars.push(other),
+            }
+        }
+        left -= k;
+    }
+    Ok(if float {
+        Const::f32(dims, floats)
+    } else {
+        collect(dt, dims, scalars.into_iter())
+    })
+}
+
+/// Opens the file holding an external-data tensor (inside `base_dir`), positioned at the
+/// tensor's `expected` bytes.
+fn open_external(
     t: &TensorProto,
     name: &str,
     expected: usize,
     base_dir: Option<&Path>,
-) -> Result<Vec<u8>, Problem> {
+) -> Result<File, Problem> {
     let entry = |key: &str| {
         t.external_data
             .iter()
@@ -287,6 +333,12 @@ fn read_external(
     if let Some(len) = length
         && len != expected as u64
     {
+        if entry(super::stream::INLINE_KEY).is_some() {
+            return Err(Problem::Invalid(format!(
+                "tensor '{name}' declares dims {:?} ({expected} bytes) but its raw_data holds {len} bytes",
+                t.dims
+            )));
+        }
         return Err(bad(format!(
             "external data length {len} does not match its dims {:?} ({expected} bytes)",
             t.dims
@@ -332,9 +384,7 @@ fn read_external(
         )));
     }
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut buf = vec![0u8; expected];
-    file.read_exact(&mut buf).map_err(io)?;
-    Ok(buf)
+    Ok(file)
 }
 
 #[cfg(test)]
