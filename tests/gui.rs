@@ -199,8 +199,10 @@ fn methods_classes_and_layers_switch() {
 
 #[test]
 fn training_on_the_built_in_faces_grows_the_curves_and_changes_the_filters() {
-    let mut settings = AppSettings::default();
-    settings.panel = PanelKind::Training;
+    let mut settings = AppSettings {
+        panel: PanelKind::Training,
+        ..AppSettings::default()
+    };
     settings.train.train_size = 400;
     settings.train.val_size = 100;
     settings.train.test_size = 100;
@@ -250,8 +252,10 @@ fn training_on_the_built_in_faces_grows_the_curves_and_changes_the_filters() {
 
 #[test]
 fn a_moved_dream_slider_changes_the_preview() {
-    let mut settings = AppSettings::default();
-    settings.panel = PanelKind::Dream;
+    let mut settings = AppSettings {
+        panel: PanelKind::Dream,
+        ..AppSettings::default()
+    };
     settings.dream.config.size = 96;
     settings.dream.steps = 10_000;
     settings.dream.classes = vec![(288, 1.0), (1, 0.0)];
@@ -297,7 +301,7 @@ fn a_broken_file_gives_a_message_and_the_app_keeps_working() {
     wait_for(&mut h, "the first map", 240, |a| {
         explained_photo(a).is_some()
     });
-    drop_files(&mut h, &[broken.clone()]);
+    drop_files(&mut h, std::slice::from_ref(&broken));
     wait_for(&mut h, "an error about broken.png", 240, |a| {
         a.errors.iter().any(|e| e.contains("broken.png"))
     });

@@ -334,15 +334,15 @@ impl DatasetPanel {
                 if let Some((d, n)) = self.predict_progress {
                     progress(ui, "predicting", d, n);
                 }
-                if let Some(p) = self.predictions.get(&self.split) {
-                    if let Some(set) = split_of(&data, self.split) {
-                        let right = (0..p.len()).filter(|&i| set.label(i) == Some(p[i])).count();
-                        ui.label(format!(
-                            "{right} of {} correct ({:.1} %)",
-                            p.len(),
-                            100.0 * right as f64 / p.len().max(1) as f64
-                        ));
-                    }
+                if let Some(p) = self.predictions.get(&self.split)
+                    && let Some(set) = split_of(&data, self.split)
+                {
+                    let right = (0..p.len()).filter(|&i| set.label(i) == Some(p[i])).count();
+                    ui.label(format!(
+                        "{right} of {} correct ({:.1} %)",
+                        p.len(),
+                        100.0 * right as f64 / p.len().max(1) as f64
+                    ));
                 }
             });
         }

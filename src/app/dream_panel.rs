@@ -15,7 +15,7 @@ use super::jobs::{Job, Reporter};
 use super::texture::Picture;
 use super::widgets::path_field;
 use super::workspace::{LoadedModel, Workspace};
-use crate::explain::dream::{DreamConfig, DreamTarget, Dreamer, Parameterisation};
+use crate::explain::dream::{ClassScore, DreamConfig, DreamTarget, Dreamer, Parameterisation};
 use crate::models::Model;
 
 /// Least time between two preview images sent to the UI.
@@ -36,8 +36,11 @@ impl Default for DreamSettings {
         Self {
             classes: vec![(288, 1.0)],
             steps: 256,
+            // log-probabilities: a mix settles where the probabilities follow the weights,
+            // where a plain logit sum lets the strongest class take over
             config: DreamConfig {
                 size: 224,
+                class_score: ClassScore::LogProbability,
                 ..DreamConfig::default()
             },
             save_path: std::env::temp_dir()
@@ -311,6 +314,15 @@ impl DreamPanel {
                     );
                     egui::CollapsingHeader::new("Image and regularisers").show(ui, |ui| {
                         let c = &mut settings.config;
+                        ui.horizontal(|ui| {
+                            ui.label("score:");
+                            ui.selectable_value(
+                                &mut c.class_score,
+                                ClassScore::LogProbability,
+                                "log-probability (mixes)",
+                            );
+                            ui.selectable_value(&mut c.class_score, ClassScore::Logit, "logit");
+                        });
                         ui.horizontal(|ui| {
                             ui.selectable_value(
                                 &mut c.parameterisation,

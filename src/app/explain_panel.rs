@@ -146,10 +146,10 @@ fn run_explain(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg
         out.send(Msg::Scores(scores));
         Ok::<(), String>(())
     })();
-    if let Err(e) = result {
-        if !out.is_cancelled() {
-            out.send(Msg::Failed(e));
-        }
+    if let Err(e) = result
+        && !out.is_cancelled()
+    {
+        out.send(Msg::Failed(e));
     }
 }
 
@@ -383,15 +383,14 @@ impl ExplainPanel {
                 .button("Open…")
                 .on_hover_text("Open photos or a model (.onnx, checkpoint folder)")
                 .clicked()
-            {
-                if let Some(p) = super::widgets::pick_file(&[(
+                && let Some(p) = super::widgets::pick_file(&[(
                     "Images and models",
                     &[
                         "png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff", "onnx",
                     ],
-                )]) {
-                    errors.extend(ws.open_paths(ui.ctx(), vec![p]));
-                }
+                )])
+            {
+                errors.extend(ws.open_paths(ui.ctx(), vec![p]));
             }
             if ui
                 .add_enabled(!ws.photos.is_empty(), egui::Button::new("Remove"))

@@ -467,19 +467,19 @@ impl LayersPanel {
         let width = ui.available_width().min(gw as f32 * 1.5);
         if let Some(resp) = self.grid_pic.show(ui, egui::vec2(width, 10_000.0)) {
             let resp = resp.on_hover_text("Click a channel to enlarge it");
-            if resp.clicked() {
-                if let Some(pos) = resp.interact_pointer_pos() {
-                    let scale = resp.rect.width() / gw.max(1) as f32;
-                    let px = (pos - resp.rect.min) / scale;
-                    let step = (CELL + GAP) as f32;
-                    let col = ((px.x - GAP as f32) / step).floor();
-                    let row = ((px.y - GAP as f32) / step).floor();
-                    let cols = 16.min(c.maps.len().max(1)) as f32;
-                    if col >= 0.0 && row >= 0.0 && col < cols {
-                        let i = (row * cols + col) as usize;
-                        if i < c.maps.len() {
-                            self.select_channel(c.first + i);
-                        }
+            if resp.clicked()
+                && let Some(pos) = resp.interact_pointer_pos()
+            {
+                let scale = resp.rect.width() / gw.max(1) as f32;
+                let px = (pos - resp.rect.min) / scale;
+                let step = (CELL + GAP) as f32;
+                let col = ((px.x - GAP as f32) / step).floor();
+                let row = ((px.y - GAP as f32) / step).floor();
+                let cols = 16.min(c.maps.len().max(1)) as f32;
+                if col >= 0.0 && row >= 0.0 && col < cols {
+                    let i = (row * cols + col) as usize;
+                    if i < c.maps.len() {
+                        self.select_channel(c.first + i);
                     }
                 }
             }

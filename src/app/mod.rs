@@ -135,13 +135,12 @@ impl ConvscopeApp {
     /// `CONVSCOPE_LAYER` (a layer to open in the layers panel), `CONVSCOPE_AUTOSTART`
     /// (`training` or `dream`).
     fn apply_start_env(&mut self, ctx: &egui::Context) {
-        if let Ok(p) = std::env::var("CONVSCOPE_PANEL") {
-            if let Some(kind) = PanelKind::ALL
+        if let Ok(p) = std::env::var("CONVSCOPE_PANEL")
+            && let Some(kind) = PanelKind::ALL
                 .into_iter()
                 .find(|k| k.label().eq_ignore_ascii_case(&p))
-            {
-                self.settings.panel = kind;
-            }
+        {
+            self.settings.panel = kind;
         }
         if let Ok(layer) = std::env::var("CONVSCOPE_LAYER") {
             self.layers.select_layer(&layer);
@@ -184,10 +183,10 @@ impl ConvscopeApp {
             };
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 ui.checkbox(&mut self.settings.show_frame_times, "frame times");
-                if self.settings.show_frame_times {
-                    if let Some((median, p99)) = self.frames.summary() {
-                        ui.monospace(format!("median {median:.1} ms · p99 {p99:.1} ms"));
-                    }
+                if self.settings.show_frame_times
+                    && let Some((median, p99)) = self.frames.summary()
+                {
+                    ui.monospace(format!("median {median:.1} ms · p99 {p99:.1} ms"));
                 }
             });
         });
@@ -236,11 +235,11 @@ impl eframe::App for ConvscopeApp {
                 self.errors.push(e);
             }
         }
-        if self.autostart_dream {
-            if let Some(m) = &self.workspace.model {
-                self.autostart_dream = false;
-                self.dream.start(ctx, m, &self.settings.dream, false);
-            }
+        if self.autostart_dream
+            && let Some(m) = &self.workspace.model
+        {
+            self.autostart_dream = false;
+            self.dream.start(ctx, m, &self.settings.dream, false);
         }
         self.explain
             .logic(ctx, &self.workspace, &self.settings.explain);
@@ -248,7 +247,9 @@ impl eframe::App for ConvscopeApp {
             .logic(ctx, &self.workspace, &self.settings.layers);
         if !self.first_map_shown && self.explain.explanation().is_some() {
             self.first_map_shown = true;
-            if let (Some(t0), Some(_)) = (LAUNCHED.get(), std::env::var_os("CONVSCOPE_REPORT_STARTUP")) {
+            if let (Some(t0), Some(_)) =
+                (LAUNCHED.get(), std::env::var_os("CONVSCOPE_REPORT_STARTUP"))
+            {
                 eprintln!(
                     "convscope: first heat map on screen {:.0} ms after launch",
                     t0.elapsed().as_secs_f64() * 1e3
@@ -261,10 +262,10 @@ impl eframe::App for ConvscopeApp {
         if let Some(data) = self.train.take_prepared_data() {
             self.dataset.set_data(data);
         }
-        if let Some(model) = self.train.finished.as_ref().and_then(|f| f.model.as_ref()) {
-            if self.dataset.model.is_none() {
-                self.dataset.model = Some(std::sync::Arc::new(model.clone()));
-            }
+        if let Some(model) = self.train.finished.as_ref().and_then(|f| f.model.as_ref())
+            && self.dataset.model.is_none()
+        {
+            self.dataset.model = Some(std::sync::Arc::new(model.clone()));
         }
         if let Some(model) = self.train.send_to_explain.take() {
             let loaded = LoadedModel::new(None, "trained smile CNN".into(), model);

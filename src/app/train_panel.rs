@@ -440,12 +440,11 @@ impl TrainPanel {
     }
 
     pub fn logic(&mut self, ctx: &egui::Context) {
-        if self.control.is_none() {
-            if let Some(slot) = &self.pending_control {
-                if let Ok(mut c) = slot.lock() {
-                    self.control = c.take();
-                }
-            }
+        if self.control.is_none()
+            && let Some(slot) = &self.pending_control
+            && let Ok(mut c) = slot.lock()
+        {
+            self.control = c.take();
         }
         let Some(job) = &mut self.job else {
             return;
@@ -601,18 +600,16 @@ impl TrainPanel {
             if ui
                 .add_enabled(self.control.is_some(), egui::Button::new(label))
                 .clicked()
+                && let Some(c) = &self.control
             {
-                if let Some(c) = &self.control {
-                    if paused { c.resume() } else { c.pause() }
-                }
+                if paused { c.resume() } else { c.pause() }
             }
             if ui
                 .add_enabled(self.control.is_some(), egui::Button::new("Stop"))
                 .clicked()
+                && let Some(c) = &self.control
             {
-                if let Some(c) = &self.control {
-                    c.stop();
-                }
+                c.stop();
             }
         });
         ui.add_enabled_ui(!running, |ui| {
@@ -661,10 +658,10 @@ impl TrainPanel {
                 }
                 DataChoice::Folder => {
                     path_field(ui, "Folder:", &mut s.folder);
-                    if ui.button("Browse…").clicked() {
-                        if let Some(p) = pick_folder() {
-                            s.folder = p.display().to_string();
-                        }
+                    if ui.button("Browse…").clicked()
+                        && let Some(p) = pick_folder()
+                    {
+                        s.folder = p.display().to_string();
                     }
                 }
                 DataChoice::Mnist => {
@@ -687,10 +684,10 @@ impl TrainPanel {
             );
             if s.arch == ArchChoice::File {
                 path_field(ui, "Model:", &mut s.arch_file);
-                if ui.button("Browse…").clicked() {
-                    if let Some(p) = pick_file(&[("Model description", &["ron"])]) {
-                        s.arch_file = p.display().to_string();
-                    }
+                if ui.button("Browse…").clicked()
+                    && let Some(p) = pick_file(&[("Model description", &["ron"])])
+                {
+                    s.arch_file = p.display().to_string();
                 }
             }
             ui.separator();
@@ -916,10 +913,9 @@ impl TrainPanel {
                 .button("Explain this model")
                 .on_hover_text("Open the trained model in the explain panel")
                 .clicked()
+            && let Some(f) = &mut self.finished
         {
-            if let Some(f) = &mut self.finished {
-                self.send_to_explain = f.model.clone();
-            }
+            self.send_to_explain = f.model.clone();
         }
     }
 

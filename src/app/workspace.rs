@@ -300,10 +300,10 @@ impl Workspace {
                     .into_iter()
                     .filter(|s| !self.photos.iter().any(|p| &p.spec == s))
                     .collect();
-                if !left.is_empty() {
-                    if let Err(e) = self.add_photos(ctx, left) {
-                        errors.push(e);
-                    }
+                if !left.is_empty()
+                    && let Err(e) = self.add_photos(ctx, left)
+                {
+                    errors.push(e);
                 }
             }
         }
