@@ -20,14 +20,14 @@ shot() { # name wait_seconds env...
     xvfb-run -a -s "-screen 0 1600x1000x24" bash -c "
       $BIN & pid=\$!
       sleep $wait
-      import -window root '$OUT/$name.png'
+      import -window root -crop 1440x920+0+0 +repage '$OUT/$name.png'
       kill \$pid; wait \$pid 2>/dev/null || true" || true
   rm -rf "$home"
   echo "$OUT/$name.png"
 }
 
 shot explain 20 CONVSCOPE_PANEL=explain
-shot layers 25 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_project_conv/Conv_output_0
+shot layers 25 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.2/_expand_conv/Conv_output_0
 shot training 60 CONVSCOPE_PANEL=training CONVSCOPE_AUTOSTART=training
 shot dataset 60 CONVSCOPE_PANEL=dataset CONVSCOPE_AUTOSTART=training
 shot dream 75 CONVSCOPE_PANEL=dream CONVSCOPE_AUTOSTART=dream
