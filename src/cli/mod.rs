@@ -4,6 +4,7 @@
 pub mod activations;
 pub mod bench;
 pub mod evaluate;
+pub mod explain;
 pub mod predict;
 pub mod resolve;
 pub mod summary;
@@ -54,6 +55,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Saves one layer's output for an image (or a preprocessed .npy batch) as .npy.
     Activations(activations::ActivationsArgs),
+    /// Saliency, Grad-CAM and other maps per image: PNG overlay, .npy map and faithfulness scores.
+    Explain(explain::ExplainArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -73,6 +76,7 @@ pub fn main() -> i32 {
         Some(Command::Evaluate(args)) => evaluate::run(&args),
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Activations(args)) => activations::run(&args),
+        Some(Command::Explain(args)) => explain::run(&args),
         None => {
             // The window is not part of this build yet: show what the command line offers.
             let mut cmd = <Cli as clap::CommandFactory>::command();
