@@ -102,7 +102,7 @@ fn every_method_writes_png_npy_and_raw() {
         let labels = ["not smiling", "smiling"];
         assert_eq!(l["label"], labels[class as usize]);
         let p = l["probability"].as_f64().unwrap();
-        assert!(p >= 0.5 && p < 1.0, "{name}: top class probability {p}");
+        assert!((0.5..1.0).contains(&p), "{name}: top class probability {p}");
         for key in ["deletion_auc", "insertion_auc"] {
             let a = l[key].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&a), "{name}: {key} {a}");
