@@ -1,7 +1,9 @@
 //! convscope: a native desktop microscope for convolutional neural networks.
 //!
-//! Layers (dependencies point downwards only): `cli` → `models` → `engine`.
+//! Layers (dependencies point downwards only): `app`, `cli` → `explain`, `train`, `render`,
+//! `data`, `models` → `engine`.
 
+pub mod app;
 pub mod cli;
 pub mod data;
 pub mod engine;

@@ -138,6 +138,7 @@ fn smile_cnn(weights: &BTreeMap<String, Tensor>, dropout: f32, bn_momentum: f32)
         bn_momentum,
         bn_eps: 1e-3,
         dropout,
+        outputs: 1,
     };
     let (description, _fresh) = presets::smile_cnn(&cfg, 0).unwrap_or_else(|e| panic!("{e}"));
     let weights: Weights = weights

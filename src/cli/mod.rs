@@ -3,6 +3,7 @@
 
 pub mod activations;
 pub mod bench;
+pub mod dream;
 pub mod evaluate;
 pub mod explain;
 pub mod predict;
@@ -57,6 +58,8 @@ pub enum Command {
     Activations(activations::ActivationsArgs),
     /// Saliency, Grad-CAM and other maps per image: PNG overlay, .npy map and faithfulness scores.
     Explain(explain::ExplainArgs),
+    /// Activation maximisation: an image that maximises a weighted mix of classes.
+    Dream(dream::DreamArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -77,12 +80,8 @@ pub fn main() -> i32 {
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Activations(args)) => activations::run(&args),
         Some(Command::Explain(args)) => explain::run(&args),
-        None => {
-            // The window is not part of this build yet: show what the command line offers.
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let _ = cmd.print_help();
-            Ok(())
-        }
+        Some(Command::Dream(args)) => dream::run(&args),
+        None => crate::app::run().map_err(CliError),
     };
     match result {
         Ok(()) => 0,

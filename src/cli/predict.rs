@@ -15,6 +15,7 @@ use crate::engine::tensor::fmt_shape;
 use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
 use crate::models::Model;
 use crate::models::preprocess::load_image;
+pub use crate::models::scores::{probabilities, softmax, top_k};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -114,42 +115,6 @@ pub fn scores(graph: &Graph, input: &Tensor) -> CliResult<Vec<f32>> {
         .lookup(&pass, out)
         .ok_or_else(|| CliError("the forward pass lost its output".into()))?;
     Ok(y.data().to_vec())
-}
-
-/// Softmax with the maximum subtracted (stable).
-pub fn softmax(z: &[f32]) -> Vec<f32> {
-    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = z.iter().map(|&v| ((v - m) as f64).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|&v| (v / s) as f32).collect()
-}
-
-/// Outputs that already are a probability distribution (a softmax inside the model, as Keras
-/// exports have): every value in [0, 1] and a sum within 1e-3 of 1.
-fn is_distribution(z: &[f32]) -> bool {
-    z.len() > 1
-        && z.iter().all(|v| (0.0..=1.0).contains(v))
-        && (z.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-3
-}
-
-/// Class probabilities from raw outputs: a single logit is a binary classifier (sigmoid; class 1
-/// is the logit, class 0 its complement), distributions are kept, anything else is softmaxed.
-pub fn probabilities(z: &[f32]) -> Vec<f32> {
-    match z {
-        [logit] => {
-            let p1 = 1.0 / (1.0 + (-logit).exp());
-            vec![1.0 - p1, p1]
-        }
-        _ if is_distribution(z) => z.to_vec(),
-        _ => softmax(z),
-    }
-}
-
-/// The `k` most probable classes, best first (ties: lower index first).
-pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    order.into_iter().take(k).map(|i| (i, probs[i])).collect()
 }
 
 fn label(labels: &[String], i: usize) -> Option<&str> {

@@ -6,7 +6,6 @@ use serde_json::json;
 use super::CliResult;
 use super::resolve::{self, ModelSource};
 use crate::engine::Graph;
-use crate::engine::graph::ValueKind;
 
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
@@ -25,49 +24,7 @@ pub struct SummaryArgs {
     pub write_preset: bool,
 }
 
-/// One row of the table.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeRow {
-    pub name: String,
-    pub op: String,
-    pub shape: Vec<usize>,
-    /// Trainable scalars the node reads (buffers such as running statistics excluded).
-    pub params: usize,
-    pub macs: u64,
-}
-
-/// The rows of a graph, in execution order, at its declared input shape.
-pub fn rows(graph: &Graph) -> Vec<NodeRow> {
-    graph
-        .nodes()
-        .iter()
-        .map(|node| {
-            let shapes: Vec<&[usize]> = node
-                .inputs
-                .iter()
-                .map(|&v| graph.value(v).shape.as_slice())
-                .collect();
-            let shape = graph.value(node.output).shape.clone();
-            let params = node
-                .inputs
-                .iter()
-                .filter_map(|&v| match graph.value(v).kind {
-                    ValueKind::Param(p) => graph.params().get(p),
-                    _ => None,
-                })
-                .filter(|p| p.trainable)
-                .map(|p| p.tensor.numel())
-                .sum();
-            NodeRow {
-                name: node.name.clone(),
-                op: node.op.kind_name().to_string(),
-                macs: node.op.macs(&shapes, &shape),
-                shape,
-                params,
-            }
-        })
-        .collect()
-}
+pub use crate::models::summary::{NodeRow, rows};
 
 fn fmt_shape(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();

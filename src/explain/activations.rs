@@ -7,7 +7,7 @@ use crate::engine::graph::ValueId;
 use crate::engine::{Graph, Keep, Tensor};
 
 /// How channel maps are scaled to [0, 1].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Normalisation {
     /// Each channel by its own min and max: shows every channel's pattern.
     #[default]

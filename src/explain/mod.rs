@@ -11,6 +11,7 @@
 
 pub mod activations;
 pub mod cam;
+pub mod dream;
 pub mod faithfulness;
 pub mod gradient;
 pub mod map;

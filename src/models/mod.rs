@@ -7,6 +7,8 @@ pub mod labels;
 pub mod onnx;
 pub mod preprocess;
 pub mod presets;
+pub mod scores;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 

@@ -36,6 +36,9 @@ pub struct SmileCnnConfig {
     /// Keras' default epsilon.
     pub bn_eps: f32,
     pub dropout: f32,
+    /// Scores of the last layer: 1 (the book's single logit, smiling vs not) or one per class
+    /// for data sets with more than two classes (MNIST, CIFAR-10, folders).
+    pub outputs: usize,
 }
 
 impl Default for SmileCnnConfig {
@@ -44,6 +47,7 @@ impl Default for SmileCnnConfig {
             bn_momentum: 0.1,
             bn_eps: 1e-3,
             dropout: 0.25,
+            outputs: 1,
         }
     }
 }
@@ -187,7 +191,11 @@ pub fn smile_cnn(
         nodes: Vec::new(),
         outputs: Vec::new(),
         preprocess: Preprocess::unit(),
-        labels: vec!["not smiling".into(), "smiling".into()],
+        labels: if cfg.outputs == 1 {
+            vec!["not smiling".into(), "smiling".into()]
+        } else {
+            (0..cfg.outputs).map(|i| format!("class {i}")).collect()
+        },
     };
     let bn = BatchNormSpec {
         eps: cfg.bn_eps,
@@ -218,8 +226,13 @@ pub fn smile_cnn(
     b.node("classifier.flatten", Op::Flatten { axis: 1 }, vec![]);
     b.linear("classifier.fc1", 32 * 16 * 16, 128)?;
     b.relu("classifier.relu5");
-    // -> (1, 1)
-    b.linear("classifier.fc2", 128, 1)?;
+    // -> (1, outputs)
+    if cfg.outputs == 0 {
+        return Err(ModelError::Other(
+            "the smile CNN needs at least one output".into(),
+        ));
+    }
+    b.linear("classifier.fc2", 128, cfg.outputs)?;
     let (mut description, weights) = b.finish();
     if let Some(fc2) = description.nodes.last_mut() {
         fc2.output = "logit".into();

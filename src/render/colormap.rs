@@ -2,7 +2,7 @@
 //! and a diverging red-blue one for signed maps (see [`super::signed_to_unit`]).
 
 /// A colormap for values in [0, 1] (values outside are clamped, NaN is drawn as 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Colormap {
     #[default]
     Viridis,

@@ -2,6 +2,7 @@
 //! produces `image::RgbaImage`, so the CLI writes and the GUI shows the same pixels.
 
 pub mod colormap;
+pub mod filters;
 mod font;
 pub mod grid;
 pub mod heatmap;

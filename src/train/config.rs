@@ -31,6 +31,10 @@ pub struct TrainConfig {
     pub snapshot_interval_ms: u64,
     /// Values whose activations on the probe image go into snapshots.
     pub probe_layers: Vec<String>,
+    /// Copy every parameter into each snapshot, so that a watcher can run the model as it was
+    /// (the window's Grad-CAM timeline of the probe image). Off by default: it costs a copy of
+    /// the weights per snapshot.
+    pub snapshot_weights: bool,
     /// A preprocessed probe image `[1, c, h, w]` for activation snapshots.
     #[serde(skip)]
     pub probe: Option<crate::engine::Tensor>,
@@ -62,6 +66,7 @@ impl Default for TrainConfig {
             checkpoint_every_batches: None,
             snapshot_interval_ms: 250,
             probe_layers: Vec::new(),
+            snapshot_weights: false,
             probe: None,
             start_epoch: 0,
             cache_bytes: 512 << 20,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use super::{TrainError, TrainResult};
 use crate::data::{
-    Confound, Dataset, FolderOptions, ImageFolder, Preprocess, Skipped, Split, SyntheticFaces,
+    CifarSet, Confound, Dataset, FolderOptions, IdxSet, ImageFolder, Preprocess, Skipped, Split,
+    SyntheticFaces,
 };
 use crate::models::{self, Channels, Layout};
 
@@ -33,6 +34,16 @@ pub enum DataSpec {
         test: usize,
         confound: Confound,
     },
+    /// MNIST / Fashion-MNIST IDX files (optionally gzipped): a training pair and an optional
+    /// test pair.
+    Idx {
+        train_images: PathBuf,
+        train_labels: PathBuf,
+        test: Option<(PathBuf, PathBuf)>,
+    },
+    /// The CIFAR-10 binary version: a folder with `data_batch_1.bin`…`data_batch_5.bin` and
+    /// `test_batch.bin`.
+    Cifar { dir: PathBuf },
     /// An image folder (class sub-folders, or train/val/test splits of them).
     Folder {
         root: PathBuf,
@@ -122,6 +133,46 @@ impl DataSpec {
                     val: non_empty(set(seed ^ 0x5EED_0000_0000_0001, *val, *confound)?),
                     test: non_empty(set(seed ^ 0x5EED_0000_0000_0002, *test, Confound::None)?),
                     classes,
+                    skipped: Vec::new(),
+                })
+            }
+            DataSpec::Idx {
+                train_images,
+                train_labels,
+                test,
+            } => {
+                let open = |images: &PathBuf, labels: &PathBuf| -> TrainResult<Dataset> {
+                    IdxSet::open(images, labels)
+                        .and_then(|d| d.with_preprocess(pre.clone()))
+                        .map(Dataset::Idx)
+                        .map_err(|e| TrainError::invalid(e.to_string()))
+                };
+                let train = open(train_images, train_labels)?;
+                let test = match test {
+                    Some((i, l)) => Some(open(i, l)?),
+                    None => None,
+                };
+                Ok(TrainData {
+                    classes: train.classes(),
+                    train,
+                    val: None,
+                    test,
+                    skipped: Vec::new(),
+                })
+            }
+            DataSpec::Cifar { dir } => {
+                let open = |split: Split| -> TrainResult<Dataset> {
+                    CifarSet::open_dir(dir, split)
+                        .and_then(|d| d.with_preprocess(pre.clone()))
+                        .map(Dataset::Cifar)
+                        .map_err(|e| TrainError::invalid(e.to_string()))
+                };
+                let train = open(Split::Train)?;
+                Ok(TrainData {
+                    classes: train.classes(),
+                    test: Some(open(Split::Test)?),
+                    train,
+                    val: None,
                     skipped: Vec::new(),
                 })
             }

@@ -40,6 +40,9 @@ pub enum TrainEvent {
         batch: usize,
         filters: Option<Tensor>,
         activations: Vec<(String, Tensor)>,
+        /// Every parameter and buffer by name, when [`super::TrainConfig::snapshot_weights`]
+        /// asks for them.
+        weights: Option<crate::models::Weights>,
     },
     /// A checkpoint was written (atomically) after `epochs_done` full epochs.
     Checkpoint {

@@ -240,11 +240,16 @@ impl Run<'_> {
         self.last_snapshot = Some(Instant::now());
         let filters = first_filters(&self.model.graph);
         let activations = probe_activations(&self.model.graph, self.cfg);
+        let weights = self
+            .cfg
+            .snapshot_weights
+            .then(|| crate::models::description::weights_of(&self.model.graph));
         (self.emit)(TrainEvent::Snapshot {
             epoch,
             batch,
             filters,
             activations,
+            weights,
         });
     }
 

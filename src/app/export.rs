@@ -1,0 +1,68 @@
+//! Saving pictures and maps from the window: atomically (a temporary file in the same folder,
+//! then a rename), so a full disk or a crash never leaves half a file under the real name.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use image::RgbaImage;
+
+use crate::explain::Map;
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: cannot save: {e}", path.display())
+    })
+}
+
+/// PNG bytes of a picture.
+pub fn png_bytes(img: &RgbaImage) -> Result<Vec<u8>, String> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode the PNG: {e}"))?;
+    Ok(out.into_inner())
+}
+
+/// `.npy` bytes (float32, C order) of a map `[h, w]`.
+pub fn npy_bytes(map: &Map) -> Result<Vec<u8>, String> {
+    let arr = ndarray::Array2::from_shape_vec((map.height, map.width), map.data.clone())
+        .map_err(|e| format!("the map has an inconsistent shape: {e}"))?;
+    let mut out = Vec::new();
+    ndarray_npy::WriteNpyExt::write_npy(&arr, &mut out)
+        .map_err(|e| format!("cannot encode the .npy: {e}"))?;
+    Ok(out)
+}
+
+/// Saves the overlay as `<dir>/<stem>.<method>.png` and the map as `.npy`; returns both paths.
+pub fn save_explanation(
+    dir: &Path,
+    stem: &str,
+    method: &str,
+    overlay: &RgbaImage,
+    map: &Map,
+) -> Result<(PathBuf, PathBuf), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
+    let png = dir.join(format!("{stem}.{method}.png"));
+    let npy = dir.join(format!("{stem}.{method}.npy"));
+    write_atomically(&png, &png_bytes(overlay)?)?;
+    write_atomically(&npy, &npy_bytes(map)?)?;
+    Ok((png, npy))
+}

@@ -1,0 +1,117 @@
+//! Small widgets the panels share: the class picker, a labelled path field, a progress line.
+
+use serde::{Deserialize, Serialize};
+
+use super::workspace::LoadedModel;
+
+/// The class a map explains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetChoice {
+    /// The model's best guess for the photo.
+    #[default]
+    Top,
+    Class(usize),
+}
+
+impl TargetChoice {
+    pub fn target(self) -> crate::explain::Target {
+        match self {
+            TargetChoice::Top => crate::explain::Target::Top,
+            TargetChoice::Class(c) => crate::explain::Target::Class(c),
+        }
+    }
+}
+
+/// Shows the photo's top classes as buttons and a search over every label; returns true when
+/// the choice changed.
+pub fn class_picker(
+    ui: &mut egui::Ui,
+    model: &LoadedModel,
+    top: &[(usize, f32)],
+    choice: &mut TargetChoice,
+    search: &mut String,
+) -> bool {
+    let before = *choice;
+    ui.selectable_value(choice, TargetChoice::Top, "Top-1 class");
+    for &(c, p) in top {
+        let text = format!("{:>5.1} %  {}", 100.0 * p, model.label(c));
+        ui.selectable_value(choice, TargetChoice::Class(c), text);
+    }
+    ui.horizontal(|ui| {
+        let label = ui.label("Find class:");
+        ui.add(egui::TextEdit::singleline(search).desired_width(140.0))
+            .labelled_by(label.id);
+    });
+    let needle = search.trim().to_lowercase();
+    if !needle.is_empty() {
+        egui::ScrollArea::vertical()
+            .id_salt("class-search")
+            .max_height(140.0)
+            .show(ui, |ui| {
+                let mut shown = 0;
+                for c in 0..model.classes() {
+                    let label = model.label(c);
+                    let hit = label.to_lowercase().contains(&needle) || c.to_string() == needle;
+                    if hit {
+                        ui.selectable_value(
+                            choice,
+                            TargetChoice::Class(c),
+                            format!("{c}: {label}"),
+                        );
+                        shown += 1;
+                        if shown >= 50 {
+                            ui.weak("… more: refine the search");
+                            break;
+                        }
+                    }
+                }
+                if shown == 0 {
+                    ui.weak("no class matches");
+                }
+            });
+    }
+    *choice != before
+}
+
+/// A single-line path field with a label; returns the response of the text field.
+pub fn path_field(ui: &mut egui::Ui, label: &str, value: &mut String) -> egui::Response {
+    ui.horizontal(|ui| {
+        let l = ui.label(label);
+        ui.add(
+            egui::TextEdit::singleline(value)
+                .desired_width(260.0)
+                .hint_text("/path/to/…"),
+        )
+        .labelled_by(l.id)
+    })
+    .inner
+}
+
+/// A progress bar for `done` of `total`.
+pub fn progress(ui: &mut egui::Ui, what: &str, done: usize, total: usize) {
+    let frac = if total == 0 {
+        0.0
+    } else {
+        done as f32 / total as f32
+    };
+    ui.add(
+        egui::ProgressBar::new(frac)
+            .text(format!("{what} {done}/{total}"))
+            .desired_width(220.0),
+    );
+}
+
+/// Shows a native file dialog when one is available (rfd returns None at once without a
+/// desktop portal, in which case the path field is the way in).
+pub fn pick_file(filters: &[(&str, &[&str])]) -> Option<std::path::PathBuf> {
+    let mut dialog = rfd::FileDialog::new();
+    for (name, exts) in filters {
+        dialog = dialog.add_filter(*name, exts);
+    }
+    dialog.pick_file()
+}
+
+/// A native folder picker, when available.
+pub fn pick_folder() -> Option<std::path::PathBuf> {
+    rfd::FileDialog::new().pick_folder()
+}

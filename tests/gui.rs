@@ -1,0 +1,335 @@
+//! The window, driven the way a person uses it (egui_kittest, headless): a dropped photo gets a
+//! heat map; methods, layers and classes switch; training on the built-in faces grows the
+//! curves and changes the filters; a moved dream slider changes the preview; a broken file
+//! gives a message and the app keeps working.
+//!
+//! Every test starts from `AppSettings::default()` (no saved state is read), waits for the
+//! workers with a generous deadline, and fails with what it was waiting for.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use convscope::app::{AppSettings, ConvscopeApp, PanelKind};
+use convscope::explain::method::Method;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+fn harness(settings: AppSettings) -> Harness<'static, ConvscopeApp> {
+    Harness::builder()
+        .with_size([1440.0, 920.0])
+        .with_max_steps(10_000)
+        .build_eframe(move |cc| ConvscopeApp::with_settings(&cc.egui_ctx, settings))
+}
+
+/// Steps the app until `done` holds (workers report over channels, so frames must run).
+fn wait_for(
+    h: &mut Harness<'static, ConvscopeApp>,
+    what: &str,
+    secs: u64,
+    done: impl Fn(&ConvscopeApp) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if done(h.state()) {
+            h.step();
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}; errors shown: {:?}",
+            h.state().errors
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A file dropped from the desktop (what winit hands eframe).
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn drop_files(h: &mut Harness<'static, ConvscopeApp>, paths: &[PathBuf]) {
+    for p in paths {
+        h.input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(Dropped(p.clone())));
+    }
+    h.step();
+}
+
+fn explained_photo(app: &ConvscopeApp) -> Option<(usize, Method)> {
+    let e = app.explain.explanation()?;
+    (!app.explain.is_busy()).then_some((app.workspace.selected, e.method))
+}
+
+fn sample(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/images")
+        .join(name)
+}
+
+#[test]
+fn starts_with_the_bundled_model_and_an_explained_photo_then_explains_a_dropped_one() {
+    let mut h = harness(AppSettings::default());
+    wait_for(&mut h, "the bundled photo's Grad-CAM", 240, |a| {
+        explained_photo(a) == Some((0, Method::GradCam))
+    });
+    let app = h.state();
+    let model = app
+        .workspace
+        .model
+        .as_ref()
+        .expect("the bundled model is open");
+    let top = &app.workspace.photos[0].top;
+    let labels: Vec<String> = top.iter().map(|&(c, _)| model.label(c)).collect();
+    assert!(
+        labels.iter().any(|l| l.contains("cat")),
+        "the sample cat's top-5 names a cat: {labels:?}"
+    );
+    // the Grad-CAM peaks inside the picture and is a real map in [0, 1]
+    let e = app.explain.explanation().expect("a map");
+    let (lo, hi) = e.map.min_max();
+    assert!(
+        lo >= 0.0 && (hi - 1.0).abs() < 1e-5,
+        "map range [{lo}, {hi}]"
+    );
+    h.get_by_label_contains("Top-1 class");
+
+    drop_files(&mut h, &[sample("coffee.png")]);
+    wait_for(&mut h, "the dropped photo in the list", 240, |a| {
+        a.workspace.photos.len() == 2 && !a.workspace.is_busy()
+    });
+    h.get_by_label_contains("coffee.png").click();
+    wait_for(&mut h, "the dropped photo's heat map", 240, |a| {
+        explained_photo(a) == Some((1, Method::GradCam))
+    });
+    let app = h.state();
+    let model = app.workspace.model.as_ref().expect("model");
+    let best = app.workspace.photos[1].top[0].0;
+    assert!(
+        model.label(best).contains("espresso") || model.label(best).contains("cup"),
+        "coffee.png is {}",
+        model.label(best)
+    );
+    // deletion/insertion scores arrive beside the map
+    wait_for(&mut h, "deletion and insertion scores", 240, |a| {
+        a.explain.scores().is_some()
+    });
+    h.get_by_label_contains("Deletion AUC");
+}
+
+#[test]
+fn methods_classes_and_layers_switch() {
+    let mut h = harness(AppSettings::default());
+    wait_for(&mut h, "the first map", 240, |a| {
+        explained_photo(a).is_some()
+    });
+    // method: open the combo box and pick saliency
+    h.get_by_label("method").click();
+    h.run_steps(3);
+    h.get_by_label("Saliency").click();
+    wait_for(&mut h, "a saliency map", 240, |a| {
+        explained_photo(a).map(|e| e.1) == Some(Method::Saliency)
+    });
+    // class: pick the photo's second guess from its top-5
+    let (second, label) = {
+        let a = h.state();
+        let m = a.workspace.model.as_ref().expect("model");
+        let c = a.workspace.photos[0].top[1].0;
+        (c, m.label(c))
+    };
+    // the class picker's entry reads "  8.4 %  tiger cat" (the top-5 table below has the bare name)
+    h.get_by_label_contains(&format!("%  {label}")).click();
+    wait_for(&mut h, "the map for the second class", 240, |a| {
+        a.explain
+            .explanation()
+            .is_some_and(|e| e.target.class == second)
+            && !a.explain.is_busy()
+    });
+    // layer: Grad-CAM on an earlier layer chosen from the layer list
+    h.get_by_label("method").click();
+    h.run_steps(3);
+    h.get_by_label("Grad-CAM").click();
+    h.run_steps(3);
+    h.get_by_label("layer").click();
+    h.run_steps(3);
+    let (layer, node) = {
+        let a = h.state();
+        let m = a.workspace.model.as_ref().expect("model");
+        // an early convolution: visible without scrolling in the layer list and the table
+        let g = &m.model.graph;
+        let convs: Vec<(String, String)> = g
+            .nodes()
+            .iter()
+            .filter(|n| n.op.kind_name() == "Conv2d")
+            .map(|n| (g.value(n.output).name.clone(), n.name.clone()))
+            .collect();
+        convs[2].clone()
+    };
+    h.get_by_label(&layer).click();
+    wait_for(&mut h, "Grad-CAM at the chosen layer", 240, |a| {
+        a.explain.explanation().is_some_and(|e| {
+            e.method == Method::GradCam && e.layer.as_deref() == Some(layer.as_str())
+        }) && !a.explain.is_busy()
+    });
+
+    // the layers panel: click a layer, its activation grid appears; pick a channel
+    h.get_by_label("Layers").click();
+    h.run_steps(3);
+    h.get_by_label(&node).click();
+    wait_for(&mut h, "the activation grid", 240, |a| {
+        a.layers.has_grid() && !a.layers.is_busy()
+    });
+    assert_eq!(h.state().layers.selected_layer(), Some(layer.as_str()));
+    h.state_mut().layers.select_channel(3);
+    h.step();
+    h.get_by_label("channel 3");
+    h.get_by_label_contains("importance for");
+}
+
+#[test]
+fn training_on_the_built_in_faces_grows_the_curves_and_changes_the_filters() {
+    let mut settings = AppSettings::default();
+    settings.panel = PanelKind::Training;
+    settings.train.train_size = 400;
+    settings.train.val_size = 100;
+    settings.train.test_size = 100;
+    settings.train.epochs = 2;
+    settings.train.batch = 16;
+    let mut h = harness(settings);
+    h.get_by_label("Start").click();
+    wait_for(&mut h, "the first batches", 240, |a| {
+        a.train.curves.batch_loss.len() >= 3 && a.train.snapshot_count() >= 1
+    });
+    let early = h.state().train.curves.batch_loss.len();
+    wait_for(&mut h, "training to finish", 600, |a| !a.train.is_running());
+    let app = h.state();
+    assert!(
+        app.train.curves.batch_loss.len() > early,
+        "the loss curve grew"
+    );
+    assert_eq!(app.train.curves.epochs.len(), 2, "one point per epoch");
+    assert!(app.train.snapshot_count() >= 2, "several filter snapshots");
+    assert!(
+        app.train.filters_changed(),
+        "the first-layer filters changed during training"
+    );
+    let first = app
+        .train
+        .curves
+        .batch_loss
+        .first()
+        .map(|p| p[1])
+        .unwrap_or(0.0);
+    let last = app
+        .train
+        .curves
+        .epochs
+        .last()
+        .map(|e| f64::from(e.train_loss))
+        .unwrap_or(f64::MAX);
+    assert!(last < first, "the loss fell: {first} -> {last}");
+    // the confusion matrix is shown and its cells open images
+    h.get_by_label_contains("Test accuracy");
+    // the dataset panel shows the run's faces
+    h.get_by_label("Dataset").click();
+    wait_for(&mut h, "thumbnails", 120, |a| {
+        a.dataset.thumbnails_loaded() > 0
+    });
+}
+
+#[test]
+fn a_moved_dream_slider_changes_the_preview() {
+    let mut settings = AppSettings::default();
+    settings.panel = PanelKind::Dream;
+    settings.dream.config.size = 96;
+    settings.dream.steps = 10_000;
+    settings.dream.classes = vec![(288, 1.0), (1, 0.0)];
+    let mut h = harness(settings);
+    wait_for(&mut h, "the model", 240, |a| a.workspace.model.is_some());
+    h.step();
+    h.get_by_label("Dream from noise").click();
+    wait_for(&mut h, "dream frames", 240, |a| a.dream.frames >= 2);
+    let before = h.state().dream.frames;
+    let step_before = h.state().dream.step;
+    // move the second class's slider: the dream continues (step count goes on) with new weights
+    let goldfish = {
+        let a = h.state();
+        a.workspace.model.as_ref().expect("model").label(1)
+    };
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, &goldfish)
+        .set_value_accesskit(1.0);
+    h.step();
+    assert!(
+        (h.state().settings.dream.classes[1].1 - 1.0).abs() < 1e-6,
+        "the slider moved the weight"
+    );
+    wait_for(&mut h, "new frames after the slider moved", 240, |a| {
+        a.dream.frames >= before + 2
+    });
+    let a = h.state();
+    assert!(
+        a.dream.step > step_before,
+        "the dream continued from its state ({step_before} -> {})",
+        a.dream.step
+    );
+    assert!(a.dream.is_running());
+}
+
+#[test]
+fn a_broken_file_gives_a_message_and_the_app_keeps_working() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"\x89PNG\r\n\x1a\n this is not a picture").expect("write");
+    let bad_model = dir.path().join("garbage.onnx");
+    std::fs::write(&bad_model, b"not a protobuf at all").expect("write");
+    let mut h = harness(AppSettings::default());
+    wait_for(&mut h, "the first map", 240, |a| {
+        explained_photo(a).is_some()
+    });
+    drop_files(&mut h, &[broken.clone()]);
+    wait_for(&mut h, "an error about broken.png", 240, |a| {
+        a.errors.iter().any(|e| e.contains("broken.png"))
+    });
+    h.get_by_label_contains("broken.png");
+    drop_files(&mut h, &[bad_model]);
+    wait_for(&mut h, "an error about garbage.onnx", 240, |a| {
+        a.errors.iter().any(|e| e.contains("garbage.onnx"))
+    });
+    // the model and the photo are still there and still work
+    wait_for(&mut h, "the model to stay", 240, |a| !a.workspace.is_busy());
+    assert_eq!(
+        h.state().workspace.model.as_ref().map(|m| m.name.as_str()),
+        Some("efficientnet-lite0")
+    );
+    assert_eq!(h.state().workspace.photos.len(), 1);
+    h.get_by_label("method").click();
+    h.run_steps(3);
+    h.get_by_label("Gradient × Input").click();
+    wait_for(&mut h, "a new map after the errors", 240, |a| {
+        explained_photo(a).map(|e| e.1) == Some(Method::GradientXInput)
+    });
+    // a typed path that does not exist: a message, nothing else
+    h.get_by_label("Path:").focus();
+    h.step();
+    h.get_by_label("Path:").type_text("/no/such/photo.jpg");
+    h.step();
+    h.get_by_label("Open path").click();
+    h.step();
+    assert!(
+        h.state()
+            .errors
+            .iter()
+            .any(|e| e.contains("/no/such/photo.jpg"))
+    );
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Frame times of the window while the smile CNN trains in the background, and idle CPU.
+#   bash tools/bench_frames.sh [seconds]
+# Runs the release binary under Xvfb with CONVSCOPE_AUTOSTART=training (the training panel,
+# curves and filters updating live) and CONVSCOPE_FRAME_LOG (eframe's per-frame CPU time: UI code
+# plus painting, without waiting for the display), then prints the median and 99th percentile.
+# Then it starts the app idle on the explain panel and reports the CPU it uses over 20 s after
+# the start-up work is done.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SECS=${1:-60}
+cargo build --release
+BIN=$PWD/target/release/convscope
+LOG=$(mktemp)
+home=$(mktemp -d)
+env HOME="$home" XDG_DATA_HOME="$home" WINIT_X11_SCALE_FACTOR=1 CONVSCOPE_PANEL=training \
+  CONVSCOPE_AUTOSTART=training CONVSCOPE_FRAME_LOG="$LOG" \
+  xvfb-run -a -s "-screen 0 1600x1000x24" bash -c "$BIN & pid=\$!; sleep $SECS; kill \$pid; wait \$pid 2>/dev/null || true" || true
+python3 - "$LOG" <<'PY'
+import statistics, sys
+v = sorted(float(x) for x in open(sys.argv[1]) if x.strip())
+if not v:
+    sys.exit("no frames were logged")
+p99 = v[min(len(v) - 1, round(0.99 * (len(v) - 1)))]
+print(f"frames {len(v)}  median {statistics.median(v):.2f} ms  p99 {p99:.2f} ms  max {v[-1]:.2f} ms")
+PY
+rm -rf "$home"
+home=$(mktemp -d)
+env HOME="$home" XDG_DATA_HOME="$home" WINIT_X11_SCALE_FACTOR=1 \
+  xvfb-run -a -s "-screen 0 1600x1000x24" bash -c "
+    $BIN & pid=\$!
+    sleep 15
+    t0=\$(awk '{print \$14+\$15}' /proc/\$pid/stat)
+    sleep 20
+    t1=\$(awk '{print \$14+\$15}' /proc/\$pid/stat)
+    echo \"idle CPU over 20 s: \$(( (t1 - t0) * 1000 / \$(getconf CLK_TCK) )) ms (\$(( (t1 - t0) * 100 / (20 * \$(getconf CLK_TCK)) )) % of one core)\"
+    kill \$pid; wait \$pid 2>/dev/null || true" || true
+rm -rf "$home"

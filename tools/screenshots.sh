@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Real screenshots of the running app, one per panel, under Xvfb (no display needed):
+#   apt-get install -y xvfb xdotool imagemagick mesa-vulkan-drivers libvulkan1
+#   bash tools/screenshots.sh            # writes screenshots/*.png
+# Each panel starts from a fresh settings folder and the start-up switches of src/app/mod.rs
+# (CONVSCOPE_PANEL, CONVSCOPE_LAYER, CONVSCOPE_AUTOSTART), waits, and grabs the screen.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --release
+BIN=target/release/convscope
+OUT=screenshots
+mkdir -p "$OUT"
+
+shot() { # name wait_seconds env...
+  local name=$1 wait=$2
+  shift 2
+  local home
+  home=$(mktemp -d)
+  env HOME="$home" XDG_DATA_HOME="$home" WINIT_X11_SCALE_FACTOR=1 "$@" \
+    xvfb-run -a -s "-screen 0 1600x1000x24" bash -c "
+      $BIN & pid=\$!
+      sleep $wait
+      import -window root '$OUT/$name.png'
+      kill \$pid; wait \$pid 2>/dev/null || true" || true
+  rm -rf "$home"
+  echo "$OUT/$name.png"
+}
+
+shot explain 20 CONVSCOPE_PANEL=explain
+shot layers 25 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_project_conv/Conv_output_0
+shot training 60 CONVSCOPE_PANEL=training CONVSCOPE_AUTOSTART=training
+shot dataset 60 CONVSCOPE_PANEL=dataset CONVSCOPE_AUTOSTART=training
+shot dream 75 CONVSCOPE_PANEL=dream CONVSCOPE_AUTOSTART=dream
