@@ -5,6 +5,7 @@ pub mod activations;
 pub mod bench;
 pub mod dream;
 pub mod evaluate;
+pub mod explain;
 pub mod predict;
 pub mod resolve;
 pub mod summary;
@@ -55,6 +56,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Saves one layer's output for an image (or a preprocessed .npy batch) as .npy.
     Activations(activations::ActivationsArgs),
+    /// Saliency, Grad-CAM and other maps per image: PNG overlay, .npy map and faithfulness scores.
+    Explain(explain::ExplainArgs),
     /// Activation maximisation: an image that maximises a weighted mix of classes.
     Dream(dream::DreamArgs),
 }
@@ -76,6 +79,7 @@ pub fn main() -> i32 {
         Some(Command::Evaluate(args)) => evaluate::run(&args),
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Activations(args)) => activations::run(&args),
+        Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Dream(args)) => dream::run(&args),
         None => crate::app::run().map_err(CliError),
     };

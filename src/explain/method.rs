@@ -159,14 +159,7 @@ impl Explainer<'_> {
         control: Control,
     ) -> ExplainResult<Explanation> {
         let [_, h, w] = single_image_dims(x)?;
-        let layer = if method.uses_layer() {
-            Some(match layer {
-                Some(l) => self.check_cam_layer(l, method)?,
-                None => self.default_cam_layer()?,
-            })
-        } else {
-            None
-        };
+        let layer = self.method_layer(method, layer)?;
         // One forward pass resolves the target and gives its probability; the method then
         // explains that fixed class.
         let logits = self.logits(x)?;
@@ -215,6 +208,23 @@ impl Explainer<'_> {
             map,
             raw,
         })
+    }
+
+    /// The layer `method` will explain at: `None` for methods without one, else `layer` after
+    /// [checking](Self::check_cam_layer) it, or the default CAM layer. Lets a caller reject a
+    /// bad `--layer` before any image is processed.
+    pub fn method_layer(
+        &self,
+        method: Method,
+        layer: Option<ValueId>,
+    ) -> ExplainResult<Option<ValueId>> {
+        if !method.uses_layer() {
+            return Ok(None);
+        }
+        Ok(Some(match layer {
+            Some(l) => self.check_cam_layer(l, method)?,
+            None => self.default_cam_layer()?,
+        }))
     }
 
     /// `layer` if a CAM can use it: a 4-D value computed from the input (not a parameter)
