@@ -132,9 +132,22 @@ fn bad_numbers_are_errors_not_panics() {
 }
 
 #[test]
-fn no_subcommand_prints_the_commands() {
-    let o = convscope(&[]);
+fn help_lists_the_commands_and_no_display_is_a_message_not_a_crash() {
+    let o = convscope(&["--help"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("summary") && text.contains("bench"), "{text}");
+    for cmd in ["summary", "predict", "explain", "dream", "train", "bench"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
+    }
+    // without a subcommand convscope opens the window; with no display to open it on, it says
+    // so in one sentence and exits non-zero
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_convscope"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run convscope");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot open the window"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

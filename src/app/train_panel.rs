@@ -174,13 +174,7 @@ impl TrainSettings {
         match self.optimizer {
             OptimizerChoice::Adam => OptimizerConfig::adam(self.lr),
             OptimizerChoice::AdamW => OptimizerConfig::adamw(self.lr, 1e-2),
-            OptimizerChoice::Sgd => OptimizerConfig::Sgd {
-                lr: self.lr,
-                momentum: 0.9,
-                dampening: 0.0,
-                nesterov: false,
-                weight_decay: 0.0,
-            },
+            OptimizerChoice::Sgd => OptimizerConfig::sgd_momentum(self.lr, 0.9),
         }
     }
 }

@@ -27,7 +27,7 @@ use serde_json::json;
 
 use super::activations::find_layer;
 use super::predict::npy_inputs;
-use super::resolve::{self, ModelSource};
+use super::resolve;
 use super::{CliError, CliResult};
 use crate::engine::Tensor;
 use crate::engine::tensor::fmt_shape;
@@ -240,7 +240,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     run_workers(&jobs, threads, args.split, &each)?;
     progress.finish_and_clear();
     failed.extend(failures.into_inner().unwrap_or_default());
-    finish(&source, &failed, total)
+    super::finish_inputs(&source, &failed, total, "explained")
 }
 
 /// Runs `each` over `jobs` on `threads` threads. With more jobs than threads and
@@ -603,18 +603,6 @@ fn report(s: &Setup, job: &Job, d: &Done, as_json: bool) -> String {
         d.insertion_auc,
         show(&d.png)
     )
-}
-
-fn finish(source: &ModelSource, failed: &[String], total: usize) -> CliResult<()> {
-    if failed.is_empty() {
-        return Ok(());
-    }
-    Err(CliError(format!(
-        "{} of {total} inputs could not be explained by {} ({})",
-        failed.len(),
-        resolve::display_name(source),
-        failed.join(", ")
-    )))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use clap::Args;
 use ndarray::{ArrayD, Axis};
 use serde_json::json;
 
-use super::resolve::{self, ModelSource};
+use super::resolve;
 use super::{CliError, CliResult};
 use crate::engine::tensor::fmt_shape;
 use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
@@ -172,19 +172,7 @@ pub fn run(args: &PredictArgs) -> CliResult<()> {
             }
         }
     }
-    finish(&source, &failed, args.images.len())
-}
-
-fn finish(source: &ModelSource, failed: &[String], total: usize) -> CliResult<()> {
-    if failed.is_empty() {
-        return Ok(());
-    }
-    Err(CliError(format!(
-        "{} of {total} inputs could not be classified by {} ({})",
-        failed.len(),
-        resolve::display_name(source),
-        failed.join(", ")
-    )))
+    super::finish_inputs(&source, &failed, args.images.len(), "classified")
 }
 
 #[cfg(test)]

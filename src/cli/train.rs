@@ -105,13 +105,7 @@ fn optimizer(args: &TrainArgs) -> OptimizerConfig {
     match args.optimizer {
         OptimizerArg::Adam => OptimizerConfig::adam(args.lr),
         OptimizerArg::Adamw => OptimizerConfig::adamw(args.lr, 1e-2),
-        OptimizerArg::Sgd => OptimizerConfig::Sgd {
-            lr: args.lr,
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
+        OptimizerArg::Sgd => OptimizerConfig::sgd_momentum(args.lr, 0.9),
     }
 }
 

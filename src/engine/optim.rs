@@ -60,6 +60,17 @@ impl OptimizerConfig {
     }
 
     /// AdamW with PyTorch's defaults for betas and eps.
+    /// SGD with classical momentum, no dampening, no weight decay.
+    pub fn sgd_momentum(lr: f32, momentum: f32) -> Self {
+        Self::Sgd {
+            lr,
+            momentum,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
     pub fn adamw(lr: f32, weight_decay: f32) -> Self {
         Self::AdamW {
             lr,
