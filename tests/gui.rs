@@ -323,6 +323,18 @@ fn a_broken_file_gives_a_message_and_the_app_keeps_working() {
     wait_for(&mut h, "a new map after the errors", 240, |a| {
         explained_photo(a).map(|e| e.1) == Some(Method::GradientXInput)
     });
+    // a slow method can be cancelled, and the window goes on
+    h.get_by_label("method").click();
+    h.run_steps(3);
+    h.get_by_label("Score-CAM").click();
+    h.run_steps(2);
+    if h.state().explain.is_busy() {
+        h.get_by_label("Cancel").click();
+        wait_for(&mut h, "the cancelled Score-CAM to stop", 60, |a| {
+            !a.explain.is_busy()
+        });
+        h.get_by_label_contains("cancelled");
+    }
     // a typed path that does not exist: a message, nothing else
     h.get_by_label("Path:").focus();
     h.step();

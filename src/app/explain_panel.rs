@@ -543,13 +543,27 @@ impl ExplainPanel {
             ui.label("Drop a photo into the window, or open one on the left.");
             return;
         };
-        if let Some(p) = self.progress {
-            progress(ui, settings.method.label(), p.done, p.total);
-        } else if self.job.is_some() {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label(format!("computing {}…", settings.method.label()));
-            });
+        if self.job.is_some() {
+            let cancel = ui
+                .horizontal(|ui| {
+                    match self.progress {
+                        Some(p) => progress(ui, settings.method.label(), p.done, p.total),
+                        None => {
+                            ui.spinner();
+                            ui.label(format!("computing {}…", settings.method.label()));
+                        }
+                    }
+                    ui.button("Cancel").clicked()
+                })
+                .inner;
+            if cancel {
+                // the worker stops at its next check; the map shown stays until a new request
+                if let Some(job) = self.job.take() {
+                    job.cancel();
+                }
+                self.progress = None;
+                self.status = Some(format!("{} cancelled", settings.method.label()));
+            }
         }
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
