@@ -349,3 +349,59 @@ fn a_broken_file_gives_a_message_and_the_app_keeps_working() {
             .any(|e| e.contains("/no/such/photo.jpg"))
     );
 }
+
+/// eframe's storage, in memory.
+#[derive(Default)]
+struct MemoryStorage(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for MemoryStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn the_model_photos_panel_and_settings_come_back_after_a_restart() {
+    use eframe::App;
+    let mut h = harness(AppSettings::default());
+    wait_for(&mut h, "the first map", 240, |a| {
+        explained_photo(a).is_some()
+    });
+    drop_files(&mut h, &[sample("rocket.png")]);
+    wait_for(&mut h, "the dropped photo", 240, |a| {
+        a.workspace.photos.len() == 2 && !a.workspace.is_busy()
+    });
+    h.get_by_label("Layers").click();
+    h.step();
+    h.state_mut().settings.explain.alpha = 0.8;
+    let mut storage = MemoryStorage::default();
+    h.state_mut().save(&mut storage);
+    let saved: AppSettings =
+        eframe::get_value(&storage, eframe::APP_KEY).expect("settings were saved");
+    assert_eq!(saved.panel, PanelKind::Layers);
+    assert!((saved.explain.alpha - 0.8).abs() < 1e-6);
+    // a new window from the saved settings reopens the same photos
+    let mut h2 = harness(saved);
+    wait_for(&mut h2, "the photos to come back", 240, |a| {
+        a.workspace.photos.len() == 2 && !a.workspace.is_busy()
+    });
+    let names: Vec<String> = h2
+        .state()
+        .workspace
+        .photos
+        .iter()
+        .map(|p| p.photo.name.clone())
+        .collect();
+    assert!(names.contains(&"rocket.png".to_string()), "{names:?}");
+    assert_eq!(h2.state().settings.panel, PanelKind::Layers);
+}
