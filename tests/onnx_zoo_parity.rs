@@ -23,6 +23,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use convscope::engine::{BackwardRequest, ForwardOptions, Graph, Tensor};
+use convscope::explain::cam::GradCamVariant;
+use convscope::explain::{Explainer, Target};
 use convscope::models::onnx::import_onnx;
 use ndarray::ArrayD;
 
@@ -47,9 +49,17 @@ fn python() -> String {
         .unwrap_or_else(|| "python3".into())
 }
 
-/// The script writes `NAME.json` last, so its presence means the model is complete.
+/// What the script writes today (format 2 added the Grad-CAM, Grad-CAM++ and saliency maps).
+const FORMAT: u64 = 2;
+
+/// The script writes `NAME.json` last, so its presence means the model is complete; an older
+/// format is made again.
 fn is_made(dir: &Path, name: &str) -> bool {
-    dir.join(format!("{name}.json")).is_file()
+    std::fs::read_to_string(dir.join(format!("{name}.json")))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m["format"].as_u64())
+        .is_some_and(|f| f >= FORMAT)
 }
 
 /// The zoo directory holding `name`, made if needed, or why it cannot be had.
@@ -250,6 +260,33 @@ fn check(name: &str) {
     );
     eprintln!(
         "{name}: import {t_import:.1?}, forward {t_forward:.1?}, backward to the input {t_backward:.1?} (dev profile)"
+    );
+
+    // Explanations through the explain library, against the reference kit's definitions:
+    // Grad-CAM and Grad-CAM++ raw maps at the layer (only the head lies between the layer and
+    // the logits, so these are stable to 1e-3), saliency to the input gradient's own floor.
+    let x = npy(&dir, &format!("{name}.input.npy"));
+    let ex = Explainer::new(&g).unwrap();
+    for (variant, file) in [
+        (GradCamVariant::GradCam, "gradcam_raw"),
+        (GradCamVariant::GradCamPlusPlus, "gradcampp_raw"),
+    ] {
+        let cam = ex
+            .grad_cam(&x, Target::Class(class), Some(act_id), variant)
+            .unwrap();
+        common::assert_close(
+            &format!("{name} {variant:?} raw map at {layer}"),
+            &cam.raw.to_tensor(),
+            &npy(&dir, &format!("{name}.{file}.npy")),
+            ACT_TOL,
+        );
+    }
+    let sal = ex.saliency(&x, Target::Class(class)).unwrap();
+    common::assert_close(
+        &format!("{name} saliency (PyTorch's own nudge spread {sens_max:.1e})"),
+        &sal.map.to_tensor(),
+        &npy(&dir, &format!("{name}.saliency.npy")),
+        GRAD_TOL.max(sens_max),
     );
 }
 

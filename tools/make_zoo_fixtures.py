@@ -29,6 +29,12 @@ model is never taken for a finished one):
   NAME.logits_ort.npy        onnxruntime logits [1, 1000]
   NAME.act.npy               PyTorch output of module LAYER, [1, C, h, w]
   NAME.grad.npy              PyTorch d logits[0, CLASS] / d x, [1, 3, 224, 224]
+  NAME.act_grad.npy          PyTorch d logits[0, CLASS] / d act, [1, C, h, w]
+  NAME.gradcam_raw.npy       relu(sum_k alpha_k A_k), alpha_k = mean_ij d logit / d A_k, [h, w]
+                             (the reference kit's reference.py definition)
+  NAME.gradcampp_raw.npy     Grad-CAM++ (pytorch-grad-cam's closed form, as
+                             tools/make_explain_fixtures.py), [h, w]
+  NAME.saliency.npy          max_c |d logit / d x| / its max, [224, 224]
   NAME.json                  layer (module and ONNX tensor name), class, top-5 (PyTorch and
                              onnxruntime), sizes, onnxruntime-vs-PyTorch differences, versions
 CLASS is PyTorch's top-1 class for x; LAYER is the reference kit's default Grad-CAM layer.
@@ -207,7 +213,9 @@ def make(name: str, out: str) -> dict:
     module = dict(m.named_modules())[layer]
 
     def keep(_m, _i, out):  # returns None: a forward hook's return value would replace the output
-        store.setdefault("act", out.detach().clone())
+        if "act" not in store:
+            store["act"] = out.detach().clone()
+            out.register_hook(lambda g: store.setdefault("act_grad", g.detach().clone()))
 
     hook = module.register_forward_hook(keep)
     xg = x.clone().requires_grad_(True)
@@ -220,7 +228,17 @@ def make(name: str, out: str) -> dict:
     assert xg.grad is not None, "no input gradient"
     grad = xg.grad.numpy()
     act = store["act"].numpy()
+    act_grad = store["act_grad"].numpy()
     sens_max, sens_l2 = gradient_sensitivity(m, x, cls, grad)
+    a64, g64 = act[0].astype(np.float64), act_grad[0].astype(np.float64)  # (C, h, w)
+    gradcam_raw = np.maximum((g64.mean(axis=(1, 2))[:, None, None] * a64).sum(0), 0.0)
+    s_k = a64.sum(axis=(1, 2))[:, None, None]
+    alpha = g64**2 / (2 * g64**2 + s_k * g64**3 + 1e-7)
+    alpha = np.where(g64 != 0, alpha, 0.0)
+    w_pp = (alpha * np.maximum(g64, 0.0)).sum(axis=(1, 2))
+    gradcampp_raw = np.maximum((w_pp[:, None, None] * a64).sum(0), 0.0)
+    sal = np.abs(grad[0]).max(axis=0)
+    saliency = sal / max(float(sal.max()), 1e-30)
 
     onnx_path = os.path.join(out, f"{name}.onnx")
     tmp_onnx = onnx_path + ".tmp"
@@ -248,9 +266,14 @@ def make(name: str, out: str) -> dict:
     save_npy(os.path.join(out, f"{name}.logits_ort.npy"), logits_ort)
     save_npy(os.path.join(out, f"{name}.act.npy"), act)
     save_npy(os.path.join(out, f"{name}.grad.npy"), grad)
+    save_npy(os.path.join(out, f"{name}.act_grad.npy"), act_grad)
+    save_npy(os.path.join(out, f"{name}.gradcam_raw.npy"), gradcam_raw)
+    save_npy(os.path.join(out, f"{name}.gradcampp_raw.npy"), gradcampp_raw)
+    save_npy(os.path.join(out, f"{name}.saliency.npy"), saliency)
     os.replace(tmp_onnx, onnx_path)
     info = {
         "model": name,
+        "format": 2,
         "script": "tools/make_zoo_fixtures.py",
         "weights": "torch.manual_seed(0), torchvision init, BN stats calibrated on 4x16 N(0,1) images (seed 1)",
         "input_seed": 123,
