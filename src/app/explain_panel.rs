@@ -10,7 +10,7 @@ use super::export::save_explanation;
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
 use super::texture::Picture;
-use super::widgets::{TargetChoice, class_picker, path_field, progress};
+use super::widgets::{class_picker, path_field, progress};
 use super::workspace::{PhotoSpec, Workspace};
 use crate::explain::activations::spatial_values;
 use crate::explain::faithfulness::{CurveOptions, randomise_top_layers, spearman, ssim};
@@ -25,7 +25,7 @@ use crate::render::heatmap::{map_to_image, overlay};
 #[serde(default)]
 pub struct ExplainSettings {
     pub method: Method,
-    pub target: TargetChoice,
+    pub target: Target,
     /// The CAM layer; `None` is the model's last spatial layer.
     pub layer: Option<String>,
     pub colormap: Colormap,
@@ -39,7 +39,7 @@ impl Default for ExplainSettings {
     fn default() -> Self {
         Self {
             method: Method::GradCam,
-            target: TargetChoice::Top,
+            target: Target::Top,
             layer: None,
             colormap: Colormap::Jet,
             alpha: 0.5,
@@ -58,7 +58,7 @@ struct Request {
     generation: u64,
     photo: usize,
     method: Method,
-    target: TargetChoice,
+    target: Target,
     layer: Option<String>,
 }
 
@@ -129,7 +129,7 @@ fn run_explain(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg
             .explain(
                 &photo.input,
                 req.method,
-                req.target.target(),
+                req.target,
                 layer,
                 &MethodOptions::default(),
                 control,

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
 use super::texture::Picture;
-use super::widgets::{TargetChoice, class_picker};
+use super::widgets::class_picker;
 use super::workspace::Workspace;
 use crate::explain::activations::{Normalisation, channel_maps};
 use crate::explain::cam::GradCamVariant;
-use crate::explain::{Explainer, Map};
+use crate::explain::{Explainer, Map, Target};
 use crate::models::Model;
 use crate::render::colormap::Colormap;
 use crate::render::grid::{GridOptions, channel_grid};
@@ -84,7 +84,7 @@ struct Request {
     layer: String,
     page: usize,
     normalisation: Normalisation,
-    target: TargetChoice,
+    target: Target,
     colormap: Colormap,
 }
 
@@ -114,7 +114,7 @@ enum Msg {
 pub struct LayersPanel {
     selected: Option<String>,
     page: usize,
-    target: TargetChoice,
+    target: Target,
     search: String,
     requested: Option<Request>,
     job: Option<Job<Msg>>,
@@ -174,12 +174,7 @@ fn compute(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg>) {
         }
         // importance of each channel for the class: one backward pass to this layer
         let cam = ex
-            .grad_cam(
-                &photo.input,
-                req.target.target(),
-                Some(id),
-                GradCamVariant::GradCam,
-            )
+            .grad_cam(&photo.input, req.target, Some(id), GradCamVariant::GradCam)
             .map_err(|e| e.to_string())?;
         Ok(Computed {
             shape,

@@ -23,7 +23,6 @@ pub use dream_panel::{DreamPanel, DreamSettings};
 pub use explain_panel::{ExplainPanel, ExplainSettings};
 pub use layers_panel::{LayersPanel, LayersSettings};
 pub use train_panel::{DataChoice, TrainPanel, TrainSettings};
-pub use widgets::TargetChoice;
 pub use workspace::{LoadedModel, ModelSpec, PhotoSpec, Workspace};
 
 /// The panels, in tab order.

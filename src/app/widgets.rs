@@ -1,26 +1,7 @@
 //! Small widgets the panels share: the class picker, a labelled path field, a progress line.
 
-use serde::{Deserialize, Serialize};
-
 use super::workspace::LoadedModel;
-
-/// The class a map explains.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TargetChoice {
-    /// The model's best guess for the photo.
-    #[default]
-    Top,
-    Class(usize),
-}
-
-impl TargetChoice {
-    pub fn target(self) -> crate::explain::Target {
-        match self {
-            TargetChoice::Top => crate::explain::Target::Top,
-            TargetChoice::Class(c) => crate::explain::Target::Class(c),
-        }
-    }
-}
+use crate::explain::Target;
 
 /// Shows the photo's top classes as buttons and a search over every label; returns true when
 /// the choice changed.
@@ -28,14 +9,14 @@ pub fn class_picker(
     ui: &mut egui::Ui,
     model: &LoadedModel,
     top: &[(usize, f32)],
-    choice: &mut TargetChoice,
+    choice: &mut Target,
     search: &mut String,
 ) -> bool {
     let before = *choice;
-    ui.selectable_value(choice, TargetChoice::Top, "Top-1 class");
+    ui.selectable_value(choice, Target::Top, "Top-1 class");
     for &(c, p) in top {
         let text = format!("{:>5.1} %  {}", 100.0 * p, model.label(c));
-        ui.selectable_value(choice, TargetChoice::Class(c), text);
+        ui.selectable_value(choice, Target::Class(c), text);
     }
     ui.horizontal(|ui| {
         let label = ui.label("Find class:");
@@ -53,11 +34,7 @@ pub fn class_picker(
                     let label = model.label(c);
                     let hit = label.to_lowercase().contains(&needle) || c.to_string() == needle;
                     if hit {
-                        ui.selectable_value(
-                            choice,
-                            TargetChoice::Class(c),
-                            format!("{c}: {label}"),
-                        );
+                        ui.selectable_value(choice, Target::Class(c), format!("{c}: {label}"));
                         shown += 1;
                         if shown >= 50 {
                             ui.weak("… more: refine the search");

@@ -10,7 +10,7 @@ use crate::engine::{
 };
 
 /// The class to explain.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Target {
     /// The model's top class for this input (for a single logit: 1 when the logit is >= 0).
     #[default]
