@@ -11,8 +11,8 @@ use super::jobs::{Job, Reporter};
 use super::photo::unit_tensor_to_rgba;
 use super::widgets::{path_field, progress};
 use crate::data::Dataset;
-use crate::engine::{ForwardOptions, Keep, Tensor};
-use crate::models::scores::probabilities;
+use crate::engine::Tensor;
+use crate::models::scores::{probabilities, scores, top_k};
 use crate::models::{self, Model};
 use crate::train::data::{DataSpec, TrainData};
 
@@ -104,16 +104,8 @@ fn predict(
     let Some(set) = split_of(&data, split) else {
         return;
     };
-    let g = &model.graph;
-    let Some(&output) = g.outputs().first() else {
-        return out.send(PredictMsg::Failed("the model has no output".into()));
-    };
     let n = set.len();
     let mut preds = Vec::with_capacity(n);
-    let opts = ForwardOptions {
-        keep: Keep::Outputs,
-        ..ForwardOptions::eval()
-    };
     for start in (0..n).step_by(PREDICT_BATCH) {
         if out.is_cancelled() {
             return;
@@ -136,22 +128,13 @@ fn predict(
             Ok(t) => t,
             Err(e) => return out.send(PredictMsg::Failed(e.to_string())),
         };
-        let pass = match g.forward(std::slice::from_ref(&batch), &opts) {
-            Ok(p) => p,
-            Err(e) => return out.send(PredictMsg::Failed(e.to_string())),
+        let y = match scores(&model.graph, &batch) {
+            Ok(y) => y,
+            Err(e) => return out.send(PredictMsg::Failed(e)),
         };
-        let Some(y) = g.lookup(&pass, output) else {
-            return out.send(PredictMsg::Failed(
-                "the forward pass lost its output".into(),
-            ));
-        };
-        let per = y.data().len() / (end - start).max(1);
-        for row in y.data().chunks(per.max(1)) {
-            let p = probabilities(row);
-            let best = (0..p.len())
-                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-                .unwrap_or(0);
-            preds.push(best);
+        let per = y.len() / (end - start).max(1);
+        for row in y.chunks(per.max(1)) {
+            preds.push(top_k(&probabilities(row), 1).first().map_or(0, |&(c, _)| c));
         }
         out.send(PredictMsg::Progress(end, n));
     }

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
-use crate::engine::{ForwardOptions, Keep, Tensor};
+use crate::engine::Tensor;
 use crate::models::bundled::{self, SAMPLE_IMAGES};
-use crate::models::scores::{probabilities, top_k};
+use crate::models::scores::{probabilities, scores, top_k};
 use crate::models::summary::{NodeRow, rows};
 use crate::models::{self, Model};
 
@@ -154,19 +154,7 @@ fn open_photo(spec: &PhotoSpec, model: &Model) -> Result<Photo, String> {
 
 /// The model's `k` best classes for a prepared input `[1, ...]`.
 pub fn classify(model: &Model, input: &Tensor, k: usize) -> Result<Vec<(usize, f32)>, String> {
-    let g = &model.graph;
-    let out = *g.outputs().first().ok_or("the model has no output")?;
-    let opts = ForwardOptions {
-        keep: Keep::Outputs,
-        ..ForwardOptions::eval()
-    };
-    let pass = g
-        .forward(std::slice::from_ref(input), &opts)
-        .map_err(|e| e.to_string())?;
-    let y = g
-        .lookup(&pass, out)
-        .ok_or("the forward pass lost its output")?;
-    Ok(top_k(&probabilities(y.data()), k))
+    Ok(top_k(&probabilities(&scores(&model.graph, input)?), k))
 }
 
 /// Is this path a model (an .onnx file or a checkpoint directory) rather than a photo?

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::resolve;
 use super::{CliError, CliResult};
 use crate::engine::tensor::fmt_shape;
-use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
+use crate::engine::{Graph, Tensor};
 use crate::models::Model;
 use crate::models::preprocess::load_image;
 pub use crate::models::scores::{probabilities, softmax, top_k};
@@ -102,19 +102,7 @@ pub fn image_input(path: &Path, model: &Model) -> CliResult<Input> {
 
 /// The first output of one forward pass, flattened per example: `[scores]`.
 pub fn scores(graph: &Graph, input: &Tensor) -> CliResult<Vec<f32>> {
-    let out = *graph
-        .outputs()
-        .first()
-        .ok_or_else(|| CliError("the model has no output".into()))?;
-    let opts = ForwardOptions {
-        keep: Keep::Outputs,
-        ..ForwardOptions::eval()
-    };
-    let pass = graph.forward(std::slice::from_ref(input), &opts)?;
-    let y = graph
-        .lookup(&pass, out)
-        .ok_or_else(|| CliError("the forward pass lost its output".into()))?;
-    Ok(y.data().to_vec())
+    crate::models::scores::scores(graph, input).map_err(CliError)
 }
 
 fn label(labels: &[String], i: usize) -> Option<&str> {

@@ -1,6 +1,25 @@
 //! Class probabilities from a model's raw outputs, and the top classes. Shared by the
 //! command line and the window.
 
+use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
+
+/// The first output of one evaluation-mode forward pass, flattened: `[n · scores]` for an
+/// input batch of n.
+pub fn scores(graph: &Graph, input: &Tensor) -> Result<Vec<f32>, String> {
+    let out = *graph.outputs().first().ok_or("the model has no output")?;
+    let opts = ForwardOptions {
+        keep: Keep::Outputs,
+        ..ForwardOptions::eval()
+    };
+    let pass = graph
+        .forward(std::slice::from_ref(input), &opts)
+        .map_err(|e| e.to_string())?;
+    let y = graph
+        .lookup(&pass, out)
+        .ok_or("the forward pass lost its output")?;
+    Ok(y.data().to_vec())
+}
+
 /// Softmax with the maximum subtracted (stable).
 pub fn softmax(z: &[f32]) -> Vec<f32> {
     let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
