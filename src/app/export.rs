@@ -1,35 +1,16 @@
 //! Saving pictures and maps from the window: atomically (a temporary file in the same folder,
 //! then a rename), so a full disk or a crash never leaves half a file under the real name.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use image::RgbaImage;
 
 use crate::explain::Map;
 
-/// Writes `bytes` to `path` through a temporary sibling and a rename.
+/// Writes `bytes` to `path` atomically; the error names the file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map_or_else(|| "out".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("{}: cannot save: {e}", path.display())
-    })
+    crate::models::write_file_atomically(path, bytes)
+        .map_err(|e| format!("{}: cannot save: {e}", path.display()))
 }
 
 /// PNG bytes of a picture.

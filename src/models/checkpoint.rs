@@ -292,6 +292,30 @@ fn write_then_swap(
     Ok(())
 }
 
+/// Writes `bytes` to `path` through a temporary sibling file (synced) and a rename, so that a
+/// crash or a full disk never leaves half a file under the real name; the temporary file is
+/// removed when anything fails.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Saves a model's description and current parameters.
 pub fn save_model(dir: &Path, model: &Model) -> Result<(), ModelError> {
     save_checkpoint(dir, &model.description, model.graph.params())

@@ -10,7 +10,6 @@
 //! whose state file names other weights: [`load`] then reports no state rather than a wrong one.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -73,15 +72,9 @@ pub fn save(dir: &Path, model: &Model, mut state: TrainState) -> Result<(), Mode
     );
     let text = serde_json::to_string_pretty(&state)
         .map_err(|e| ModelError::Other(format!("cannot encode the training state: {e}")))?;
-    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
     let path = dir.join(STATE_FILE);
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| ModelError::file(&path, format!("cannot write the training state ({e})")))
+    models::write_file_atomically(&path, text.as_bytes())
+        .map_err(|e| ModelError::file(&path, format!("cannot write the training state ({e})")))
 }
 
 /// Loads a checkpoint and, when present and matching its weights, its training state.
