@@ -10,7 +10,7 @@ use super::export::save_explanation;
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
 use super::texture::Picture;
-use super::widgets::{class_picker, path_field, progress};
+use super::widgets::{choice_combo, class_picker, path_field, progress};
 use super::workspace::{PhotoSpec, Workspace};
 use crate::explain::activations::spatial_values;
 use crate::explain::faithfulness::{CurveOptions, randomise_top_layers, spearman, ssim};
@@ -413,13 +413,13 @@ impl ExplainPanel {
         ui.separator();
 
         ui.heading("Method");
-        egui::ComboBox::from_label("method")
-            .selected_text(settings.method.label())
-            .show_ui(ui, |ui| {
-                for m in Method::ALL {
-                    ui.selectable_value(&mut settings.method, m, m.label());
-                }
-            });
+        choice_combo(
+            ui,
+            "method",
+            &mut settings.method,
+            &Method::ALL,
+            Method::label,
+        );
         if settings.method.fails_sanity_check() {
             ui.colored_label(
                 egui::Color32::from_rgb(230, 160, 60),
@@ -457,13 +457,13 @@ impl ExplainPanel {
         }
         ui.separator();
         ui.heading("Display");
-        egui::ComboBox::from_label("colormap")
-            .selected_text(settings.colormap.name())
-            .show_ui(ui, |ui| {
-                for c in Colormap::ALL {
-                    ui.selectable_value(&mut settings.colormap, c, c.name());
-                }
-            });
+        choice_combo(
+            ui,
+            "colormap",
+            &mut settings.colormap,
+            &Colormap::ALL,
+            Colormap::name,
+        );
         ui.add(egui::Slider::new(&mut settings.alpha, 0.0..=1.0).text("overlay opacity"));
         ui.separator();
         ui.heading("Sanity check");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
 use super::texture::Picture;
-use super::widgets::class_picker;
+use super::widgets::{choice_combo, class_picker};
 use super::workspace::Workspace;
 use crate::explain::activations::{Normalisation, channel_maps};
 use crate::explain::cam::GradCamVariant;
@@ -375,13 +375,13 @@ impl LayersPanel {
                 Normalisation::PerLayer,
                 "per layer",
             );
-            egui::ComboBox::from_label("colours")
-                .selected_text(settings.colormap.name())
-                .show_ui(ui, |ui| {
-                    for c in Colormap::ALL {
-                        ui.selectable_value(&mut settings.colormap, c, c.name());
-                    }
-                });
+            choice_combo(
+                ui,
+                "colours",
+                &mut settings.colormap,
+                &Colormap::ALL,
+                Colormap::name,
+            );
         });
         egui::CollapsingHeader::new("Class for channel importance").show(ui, |ui| {
             class_picker(ui, model, &slot.top, &mut self.target, &mut self.search);

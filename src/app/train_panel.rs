@@ -241,7 +241,9 @@ pub struct TrainPanel {
     prepared: Option<Arc<TrainData>>,
 }
 
-fn gray_probe(data: &TrainData) -> Option<(Tensor, RgbaImage)> {
+/// The first test (else validation, else training) image: the model's input `[1, c, h, w]`
+/// and its picture.
+fn probe_of(data: &TrainData) -> Option<(Tensor, RgbaImage)> {
     let set = data
         .test
         .as_ref()
@@ -329,7 +331,7 @@ fn relay(
         }
     };
     model.description.labels = data.classes.clone();
-    let probe = gray_probe(&data);
+    let probe = probe_of(&data);
     let shared = Arc::new(data.clone());
     out.send(RunMsg::Prepared {
         classes: data.classes.clone(),

@@ -50,6 +50,23 @@ pub fn class_picker(
     *choice != before
 }
 
+/// A drop-down over a closed set of choices, each shown by `name`.
+pub fn choice_combo<T: Copy + PartialEq>(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut T,
+    choices: &[T],
+    name: impl Fn(T) -> &'static str,
+) {
+    egui::ComboBox::from_label(label)
+        .selected_text(name(*value))
+        .show_ui(ui, |ui| {
+            for &c in choices {
+                ui.selectable_value(value, c, name(c));
+            }
+        });
+}
+
 /// A single-line path field with a label; returns the response of the text field.
 pub fn path_field(ui: &mut egui::Ui, label: &str, value: &mut String) -> egui::Response {
     ui.horizontal(|ui| {
