@@ -161,17 +161,19 @@ fn the_worker_reports_pauses_and_stops() {
                 batches += 1;
                 if batches == 3 {
                     h.control.pause();
-                    std::thread::sleep(Duration::from_millis(300));
-                    // drain what was in flight; nothing new may arrive while paused
-                    let mut in_flight = 0;
-                    while let Ok(TrainEvent::BatchDone { .. }) = h.try_recv() {
-                        in_flight += 1;
+                    // The batch in flight when pause was asked may still report (however slow a
+                    // loaded machine makes it); a second one would mean the pause was ignored.
+                    let watch_until = Instant::now() + Duration::from_millis(1500);
+                    let mut while_paused = 0;
+                    while Instant::now() < watch_until {
+                        match h.try_recv() {
+                            Ok(TrainEvent::BatchDone { .. }) => while_paused += 1,
+                            Ok(_) => {}
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        }
                     }
-                    std::thread::sleep(Duration::from_millis(300));
-                    let after = std::iter::from_fn(|| h.try_recv().ok())
-                        .filter(|e| matches!(e, TrainEvent::BatchDone { .. }))
-                        .count();
-                    assert!(in_flight <= 1 && after == 0, "{in_flight} {after}");
+                    assert!(while_paused <= 1, "{while_paused} batches ran while paused");
+                    batches += while_paused;
                     h.control.resume();
                 }
                 if batches == 6 {
