@@ -2,7 +2,8 @@
 //! median wall-clock times of a forward pass, of a forward pass plus the backward pass to the
 //! input (the cost of one saliency map: seed ones at every output, no parameter gradients),
 //! and optionally of one training step (forward in training mode, loss, backward with
-//! parameter gradients, Adam update).
+//! parameter gradients, Adam update). The forward and forward+backward measurements run on the
+//! model's inference rewrite (`Graph::inference`), which is what predict and explain run.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -45,7 +46,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Also print the median time per op kind of a training-mode forward and of its backward
-    /// (parameter gradients, no input gradient) at the training batch (default: --batch).
+    /// (parameter gradients, no input gradient) at the training batch (default: --batch), and of
+    /// the inference graph's forward and backward to the input at --batch.
     #[arg(long)]
     pub profile: bool,
 }
@@ -181,24 +183,35 @@ fn train_step_ms(graph: &Graph, batch: usize, runs: usize, seed: u64) -> CliResu
 /// Milliseconds spent per op kind: (forward, backward), summed over the graph's nodes.
 type OpTimes = BTreeMap<&'static str, (f64, f64)>;
 
-/// Median per-op-kind times of `runs` node-by-node passes: each node's training-mode forward,
-/// then each node's backward (in reverse order) with a ones gradient at its output and the
-/// input gradients a training step needs (trainable parameters and values computed from them).
-fn profile_ops(graph: &Graph, batch: usize, runs: usize, seed: u64) -> CliResult<OpTimes> {
+/// Median per-op-kind times of `runs` node-by-node passes: each node's forward in `mode`, then
+/// each node's backward (in reverse order) with a ones gradient at its output. In training mode
+/// backward computes the gradients a training step needs (trainable parameters and values
+/// computed from them); in evaluation mode those of a saliency map (values computed from the
+/// input).
+fn profile_ops(
+    graph: &Graph,
+    batch: usize,
+    runs: usize,
+    seed: u64,
+    mode: Mode,
+) -> CliResult<OpTimes> {
+    let train = mode == Mode::Train;
     let inputs = random_inputs(graph, batch, seed)?;
     let mut samples: BTreeMap<&'static str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for run in 0..WARMUP + runs {
         let mut fwd: OpTimes = BTreeMap::new();
         let mut values: Vec<Option<Tensor>> = vec![None; graph.values().len()];
-        let mut grad_flows = vec![false; graph.values().len()]; // value depends on a parameter
+        // value depends on a parameter (training) or on the input (evaluation)
+        let mut grad_flows = vec![false; graph.values().len()];
         for (&id, t) in graph.inputs().iter().zip(&inputs) {
             values[id] = Some(t.clone());
+            grad_flows[id] = !train;
         }
         let mut outs: Vec<OpOutput> = Vec::with_capacity(graph.nodes().len());
         for (n, node) in graph.nodes().iter().enumerate() {
             let ins = node_inputs(graph, &values, &node.inputs)?;
             let ctx = ForwardCtx {
-                mode: Mode::Train,
+                mode,
                 seed: seed ^ n as u64,
             };
             let start = Instant::now();
@@ -209,7 +222,8 @@ fn profile_ops(graph: &Graph, batch: usize, runs: usize, seed: u64) -> CliResult
             fwd.entry(node.op.kind_name()).or_default().0 += start.elapsed().as_secs_f64() * 1e3;
             grad_flows[node.output] = node.inputs.iter().any(|&v| {
                 grad_flows[v]
-                    || matches!(graph.value(v).kind, ValueKind::Param(p) if graph.params()[p].trainable)
+                    || (train
+                        && matches!(graph.value(v).kind, ValueKind::Param(p) if graph.params()[p].trainable))
             });
             values[node.output] = Some(out.y.clone());
             outs.push(out);
@@ -220,14 +234,17 @@ fn profile_ops(graph: &Graph, batch: usize, runs: usize, seed: u64) -> CliResult
                 .inputs
                 .iter()
                 .map(|&v| match graph.value(v).kind {
-                    ValueKind::Param(p) => graph.params()[p].trainable,
+                    ValueKind::Param(p) => train && graph.params()[p].trainable,
                     _ => grad_flows[v],
                 })
                 .collect();
+            if !train && !needs.iter().any(|&b| b) {
+                continue; // nothing upstream needs a gradient (the node is skipped by backward)
+            }
             let d_y = Tensor::full(out.y.shape(), 1.0);
             let start = Instant::now();
             node.op
-                .backward(&ins, &out.y, &out.saved, &d_y, &needs, Mode::Train)
+                .backward(&ins, &out.y, &out.saved, &d_y, &needs, mode)
                 .map_err(|e| CliError(e.to_string()))?;
             fwd.entry(node.op.kind_name()).or_default().1 += start.elapsed().as_secs_f64() * 1e3;
         }
@@ -261,6 +278,13 @@ fn node_inputs<'a>(
         .collect()
 }
 
+fn print_op_times(times: &OpTimes) {
+    println!("{:<20} {:>10} {:>10}", "op", "forward", "backward");
+    for (kind, (f, bw)) in times {
+        println!("{kind:<20} {f:>10.3} {bw:>10.3}");
+    }
+}
+
 fn positive(name: &str, v: usize) -> CliResult<()> {
     if v == 0 {
         return Err(CliError(format!("--{name} must be at least 1")));
@@ -284,16 +308,19 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let source = resolve::resolve(&args.model, args.seed)?;
     let model = resolve::load(&source)?;
     let graph = &model.graph;
+    let fast = graph.inference(&[])?;
     let inputs = random_inputs(graph, args.batch, args.seed)?;
-    let fwd = forward_ms(graph, &inputs, args.runs)?;
-    let fwd_bwd = forward_backward_ms(graph, &inputs, args.runs)?;
+    let fwd = forward_ms(&fast, &inputs, args.runs)?;
+    let fwd_bwd = forward_backward_ms(&fast, &inputs, args.runs)?;
     let train = match args.train_batch {
         Some(b) => Some((b, train_step_ms(graph, b, args.runs, args.seed)?)),
         None => None,
     };
     let profile = if args.profile {
         let b = args.train_batch.unwrap_or(args.batch);
-        Some((b, profile_ops(graph, b, args.runs, args.seed)?))
+        let train = profile_ops(graph, b, args.runs, args.seed, Mode::Train)?;
+        let eval = profile_ops(&fast, args.batch, args.runs, args.seed, Mode::Eval)?;
+        Some((b, train, eval))
     } else {
         None
     };
@@ -313,13 +340,19 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             obj.insert("train_step_ms".into(), json!(ms));
             obj.insert("train_images_per_s".into(), json!(b as f64 / (ms / 1e3)));
         }
-        if let (Some((b, times)), Some(obj)) = (&profile, line.as_object_mut()) {
+        if let (Some((b, times, eval)), Some(obj)) = (&profile, line.as_object_mut()) {
             obj.insert("profile_batch".into(), json!(b));
-            let per_op: serde_json::Map<String, serde_json::Value> = times
-                .iter()
-                .map(|(k, (f, bw))| (k.to_string(), json!({"forward_ms": f, "backward_ms": bw})))
-                .collect();
-            obj.insert("profile".into(), serde_json::Value::Object(per_op));
+            let per_op = |times: &OpTimes| -> serde_json::Value {
+                times
+                    .iter()
+                    .map(|(k, (f, bw))| {
+                        (k.to_string(), json!({"forward_ms": f, "backward_ms": bw}))
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            };
+            obj.insert("profile".into(), per_op(times));
+            obj.insert("profile_inference".into(), per_op(eval));
         }
         println!("{line}");
     } else {
@@ -333,12 +366,14 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
                 b as f64 / (ms / 1e3)
             );
         }
-        if let Some((b, times)) = &profile {
+        if let Some((b, times, eval)) = &profile {
             println!("per op kind (batch {b}, training mode, medians in ms):");
-            println!("{:<20} {:>10} {:>10}", "op", "forward", "backward");
-            for (kind, (f, bw)) in times {
-                println!("{kind:<20} {f:>10.3} {bw:>10.3}");
-            }
+            print_op_times(times);
+            println!(
+                "per op kind (batch {}, inference graph, backward to the input, medians in ms):",
+                args.batch
+            );
+            print_op_times(eval);
         }
     }
     Ok(())

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::error::{GraphError, GraphResult};
+use super::fuse::InferenceCache;
 use super::ops::{ForwardCtx, Mode, Op, Saved};
 use super::tensor::{Tensor, checked_numel, fmt_shape};
 
@@ -106,6 +107,10 @@ pub struct Graph {
     inputs: Vec<ValueId>,
     outputs: Vec<ValueId>,
     by_name: HashMap<String, ValueId>,
+    /// Fused copies for evaluation (`Graph::inference` in `engine::fuse`).
+    pub(super) inference: InferenceCache,
+    /// Made by the inference rewrite: batch norms are folded away, so it cannot train.
+    pub(super) inference_only: bool,
 }
 
 /// Which values a forward pass keeps besides the graph outputs.
@@ -170,6 +175,27 @@ impl ForwardPass {
     /// A kept value (inputs and node outputs; parameters live in the graph).
     pub fn get(&self, id: ValueId) -> Option<&Tensor> {
         self.values.get(id).and_then(|v| v.as_ref())
+    }
+
+    /// The kept values of a pass of `from` moved to the value ids of `to` by name (values `to`
+    /// lacks are dropped, values `from` fused away are absent). For reading values of a fused
+    /// pass with the ids of the original graph; the result has no saved state, so `backward`
+    /// on it is not supported.
+    pub fn renamed(self, from: &Graph, to: &Graph) -> ForwardPass {
+        let mut values: Vec<Option<Tensor>> = vec![None; to.values.len()];
+        for (id, v) in self.values.into_iter().enumerate() {
+            if let (Some(t), Some(info)) = (v, from.values.get(id))
+                && let Some(&dst) = to.by_name.get(&info.name)
+            {
+                values[dst] = Some(t);
+            }
+        }
+        ForwardPass {
+            mode: self.mode,
+            values,
+            saved: Vec::new(),
+            running_updates: Vec::new(),
+        }
     }
 
     /// Takes a kept value out of the pass.
@@ -365,6 +391,8 @@ impl Graph {
             inputs: input_ids,
             outputs: out_ids,
             by_name,
+            inference: InferenceCache::default(),
+            inference_only: false,
         })
     }
 
@@ -389,7 +417,9 @@ impl Graph {
         &self.params
     }
 
+    /// Mutable parameters; drops the cached inference graphs, which copied the old ones.
     pub fn params_mut(&mut self) -> &mut [Param] {
+        self.inference.clear();
         &mut self.params
     }
 
@@ -446,6 +476,11 @@ impl Graph {
                 self.inputs.len(),
                 inputs.len()
             )));
+        }
+        if self.inference_only && opts.mode == Mode::Train {
+            return Err(GraphError::Other(
+                "this graph was fused for inference (batch norms folded) and cannot run in training mode".into(),
+            ));
         }
         let mut values: Vec<Option<Tensor>> = vec![None; self.values.len()];
         for (&id, t) in self.inputs.iter().zip(inputs) {
@@ -542,6 +577,7 @@ impl Graph {
 
     /// Writes the running statistics a training pass computed into the batch norm buffers.
     pub fn apply_running_stats(&mut self, pass: &mut ForwardPass) {
+        self.inference.clear();
         for (pm, pv, mean, var) in pass.running_updates.drain(..) {
             self.params[pm].tensor = mean;
             self.params[pv].tensor = var;

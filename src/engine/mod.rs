@@ -1,6 +1,7 @@
 //! The CNN engine: tensors, ops, graphs, gradients, losses and optimisers. No UI, no files.
 
 pub mod error;
+pub mod fuse;
 pub mod gemm;
 pub mod gradcheck;
 pub mod graph;

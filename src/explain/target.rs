@@ -3,6 +3,7 @@
 //! For a model with a single logit, class 1 is the logit and class 0 its negation.
 
 use super::{ExplainError, ExplainResult};
+use crate::engine::fuse::{InferenceGraph, names_of};
 use crate::engine::graph::ValueId;
 use crate::engine::ops::Activation;
 use crate::engine::{
@@ -205,9 +206,36 @@ impl<'g> Explainer<'g> {
         Ok(Scored { pass, logits })
     }
 
-    /// Logits of every item of `x`, `(n, logits)` row-major.
+    /// Logits of every item of `x`, `(n, logits)` row-major (on the inference graph).
     pub fn logits(&self, x: &Tensor) -> ExplainResult<Vec<f32>> {
-        Ok(self.run(x, Keep::Outputs)?.logits)
+        let fast = self.fast_graph(&[])?;
+        let head = self.fast_id(&fast, self.head.value)?;
+        let opts = ForwardOptions {
+            keep: Keep::Values(vec![head]),
+            ..ForwardOptions::eval()
+        };
+        let pass = fast.forward(std::slice::from_ref(x), &opts)?;
+        Ok(pass
+            .get(head)
+            .ok_or_else(|| ExplainError::invalid("the forward pass lost the logits"))?
+            .data()
+            .to_vec())
+    }
+
+    /// The inference rewrite of the graph (cached on the graph) keeping `values` and the
+    /// logits under their names.
+    fn fast_graph(&self, values: &[ValueId]) -> ExplainResult<InferenceGraph<'g>> {
+        let mut names = names_of(self.graph, values);
+        names.push(self.graph.value(self.head.value).name.clone());
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(self.graph.inference(&refs)?)
+    }
+
+    /// The id in `fast` of the value `v` of the original graph (kept values only).
+    fn fast_id(&self, fast: &Graph, v: ValueId) -> ExplainResult<ValueId> {
+        let name = &self.graph.value(v).name;
+        fast.value_id(name)
+            .ok_or_else(|| ExplainError::invalid(format!("internal: '{name}' was fused away")))
     }
 
     /// Resolves `target` for a single image.
@@ -225,26 +253,46 @@ impl<'g> Explainer<'g> {
         resolved: Option<ResolvedTarget>,
         values: &[ValueId],
     ) -> ExplainResult<(Scored, Gradients, ResolvedTarget)> {
-        let scored = self.run(x, Keep::All)?;
+        // Runs on the inference graph keeping `values`; the pass and the gradients are handed
+        // back under the original graph's ids.
+        let fast = self.fast_graph(values)?;
+        let head = self.fast_id(&fast, self.head.value)?;
+        let pass = fast.forward(
+            std::slice::from_ref(x),
+            &ForwardOptions::eval_for_backward(),
+        )?;
+        let logits_t = pass
+            .get(head)
+            .ok_or_else(|| ExplainError::invalid("the forward pass lost the logits"))?;
+        let logits = logits_t.data().to_vec();
+        let shape = logits_t.shape().to_vec();
         let t = match resolved {
             Some(t) => t,
             None => self
                 .head
-                .resolve(target.unwrap_or_default(), scored.item(0, self.head.logits))?,
+                .resolve(target.unwrap_or_default(), &logits[..self.head.logits])?,
         };
-        let shape = scored
-            .pass
-            .get(self.head.value)
-            .map(|v| v.shape().to_vec())
-            .unwrap_or_default();
         let seed = self.head.seed(&t, &shape)?;
+        let fast_values = values
+            .iter()
+            .map(|&v| self.fast_id(&fast, v))
+            .collect::<ExplainResult<Vec<_>>>()?;
         let req = BackwardRequest {
-            seeds: vec![(self.head.value, seed)],
+            seeds: vec![(head, seed)],
             param_grads: false,
-            value_grads: values.to_vec(),
+            value_grads: fast_values,
         };
-        let grads = self.graph.backward(&scored.pass, &req)?;
-        Ok((scored, grads, t))
+        let fast_grads = fast.backward(&pass, &req)?;
+        let grads = Gradients {
+            values: fast_grads
+                .values
+                .into_iter()
+                .filter_map(|(id, g)| self.graph.value_id(&fast.value(id).name).map(|o| (o, g)))
+                .collect(),
+            params: vec![None; self.graph.params().len()],
+        };
+        let pass = pass.renamed(&fast, self.graph);
+        Ok((Scored { pass, logits }, grads, t))
     }
 
     /// The target class probability of every item of `x` (batched evaluation, no gradients).

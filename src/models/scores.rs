@@ -5,7 +5,10 @@ use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
 
 /// The first output of one evaluation-mode forward pass, flattened: `[n · scores]` for an
 /// input batch of n.
+/// Runs on the graph's inference rewrite (batch norms folded, activations fused; built once and
+/// cached on the graph).
 pub fn scores(graph: &Graph, input: &Tensor) -> Result<Vec<f32>, String> {
+    let graph = graph.inference(&[]).map_err(|e| e.to_string())?;
     let out = *graph.outputs().first().ok_or("the model has no output")?;
     let opts = ForwardOptions {
         keep: Keep::Outputs,

@@ -46,6 +46,65 @@ pub struct Conv2dSpec {
     pub groups: usize,
 }
 
+/// An element-wise activation applied to a convolution's output in the same pass (inference
+/// graphs made by `engine::fuse`). Only activations whose derivative can be read from the
+/// output are allowed, so that backward through the fused op stays exact without keeping the
+/// pre-activation values.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FusedActivation {
+    Relu,
+    /// min(max(x, min), max) with `min < max` (ReLU6 is 0..6).
+    Clip {
+        min: f32,
+        max: f32,
+    },
+}
+
+impl FusedActivation {
+    /// The clamp bounds `(lo, hi)` of the activation.
+    fn bounds(self) -> (f32, f32) {
+        match self {
+            FusedActivation::Relu => (0.0, f32::INFINITY),
+            FusedActivation::Clip { min, max } => (min, max),
+        }
+    }
+
+    /// act(z) for one element: the same expression as `Activation::apply` so that fused and
+    /// unfused graphs agree bit for bit on the activation.
+    #[inline(always)]
+    pub fn apply(self, z: f32) -> f32 {
+        match self {
+            FusedActivation::Relu => z.max(0.0),
+            FusedActivation::Clip { min, max } => z.max(min).min(max),
+        }
+    }
+
+    /// act'(z) read from y = act(z): for ReLU z > 0 ⇔ y > 0; for Clip z ∈ (min, max) ⇔
+    /// y ∈ (min, max). Matches `Activation::derivative` (0 at the kinks).
+    #[inline(always)]
+    pub fn passes(self, y: f32) -> bool {
+        let (lo, hi) = self.bounds();
+        y > lo && y < hi
+    }
+
+    /// The activation this one fuses.
+    pub fn activation(self) -> super::activation::Activation {
+        match self {
+            FusedActivation::Relu => super::activation::Activation::Relu,
+            FusedActivation::Clip { min, max } => super::activation::Activation::Clip { min, max },
+        }
+    }
+}
+
+/// A convolution with its (optional) activation fused: inference graphs only. Batch norm and
+/// zero padding are folded into the convolution's weights, bias and `conv.padding` by the
+/// rewrite, so they need no field here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FusedConvSpec {
+    pub conv: Conv2dSpec,
+    pub activation: Option<FusedActivation>,
+}
+
 /// Every size a kernel needs, derived once from validated shapes.
 #[derive(Clone, Copy, Debug)]
 struct Geom {
@@ -407,17 +466,72 @@ pub fn forward(
     w: &Tensor,
     b: Option<&Tensor>,
 ) -> Result<Tensor, OpError> {
+    forward_fused(spec, None, x, w, b)
+}
+
+/// y `[n, c_out, oh, ow]` = act(conv(x, w) + b): [`forward`] with the activation applied in the
+/// bias pass (GEMM paths) or per output row (depthwise) instead of a separate op.
+pub fn forward_fused(
+    spec: &Conv2dSpec,
+    act: Option<FusedActivation>,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor, OpError> {
     let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
     if g.is_depthwise() {
-        depthwise_forward(&g, x.data(), w.data(), b.map(|b| b.data()), y.data_mut());
+        depthwise_forward(
+            &g,
+            x.data(),
+            w.data(),
+            b.map(|b| b.data()),
+            act,
+            y.data_mut(),
+        );
     } else {
         gemm_forward(&g, x.data(), w.data(), y.data_mut());
-        if let Some(b) = b {
-            add_bias(&g, b.data(), y.data_mut());
+        if b.is_some() || act.is_some() {
+            add_bias(&g, b.map(|b| b.data()), act, y.data_mut());
         }
     }
     Ok(y)
+}
+
+/// Backward of [`forward_fused`]: the activation's derivative is read from the output `y`
+/// (see [`FusedActivation::passes`]), then the convolution's [`backward`] runs on the masked
+/// gradient. Returns `[d_x, grad_w, grad_b]` like [`backward`].
+pub fn backward_fused(
+    spec: &FusedConvSpec,
+    x: &Tensor,
+    w: &Tensor,
+    has_bias: bool,
+    y: &Tensor,
+    d_y: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>, OpError> {
+    let Some(act) = spec.activation else {
+        return backward(&spec.conv, x, w, has_bias, d_y, needs);
+    };
+    if y.shape() != d_y.shape() {
+        op_bail!(
+            "gradient shape {:?} does not match output shape {:?}",
+            d_y.shape(),
+            y.shape()
+        );
+    }
+    let mut d_z = d_y.clone(); // (n, c_out, oh, ow)
+    d_z.data_mut()
+        .par_chunks_mut(1 << 14)
+        .zip(y.data().par_chunks(1 << 14))
+        .for_each(|(dz, yc)| {
+            for (d, &yv) in dz.iter_mut().zip(yc) {
+                if !act.passes(yv) {
+                    *d = 0.0;
+                }
+            }
+        });
+    backward(&spec.conv, x, w, has_bias, &d_z, needs)
 }
 
 /// Forward of every group of every item as GEMMs: y_g `(og, P)` = W_g `(og, K)` @ col `(K, P)`.
@@ -467,11 +581,35 @@ fn forward_item(
     }
 }
 
-/// y `(n, c_out, P)` += b `(c_out)`.
-fn add_bias(g: &Geom, b: &[f32], y: &mut [f32]) {
-    for (i, plane) in y.chunks_exact_mut(g.p()).enumerate() {
-        let bv = b[i % g.c_out];
-        plane.iter_mut().for_each(|v| *v += bv);
+/// y `(n, c_out, P)` = act(y + b) with b `(c_out)` (zero when absent); parallel over planes.
+fn add_bias(g: &Geom, b: Option<&[f32]>, act: Option<FusedActivation>, y: &mut [f32]) {
+    let planes_per_task = (ELEMENTWISE_TASK / g.p().max(1)).max(1);
+    y.par_chunks_mut(g.p() * planes_per_task)
+        .enumerate()
+        .for_each(|(t, planes)| {
+            for (i, plane) in planes.chunks_exact_mut(g.p()).enumerate() {
+                let bv = b.map_or(0.0, |b| b[(t * planes_per_task + i) % g.c_out]);
+                bias_act_row(plane, bv, act);
+            }
+        });
+}
+
+/// Elements per rayon task of the bias / activation epilogue: below this, splitting costs more
+/// than it saves at batch 1.
+const ELEMENTWISE_TASK: usize = 1 << 14;
+
+/// row = act(row + bias), vectorised (the clamp compiles to min/max instructions).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn bias_act_row(row: &mut [f32], bias: f32, act: Option<FusedActivation>) {
+    match act {
+        None => row.iter_mut().for_each(|v| *v += bias),
+        Some(FusedActivation::Relu) => row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
+        Some(FusedActivation::Clip { min, max }) => row
+            .iter_mut()
+            .for_each(|v| *v = (*v + bias).max(min).min(max)),
     }
 }
 
@@ -480,7 +618,14 @@ fn add_bias(g: &Geom, b: &[f32], y: &mut [f32]) {
 /// Each input plane is first copied into a zero-padded scratch plane (and, for strides above
 /// one, split into column phases), so that every tap of every output reads in range and the
 /// inner loops are branch-free, contiguous and vectorisable.
-fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+fn depthwise_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    act: Option<FusedActivation>,
+    y: &mut [f32],
+) {
     let plane_in = g.h * g.w;
     let ks = g.kh * g.kw;
     let m = g.og; // channel multiplier
@@ -506,7 +651,7 @@ fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut 
                 pad_plane(x_c, g, &pd, padded); // (pd.h, pd.w)
                 &padded[..]
             };
-            depthwise_plane(g, &pd, src, w_c, bias, y_p);
+            depthwise_plane(g, &pd, src, w_c, bias, act, y_p);
         },
     );
 }
@@ -581,6 +726,7 @@ fn depthwise_plane(
     src: &[f32],
     w_c: &[f32],
     bias: f32,
+    act: Option<FusedActivation>,
     y_p: &mut [f32],
 ) {
     let ow = g.ow;
@@ -611,6 +757,14 @@ fn depthwise_plane(
                         *o += wv * v;
                     }
                 }
+            }
+        }
+        // the epilogue while the row is still in L1
+        match act {
+            None => {}
+            Some(FusedActivation::Relu) => yrow.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Some(FusedActivation::Clip { min, max }) => {
+                yrow.iter_mut().for_each(|v| *v = v.max(min).min(max))
             }
         }
     }
@@ -1170,6 +1324,26 @@ mod tests {
             for r in 0..k {
                 prop_assert_eq!(&got[r * cols..(r + 1) * cols], &col[r * p + oy0 * g.ow..(r + 1) * p]);
             }
+        }
+
+        #[test]
+        fn fused_forward_matches_naive_then_activation((s, xs, ws) in geometry_strategy(), bias: bool,
+                                                      which in 0usize..3, seed in 0u64..1000) {
+            let act = [
+                None,
+                Some(FusedActivation::Relu),
+                Some(FusedActivation::Clip { min: -0.2, max: 0.3 }),
+            ][which];
+            let x = test_tensor(&xs, seed);
+            let w = test_tensor(&ws, seed + 1);
+            let b = bias.then(|| test_tensor(&[ws[0]], seed + 2));
+            let fast = forward_fused(&s, act, &x, &w, b.as_ref()).unwrap();
+            let z = forward_naive(&s, &x, &w, b.as_ref()).unwrap();
+            let slow = match act {
+                Some(a) => z.map(|v| a.activation().apply(v)),
+                None => z,
+            };
+            assert_close("fused forward", &fast, &slow)?;
         }
 
         #[test]

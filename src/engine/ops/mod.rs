@@ -20,7 +20,7 @@ pub mod shape;
 use serde::{Deserialize, Serialize};
 
 pub use activation::Activation;
-pub use conv::{Conv2dSpec, Padding2d};
+pub use conv::{Conv2dSpec, FusedActivation, FusedConvSpec, Padding2d};
 pub use elementwise::BinaryOp;
 pub use linear::GemmSpec;
 pub use norm::BatchNormSpec;
@@ -35,6 +35,10 @@ use super::tensor::Tensor;
 pub enum Op {
     /// Inputs: x `[n, c_in, h, w]`, weight `[c_out, c_in / groups, kh, kw]`, optional bias `[c_out]`.
     Conv2d(Conv2dSpec),
+    /// A convolution with batch norm and zero padding folded in and an optional ReLU / Clip on
+    /// its output; made only by `engine::fuse` for inference graphs (never in training graphs
+    /// or checkpoints). Inputs as `Conv2d`.
+    FusedConv2d(FusedConvSpec),
     /// Inputs: x `[n, c, h, w]`, gamma `[c]`, beta `[c]`, running_mean `[c]`, running_var `[c]`.
     BatchNorm2d(BatchNormSpec),
     /// Element-wise activation. Input: x (any shape).
@@ -135,6 +139,7 @@ impl Op {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Op::Conv2d(_) => "Conv2d",
+            Op::FusedConv2d(_) => "FusedConv2d",
             Op::BatchNorm2d(_) => "BatchNorm2d",
             Op::Activation(a) => a.name(),
             Op::MaxPool2d(_) => "MaxPool2d",
@@ -157,7 +162,7 @@ impl Op {
     /// The allowed number of inputs.
     pub fn arity(&self) -> (usize, usize) {
         match self {
-            Op::Conv2d(_) => (2, 3),
+            Op::Conv2d(_) | Op::FusedConv2d(_) => (2, 3),
             Op::BatchNorm2d(_) => (5, 5),
             Op::Gemm(_) => (2, 3),
             Op::MatMul | Op::Binary(_) => (2, 2),
@@ -185,6 +190,7 @@ impl Op {
         let x = inputs[0];
         match self {
             Op::Conv2d(s) => conv::output_shape(s, x, inputs[1], inputs.get(2).copied()),
+            Op::FusedConv2d(s) => conv::output_shape(&s.conv, x, inputs[1], inputs.get(2).copied()),
             Op::BatchNorm2d(_) => norm::output_shape(x, &inputs[1..]),
             Op::Activation(_) | Op::Dropout { .. } | Op::Identity => Ok(x.to_vec()),
             Op::Softmax { axis } => shape::check_axis(*axis, x).map(|_| x.to_vec()),
@@ -211,6 +217,13 @@ impl Op {
             Op::Conv2d(s) => {
                 OpOutput::plain(conv::forward(s, x, inputs[1], inputs.get(2).copied())?)
             }
+            Op::FusedConv2d(s) => OpOutput::plain(conv::forward_fused(
+                &s.conv,
+                s.activation,
+                x,
+                inputs[1],
+                inputs.get(2).copied(),
+            )?),
             Op::BatchNorm2d(s) => {
                 let (y, mean, inv_std, running) =
                     norm::forward(s, x, inputs[1], inputs[2], inputs[3], inputs[4], training)?;
@@ -288,6 +301,9 @@ impl Op {
         let only_x = |d_x: Tensor| vec![Some(d_x)];
         Ok(match self {
             Op::Conv2d(s) => conv::backward(s, x, inputs[1], inputs.len() > 2, d_y, needs)?,
+            Op::FusedConv2d(s) => {
+                conv::backward_fused(s, x, inputs[1], inputs.len() > 2, y, d_y, needs)?
+            }
             Op::BatchNorm2d(s) => {
                 let Saved::BatchNorm { mean, inv_std } = saved else {
                     crate::op_bail!("batch norm backward without saved statistics");
@@ -338,7 +354,7 @@ impl Op {
     pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
         let out: u64 = output.iter().map(|&d| d as u64).product();
         match self {
-            Op::Conv2d(_) => {
+            Op::Conv2d(_) | Op::FusedConv2d(_) => {
                 // each output element reads (c_in / groups) * kh * kw weights
                 let w = inputs.get(1).copied().unwrap_or(&[]);
                 out * w.iter().skip(1).map(|&d| d as u64).product::<u64>()
