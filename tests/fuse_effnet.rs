@@ -1,0 +1,93 @@
+//! The inference rewrite (`engine::fuse`) on EfficientNet-Lite0 as imported from ONNX: the fused
+//! graph computes the same logits, the same input gradient of a logit (what saliency and
+//! Grad-CAM take) and the same kept activation (Grad-CAM's layer) as the imported graph.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use convscope::engine::fuse::fuse_for_inference;
+use convscope::engine::gradcheck::test_tensor;
+use convscope::engine::{BackwardRequest, ForwardOptions, Graph, Tensor};
+
+/// Grad-CAM's default layer on this model.
+const LAYER: &str = "/_head_act/Clip_output_0";
+
+fn model() -> Graph {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/models/efficientnet_lite0.onnx");
+    assert!(
+        path.exists(),
+        "this test needs the shared model {} (the ../shared data directory is missing)",
+        path.display()
+    );
+    let m = convscope::models::onnx::import_onnx(&path).unwrap();
+    Graph::from_def(m.def).unwrap()
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let diff = a
+        .data()
+        .iter()
+        .zip(b.data())
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    diff / b.max_abs()
+}
+
+/// (logits, kept layer, d logit[class] / d input) of one forward and backward pass.
+fn run(g: &Graph, x: &Tensor, class: usize) -> (Tensor, Tensor, Tensor) {
+    let pass = g
+        .forward(
+            std::slice::from_ref(x),
+            &ForwardOptions::eval_for_backward(),
+        )
+        .unwrap();
+    let out = g.outputs()[0];
+    let logits = g.lookup(&pass, out).unwrap().clone();
+    let layer = g.lookup(&pass, g.value_id(LAYER).unwrap()).unwrap().clone();
+    let mut seed = Tensor::zeros(logits.shape());
+    seed.data_mut()[class] = 1.0;
+    let input = g.inputs()[0];
+    let req = BackwardRequest {
+        seeds: vec![(out, seed)],
+        param_grads: false,
+        value_grads: vec![input],
+    };
+    let mut grads = g.backward(&pass, &req).unwrap();
+    (logits, layer, grads.values.remove(&input).unwrap())
+}
+
+#[test]
+fn fused_effnet_matches_the_imported_graph() {
+    let g = model();
+    let (f, report) = fuse_for_inference(&g, &[LAYER]).unwrap();
+    // every conv of the model carries a batch norm and most a ReLU6; the TF-style convs an
+    // explicit Pad
+    assert!(report.batch_norms >= 40, "{report:?}");
+    assert!(report.activations >= 30, "{report:?}");
+    assert!(report.pads >= 4, "{report:?}");
+    assert!(f.nodes().len() < g.nodes().len() / 2);
+
+    // an image-like input: standardised values in about [-2, 2]
+    let x = test_tensor(&[1, 3, 224, 224], 3).map(|v| 2.0 * v);
+    let (y0, l0, gx0) = run(&g, &x, 285);
+    let (y1, l1, gx1) = run(&f, &x, 285);
+    assert!(
+        rel_err(&y1, &y0) <= 1e-5,
+        "logits differ by {}",
+        rel_err(&y1, &y0)
+    );
+    assert!(
+        rel_err(&l1, &l0) <= 1e-5,
+        "kept layer differs by {}",
+        rel_err(&l1, &l0)
+    );
+    assert!(gx0.max_abs() > 0.0);
+    assert!(
+        rel_err(&gx1, &gx0) <= 1e-4,
+        "input gradients differ by {}",
+        rel_err(&gx1, &gx0)
+    );
+}
