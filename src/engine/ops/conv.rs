@@ -630,16 +630,23 @@ fn depthwise_forward(
     let ks = g.kh * g.kw;
     let m = g.og; // channel multiplier
     let pd = PaddedDims::of(g);
+    let flat = g.sh == 1 && g.sw == 1;
     y.par_chunks_exact_mut(g.p()).enumerate().for_each_init(
         || {
             let (padded, phases) = if g.sw > 1 {
                 (0, g.sw * pd.h * pd.phase_len)
             } else {
-                (pd.h * pd.w, 0)
+                // the flat kernel's last taps read up to (kw − 1)·dw past the plane
+                (pd.h * pd.w + (g.kw - 1) * g.dw, 0)
             };
-            (vec![0.0f32; padded], vec![0.0f32; phases])
+            let acc = if flat { flat_block_rows(&pd) * pd.w } else { 0 };
+            (
+                vec![0.0f32; padded],
+                vec![0.0f32; phases],
+                vec![0.0f32; acc],
+            )
         },
-        |(padded, phases), (idx, y_p)| {
+        |(padded, phases, acc), (idx, y_p)| {
             let (ni, co) = (idx / g.c_out, idx % g.c_out);
             let x_c = &x[(ni * g.c_in + co / m) * plane_in..][..plane_in]; // (h, w)
             let w_c = &w[co * ks..][..ks]; // (kh, kw)
@@ -648,10 +655,14 @@ fn depthwise_forward(
                 pad_split_phases(x_c, g, &pd, phases); // (sw, pd.h, phase_len)
                 &phases[..]
             } else {
-                pad_plane(x_c, g, &pd, padded); // (pd.h, pd.w)
+                pad_plane(x_c, g, &pd, padded); // (pd.h, pd.w) + zero tail
                 &padded[..]
             };
-            depthwise_plane(g, &pd, src, w_c, bias, act, y_p);
+            if flat {
+                depthwise_plane_flat(g, &pd, src, w_c, bias, act, acc, y_p);
+            } else {
+                depthwise_plane(g, &pd, src, w_c, bias, act, y_p);
+            }
         },
     );
 }
@@ -694,20 +705,111 @@ fn pad_plane(x_c: &[f32], g: &Geom, pd: &PaddedDims, padded: &mut [f32]) {
 /// taps read contiguously.
 fn pad_split_phases(x_c: &[f32], g: &Geom, pd: &PaddedDims, phases: &mut [f32]) {
     let sw = g.sw;
-    for r in 0..sw {
-        for row in 0..pd.h {
-            let dst = &mut phases[(r * pd.h + row) * pd.phase_len..][..pd.phase_len];
-            let Some(iy) = row.checked_sub(g.top).filter(|&iy| iy < g.h) else {
-                dst.fill(0.0);
-                continue;
-            };
-            let xrow = &x_c[iy * g.w..][..g.w];
-            for (j, d) in dst.iter_mut().enumerate() {
-                // padded column r + sw·j is input column r + sw·j − left
-                let col = (r + sw * j).wrapping_sub(g.left);
-                *d = if col < g.w { xrow[col] } else { 0.0 };
+    let len = pd.phase_len;
+    // one zero-padded row, long enough for every phase: (phase_len · sw)
+    let mut prow = vec![0.0f32; len * sw];
+    for row in 0..pd.h {
+        let Some(iy) = row.checked_sub(g.top).filter(|&iy| iy < g.h) else {
+            for r in 0..sw {
+                phases[(r * pd.h + row) * len..][..len].fill(0.0);
+            }
+            continue;
+        };
+        // padded column c is input column c − left
+        let end = (g.left + g.w).min(prow.len());
+        prow[g.left.min(end)..end].copy_from_slice(&x_c[iy * g.w..][..end - g.left.min(end)]);
+        if sw == 2 {
+            // the common stride: one de-interleaving pass over pairs (vectorisable)
+            let (even, odd) = phases.split_at_mut(pd.h * len);
+            let even = &mut even[row * len..][..len];
+            let odd = &mut odd[row * len..][..len];
+            for ((e, o), pair) in even
+                .iter_mut()
+                .zip(odd.iter_mut())
+                .zip(prow.chunks_exact(2))
+            {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            continue;
+        }
+        for r in 0..sw {
+            let dst = &mut phases[(r * pd.h + row) * len..][..len];
+            for (d, &v) in dst.iter_mut().zip(prow[r..].iter().step_by(sw)) {
+                *d = v;
             }
         }
+    }
+}
+
+/// Output rows per block of the flat stride-1 kernel: about 512 accumulators (2 KiB, in L1).
+fn flat_block_rows(pd: &PaddedDims) -> usize {
+    (512 / pd.w.max(1)).max(1)
+}
+
+/// One output plane `y_p` `(oh, ow)` of a stride-1 depthwise convolution from the padded plane
+/// `src` `(pd.h, pd.w)` (plus a zero tail), computed on "wide" rows: the accumulator row of
+/// output row oy covers all `pd.w` padded columns, so that a block of rows is one contiguous
+/// run and every tap is a single long multiply-add over it (no short-row remainders for 7- or
+/// 14-wide planes). The first `ow` columns of each wide row are the outputs.
+#[allow(clippy::too_many_arguments)]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn depthwise_plane_flat(
+    g: &Geom,
+    pd: &PaddedDims,
+    src: &[f32],
+    w_c: &[f32],
+    bias: f32,
+    act: Option<FusedActivation>,
+    acc: &mut [f32],
+    y_p: &mut [f32],
+) {
+    let rows = flat_block_rows(pd);
+    let mut oy0 = 0;
+    while oy0 < g.oh {
+        let nrows = rows.min(g.oh - oy0);
+        let acc = &mut acc[..nrows * pd.w]; // (nrows, pd.w)
+        acc.fill(bias);
+        for ki in 0..g.kh {
+            let base = (oy0 + ki * g.dh) * pd.w;
+            let wr = &w_c[ki * g.kw..][..g.kw];
+            let len = acc.len();
+            let tap = |kj: usize| &src[base + kj * g.dw..][..len];
+            if g.kw == 3 {
+                let (a, b, c) = (tap(0), tap(1), tap(2));
+                let (w0, w1, w2) = (wr[0], wr[1], wr[2]);
+                for (((o, &va), &vb), &vc) in acc.iter_mut().zip(a).zip(b).zip(c) {
+                    *o += w0 * va + w1 * vb + w2 * vc;
+                }
+            } else {
+                for (kj, &wv) in wr.iter().enumerate() {
+                    for (o, &v) in acc.iter_mut().zip(tap(kj)) {
+                        *o += wv * v;
+                    }
+                }
+            }
+        }
+        let out = &mut y_p[oy0 * g.ow..][..nrows * g.ow];
+        for (yrow, arow) in out.chunks_exact_mut(g.ow).zip(acc.chunks_exact(pd.w)) {
+            let arow = &arow[..g.ow];
+            match act {
+                None => yrow.copy_from_slice(arow),
+                Some(FusedActivation::Relu) => {
+                    for (o, &v) in yrow.iter_mut().zip(arow) {
+                        *o = v.max(0.0);
+                    }
+                }
+                Some(FusedActivation::Clip { min, max }) => {
+                    for (o, &v) in yrow.iter_mut().zip(arow) {
+                        *o = v.max(min).min(max);
+                    }
+                }
+            }
+        }
+        oy0 += nrows;
     }
 }
 
@@ -1344,6 +1446,18 @@ mod tests {
                 None => z,
             };
             assert_close("fused forward", &fast, &slow)?;
+        }
+
+        /// The depthwise kernels (flat stride 1, phase-split stride 2 and above) on
+        /// MobileNet-like shapes, against the naive definition.
+        #[test]
+        fn depthwise_paths_match_naive(c in 1usize..6, m in 1usize..3, k in 1usize..6, (sh, sw) in (1usize..3, 1usize..4),
+                                       p in 0usize..3, d in 1usize..3, (h, w) in (6usize..20, 6usize..20),
+                                       bias: bool, seed in 0u64..1000) {
+            let span = d * (k - 1) + 1;
+            prop_assume!(h + 2 * p >= span && w + 2 * p >= span);
+            let s = spec([sh, sw], Padding2d::uniform(p), [d, d], c);
+            check_fast_vs_naive(&s, [1, c, h, w], [c * m, 1, k, k], bias, seed)?;
         }
 
         #[test]
