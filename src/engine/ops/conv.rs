@@ -293,12 +293,8 @@ fn im2col_rows(x_g: &[f32], g: &Geom, rows: std::ops::Range<usize>, col_block: &
     }
 }
 
-/// Adds one column-matrix row (`(oh, ow)`) back into its input channel plane `dx_c` (`(h, w)`).
-fn col2im_row(row: &[f32], ki: usize, kj: usize, g: &Geom, dx_c: &mut [f32]) {
-    col2im_row_range(row, ki, kj, g, 0..g.oh, dx_c);
-}
-
-/// [`col2im_row`] for the output rows `rows` only: `row` is `(rows.len(), ow)`.
+/// Adds the rows `rows` of one column-matrix row (`row` is `(rows.len(), ow)`, kernel position
+/// (ki, kj)) back into its input channel plane `dx_c` (`(h, w)`).
 fn col2im_row_range(
     row: &[f32],
     ki: usize,
@@ -340,24 +336,6 @@ fn col2im_rows(col_block: &[f32], g: &Geom, rows: std::ops::Range<usize>, dx_g: 
         let (c, kk) = (r / (g.kh * g.kw), r % (g.kh * g.kw));
         let dx_c = &mut dx_g[c * plane..][..plane];
         col2im_row_range(row, kk / g.kw, kk % g.kw, g, rows.clone(), dx_c);
-    }
-}
-
-/// dx_g `(cg, h, w)` += col2im(col `(cg*kh*kw, oh*ow)`); parallel over channels, which own
-/// disjoint planes.
-fn col2im(col: &[f32], g: &Geom, dx_g: &mut [f32], par: Parallelism) {
-    let plane = g.h * g.w;
-    let rows_per_c = g.kh * g.kw * g.p();
-    let add = |(c, dx_c): (usize, &mut [f32])| {
-        let rows = &col[c * rows_per_c..][..rows_per_c];
-        for (kk, row) in rows.chunks_exact(g.p()).enumerate() {
-            col2im_row(row, kk / g.kw, kk % g.kw, g, dx_c);
-        }
-    };
-    if par == Parallelism::Rayon {
-        dx_g.par_chunks_exact_mut(plane).enumerate().for_each(add);
-    } else {
-        dx_g.chunks_exact_mut(plane).enumerate().for_each(add);
     }
 }
 
@@ -731,7 +709,7 @@ pub fn backward(
         let mut d_x = Tensor::try_zeros(x.shape())?; // (n, c_in, h, w)
         if g.is_depthwise() {
             depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
-        } else if !g.is_pointwise() && batch_plan(g.n).0 > 1 {
+        } else if !g.is_pointwise() {
             backward::scatter_backward_x_blocked(
                 &g,
                 wd,
@@ -740,7 +718,7 @@ pub fn backward(
                 backward::BLOCK_FLOATS,
             );
         } else {
-            gemm_backward_x(&g, wd, dyd, d_x.data_mut());
+            pointwise_backward_x(&g, wd, dyd, d_x.data_mut());
         }
         Some(d_x)
     } else {
@@ -775,29 +753,20 @@ fn bias_grad(g: &Geom, d_y: &[f32]) -> Tensor {
         .unwrap_or_else(|_| unreachable!("bias gradient has c_out elements"))
 }
 
-/// d_x via GEMM: dcol `(K, P)` = W_gᵀ `(K, og)` @ dy_g `(og, P)`, then col2im.
-fn gemm_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
+/// d_x of a pointwise convolution (1x1, stride 1, unpadded), where the input plane is the
+/// column matrix: dx_g `(cg, P)` = W_gᵀ `(cg, og)` @ dy_g `(og, P)`.
+fn pointwise_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     let (chunks, par) = batch_plan(g.n);
     let per = items_per_chunk(g.n, chunks);
     let (k, p) = (g.k(), g.p());
     let run = |(ci, dx_chunk): (usize, &mut [f32])| {
-        let mut dcol = if g.is_pointwise() {
-            Vec::new()
-        } else {
-            vec![0.0f32; k * p]
-        }; // (K, P)
         for (i, dx_item) in dx_chunk.chunks_exact_mut(g.x_item()).enumerate() {
             let dy_item = &d_y[(ci * per + i) * g.y_item()..][..g.y_item()];
             for grp in 0..g.groups {
                 let w_g = MatRef::row_major(&w[grp * g.og * k..][..g.og * k], g.og, k); // (og, K)
                 let dy_g = MatRef::row_major(&dy_item[grp * g.og * p..][..g.og * p], g.og, p);
-                let dx_g = &mut dx_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w]; // (cg, h, w)
-                if g.is_pointwise() {
-                    sgemm(1.0, w_g.t(), dy_g, 0.0, dx_g, par);
-                } else {
-                    sgemm(1.0, w_g.t(), dy_g, 0.0, &mut dcol, par);
-                    col2im(&dcol, g, dx_g, par);
-                }
+                let dx_g = &mut dx_item[grp * g.cg * p..][..g.cg * p]; // (cg, P)
+                sgemm(1.0, w_g.t(), dy_g, 0.0, dx_g, par);
             }
         }
     };
@@ -1254,7 +1223,7 @@ mod tests {
     }
 
     /// The smile CNN's layer shapes (scaled down) at batch 1 and 3, with a bias: every d_x
-    /// path (full column matrix, blocked col2im) and the blocked grad_w against the naive loops.
+    /// path (blocked col2im on one or more threads) and the blocked grad_w against the naive loops.
     #[test]
     fn smile_like_geometries_match_naive() {
         let cases = [
