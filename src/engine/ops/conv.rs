@@ -709,6 +709,8 @@ pub fn backward(
         let mut d_x = Tensor::try_zeros(x.shape())?; // (n, c_in, h, w)
         if g.is_depthwise() {
             depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
+        } else if !g.is_pointwise() && backward::prefers_direct(&g) {
+            backward::direct_backward_x(&g, wd, dyd, d_x.data_mut());
         } else if !g.is_pointwise() {
             backward::scatter_backward_x_blocked(
                 &g,
@@ -1196,6 +1198,30 @@ mod tests {
                 backward::scatter_backward_x_blocked(&g, w.data(), dy.data(), &mut got, block_floats)
             });
             assert_close("blocked d_x", &Tensor::new(xs.to_vec(), got).unwrap(), &want)?;
+        }
+
+        /// The direct stride-1 d_x kernel on every geometry it applies to (any kernel size,
+        /// dilation, groups, channel counts that leave partial channel blocks and partial
+        /// pixel tiles), on one and two threads, against the naive d_x.
+        #[test]
+        fn direct_d_x_matches_naive((s, xs, ws) in geometry_strategy(), seed in 0u64..1000,
+                                    wide in 0usize..40, threads in 1usize..3) {
+            // stride 1, padding within the dilated kernel; some inputs wider than one tile
+            let [_, _, kh, kw] = ws;
+            let (span_h, span_w) = ((kh - 1) * s.dilation[0], (kw - 1) * s.dilation[1]);
+            let p = s.padding;
+            let s = spec([1, 1], pad(p.top.min(span_h), p.left.min(span_w), p.bottom, p.right),
+                         s.dilation, s.groups);
+            let xs = [xs[0], xs[1], xs[2] + span_h, xs[3] + span_w + wide];
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            prop_assert!(backward::direct_applies(&g));
+            let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
+            let dy = test_tensor(&g.output_shape(), seed + 2);
+            let [want, _, _] = backward_naive(&s, &x, &w, &dy).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut got = vec![f32::NAN; x.numel()]; // every element must be written
+            pool.install(|| backward::direct_backward_x(&g, w.data(), dy.data(), &mut got));
+            assert_close("direct d_x", &Tensor::new(xs.to_vec(), got).unwrap(), &want)?;
         }
 
         /// grad_w with column blocks of a few output rows (several blocks per image), on one
