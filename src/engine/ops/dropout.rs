@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{CHUNK, par_zip_map};
+use super::elementwise::CHUNK;
 use crate::engine::error::OpError;
 use crate::engine::tensor::Tensor;
 
@@ -22,34 +22,68 @@ fn uniform24(seed: u64, i: u64) -> u32 {
     (z >> 40) as u32
 }
 
-/// Mask of `n` elements: 0 with probability p, otherwise 1/(1-p).
-pub fn mask(p: f32, n: usize, seed: u64) -> Result<Vec<f32>, OpError> {
+/// `1/(1-p)` and the 24-bit threshold `ceil(p * 2^24)` below which an element is dropped
+/// (u / 2^24 >= p  <=>  u >= ceil(p * 2^24); the product is exact, a power-of-two scale).
+fn scale_and_threshold(p: f32) -> Result<(f32, u32), OpError> {
     if !(0.0..1.0).contains(&p) {
         crate::op_bail!("dropout probability must be in [0, 1), got {p}");
     }
-    let scale = 1.0 / (1.0 - p);
-    // u / 2^24 >= p  <=>  u >= ceil(p * 2^24) (the product is exact: a power-of-two scale)
-    let threshold = (p * (1u32 << 24) as f32).ceil() as u32;
+    Ok((1.0 / (1.0 - p), (p * (1u32 << 24) as f32).ceil() as u32))
+}
+
+/// Mask values of elements `start..start + m.len()`: 0 or `scale`. Compiled for AVX-512
+/// (with DQ: 64-bit multiplies in vector registers) and AVX2 as well, chosen at run time.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn fill_mask(seed: u64, start: u64, threshold: u32, scale: f32, m: &mut [f32]) {
+    for (j, v) in m.iter_mut().enumerate() {
+        *v = if uniform24(seed, start + j as u64) >= threshold {
+            scale
+        } else {
+            0.0
+        };
+    }
+}
+
+/// `y = a * b` element-wise, compiled for AVX-512 and AVX2 as well.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn mul_into(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+        *o = u * v;
+    }
+}
+
+/// Mask of `n` elements: 0 with probability p, otherwise 1/(1-p).
+pub fn mask(p: f32, n: usize, seed: u64) -> Result<Vec<f32>, OpError> {
+    let (scale, threshold) = scale_and_threshold(p)?;
     let mut m = vec![0.0f32; n];
     m.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| {
-        let start = (ci * CHUNK) as u64;
-        for (j, v) in chunk.iter_mut().enumerate() {
-            *v = if uniform24(seed, start + j as u64) >= threshold {
-                scale
-            } else {
-                0.0
-            };
-        }
+        fill_mask(seed, (ci * CHUNK) as u64, threshold, scale, chunk);
     });
     Ok(m)
 }
 
 /// Returns (y, mask) where mask holds 0 or 1/(1-p) per element; deterministic in `seed`.
+/// One parallel pass: each chunk's mask is made and applied while it is in cache.
 pub fn forward(p: f32, x: &Tensor, seed: u64) -> Result<(Tensor, Vec<f32>), OpError> {
-    let m = mask(p, x.numel(), seed)?;
-    // (same shape as x)
-    let y = Tensor::new(x.shape().to_vec(), par_zip_map(x.data(), &m, |v, k| v * k))?;
-    Ok((y, m))
+    let (scale, threshold) = scale_and_threshold(p)?;
+    let n = x.numel();
+    let mut m = vec![0.0f32; n];
+    let mut y = vec![0.0f32; n]; // (same shape as x)
+    m.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks_mut(CHUNK))
+        .zip(x.data().par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(ci, ((mc, yc), xc))| {
+            fill_mask(seed, (ci * CHUNK) as u64, threshold, scale, mc);
+            mul_into(xc, mc, yc);
+        });
+    Ok((Tensor::new(x.shape().to_vec(), y)?, m))
 }
 
 /// d_x = d_y * mask.
@@ -62,10 +96,11 @@ pub fn backward(mask: &[f32], d_y: &Tensor) -> Result<Tensor, OpError> {
             d_y.numel()
         );
     }
-    Tensor::new(
-        d_y.shape().to_vec(),
-        par_zip_map(d_y.data(), mask, |g, k| g * k),
-    )
+    let mut d_x = vec![0.0f32; mask.len()]; // (same shape as d_y)
+    d_x.par_chunks_mut(CHUNK)
+        .zip(d_y.data().par_chunks(CHUNK).zip(mask.par_chunks(CHUNK)))
+        .for_each(|(o, (g, k))| mul_into(g, k, o));
+    Tensor::new(d_y.shape().to_vec(), d_x)
 }
 
 #[cfg(test)]
@@ -98,6 +133,19 @@ mod tests {
         // element i does not depend on n (counter-based)
         assert_eq!(&mask(0.3, 100, 42).unwrap()[..], &a[..100]);
         assert!(mask(0.0, 50, 1).unwrap().iter().all(|&v| v == 1.0));
+    }
+
+    /// The fused forward returns exactly `mask` and `x * mask`, across chunk boundaries.
+    #[test]
+    fn forward_is_input_times_mask() {
+        let x = test_tensor(&[2, 3, CHUNK / 8 + 5, 9], 3);
+        let (y, m) = forward(0.25, &x, 77).unwrap();
+        assert_eq!(m, mask(0.25, x.numel(), 77).unwrap());
+        for ((&yv, &xv), &k) in y.data().iter().zip(x.data()).zip(&m) {
+            assert_eq!(yv.to_bits(), (xv * k).to_bits());
+        }
+        let d = backward(&m, &x).unwrap();
+        assert_eq!(d, y);
     }
 
     #[test]

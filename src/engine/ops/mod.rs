@@ -12,6 +12,7 @@ pub mod activation;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
+pub(crate) mod lanes;
 pub mod linear;
 pub mod norm;
 pub mod pool;

@@ -2,11 +2,12 @@
 //!
 //! Any x of rank >= 2 is seen as `(n, c, s)` with `s` the product of the trailing dims, so
 //! `[n, c, h, w]` (BatchNorm2d) and `[n, c]` (BatchNorm1d after Flatten) share one kernel.
-//! Statistics are accumulated in f64, two passes (mean, then squared deviations).
+//! Statistics: f32 lane sums per plane, merged across planes in f64 (see [`batch_stats`]).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::lanes;
 use super::shape::rows_per_task;
 
 use crate::engine::error::OpError;
@@ -44,23 +45,48 @@ pub fn output_shape(x: &[usize], params: &[&[usize]]) -> Result<Vec<usize>, OpEr
     Ok(x.to_vec())
 }
 
-/// Per-channel (mean, biased variance) of x `(n, c, s)`.
+/// Per-channel (mean, biased variance) of x `(n, c, s)`, in parallel over channels.
+///
+/// One read of x: each plane `(s)` is summed, then its squared deviations from its own (f32)
+/// mean are summed while it is still in cache (vectorised lane sums, [`lanes`]); the planes
+/// are merged in f64 in batch order, exactly: Σ (v − μ)² = Σ (v − a)² + 2d·Σ (v − a) + s·d² with
+/// a the plane's shift and d = a − μ. No catastrophic cancellation, deterministic.
 fn batch_stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f64>, Vec<f64>) {
     let count = (n * s) as f64;
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let planes = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
-            let sum: f64 = planes()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+            // per plane: (Σ v, shift a, Σ (v − a)²)
+            let planes: Vec<(f64, f64, f64)> = (0..n)
+                .map(|i| {
+                    let p = &x[(i * c + ch) * s..][..s];
+                    let sum = lanes::sum(p) as f64;
+                    let a = (sum / s as f64) as f32;
+                    (sum, a as f64, lanes::sum_sq_dev(p, a) as f64)
+                })
+                .collect();
+            let mean = planes.iter().map(|p| p.0).sum::<f64>() / count;
+            let sq: f64 = planes
+                .iter()
+                .map(|&(sum, a, sq)| {
+                    let d = a - mean;
+                    sq + 2.0 * d * (sum - s as f64 * a) + s as f64 * d * d
+                })
                 .sum();
-            let mean = sum / count;
-            let sq: f64 = planes()
-                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                .sum();
-            (mean, sq / count)
+            (mean, (sq / count).max(0.0))
         })
         .unzip()
+}
+
+/// `dst = src * k + b`, compiled for AVX-512 and AVX2 as well (run-time choice).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn affine_plane(src: &[f32], dst: &mut [f32], k: f32, b: f32) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = v * k + b;
+    }
 }
 
 /// `y = x * scale[ch] + shift[ch]` over x `(n, c, s)`, in parallel over planes.
@@ -75,10 +101,7 @@ fn affine_per_channel(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32
         .with_min_len(rows_per_task(s))
         .enumerate()
         .for_each(|(plane, (yp, xp))| {
-            let (k, b) = (scale[plane % c], shift[plane % c]);
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * k + b;
-            }
+            affine_plane(xp, yp, scale[plane % c], shift[plane % c]);
         });
     y
 }
@@ -156,7 +179,8 @@ pub fn forward(
     Ok((y, mean, inv_std, running))
 }
 
-/// Per-channel (Σ d_y, Σ d_y * x̂) with x̂ = (x - mean) * inv_std.
+/// Per-channel (Σ d_y, Σ d_y * x̂) with x̂ = (x - mean) * inv_std: vectorised lane sums per
+/// plane, planes added in f64 in batch order (deterministic), parallel over channels.
 fn grad_sums(
     x: &[f32],
     d_y: &[f32],
@@ -169,18 +193,28 @@ fn grad_sums(
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mu, is) = (mean[ch] as f64, inv_std[ch] as f64);
             let (mut sg, mut sgx) = (0.0f64, 0.0f64);
             for i in 0..n {
                 let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                for (&xv, &g) in x[r.clone()].iter().zip(&d_y[r]) {
-                    sg += g as f64;
-                    sgx += g as f64 * (xv as f64 - mu) * is;
-                }
+                let (g, gx) = lanes::sum_and_dot_dev(&d_y[r.clone()], &x[r], mean[ch]);
+                sg += g as f64;
+                sgx += gx as f64;
             }
-            (sg, sgx)
+            (sg, sgx * inv_std[ch] as f64)
         })
         .unzip()
+}
+
+/// Training d_x of one plane: `dst = a·d_y + b·(x − mu) + c0` (the batch-statistics gradient
+/// with its per-channel coefficients folded), compiled for AVX-512 and AVX2 as well.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn train_dx_plane(x: &[f32], d_y: &[f32], dst: &mut [f32], a: f32, b: f32, mu: f32, c0: f32) {
+    for ((o, &xv), &gy) in dst.iter_mut().zip(x).zip(d_y) {
+        *o = a * gy + b * (xv - mu) + c0;
+    }
 }
 
 /// Returns gradients for the five inputs `[d_x, grad_gamma, grad_beta, None, None]`.
@@ -234,15 +268,22 @@ pub fn backward(
                     .enumerate()
                     .for_each(|(plane, dst)| {
                         let ch = plane % c;
-                        let k = g[ch] as f64 * inv_std[ch] as f64 / m;
-                        let (mu, is) = (mean[ch] as f64, inv_std[ch] as f64);
+                        // k·(m·gy − Σg − x̂·Σgx̂) with k = γ·is/m and x̂ = (x − μ)·is
+                        let is = inv_std[ch] as f64;
+                        let k = g[ch] as f64 * is / m;
+                        let a = (k * m) as f32;
+                        let b = (-k * is * sum_gx[ch]) as f32;
+                        let c0 = (-k * sum_g[ch]) as f32;
                         let r = plane * s..(plane + 1) * s;
-                        for ((o, &xv), &gy) in
-                            dst.iter_mut().zip(&x.data()[r.clone()]).zip(&d_y.data()[r])
-                        {
-                            let xhat = (xv as f64 - mu) * is;
-                            *o = (k * (m * gy as f64 - sum_g[ch] - xhat * sum_gx[ch])) as f32;
-                        }
+                        train_dx_plane(
+                            &x.data()[r.clone()],
+                            &d_y.data()[r],
+                            dst,
+                            a,
+                            b,
+                            mean[ch],
+                            c0,
+                        );
                     });
             }
             d_x
@@ -303,6 +344,82 @@ mod tests {
         for shape in [&[3usize, 2, 3, 4][..], &[6, 5][..]] {
             for mode in [Mode::Train, Mode::Eval] {
                 assert_op_gradients(&op, &inputs(shape), &[true, true, true], mode, 1e-2);
+            }
+        }
+    }
+
+    /// Per-channel mean and biased variance by the textbook f64 two-pass definition.
+    fn stats_f64(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
+        let (n, c, s) = dims_ncs(x.shape()).unwrap();
+        let vals = |ch: usize| {
+            (0..n).flat_map(move |i| (0..s).map(move |j| x.data()[(i * c + ch) * s + j] as f64))
+        };
+        (0..c)
+            .map(|ch| {
+                let mean = vals(ch).sum::<f64>() / (n * s) as f64;
+                let var = vals(ch).map(|v| (v - mean).powi(2)).sum::<f64>() / (n * s) as f64;
+                (mean, var)
+            })
+            .unzip()
+    }
+
+    /// The lane-sum statistics against f64 two-pass sums, including a large offset (where a
+    /// one-pass Σx² − (Σx)²/m formula would cancel catastrophically) and odd plane sizes.
+    #[test]
+    fn batch_stats_match_f64_two_pass() {
+        for (shape, offset) in [
+            (&[4usize, 3, 17, 13][..], 0.0f32),
+            (&[3, 2, 64, 64][..], 1000.0),
+            (&[7, 5][..], -3.0),
+        ] {
+            let x = test_tensor(shape, 9).map(|v| v + offset);
+            let (n, c, s) = dims_ncs(x.shape()).unwrap();
+            let (mean, var) = batch_stats(x.data(), n, c, s);
+            let (want_mean, want_var) = stats_f64(&x);
+            for ch in 0..c {
+                let tol_m = 1e-6 * (1.0 + offset.abs() as f64);
+                assert!(
+                    (mean[ch] - want_mean[ch]).abs() <= tol_m,
+                    "{shape:?} mean {ch}"
+                );
+                assert!(
+                    (var[ch] - want_var[ch]).abs() <= 1e-4 * want_var[ch] + 1e-7,
+                    "{shape:?} var {ch}: {} vs {}",
+                    var[ch],
+                    want_var[ch]
+                );
+            }
+        }
+    }
+
+    /// The folded f32 training d_x against the textbook formula evaluated in f64.
+    #[test]
+    fn training_d_x_matches_f64_formula() {
+        let ins = inputs(&[3, 4, 9, 7]);
+        let (x, gamma) = (&ins[0], &ins[1]);
+        let (_, mean, inv_std, _) =
+            forward(&spec(), x, gamma, &ins[2], &ins[3], &ins[4], true).unwrap();
+        let dy = test_tensor(x.shape(), 21);
+        let got = backward(&spec(), x, gamma, &mean, &inv_std, &dy, &[true; 5], true).unwrap();
+        let d_x = got[0].as_ref().unwrap();
+        let (n, c, s) = dims_ncs(x.shape()).unwrap();
+        let m = (n * s) as f64;
+        for ch in 0..c {
+            let idx: Vec<usize> = (0..n)
+                .flat_map(|i| (0..s).map(move |j| (i * c + ch) * s + j))
+                .collect();
+            let (mu, is) = (mean[ch] as f64, inv_std[ch] as f64);
+            let xhat = |i: usize| (x.data()[i] as f64 - mu) * is;
+            let sg: f64 = idx.iter().map(|&i| dy.data()[i] as f64).sum();
+            let sgx: f64 = idx.iter().map(|&i| dy.data()[i] as f64 * xhat(i)).sum();
+            let k = gamma.data()[ch] as f64 * is / m;
+            for &i in &idx {
+                let want = k * (m * dy.data()[i] as f64 - sg - xhat(i) * sgx);
+                let diff = (d_x.data()[i] as f64 - want).abs();
+                assert!(
+                    diff <= 1e-5 * (1.0 + want.abs()),
+                    "ch {ch} elem {i}: {diff}"
+                );
             }
         }
     }

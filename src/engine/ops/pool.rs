@@ -185,6 +185,7 @@ pub fn max_forward(spec: &Pool2dSpec, x: &Tensor) -> Result<(Tensor, Vec<u32>), 
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0.0f32; out_shape.iter().product()];
     let mut arg = vec![0u32; y.len()];
+    let pairs = g.is_2x2_stride2();
     if !y.is_empty() {
         // (n * c, oh * ow) from (n * c, h * w)
         y.par_chunks_mut(ohw)
@@ -193,7 +194,7 @@ pub fn max_forward(spec: &Pool2dSpec, x: &Tensor) -> Result<(Tensor, Vec<u32>), 
             .with_min_len(rows_per_task(hw))
             .enumerate()
             .for_each(|(plane, ((yp, ap), xp))| {
-                if g.is_2x2_stride2() {
+                if pairs {
                     max_plane_2x2(&g, xp, plane * hw, yp, ap)
                 } else {
                     max_plane(&g, xp, plane * hw, yp, ap)
@@ -224,37 +225,40 @@ fn max_plane(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u3
 }
 
 /// `max_plane` for 2x2 windows at stride 2 that all lie inside the input (the classic VGG-style
-/// pooling): no window bookkeeping, two input rows zipped in pairs. Same winner rule: cells in
-/// row-major order, strictly greater wins, NaN wins.
+/// pooling): no window bookkeeping, two input rows zipped in pairs, the winner kept as a local
+/// cell number 0..4 by selects (no branches), so the loop vectorises. Same winner rule: cells
+/// in row-major order, strictly greater wins, NaN wins. Compiled for AVX-512 and AVX2 as well.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 fn max_plane_2x2(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u32]) {
+    let (w, ow) = (g.w, g.ow);
     for (oy, (yrow, arow)) in yp
-        .chunks_exact_mut(g.ow)
-        .zip(ap.chunks_exact_mut(g.ow))
+        .chunks_exact_mut(ow)
+        .zip(ap.chunks_exact_mut(ow))
         .enumerate()
     {
-        let (i0, i1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
-        let r0 = xp[i0..i0 + 2 * g.ow].chunks_exact(2);
-        let r1 = xp[i1..i1 + 2 * g.ow].chunks_exact(2);
+        let i0 = 2 * oy * w;
+        let r0 = &xp[i0..i0 + 2 * ow];
+        let r1 = &xp[i0 + w..i0 + w + 2 * ow];
+        // flat index of cell 0 of output ox is row0 + 2·ox; cell k adds (k >> 1)·w + (k & 1)
+        let row0 = (base + i0) as u32;
         for (ox, ((y, a), (p0, p1))) in yrow
             .iter_mut()
             .zip(arow.iter_mut())
-            .zip(r0.zip(r1))
+            .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
             .enumerate()
         {
-            let cells = [
-                (p0[0], i0 + 2 * ox),
-                (p0[1], i0 + 2 * ox + 1),
-                (p1[0], i1 + 2 * ox),
-                (p1[1], i1 + 2 * ox + 1),
-            ];
-            let (mut best, mut at) = cells[0];
-            for &(v, i) in &cells[1..] {
+            let mut best = p0[0];
+            let mut at = 0u32;
+            for (k, v) in [(1u32, p0[1]), (w as u32, p1[0]), (w as u32 + 1, p1[1])] {
                 let wins = v > best || (v.is_nan() && !best.is_nan());
                 best = if wins { v } else { best };
-                at = if wins { i } else { at };
+                at = if wins { k } else { at };
             }
             *y = best;
-            *a = (base + at) as u32;
+            *a = row0 + 2 * ox as u32 + at;
         }
     }
 }
