@@ -21,6 +21,10 @@ fn main() {
 /// step page-faulted all of them back in (measured: sys time 0.2–0.5 s → 0.03 s per bench
 /// run). A 1 s delay keeps them mapped while work goes on and still returns them when idle.
 fn keep_freed_pages_mapped() {
+    // A user's own MIMALLOC_PURGE_DELAY (read by mimalloc at start-up) wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // mimalloc v2/v3's `mi_option_purge_delay` (index in `mi_option_e`; the Rust binding has
     // no constant for it).
     const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
