@@ -43,16 +43,9 @@ pub(super) fn scatter_backward_x_blocked(
     let rows = rows_per_block(block_floats, g.k(), g.ow, g.oh);
     let dcol_len = g.k() * rows * g.ow; // (K, rows·ow)
     if chunks > 1 {
-        let per = items_per_chunk(g.n, chunks);
-        d_x.par_chunks_mut(per * g.x_item())
-            .enumerate()
-            .for_each(|(ci, dx_chunk)| {
-                let mut dcol = vec![0.0f32; dcol_len];
-                for (i, dx_item) in dx_chunk.chunks_exact_mut(g.x_item()).enumerate() {
-                    let dy_item = &d_y[(ci * per + i) * g.y_item()..][..g.y_item()];
-                    scatter_item_rows(g, w, dy_item, 0..g.oh, rows, &mut dcol, dx_item);
-                }
-            });
+        for_item_chunks(g, chunks, d_y, d_x, dcol_len, |dy_item, dx_item, dcol| {
+            scatter_item_rows(g, w, dy_item, 0..g.oh, rows, dcol, dx_item)
+        });
         return;
     }
     let parts = rayon::current_num_threads().clamp(1, g.oh.max(1));
@@ -81,6 +74,29 @@ pub(super) fn scatter_backward_x_blocked(
             add_into(dx_item, part);
         }
     }
+}
+
+/// Runs `per_item(dy_item, dx_item, scratch)` for every item of d_y `(n, c_out, oh, ow)` and
+/// d_x `(n, c_in, h, w)`, the items split into `chunks` consecutive runs in parallel, each run
+/// with its own `scratch_len` floats of scratch (reused across its items).
+fn for_item_chunks(
+    g: &Geom,
+    chunks: usize,
+    d_y: &[f32],
+    d_x: &mut [f32],
+    scratch_len: usize,
+    per_item: impl Fn(&[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    let per = items_per_chunk(g.n, chunks);
+    d_x.par_chunks_mut(per * g.x_item())
+        .enumerate()
+        .for_each(|(ci, dx_chunk)| {
+            let mut scratch = vec![0.0f32; scratch_len];
+            for (i, dx_item) in dx_chunk.chunks_exact_mut(g.x_item()).enumerate() {
+                let dy_item = &d_y[(ci * per + i) * g.y_item()..][..g.y_item()];
+                per_item(dy_item, dx_item, &mut scratch);
+            }
+        });
 }
 
 /// `acc += v` element-wise (vectorised).
@@ -244,16 +260,9 @@ pub(super) fn direct_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32
     };
     let (chunks, _) = batch_plan(g.n);
     if chunks > 1 {
-        let per = items_per_chunk(g.n, chunks);
-        d_x.par_chunks_mut(per * g.x_item())
-            .enumerate()
-            .for_each(|(ci, dx_chunk)| {
-                let mut dyp = vec![0.0f32; dyp_len];
-                for (i, dx_item) in dx_chunk.chunks_exact_mut(g.x_item()).enumerate() {
-                    let dy_item = &d_y[(ci * per + i) * g.y_item()..][..g.y_item()];
-                    item(dy_item, dx_item, &mut dyp, false);
-                }
-            });
+        for_item_chunks(g, chunks, d_y, d_x, dyp_len, |dy_item, dx_item, dyp| {
+            item(dy_item, dx_item, dyp, false)
+        });
         return;
     }
     let mut dyp = vec![0.0f32; dyp_len];
