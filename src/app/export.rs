@@ -15,10 +15,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// PNG bytes of a picture.
 pub fn png_bytes(img: &RgbaImage) -> Result<Vec<u8>, String> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .map_err(|e| format!("cannot encode the PNG: {e}"))?;
-    Ok(out.into_inner())
+    crate::render::png_bytes(img).map_err(|e| e.to_string())
 }
 
 /// `.npy` bytes (float32, C order) of a map `[h, w]`.

@@ -309,13 +309,7 @@ fn run_deep_dream(args: &DreamArgs, model: &Model, photo: &Path) -> CliResult<()
         Control::default(),
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    img.save_with_format(&args.out, image::ImageFormat::Png)
-        .map_err(|e| {
-            CliError(format!(
-                "{}: cannot write the PNG ({e})",
-                args.out.display()
-            ))
-        })?;
+    crate::render::save_png(&img, &args.out).map_err(|e| CliError(e.to_string()))?;
     if args.json {
         println!(
             "{}",
@@ -382,13 +376,7 @@ fn dream(args: &DreamArgs, model: &Model, targets: Vec<DreamTarget>) -> CliResul
     }
     let seconds = started.elapsed().as_secs_f64();
     let img = dreamer.image();
-    img.save_with_format(&args.out, image::ImageFormat::Png)
-        .map_err(|e| {
-            CliError(format!(
-                "{}: cannot write the PNG ({e})",
-                args.out.display()
-            ))
-        })?;
+    crate::render::save_png(&img, &args.out).map_err(|e| CliError(e.to_string()))?;
     let last = last.ok_or_else(|| CliError("the dream took no step".into()))?;
     let saved = score_saved(model, &img, &last)?;
     report(&saved, labels, args.json, seconds);

@@ -23,11 +23,32 @@ pub enum RenderError {
     Invalid(String),
 }
 
-/// Writes an image as PNG.
-pub fn save_png(img: &image::RgbaImage, path: &Path) -> Result<(), RenderError> {
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| RenderError::Write {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })
+/// PNG bytes of a picture (any pixel type the PNG encoder takes: RGB, RGBA, gray).
+pub fn png_bytes<P>(img: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<Vec<u8>, RenderError>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| RenderError::Invalid(format!("cannot encode the PNG: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// Writes an image as PNG atomically (a temporary file beside it, then a rename), so that a
+/// full disk or a kill never leaves half a picture under the real name.
+pub fn save_png<P>(
+    img: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    path: &Path,
+) -> Result<(), RenderError>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let write_error = |msg: String| RenderError::Write {
+        path: path.display().to_string(),
+        msg,
+    };
+    let bytes = png_bytes(img).map_err(|e| write_error(e.to_string()))?;
+    crate::models::write_file_atomically(path, &bytes).map_err(|e| write_error(e.to_string()))
 }
