@@ -2,7 +2,7 @@
 //! saves one value of the forward pass (a node output, an input or a parameter, by its graph
 //! name) as float32 `.npy`, batch first.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -130,11 +130,6 @@ fn stack(parts: Vec<Tensor>) -> CliResult<Tensor> {
     Ok(Tensor::new(shape, data)?)
 }
 
-fn write_npy(path: &Path, t: &Tensor) -> CliResult<()> {
-    ndarray_npy::write_npy(path, &t.to_array())
-        .map_err(|e| CliError(format!("{}: cannot write ({e})", path.display())))
-}
-
 pub fn run(args: &ActivationsArgs) -> CliResult<()> {
     let source = resolve::resolve(&args.model, args.seed)?;
     let model = resolve::load(&source)?;
@@ -159,7 +154,7 @@ pub fn run(args: &ActivationsArgs) -> CliResult<()> {
             .collect::<CliResult<Vec<_>>>()?
     };
     let value = stack(parts)?;
-    write_npy(&args.out, &value)?;
+    super::explain::write_npy(&args.out, value.shape(), value.data())?;
     eprintln!(
         "wrote {} {} to {}",
         args.layer,

@@ -553,11 +553,15 @@ fn explain_one(s: &Setup, job: &Job, stem: &str) -> CliResult<Done> {
     })
 }
 
-/// Writes float32 `data` of `shape` as `.npy`.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> CliResult<()> {
+/// Writes float32 `data` of `shape` as `.npy`, atomically (a temporary file beside it, then a
+/// rename), so that a full disk or a kill never leaves half an array under the real name.
+pub(super) fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> CliResult<()> {
     let a = ArrayD::from_shape_vec(IxDyn(shape), data.to_vec())
         .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    ndarray_npy::write_npy(path, &a)
+    let mut bytes = Vec::new();
+    ndarray_npy::WriteNpyExt::write_npy(&a, &mut bytes)
+        .map_err(|e| CliError(format!("{}: cannot encode ({e})", path.display())))?;
+    crate::models::write_file_atomically(path, &bytes)
         .map_err(|e| CliError(format!("{}: cannot write ({e})", path.display())))
 }
 
