@@ -4,10 +4,15 @@
 //! forward time, the median backward time (d_x + grad_w, as for a trainable layer) and the
 //! forward rate in GFLOP/s (2 · MACs / time). `--json` prints one JSON object per line instead,
 //! for tools/bench_conv.py.
+//!
+//! `cargo bench --bench conv -- --model PATH.onnx` instead times every node of the model's
+//! inference graph (batch 1, forward only) and lists the slowest first, with shapes and the
+//! multiply-add rate of convolutions: where a network's time goes, layer by layer.
 
 mod common;
 
 use common::median_secs;
+use convscope::engine::Tensor;
 use convscope::engine::gradcheck::test_tensor;
 use convscope::engine::ops::conv::{self, Conv2dSpec, Padding2d};
 
@@ -40,7 +45,88 @@ pub const LAYERS: &[Layer] = &[
     ("smile_conv4_b1", 1, 32, 32, 32, 32, 3, 1, 1, 1),
 ];
 
+/// Per-node forward medians of an ONNX model's fused inference graph, slowest first.
+fn profile_model(path: &str, runs: usize) {
+    use convscope::engine::graph::{Graph, ValueKind};
+    use convscope::engine::ops::{ForwardCtx, Mode, Op};
+    let model = convscope::models::onnx::import_onnx(std::path::Path::new(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let graph = Graph::from_def(model.def).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let fast = graph
+        .inference(&[])
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut values: Vec<Option<Tensor>> = vec![None; fast.values().len()];
+    for &id in fast.inputs() {
+        let mut shape = fast.value(id).shape.clone();
+        shape[0] = 1;
+        values[id] = Some(test_tensor(&shape, 1));
+    }
+    let ctx = ForwardCtx {
+        mode: Mode::Eval,
+        seed: 1,
+    };
+    let mut rows = Vec::new();
+    for node in fast.nodes() {
+        let ins: Vec<Tensor> = node
+            .inputs
+            .iter()
+            .map(|&v| match fast.value(v).kind {
+                ValueKind::Param(p) => fast.params()[p].tensor.clone(),
+                _ => values[v].clone().expect("nodes are in topological order"),
+            })
+            .collect();
+        let refs: Vec<&Tensor> = ins.iter().collect();
+        let ms = median_secs(runs, || {
+            std::hint::black_box(node.op.forward(&refs, ctx).expect("forward"));
+        }) * 1e3;
+        let y = node.op.forward(&refs, ctx).expect("forward").y;
+        let macs = match &node.op {
+            Op::Conv2d(_) | Op::FusedConv2d(_) => {
+                let w = ins[1].shape();
+                (y.numel() * w[1] * w[2] * w[3]) as f64
+            }
+            _ => 0.0,
+        };
+        let kind = match &node.op {
+            Op::Conv2d(s) => format!("Conv s{} g{}", s.stride[0], s.groups),
+            Op::FusedConv2d(s) => format!("FConv s{} g{}", s.conv.stride[0], s.conv.groups),
+            op => op.kind_name().to_string(),
+        };
+        let shapes = format!(
+            "{:?} w{:?} -> {:?}",
+            ins[0].shape(),
+            ins.get(1).map(|t| t.shape().to_vec()).unwrap_or_default(),
+            y.shape()
+        );
+        rows.push((ms, kind, shapes, macs));
+        values[node.output] = Some(y);
+    }
+    let total: f64 = rows.iter().map(|r| r.0).sum();
+    println!(
+        "threads: {}, sum of node medians {total:.3} ms",
+        rayon::current_num_threads()
+    );
+    let mut by_kind: std::collections::BTreeMap<String, f64> = Default::default();
+    for r in &rows {
+        *by_kind.entry(r.1.clone()).or_default() += r.0;
+    }
+    for (k, ms) in by_kind {
+        println!("{k:<16} {ms:>8.3} ms");
+    }
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (ms, kind, shapes, macs) in rows {
+        let rate = if macs > 0.0 { macs / ms / 1e6 } else { 0.0 };
+        println!("{ms:>8.3} ms {rate:>6.1} GMAC/s {kind:<14} {shapes}");
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--model") {
+        let path = args.get(i + 1).expect("--model takes a path");
+        profile_model(path, common::bench_runs(21));
+        return;
+    }
     let json = std::env::args().any(|a| a == "--json");
     let runs = common::bench_runs(21);
     if !json {

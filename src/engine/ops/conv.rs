@@ -2,7 +2,10 @@
 //!
 //! Algorithms (each beside the naive 7-loop definition it is tested against):
 //! - 1x1, stride 1, unpadded: the input plane already is the GEMM operand (`[c_in/g, h*w]`);
-//! - depthwise (one input channel per group): a direct kernel, parallel over `(n, c_out)` planes;
+//!   forward runs register tiles straight from it with bias and activation fused
+//!   (`conv/pointwise.rs`), backward uses GEMMs;
+//! - depthwise (one input channel per group): a direct kernel on stride-phase planes, parallel
+//!   over `(n, c_out)` planes (`conv/depthwise.rs`);
 //! - everything else: im2col + GEMM per group.
 //!
 //! Batches of at least two items are split across rayon threads (each running sequential GEMMs on
@@ -17,6 +20,8 @@ use crate::engine::tensor::{Tensor, checked_numel, dims4};
 use crate::op_bail;
 
 mod backward;
+mod depthwise;
+mod pointwise;
 
 /// Zero padding on each side of the spatial dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -488,7 +493,16 @@ pub fn forward_fused(
     let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
     if g.is_depthwise() {
-        depthwise_forward(
+        depthwise::depthwise_forward(
+            &g,
+            x.data(),
+            w.data(),
+            b.map(|b| b.data()),
+            act,
+            y.data_mut(),
+        );
+    } else if g.is_pointwise() {
+        pointwise::pointwise_forward(
             &g,
             x.data(),
             w.data(),
@@ -617,265 +631,6 @@ fn bias_act_row(row: &mut [f32], bias: f32, act: Option<FusedActivation>) {
         Some(FusedActivation::Clip { min, max }) => row
             .iter_mut()
             .for_each(|v| *v = (*v + bias).max(min).min(max)),
-    }
-}
-
-/// Depthwise forward, one task per output plane `(n, co)`.
-///
-/// Each input plane is first copied into a zero-padded scratch plane (and, for strides above
-/// one, split into column phases), so that every tap of every output reads in range and the
-/// inner loops are branch-free, contiguous and vectorisable.
-fn depthwise_forward(
-    g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    act: Option<FusedActivation>,
-    y: &mut [f32],
-) {
-    let plane_in = g.h * g.w;
-    let ks = g.kh * g.kw;
-    let m = g.og; // channel multiplier
-    let pd = PaddedDims::of(g);
-    let flat = g.sh == 1 && g.sw == 1;
-    y.par_chunks_exact_mut(g.p()).enumerate().for_each_init(
-        || {
-            let (padded, phases) = if g.sw > 1 {
-                (0, g.sw * pd.h * pd.phase_len)
-            } else {
-                // the flat kernel's last taps read up to (kw − 1)·dw past the plane
-                (pd.h * pd.w + (g.kw - 1) * g.dw, 0)
-            };
-            let acc = if flat { flat_block_rows(&pd) * pd.w } else { 0 };
-            (
-                vec![0.0f32; padded],
-                vec![0.0f32; phases],
-                vec![0.0f32; acc],
-            )
-        },
-        |(padded, phases, acc), (idx, y_p)| {
-            let (ni, co) = (idx / g.c_out, idx % g.c_out);
-            let x_c = &x[(ni * g.c_in + co / m) * plane_in..][..plane_in]; // (h, w)
-            let w_c = &w[co * ks..][..ks]; // (kh, kw)
-            let bias = b.map_or(0.0, |b| b[co]);
-            let src = if g.sw > 1 {
-                pad_split_phases(x_c, g, &pd, phases); // (sw, pd.h, phase_len)
-                &phases[..]
-            } else {
-                pad_plane(x_c, g, &pd, padded); // (pd.h, pd.w) + zero tail
-                &padded[..]
-            };
-            if flat {
-                depthwise_plane_flat(g, &pd, src, w_c, bias, act, acc, y_p);
-            } else {
-                depthwise_plane(g, &pd, src, w_c, bias, act, y_p);
-            }
-        },
-    );
-}
-
-/// Extents of the zero-padded input plane that a depthwise pass reads.
-struct PaddedDims {
-    h: usize,
-    w: usize,
-    /// Length of one row of one column phase (`ceil(w / sw)`).
-    phase_len: usize,
-}
-
-impl PaddedDims {
-    fn of(g: &Geom) -> Self {
-        // Every row/column any output reads, and the whole input after the top/left padding.
-        let h = (g.top + g.h).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
-        let w = (g.left + g.w).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
-        Self {
-            h,
-            w,
-            phase_len: w.div_ceil(g.sw),
-        }
-    }
-}
-
-/// `padded` `(pd.h, pd.w)` = x_c `(h, w)` placed at (top, left), zeros elsewhere.
-fn pad_plane(x_c: &[f32], g: &Geom, pd: &PaddedDims, padded: &mut [f32]) {
-    padded[..g.top * pd.w].fill(0.0);
-    for iy in 0..g.h {
-        let row = &mut padded[(g.top + iy) * pd.w..][..pd.w];
-        row[..g.left].fill(0.0);
-        row[g.left..g.left + g.w].copy_from_slice(&x_c[iy * g.w..][..g.w]);
-        row[g.left + g.w..].fill(0.0);
-    }
-    padded[(g.top + g.h) * pd.w..].fill(0.0);
-}
-
-/// The zero-padded plane of [`pad_plane`] split into its `sw` column phases in one pass:
-/// `phases[(r, row, j)] = padded[(row, r + sw·j)]` (zero past the row's end), so that strided
-/// taps read contiguously.
-fn pad_split_phases(x_c: &[f32], g: &Geom, pd: &PaddedDims, phases: &mut [f32]) {
-    let sw = g.sw;
-    let len = pd.phase_len;
-    // one zero-padded row, long enough for every phase: (phase_len · sw)
-    let mut prow = vec![0.0f32; len * sw];
-    for row in 0..pd.h {
-        let Some(iy) = row.checked_sub(g.top).filter(|&iy| iy < g.h) else {
-            for r in 0..sw {
-                phases[(r * pd.h + row) * len..][..len].fill(0.0);
-            }
-            continue;
-        };
-        // padded column c is input column c − left
-        let end = (g.left + g.w).min(prow.len());
-        prow[g.left.min(end)..end].copy_from_slice(&x_c[iy * g.w..][..end - g.left.min(end)]);
-        if sw == 2 {
-            // the common stride: one de-interleaving pass over pairs (vectorisable)
-            let (even, odd) = phases.split_at_mut(pd.h * len);
-            let even = &mut even[row * len..][..len];
-            let odd = &mut odd[row * len..][..len];
-            for ((e, o), pair) in even
-                .iter_mut()
-                .zip(odd.iter_mut())
-                .zip(prow.chunks_exact(2))
-            {
-                *e = pair[0];
-                *o = pair[1];
-            }
-            continue;
-        }
-        for r in 0..sw {
-            let dst = &mut phases[(r * pd.h + row) * len..][..len];
-            for (d, &v) in dst.iter_mut().zip(prow[r..].iter().step_by(sw)) {
-                *d = v;
-            }
-        }
-    }
-}
-
-/// Output rows per block of the flat stride-1 kernel: about 512 accumulators (2 KiB, in L1).
-fn flat_block_rows(pd: &PaddedDims) -> usize {
-    (512 / pd.w.max(1)).max(1)
-}
-
-/// One output plane `y_p` `(oh, ow)` of a stride-1 depthwise convolution from the padded plane
-/// `src` `(pd.h, pd.w)` (plus a zero tail), computed on "wide" rows: the accumulator row of
-/// output row oy covers all `pd.w` padded columns, so that a block of rows is one contiguous
-/// run and every tap is a single long multiply-add over it (no short-row remainders for 7- or
-/// 14-wide planes). The first `ow` columns of each wide row are the outputs.
-#[allow(clippy::too_many_arguments)]
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn depthwise_plane_flat(
-    g: &Geom,
-    pd: &PaddedDims,
-    src: &[f32],
-    w_c: &[f32],
-    bias: f32,
-    act: Option<FusedActivation>,
-    acc: &mut [f32],
-    y_p: &mut [f32],
-) {
-    let rows = flat_block_rows(pd);
-    let mut oy0 = 0;
-    while oy0 < g.oh {
-        let nrows = rows.min(g.oh - oy0);
-        let acc = &mut acc[..nrows * pd.w]; // (nrows, pd.w)
-        acc.fill(bias);
-        for ki in 0..g.kh {
-            let base = (oy0 + ki * g.dh) * pd.w;
-            let wr = &w_c[ki * g.kw..][..g.kw];
-            let len = acc.len();
-            let tap = |kj: usize| &src[base + kj * g.dw..][..len];
-            if g.kw == 3 {
-                let (a, b, c) = (tap(0), tap(1), tap(2));
-                let (w0, w1, w2) = (wr[0], wr[1], wr[2]);
-                for (((o, &va), &vb), &vc) in acc.iter_mut().zip(a).zip(b).zip(c) {
-                    *o += w0 * va + w1 * vb + w2 * vc;
-                }
-            } else {
-                for (kj, &wv) in wr.iter().enumerate() {
-                    for (o, &v) in acc.iter_mut().zip(tap(kj)) {
-                        *o += wv * v;
-                    }
-                }
-            }
-        }
-        let out = &mut y_p[oy0 * g.ow..][..nrows * g.ow];
-        for (yrow, arow) in out.chunks_exact_mut(g.ow).zip(acc.chunks_exact(pd.w)) {
-            let arow = &arow[..g.ow];
-            match act {
-                None => yrow.copy_from_slice(arow),
-                Some(FusedActivation::Relu) => {
-                    for (o, &v) in yrow.iter_mut().zip(arow) {
-                        *o = v.max(0.0);
-                    }
-                }
-                Some(FusedActivation::Clip { min, max }) => {
-                    for (o, &v) in yrow.iter_mut().zip(arow) {
-                        *o = v.max(min).min(max);
-                    }
-                }
-            }
-        }
-        oy0 += nrows;
-    }
-}
-
-/// One output plane `y_p` `(oh, ow)` of a depthwise convolution from a padded input plane
-/// `src` (`(pd.h, pd.w)` for stride 1, its phase split `(sw, pd.h, phase_len)` otherwise).
-/// 3-wide kernels take all three taps of a kernel row in one pass. Compiled for AVX-512 and
-/// AVX2 as well and chosen at run time: the loops are plain slices that LLVM vectorises to the
-/// widest registers the function is compiled for.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn depthwise_plane(
-    g: &Geom,
-    pd: &PaddedDims,
-    src: &[f32],
-    w_c: &[f32],
-    bias: f32,
-    act: Option<FusedActivation>,
-    y_p: &mut [f32],
-) {
-    let ow = g.ow;
-    // The `ow` inputs that tap column kj reads for padded row `row`.
-    let tap = |row: usize, kj: usize| -> &[f32] {
-        let col = kj * g.dw;
-        if g.sw == 1 {
-            &src[row * pd.w + col..][..ow]
-        } else {
-            let (r, j0) = (col % g.sw, col / g.sw);
-            &src[(r * pd.h + row) * pd.phase_len + j0..][..ow]
-        }
-    };
-    for (oy, yrow) in y_p.chunks_exact_mut(ow).enumerate() {
-        yrow.fill(bias);
-        for ki in 0..g.kh {
-            let row = oy * g.sh + ki * g.dh;
-            let wr = &w_c[ki * g.kw..][..g.kw];
-            if g.kw == 3 {
-                let (a, b, c) = (tap(row, 0), tap(row, 1), tap(row, 2));
-                let (w0, w1, w2) = (wr[0], wr[1], wr[2]);
-                for (((o, &va), &vb), &vc) in yrow.iter_mut().zip(a).zip(b).zip(c) {
-                    *o += w0 * va + w1 * vb + w2 * vc;
-                }
-            } else {
-                for (kj, &wv) in wr.iter().enumerate() {
-                    for (o, &v) in yrow.iter_mut().zip(tap(row, kj)) {
-                        *o += wv * v;
-                    }
-                }
-            }
-        }
-        // the epilogue while the row is still in L1
-        match act {
-            None => {}
-            Some(FusedActivation::Relu) => yrow.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Some(FusedActivation::Clip { min, max }) => {
-                yrow.iter_mut().for_each(|v| *v = v.max(min).min(max))
-            }
-        }
     }
 }
 
@@ -1373,6 +1128,47 @@ mod tests {
         Ok(())
     }
 
+    /// act(naive conv + b).
+    fn naive_fused(
+        s: &Conv2dSpec,
+        act: Option<FusedActivation>,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+    ) -> Tensor {
+        let z = forward_naive(s, x, w, Some(b)).unwrap();
+        match act {
+            Some(a) => z.map(|v| a.activation().apply(v)),
+            None => z,
+        }
+    }
+
+    /// Fused forward on one and on two threads: each close to the naive definition, and the
+    /// two bit-identical.
+    fn check_threads_vs_naive(
+        s: &Conv2dSpec,
+        act: Option<FusedActivation>,
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let x = test_tensor(&x_shape, seed);
+        let w = test_tensor(&w_shape, seed + 1);
+        let b = test_tensor(&[w_shape[0]], seed + 2);
+        let want = naive_fused(s, act, &x, &w, &b);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| forward_fused(s, act, &x, &w, Some(&b)).unwrap())
+        };
+        let (one, two) = (run(1), run(2));
+        assert_close("fused forward, 1 thread", &one, &want)?;
+        prop_assert_eq!(one.data(), two.data(), "1 and 2 threads differ");
+        Ok(())
+    }
+
     /// Random geometry: (spec, x shape, w shape). Channel layout: plain, grouped or depthwise
     /// (with a channel multiplier); the input is sized so the output has at least one pixel.
     fn geometry_strategy() -> impl Strategy<Value = (Conv2dSpec, [usize; 4], [usize; 4])> {
@@ -1526,6 +1322,41 @@ mod tests {
             prop_assume!(h + 2 * p >= span && w + 2 * p >= span);
             let s = spec([sh, sw], Padding2d::uniform(p), [d, d], c);
             check_fast_vs_naive(&s, [1, c, h, w], [c * m, 1, k, k], bias, seed)?;
+        }
+
+        /// The depthwise kernel at batch 1 and above, with a fused activation, on one and two
+        /// threads (the thread count must not change a single bit of the output).
+        #[test]
+        fn depthwise_batches_and_threads_match_naive(n in 1usize..4, c in 1usize..5, m in 1usize..3,
+                                                     k in 1usize..6, (sh, sw) in (1usize..3, 1usize..3),
+                                                     (t, l, bo, r) in (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+                                                     d in 1usize..3, (h, w) in (1usize..17, 1usize..17),
+                                                     relu: bool, seed in 0u64..1000) {
+            let span = d * (k - 1) + 1;
+            prop_assume!(h + t + bo >= span && w + l + r >= span);
+            let s = spec([sh, sw], pad(t, l, bo, r), [d, d], c);
+            let act = relu.then_some(FusedActivation::Relu);
+            check_threads_vs_naive(&s, act, [n, c, h, w], [c * m, 1, k, k], seed)?;
+        }
+
+        /// The pointwise kernel (AVX-512 tiles where the CPU has them, and the portable
+        /// tiles) on shapes with partial row tiles, partial column panels and several
+        /// K-blocks, with each activation, on one and two threads.
+        #[test]
+        fn pointwise_kernel_matches_naive(n in 1usize..3, groups in 1usize..3, cg in 1usize..300,
+                                          og in 1usize..20, hw in 1usize..80, which in 0usize..3,
+                                          seed in 0u64..1000) {
+            let s = spec([1, 1], Padding2d::default(), [1, 1], groups);
+            let act = [None, Some(FusedActivation::Relu),
+                       Some(FusedActivation::Clip { min: -0.2, max: 0.3 })][which];
+            let (xs, ws) = ([n, groups * cg, 1, hw], [groups * og, cg, 1, 1]);
+            check_threads_vs_naive(&s, act, xs, ws, seed)?;
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            let (x, w, b) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1), test_tensor(&[ws[0]], seed + 2));
+            let want = naive_fused(&s, act, &x, &w, &b);
+            let mut got = vec![f32::NAN; want.numel()];
+            pointwise::pointwise_forward_with(false, &g, x.data(), w.data(), Some(b.data()), act, &mut got);
+            assert_close("portable pointwise", &Tensor::new(want.shape().to_vec(), got).unwrap(), &want)?;
         }
 
         #[test]

@@ -1,0 +1,193 @@
+//! Depthwise forward (one input channel per group, any channel multiplier, stride, padding
+//! and dilation), one task per output plane `(n, co)`.
+//!
+//! Each input plane is scattered once into `sh·sw` zero-padded *phase planes*
+//! `q[(rp, cp)][i][j] = padded[i·sh + rp][j·sw + cp]`, each `(qh, qw)`. Tap (ki, kj) of output
+//! (oy, ox) then reads phase `((ki·dh) % sh, (kj·dw) % sw)` at `(oy + ki·dh / sh, ox + kj·dw /
+//! sw)`: for every stride, the outputs are one flat "wide" run of `oh·qw` positions (row oy at
+//! `oy·qw`; the first `ow` of each wide row are real outputs, the rest is scratch) and every
+//! tap is the same run shifted by a constant. The kernel walks that run 64 floats at a time
+//! with all taps applied in registers, so it has no row remainders on 7- or 14-wide planes and
+//! no accumulator round trips through memory.
+
+use rayon::prelude::*;
+
+use super::{FusedActivation, Geom};
+
+/// Floats per step of the tap loop: four 16-lane vectors, independent accumulator chains.
+const CHUNK: usize = 64;
+
+/// Wide positions per block: the accumulator block (4 KiB) stays in L1 until its rows are
+/// copied out.
+const BLOCK: usize = 1024;
+
+/// Sizes of the phase planes of one input plane.
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    /// columns of one phase plane (it has `ceil(padded rows / sh)` rows)
+    qw: usize,
+    /// floats per phase plane, including the zero tail that the last chunk's taps read
+    len: usize,
+    /// output rows per block
+    rows: usize,
+}
+
+impl Phases {
+    fn of(g: &Geom) -> Self {
+        // every padded row/column an output reads, and the whole input after top/left padding
+        let ph = (g.top + g.h).max((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+        let pw = (g.left + g.w).max((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+        let (qh, qw) = (ph.div_ceil(g.sh), pw.div_ceil(g.sw));
+        let max_off = ((g.kh - 1) * g.dh / g.sh) * qw + (g.kw - 1) * g.dw / g.sw;
+        let rows = (BLOCK / qw).clamp(1, g.oh);
+        // the last block computes up to CHUNK − 1 positions past its rows
+        let len = (qh * qw).max(g.oh * qw + CHUNK + max_off);
+        Self { qw, len, rows }
+    }
+
+    /// Accumulator floats of one block (whole chunks).
+    fn acc_len(&self) -> usize {
+        (self.rows * self.qw).div_ceil(CHUNK) * CHUNK
+    }
+}
+
+/// y `(n, c_out, oh, ow)` = act(depthwise conv(x `(n, c_in, h, w)`, w `(c_out, 1, kh, kw)`) + b).
+pub(super) fn depthwise_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    act: Option<FusedActivation>,
+    y: &mut [f32],
+) {
+    let plane_in = g.h * g.w;
+    let ks = g.kh * g.kw;
+    let m = g.og; // channel multiplier
+    let ph = Phases::of(g);
+    // (phase-relative offset of each tap); the same for every plane
+    let offsets: Vec<usize> = (0..ks)
+        .map(|t| {
+            let (a, c) = ((t / g.kw) * g.dh, (t % g.kw) * g.dw);
+            let phase = (a % g.sh) * g.sw + c % g.sw;
+            phase * ph.len + (a / g.sh) * ph.qw + c / g.sw
+        })
+        .collect();
+    y.par_chunks_exact_mut(g.p()).enumerate().for_each_init(
+        || {
+            // zeroed once: the cells the input does not cover (padding, tails) stay zero
+            let src = vec![0.0f32; g.sh * g.sw * ph.len]; // (sh·sw, qh, qw) + tails
+            let acc = vec![0.0f32; ph.acc_len()];
+            let taps: Vec<(usize, f32)> = Vec::with_capacity(ks);
+            (src, acc, taps, usize::MAX)
+        },
+        |(src, acc, taps, last_in), (idx, y_p)| {
+            let (ni, co) = (idx / g.c_out, idx % g.c_out);
+            let ci = ni * g.c_in + co / m;
+            if *last_in != ci {
+                scatter_phases(&x[ci * plane_in..][..plane_in], g, &ph, src);
+                *last_in = ci;
+            }
+            taps.clear();
+            taps.extend(
+                offsets
+                    .iter()
+                    .copied()
+                    .zip(w[co * ks..][..ks].iter().copied()),
+            );
+            let bias = b.map_or(0.0, |b| b[co]);
+            let mut oy0 = 0;
+            while oy0 < g.oh {
+                let nrows = ph.rows.min(g.oh - oy0);
+                let acc = &mut acc[..(nrows * ph.qw).div_ceil(CHUNK) * CHUNK];
+                wide_taps(src, taps, oy0 * ph.qw, bias, acc);
+                store_rows(
+                    acc,
+                    ph.qw,
+                    act,
+                    &mut y_p[oy0 * g.ow..][..nrows * g.ow],
+                    g.ow,
+                );
+                oy0 += nrows;
+            }
+        },
+    );
+}
+
+/// Writes x_c `(h, w)` into the phase planes `src` at its padded positions (top, left).
+/// Cells outside the input are left as they are (zero).
+fn scatter_phases(x_c: &[f32], g: &Geom, ph: &Phases, src: &mut [f32]) {
+    let (sh, sw) = (g.sh, g.sw);
+    for (iy, xrow) in x_c.chunks_exact(g.w).enumerate() {
+        let r = iy + g.top;
+        let (rp, i) = (r % sh, r / sh);
+        if sw == 1 {
+            src[rp * ph.len + i * ph.qw + g.left..][..g.w].copy_from_slice(xrow);
+            continue;
+        }
+        for cp in 0..sw {
+            // first input column whose padded column lies in phase cp
+            let ix0 = (cp + sw - g.left % sw) % sw;
+            if ix0 >= g.w {
+                continue;
+            }
+            let j0 = (ix0 + g.left) / sw;
+            let count = (g.w - ix0).div_ceil(sw);
+            let dst = &mut src[(rp * sw + cp) * ph.len + i * ph.qw + j0..][..count];
+            if sw == 2 {
+                // pairs de-interleave without a strided iterator (vectorises)
+                for (d, pair) in dst.iter_mut().zip(xrow[ix0..].chunks(2)) {
+                    *d = pair[0];
+                }
+            } else {
+                for (d, &v) in dst.iter_mut().zip(xrow[ix0..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+/// acc[p] = bias + Σ_taps w · src[start + p + off] for every p of acc (whole chunks), with the
+/// taps applied to a chunk of 64 outputs held in registers. Compiled for AVX-512 and AVX2 as
+/// well and chosen at run time.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn wide_taps(src: &[f32], taps: &[(usize, f32)], start: usize, bias: f32, acc: &mut [f32]) {
+    for (c, out) in acc.chunks_exact_mut(CHUNK).enumerate() {
+        let base = start + c * CHUNK;
+        let mut v = [bias; CHUNK];
+        for &(off, wv) in taps {
+            let s = &src[base + off..][..CHUNK];
+            for l in 0..CHUNK {
+                v[l] += wv * s[l];
+            }
+        }
+        out.copy_from_slice(&v);
+    }
+}
+
+/// Each output row `(ow)` of `out` = act(the first `ow` of its wide row of `acc` `(·, qw)`).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn store_rows(acc: &[f32], qw: usize, act: Option<FusedActivation>, out: &mut [f32], ow: usize) {
+    for (yrow, arow) in out.chunks_exact_mut(ow).zip(acc.chunks(qw)) {
+        let arow = &arow[..ow];
+        match act {
+            None => yrow.copy_from_slice(arow),
+            Some(FusedActivation::Relu) => {
+                for (o, &v) in yrow.iter_mut().zip(arow) {
+                    *o = v.max(0.0);
+                }
+            }
+            Some(FusedActivation::Clip { min, max }) => {
+                for (o, &v) in yrow.iter_mut().zip(arow) {
+                    *o = v.max(min).min(max);
+                }
+            }
+        }
+    }
+}
