@@ -145,17 +145,34 @@ pub(crate) fn middle_block(small: &[usize], out: &[usize]) -> Option<(usize, usi
 }
 
 pub fn forward(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
+    // one monomorphic closure per op, so that the loops vectorise (a `match` on the op inside
+    // them kept them scalar)
+    match op {
+        BinaryOp::Add => forward_with(op, |u, v| u + v, a, b),
+        BinaryOp::Sub => forward_with(op, |u, v| u - v, a, b),
+        BinaryOp::Mul => forward_with(op, |u, v| u * v, a, b),
+        BinaryOp::Div => forward_with(op, |u, v| u / v, a, b),
+    }
+}
+
+/// [`forward`] with `f` = `op.apply`.
+fn forward_with(
+    op: BinaryOp,
+    f: impl Fn(f32, f32) -> f32 + Sync + Copy,
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<Tensor, OpError> {
     let out = broadcast_shape(a.shape(), b.shape())?;
     let data = if a.shape() == b.shape() {
-        par_zip_map(a.data(), b.data(), |u, v| op.apply(u, v))
+        par_zip_map(a.data(), b.data(), f)
     } else if a.shape() == out.as_slice()
         && let Some(blk) = middle_block(b.shape(), &out)
     {
-        block_broadcast(a.data(), b.data(), blk, |u, v| op.apply(u, v))
+        block_broadcast(a.data(), b.data(), blk, f)
     } else if b.shape() == out.as_slice()
         && let Some(blk) = middle_block(a.shape(), &out)
     {
-        block_broadcast(b.data(), a.data(), blk, |v, u| op.apply(u, v))
+        block_broadcast(b.data(), a.data(), blk, move |v, u| f(u, v))
     } else {
         strided_broadcast(op, a, b, &out)
     };
