@@ -114,7 +114,12 @@ pub(super) fn depthwise_forward(
 }
 
 /// Writes x_c `(h, w)` into the phase planes `src` at its padded positions (top, left).
-/// Cells outside the input are left as they are (zero).
+/// Cells outside the input are left as they are (zero). Compiled for AVX-512 and AVX2 as well
+/// (the stride-2 de-interleave vectorises there).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 fn scatter_phases(x_c: &[f32], g: &Geom, ph: &Phases, src: &mut [f32]) {
     let (sh, sw) = (g.sh, g.sw);
     for (iy, xrow) in x_c.chunks_exact(g.w).enumerate() {
@@ -122,6 +127,30 @@ fn scatter_phases(x_c: &[f32], g: &Geom, ph: &Phases, src: &mut [f32]) {
         let (rp, i) = (r % sh, r / sh);
         if sw == 1 {
             src[rp * ph.len + i * ph.qw + g.left..][..g.w].copy_from_slice(xrow);
+            continue;
+        }
+        if sw == 2 {
+            // one pass over the pairs (x[2t], x[2t+1]): their padded columns lie in phases
+            // `left % 2` and the other one, at columns j_a + t and j_b + t
+            let (ca, cb) = (g.left % 2, 1 - g.left % 2);
+            let (ja, jb) = (g.left / 2, (g.left + 1) / 2);
+            let (pa, pb) = ((rp * 2 + ca) * ph.len, (rp * 2 + cb) * ph.len);
+            let (lo, hi) = src.split_at_mut(pa.max(pb));
+            let (da, db) = if pa < pb {
+                (&mut lo[pa..], &mut hi[..])
+            } else {
+                (&mut hi[..], &mut lo[pb..])
+            };
+            let half = g.w / 2;
+            let da = &mut da[i * ph.qw + ja..][..g.w - half];
+            let db = &mut db[i * ph.qw + jb..][..half];
+            for ((a, b), pair) in da.iter_mut().zip(db.iter_mut()).zip(xrow.chunks_exact(2)) {
+                *a = pair[0];
+                *b = pair[1];
+            }
+            if g.w % 2 == 1 {
+                da[half] = xrow[g.w - 1];
+            }
             continue;
         }
         for cp in 0..sw {
@@ -133,15 +162,8 @@ fn scatter_phases(x_c: &[f32], g: &Geom, ph: &Phases, src: &mut [f32]) {
             let j0 = (ix0 + g.left) / sw;
             let count = (g.w - ix0).div_ceil(sw);
             let dst = &mut src[(rp * sw + cp) * ph.len + i * ph.qw + j0..][..count];
-            if sw == 2 {
-                // pairs de-interleave without a strided iterator (vectorises)
-                for (d, pair) in dst.iter_mut().zip(xrow[ix0..].chunks(2)) {
-                    *d = pair[0];
-                }
-            } else {
-                for (d, &v) in dst.iter_mut().zip(xrow[ix0..].iter().step_by(sw)) {
-                    *d = v;
-                }
+            for (d, &v) in dst.iter_mut().zip(xrow[ix0..].iter().step_by(sw)) {
+                *d = v;
             }
         }
     }
