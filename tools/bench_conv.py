@@ -2,7 +2,9 @@
 """Side-by-side convolution timings: convscope (Rust) vs PyTorch vs onnxruntime, 2 threads.
 
 Run from the repository root:
-    /work/refenv/venv/bin/python tools/bench_conv.py [--runs 21] [--rust-bin PATH]
+    /work/refenv/venv/bin/python tools/bench_conv.py [--runs 21] [--rust-bin PATH] [LAYER ...]
+
+LAYER arguments keep only the layers whose name contains one of them (all by default).
 
 The layers are those of benches/conv.rs (LAYERS); the Rust side is
 `cargo bench --bench conv -- --json` (or a built binary given with --rust-bin) with
@@ -33,6 +35,14 @@ LAYERS = [
     ("conv3x3_256_14", 1, 256, 14, 14, 256, 3, 1, 1, 1),
     ("dw3x3_144_56_s1", 1, 144, 56, 56, 144, 3, 1, 1, 144),
     ("dw3x3_144_56_s2", 1, 144, 56, 56, 144, 3, 2, 1, 144),
+    ("mb_pw_16_96_112", 1, 16, 112, 112, 96, 1, 1, 0, 1),
+    ("mb_pw_24_144_56", 1, 24, 56, 56, 144, 1, 1, 0, 1),
+    ("mb_pw_144_24_56", 1, 144, 56, 56, 24, 1, 1, 0, 1),
+    ("mb_pw_960_320_7", 1, 960, 7, 7, 320, 1, 1, 0, 1),
+    ("dw3x3_96_112_s2", 1, 96, 112, 112, 96, 3, 2, 1, 96),
+    ("dw3x3_960_7_s1", 1, 960, 7, 7, 960, 3, 1, 1, 960),
+    ("dw5x5_144_56_s2", 1, 144, 56, 56, 144, 5, 2, 2, 144),
+    ("stem3x3_s2_224", 1, 3, 224, 224, 32, 3, 2, 1, 1),
     ("smile_conv1_b32", 32, 3, 64, 64, 16, 5, 1, 2, 1),
     ("smile_conv2_b32", 32, 16, 64, 64, 16, 5, 1, 2, 1),
     ("smile_conv3_b32", 32, 16, 32, 32, 32, 3, 1, 1, 1),
@@ -93,9 +103,10 @@ def ort_forward(layer, runs):
     return median_ms(lambda: sess.run(None, {"x": x}), runs)
 
 
-def rust_times(runs, rust_bin):
+def rust_times(runs, rust_bin, filters):
     env = dict(os.environ, RAYON_NUM_THREADS=str(THREADS), BENCH_RUNS=str(runs))
     cmd = [rust_bin, "--json"] if rust_bin else ["cargo", "bench", "--bench", "conv", "--", "--json"]
+    cmd += filters
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return {r["layer"]: r for r in rows}
@@ -112,9 +123,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--rust-bin", default=None, help="built benches/conv binary (default: cargo bench)")
+    ap.add_argument("layers", nargs="*", help="keep layers whose name contains one of these")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
-    rust = rust_times(args.runs, args.rust_bin)
+    rust = rust_times(args.runs, args.rust_bin, args.layers)
     print(f"threads: {THREADS}, runs: {args.runs}, torch {torch.__version__}, onnxruntime {ort.__version__}")
     head = (
         f"{'layer':<17} {'rs fwd':>7} {'pt fwd':>7} {'ort fwd':>7} {'rs/ort':>6} {'rs/pt':>6} "
@@ -124,6 +136,8 @@ def main():
     print("-" * len(head))
     for layer in LAYERS:
         name = layer[0]
+        if args.layers and not any(f in name for f in args.layers):
+            continue
         r = rust.get(name)
         if r is None:
             print(f"{name:<17} missing from the Rust bench output", file=sys.stderr)
