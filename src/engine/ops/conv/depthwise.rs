@@ -133,7 +133,7 @@ fn scatter_phases(x_c: &[f32], g: &Geom, ph: &Phases, src: &mut [f32]) {
             // one pass over the pairs (x[2t], x[2t+1]): their padded columns lie in phases
             // `left % 2` and the other one, at columns j_a + t and j_b + t
             let (ca, cb) = (g.left % 2, 1 - g.left % 2);
-            let (ja, jb) = (g.left / 2, (g.left + 1) / 2);
+            let (ja, jb) = (g.left / 2, g.left.div_ceil(2));
             let (pa, pb) = ((rp * 2 + ca) * ph.len, (rp * 2 + cb) * ph.len);
             let (lo, hi) = src.split_at_mut(pa.max(pb));
             let (da, db) = if pa < pb {
