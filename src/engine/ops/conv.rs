@@ -401,7 +401,6 @@ fn col2im_rows(col_block: &[f32], g: &Geom, rows: std::ops::Range<usize>, dx_g: 
     }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Batch scheduling
 // ---------------------------------------------------------------------------------------------
@@ -489,7 +488,14 @@ pub fn forward_fused(
             y.data_mut(),
         );
     } else if direct::prefers_forward(&g) {
-        direct::forward(&g, x.data(), w.data(), b.map(|b| b.data()), act, y.data_mut());
+        direct::forward(
+            &g,
+            x.data(),
+            w.data(),
+            b.map(|b| b.data()),
+            act,
+            y.data_mut(),
+        );
     } else {
         gemm_forward(&g, x.data(), w.data(), y.data_mut());
         if b.is_some() || act.is_some() {
@@ -1400,7 +1406,7 @@ mod tests {
             assert_close("direct forward", &Tensor::new(g.output_shape(), got).unwrap(), &want)?;
         }
 
-        /// The direct stride-1 grad_w kernel on every geometry it applies to (kernels up to 6
+        /// The direct stride-1 grad_w kernel on every geometry it applies to (kernels up to 7
         /// wide, any padding, dilation, groups, partial channel blocks and vectors), on one and
         /// two threads, against the naive grad_w. Machines without AVX-512 never take this
         /// path, and the test says so instead of passing silently.

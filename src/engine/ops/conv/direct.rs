@@ -10,6 +10,8 @@
 //! The inner kernel keeps DIRECT_CB output channels × DIRECT_TW pixels of sums in registers
 //! over every (s, ki, kj), so one load of the input feeds DIRECT_CB fused multiply-adds.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::{FusedActivation, Geom, ItemChunks, batch_plan, bias_act_row, for_item_chunks};
@@ -131,10 +133,7 @@ pub(super) fn prefers_forward(g: &Geom) -> bool {
 
 /// Kernel blocks of DIRECT_CB output channels, tap-major: `(sum_ch, kh·kw, DIRECT_CB)`, zero
 /// for channels past the block's count; `tap(c, s, t)` reads K[c, s, t] of one group.
-fn kernel_blocks(
-    corr: &Corr,
-    tap: impl Fn(usize, usize, usize) -> f32,
-) -> Vec<(usize, usize, Vec<f32>)> {
+fn kernel_blocks(corr: &Corr, tap: impl Fn(usize, usize, usize) -> f32) -> Vec<KernelBlock> {
     let ks = corr.kh * corr.kw;
     (0..corr.out_ch)
         .step_by(DIRECT_CB)
@@ -148,9 +147,26 @@ fn kernel_blocks(
                     }
                 }
             }
-            (c0, cb, kb)
+            KernelBlock { c0, cb, kb }
         })
         .collect()
+}
+
+/// DIRECT_CB output channels of one group and their kernel.
+struct KernelBlock {
+    /// first output channel within the group
+    c0: usize,
+    /// channels in the block (DIRECT_CB but for the last block)
+    cb: usize,
+    /// `(sum_ch, kh·kw, DIRECT_CB)`
+    kb: Vec<f32>,
+}
+
+/// One job of a single item: a block's output rows, one `(rows, out_w)` slice per channel.
+struct RowsJob<'a> {
+    block: &'a KernelBlock,
+    rows: Range<usize>,
+    dsts: Vec<&'a mut [f32]>,
 }
 
 /// The rows written for one block of output channels: copied out, or with bias and activation.
@@ -176,10 +192,8 @@ pub(super) fn forward(
 ) {
     let corr = Corr::forward(g);
     let ks = g.kh * g.kw;
-    let blocks: Vec<Vec<(usize, usize, Vec<f32>)>> = (0..g.groups)
-        .map(|grp| {
-            kernel_blocks(&corr, |c, s, t| w[((grp * g.og + c) * g.cg + s) * ks + t])
-        })
+    let blocks: Vec<Vec<KernelBlock>> = (0..g.groups)
+        .map(|grp| kernel_blocks(&corr, |c, s, t| w[((grp * g.og + c) * g.cg + s) * ks + t]))
         .collect();
     let epilogue = Epilogue::BiasAct { bias: b, act };
     run_items(
@@ -201,7 +215,7 @@ pub(super) fn backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     let corr = Corr::backward_x(g);
     let ks = g.kh * g.kw;
     // K[ci, co, t] = W[co, ci, ks−1−t]: (ki, kj) → (kh−1−ki, kw−1−kj) reverses the flat kernel
-    let blocks: Vec<Vec<(usize, usize, Vec<f32>)>> = (0..g.groups)
+    let blocks: Vec<Vec<KernelBlock>> = (0..g.groups)
         .map(|grp| {
             kernel_blocks(&corr, |c, s, t| {
                 w[((grp * g.og + s) * g.cg + c) * ks + (ks - 1 - t)]
@@ -234,18 +248,22 @@ fn run_items(
     in_group: usize,
     out: &mut [f32],
     out_item: usize,
-    blocks: &[Vec<(usize, usize, Vec<f32>)>],
+    blocks: &[Vec<KernelBlock>],
     channel: impl Fn(usize, usize) -> usize + Sync,
     epilogue: Epilogue<'_>,
 ) {
-    let plane = corr.out_h * corr.out_w;
+    let (oh, ow) = (corr.out_h, corr.out_w);
+    let plane = oh * ow;
+    // A single item on several threads also splits its rows when there are fewer channel
+    // blocks than about two per thread (the smile CNN's first layer has one block for d_x).
+    let threads = rayon::current_num_threads();
     let item = |in_it: &[f32], out_it: &mut [f32], padded: &mut [f32], par: bool| {
         // each block's output planes, in channel order: (cb, out_h, out_w)
         let mut outs: Vec<&mut [f32]> = Vec::new();
         let mut rest = out_it;
         for grp_blocks in blocks {
-            for &(_, cb, _) in grp_blocks {
-                let (head, tail) = rest.split_at_mut(cb * plane);
+            for blk in grp_blocks {
+                let (head, tail) = rest.split_at_mut(blk.cb * plane);
                 outs.push(head);
                 rest = tail;
             }
@@ -254,14 +272,35 @@ fn run_items(
         for (grp, grp_blocks) in blocks.iter().enumerate() {
             corr.pad_input(&in_it[grp * in_group..][..in_group], padded);
             let padded = &*padded;
-            let run = |(out_b, (c0, _, kb)): (&mut [f32], &(usize, usize, Vec<f32>))| {
-                correlate_block(corr, kb, padded, out_b, channel(grp, *c0), epilogue)
-            };
-            let pairs: Vec<_> = outs.by_ref().take(grp_blocks.len()).zip(grp_blocks).collect();
-            if par {
-                pairs.into_par_iter().for_each(run);
+            let parts = if par {
+                (2 * threads)
+                    .div_ceil(grp_blocks.len().max(1))
+                    .clamp(1, oh.max(1))
             } else {
-                pairs.into_iter().for_each(run);
+                1
+            };
+            let per = oh.div_ceil(parts).max(1);
+            // jobs: (block, its rows, one (rows, out_w) slice per channel of the block)
+            let mut jobs = Vec::new();
+            for (out_b, block) in outs.by_ref().take(grp_blocks.len()).zip(grp_blocks) {
+                let mut chans: Vec<_> = out_b
+                    .chunks_mut(plane)
+                    .map(|p| p.chunks_mut(per * ow))
+                    .collect();
+                for r0 in (0..oh).step_by(per) {
+                    let dsts: Vec<&mut [f32]> = chans.iter_mut().flat_map(|c| c.next()).collect();
+                    let rows = r0..(r0 + per).min(oh);
+                    jobs.push(RowsJob { block, rows, dsts });
+                }
+            }
+            let run = |job: RowsJob<'_>| {
+                let c_first = channel(grp, job.block.c0);
+                correlate_block(corr, job, padded, c_first, epilogue)
+            };
+            if par {
+                jobs.into_par_iter().for_each(run);
+            } else {
+                jobs.into_iter().for_each(run);
             }
         }
     };
@@ -284,29 +323,26 @@ fn run_items(
     }
 }
 
-/// One block of output channels: out_b `(cb, out_h, out_w)` from the padded input and the
-/// block's kernel `kb` `(sum_ch, kh·kw, DIRECT_CB)`; `c_first` is the block's first channel
-/// within the item (for the bias).
+/// One job's output rows of one block of output channels, from the padded input and the
+/// block's kernel; `c_first` is the block's first channel within the item (for the bias).
 fn correlate_block(
     corr: &Corr,
-    kb: &[f32],
+    mut job: RowsJob<'_>,
     padded: &[f32],
-    out_b: &mut [f32],
     c_first: usize,
     epilogue: Epilogue<'_>,
 ) {
-    let (oh, ow) = (corr.out_h, corr.out_w);
-    let cb = out_b.len() / (oh * ow);
-    let mut rows = vec![0.0f32; DIRECT_CB * ow]; // (DIRECT_CB, out_w)
-    for y in 0..oh {
-        correlate_rows(corr, kb, padded, y, &mut rows);
-        for c in 0..cb {
-            let dst = &mut out_b[(c * oh + y) * ow..][..ow];
-            dst.copy_from_slice(&rows[c * ow..][..ow]);
-            if let Epilogue::BiasAct { bias, act } = epilogue {
-                if bias.is_some() || act.is_some() {
-                    bias_act_row(dst, bias.map_or(0.0, |b| b[c_first + c]), act);
-                }
+    let ow = corr.out_w;
+    let mut sums = vec![0.0f32; DIRECT_CB * ow]; // (DIRECT_CB, out_w)
+    for (i, y) in job.rows.enumerate() {
+        correlate_rows(corr, &job.block.kb, padded, y, &mut sums);
+        for (c, dst_c) in job.dsts.iter_mut().enumerate() {
+            let dst = &mut dst_c[i * ow..][..ow];
+            dst.copy_from_slice(&sums[c * ow..][..ow]);
+            if let Epilogue::BiasAct { bias, act } = epilogue
+                && (bias.is_some() || act.is_some())
+            {
+                bias_act_row(dst, bias.map_or(0.0, |b| b[c_first + c]), act);
             }
         }
     }

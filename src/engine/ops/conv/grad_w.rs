@@ -120,7 +120,14 @@ fn small_k_partial(
 ) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let rows_per_block = (block_floats / (g.ow * k).max(1)).clamp(1, t.rows.len().max(1));
-    let mut col = vec![0.0f32; if g.is_pointwise() { 0 } else { rows_per_block * g.ow * k }];
+    let mut col = vec![
+        0.0f32;
+        if g.is_pointwise() {
+            0
+        } else {
+            rows_per_block * g.ow * k
+        }
+    ];
     let mut dy_t = vec![0.0f32; rows_per_block * g.ow * g.og]; // (cols, og)
     let mut acc_t = vec![0.0f32; g.c_out * k]; // groups × (K, og)
     for ni in t.items.clone() {

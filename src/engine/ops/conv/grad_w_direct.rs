@@ -13,10 +13,12 @@ use rayon::prelude::*;
 use super::direct::Corr;
 use super::{Geom, batch_plan, items_per_chunk};
 
-/// Output channels per job.
-const CO_BLOCK: usize = 4;
-/// The widest kernel handled (CO_BLOCK × kw accumulators plus the loads fit in 32 registers).
-const MAX_KW: usize = 6;
+/// Output channels per job. With 4, LLVM spilled some of the 4 × 5 accumulators of a 5x5
+/// kernel to the stack after every multiply-add, and the smile CNN's 5x5 grad_w ran ~25 %
+/// slower than with 2 (which loads 2 + kw vectors per 2·kw multiply-adds).
+const CO_BLOCK: usize = 2;
+/// The widest kernel handled (CO_BLOCK × kw accumulators plus the loads stay in registers).
+const MAX_KW: usize = 7;
 /// Pixels per vector step.
 const LANES: usize = 16;
 
@@ -106,15 +108,7 @@ pub(super) fn backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
 }
 
 /// Adds item `ni`'s contribution to acc `(c_out, cg, kh, kw)`, its jobs in parallel if `par`.
-fn item(
-    g: &Geom,
-    x: &[f32],
-    d_y: &[f32],
-    ni: usize,
-    pad: &mut Padded,
-    acc: &mut [f32],
-    par: bool,
-) {
+fn item(g: &Geom, x: &[f32], d_y: &[f32], ni: usize, pad: &mut Padded, acc: &mut [f32], par: bool) {
     let (plane_x, ks) = (g.cg * g.h * g.w, g.kh * g.kw);
     for grp in 0..g.groups {
         let x_g = &x[ni * g.x_item() + grp * plane_x..][..plane_x]; // (cg, h, w)
@@ -172,7 +166,13 @@ fn job_sums(g: &Geom, pad: &Padded, c0: usize, ci: usize, ki: usize) -> [[f32; M
                     $($kw => {
                         // SAFETY: `applies` (the only way here) checked that the CPU has
                         // AVX-512F at run time.
-                        let s = unsafe { avx512::job::<$kw>(&shape, dys, x_plane) };
+                        let s = unsafe {
+                            if g.dw == 1 {
+                                avx512::job::<$kw, false>(&shape, dys, x_plane)
+                            } else {
+                                avx512::job::<$kw, true>(&shape, dys, x_plane)
+                            }
+                        };
                         for (o, r) in out.iter_mut().zip(s) {
                             o[..$kw].copy_from_slice(&r);
                         }
@@ -181,7 +181,7 @@ fn job_sums(g: &Geom, pad: &Padded, c0: usize, ci: usize, ki: usize) -> [[f32; M
                 }
             };
         }
-        dispatch!(1 2 3 4 5 6);
+        dispatch!(1 2 3 4 5 6 7);
     }
     out
 }
@@ -200,7 +200,9 @@ struct JobShape {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_reduce_add_ps, _mm512_setzero_ps};
+    use std::arch::x86_64::{
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_reduce_add_ps, _mm512_setzero_ps,
+    };
 
     use super::{CO_BLOCK, JobShape, LANES};
 
@@ -209,7 +211,7 @@ mod avx512 {
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn job<const KW: usize>(
+    pub(super) unsafe fn job<const KW: usize, const DILATED: bool>(
         s: &JobShape,
         dys: [&[f32]; CO_BLOCK],
         x_plane: &[f32],
@@ -218,7 +220,8 @@ mod avx512 {
         // rows (y + ki·dh)·pw + x0 + (KW−1)·dw + 16 ≤ (oh + (kh−1)·dh)·pw (the padded plane has
         // w16 + (kw−1)·dw ≤ pw columns and oh + (kh−1)·dh rows, ki < kh).
         assert!(dys.iter().all(|d| d.len() >= s.oh * s.w16));
-        assert!(s.w16 % LANES == 0 && s.w16 + (KW - 1) * s.dw <= s.pw);
+        assert!(s.w16.is_multiple_of(LANES) && s.w16 + (KW - 1) * s.dw <= s.pw);
+        assert!(DILATED || s.dw == 1);
         assert!(x_plane.len() >= (s.oh - 1 + s.ki * s.dh + 1) * s.pw);
         let mut acc: [[__m512; KW]; CO_BLOCK] = [[_mm512_setzero_ps(); KW]; CO_BLOCK];
         for y in 0..s.oh {
@@ -227,19 +230,23 @@ mod avx512 {
             for (p, d) in dr.iter_mut().zip(&dys) {
                 *p = d[y * s.w16..].as_ptr();
             }
-            for x0 in (0..s.w16).step_by(LANES) {
+            let mut x0 = 0;
+            while x0 < s.w16 {
                 let mut d = [_mm512_setzero_ps(); CO_BLOCK];
                 for c in 0..CO_BLOCK {
                     // SAFETY: in bounds by the asserts above.
                     d[c] = unsafe { _mm512_loadu_ps(dr[c].add(x0)) };
                 }
                 for kj in 0..KW {
+                    // an undilated kernel's taps sit at constant offsets from one pointer
+                    let at = if DILATED { x0 + kj * s.dw } else { x0 + kj };
                     // SAFETY: in bounds by the asserts above.
-                    let xv = unsafe { _mm512_loadu_ps(xr.add(x0 + kj * s.dw)) };
+                    let xv = unsafe { _mm512_loadu_ps(xr.add(at)) };
                     for c in 0..CO_BLOCK {
                         acc[c][kj] = _mm512_fmadd_ps(d[c], xv, acc[c][kj]);
                     }
                 }
+                x0 += LANES;
             }
         }
         // reduced in plain loops: a closure borrowing `acc` made LLVM store every accumulator
