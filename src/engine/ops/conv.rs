@@ -21,6 +21,9 @@ use crate::op_bail;
 
 mod backward;
 mod depthwise;
+mod direct;
+mod grad_w;
+mod grad_w_direct;
 mod pointwise;
 
 /// Zero padding on each side of the spatial dimensions.
@@ -403,50 +406,6 @@ fn col2im_rows(col_block: &[f32], g: &Geom, rows: std::ops::Range<usize>, dx_g: 
     }
 }
 
-/// dst `(cols, rows)` = srcᵀ for src `(rows, cols)`, in cache-sized tiles.
-/// grad_w uses it when K is small, where the `gemm` crate is up to 25x slower with a
-/// column-major right operand than with a row-major one (measured on 16x4096x75 and
-/// 32x1024x144, the smile CNN's grad_w products).
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const TILE: usize = 32;
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
-}
-
-/// colᵀ `(P, K)` of a column matrix `cols` `(K, P)`: copied row-major into `col_t` when
-/// `transposed` (small K), else the strided view.
-fn transposed_cols<'a>(
-    cols: &'a [f32],
-    k: usize,
-    p: usize,
-    transposed: bool,
-    col_t: &'a mut [f32],
-) -> MatRef<'a> {
-    if transposed {
-        transpose_into(cols, k, p, col_t);
-        MatRef::row_major(col_t, p, k)
-    } else {
-        MatRef::row_major(cols, k, p).t()
-    }
-}
-
-/// Up to this many rows K in a column matrix, grad_w streams blocks of output rows through
-/// [`im2col_rows`] instead of one whole column matrix.
-const GRAD_W_TRANSPOSED_MAX_K: usize = 512;
-
-/// Floats of the column block built per step of the blocked grad_w path (512 KiB: still in a
-/// Zen 5 core's 1 MiB L2 when the GEMM reads it, and wide enough that the GEMM's inner
-/// dimension is not tiny). Smile conv2 grad_w at batch 32, one thread, CPU time: 16 K floats
-/// 27.6 ms, 64 K 21.6 ms, 128 K 18.9 ms, 256 K 18.4 ms.
-const GRAD_W_BLOCK_FLOATS: usize = 128 * 1024;
-
 // ---------------------------------------------------------------------------------------------
 // Batch scheduling
 // ---------------------------------------------------------------------------------------------
@@ -465,6 +424,38 @@ fn batch_plan(n: usize) -> (usize, Parallelism) {
 /// Items per chunk so that `chunks` chunks cover `n` items.
 fn items_per_chunk(n: usize, chunks: usize) -> usize {
     n.div_ceil(chunks.max(1)).max(1)
+}
+
+/// How [`for_item_chunks`] cuts a batch: `chunks` runs of items, items of `in_item` input and
+/// `out_item` output floats, `scratch_len` floats of scratch per run.
+#[derive(Clone, Copy, Debug)]
+struct ItemChunks {
+    chunks: usize,
+    in_item: usize,
+    out_item: usize,
+    scratch_len: usize,
+}
+
+/// Runs `per_item(in_item, out_item, scratch)` for every item of `inp` and `out`, the items
+/// split into consecutive runs in parallel, each run with its own scratch (reused across its
+/// items).
+fn for_item_chunks(
+    cut: ItemChunks,
+    inp: &[f32],
+    out: &mut [f32],
+    per_item: impl Fn(&[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    let n = out.len() / cut.out_item.max(1);
+    let per = items_per_chunk(n, cut.chunks);
+    out.par_chunks_mut(per * cut.out_item)
+        .enumerate()
+        .for_each(|(ci, out_chunk)| {
+            let mut scratch = vec![0.0f32; cut.scratch_len];
+            for (i, out_it) in out_chunk.chunks_exact_mut(cut.out_item).enumerate() {
+                let in_it = &inp[(ci * per + i) * cut.in_item..][..cut.in_item];
+                per_item(in_it, out_it, &mut scratch);
+            }
+        });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,6 +494,15 @@ pub fn forward_fused(
         );
     } else if g.is_pointwise() {
         pointwise::pointwise_forward(
+            &g,
+            x.data(),
+            w.data(),
+            b.map(|b| b.data()),
+            act,
+            y.data_mut(),
+        );
+    } else if direct::prefers_forward(&g) {
+        direct::forward(
             &g,
             x.data(),
             w.data(),
@@ -720,8 +720,8 @@ pub fn backward(
         let mut d_x = Tensor::try_zeros(x.shape())?; // (n, c_in, h, w)
         if g.is_depthwise() {
             depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
-        } else if !g.is_pointwise() && backward::prefers_direct(&g) {
-            backward::direct_backward_x(&g, wd, dyd, d_x.data_mut());
+        } else if !g.is_pointwise() && direct::prefers_backward_x(&g) {
+            direct::backward_x(&g, wd, dyd, d_x.data_mut());
         } else if !g.is_pointwise() {
             backward::scatter_backward_x_blocked(
                 &g,
@@ -741,8 +741,10 @@ pub fn backward(
         let mut gw = Tensor::try_zeros(w.shape())?; // (c_out, cg, kh, kw)
         if g.is_depthwise() {
             depthwise_backward_w(&g, xd, dyd, gw.data_mut());
+        } else if grad_w_direct::prefers(&g) {
+            grad_w_direct::backward_w(&g, xd, dyd, gw.data_mut());
         } else {
-            gemm_backward_w(&g, xd, dyd, gw.data_mut(), GRAD_W_BLOCK_FLOATS);
+            grad_w::backward_w(&g, xd, dyd, gw.data_mut(), grad_w::Blocking::DEFAULT);
         }
         Some(gw)
     } else {
@@ -789,109 +791,6 @@ fn pointwise_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
             .for_each(run);
     } else {
         d_x.chunks_mut(per * g.x_item()).enumerate().for_each(run);
-    }
-}
-
-/// grad_w via GEMM: gw_g `(og, K)` += dy_g `(og, P)` @ colᵀ `(P, K)`, summed over the batch
-/// (one partial sum per chunk, added in chunk order so results do not depend on scheduling).
-/// `block_floats` bounds the column block of the direct path ([`GRAD_W_BLOCK_FLOATS`]; tests
-/// pass small ones).
-fn gemm_backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32], block_floats: usize) {
-    let (chunks, par) = batch_plan(g.n);
-    let per = items_per_chunk(g.n, chunks);
-    let (k, p) = (g.k(), g.p());
-    let partial = |ci: usize| -> Vec<f32> {
-        let mut acc = vec![0.0f32; g.c_out * k]; // (c_out, K)
-        let transposed = k <= GRAD_W_TRANSPOSED_MAX_K;
-        let direct = transposed && !g.is_pointwise();
-        let mut col = vec![0.0f32; if g.is_pointwise() || direct { 0 } else { k * p }]; // (K, P)
-        // The direct path builds col a block of output rows at a time (see
-        // GRAD_W_BLOCK_FLOATS) so that the GEMM reads it from cache.
-        let rows_per_block = (block_floats / (g.ow * k).max(1)).clamp(1, g.oh.max(1));
-        let col_t_len = if direct {
-            rows_per_block * g.ow * k
-        } else if transposed {
-            k * p
-        } else {
-            0
-        };
-        let mut col_t = vec![0.0f32; col_t_len]; // (P, K), or a (K, block cols) block
-        let mut dy_t = vec![
-            0.0f32;
-            if direct {
-                rows_per_block * g.ow * g.og
-            } else {
-                0
-            }
-        ];
-        let mut acc_t = vec![0.0f32; if direct { g.c_out * k } else { 0 }]; // groups × (K, og)
-        for ni in ci * per..((ci + 1) * per).min(g.n) {
-            let x_item = &x[ni * g.x_item()..][..g.x_item()];
-            let dy_item = &d_y[ni * g.y_item()..][..g.y_item()];
-            for grp in 0..g.groups {
-                let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
-                let dy_all = &dy_item[grp * g.og * p..][..g.og * p]; // (og, P)
-                let acc_g = &mut acc[grp * g.og * k..][..g.og * k];
-                if direct {
-                    // grad_wᵀ (K, og) += col_block (K, cols) @ d_yᵀ (cols, og), one block of
-                    // output rows at a time: both operands are built contiguous and small.
-                    let acc_t = &mut acc_t[grp * k * g.og..][..k * g.og];
-                    for oy0 in (0..g.oh).step_by(rows_per_block) {
-                        let oy1 = (oy0 + rows_per_block).min(g.oh);
-                        let cols = (oy1 - oy0) * g.ow;
-                        let block = &mut col_t[..cols * k]; // (K, cols)
-                        im2col_rows(x_g, g, oy0..oy1, block);
-                        let dyt = &mut dy_t[..cols * g.og]; // (cols, og)
-                        for o in 0..g.og {
-                            let src = &dy_all[o * p + oy0 * g.ow..][..cols];
-                            for (j, &v) in src.iter().enumerate() {
-                                dyt[j * g.og + o] = v;
-                            }
-                        }
-                        sgemm(
-                            1.0,
-                            MatRef::row_major(block, k, cols),
-                            MatRef::row_major(dyt, cols, g.og),
-                            1.0,
-                            acc_t,
-                            par,
-                        );
-                    }
-                    continue;
-                }
-                let cols_t = {
-                    let cols: &[f32] = if g.is_pointwise() {
-                        x_g
-                    } else {
-                        im2col(x_g, g, &mut col, par);
-                        &col
-                    }; // (K, P)
-                    transposed_cols(cols, k, p, transposed, &mut col_t)
-                }; // (P, K)
-                let dy_g = MatRef::row_major(dy_all, g.og, p);
-                sgemm(1.0, dy_g, cols_t, 1.0, acc_g, par);
-            }
-        }
-        if direct {
-            for grp in 0..g.groups {
-                let acc_t = &acc_t[grp * k * g.og..][..k * g.og]; // (K, og)
-                let acc_g = &mut acc[grp * g.og * k..][..g.og * k]; // (og, K)
-                for r in 0..k {
-                    for o in 0..g.og {
-                        acc_g[o * k + r] += acc_t[r * g.og + o];
-                    }
-                }
-            }
-        }
-        acc
-    };
-    let parts: Vec<Vec<f32>> = if chunks > 1 {
-        (0..chunks).into_par_iter().map(partial).collect()
-    } else {
-        vec![partial(0)]
-    };
-    for part in parts {
-        gw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
 }
 
@@ -1266,21 +1165,74 @@ mod tests {
                          s.dilation, s.groups);
             let xs = [xs[0], xs[1], xs[2] + span_h, xs[3] + span_w + wide];
             let g = geometry(&s, &xs, &ws, None).unwrap();
-            prop_assert!(backward::direct_applies(&g));
+            prop_assert!(direct::backward_x_applies(&g));
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let dy = test_tensor(&g.output_shape(), seed + 2);
             let [want, _, _] = backward_naive(&s, &x, &w, &dy).unwrap();
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut got = vec![f32::NAN; x.numel()]; // every element must be written
-            pool.install(|| backward::direct_backward_x(&g, w.data(), dy.data(), &mut got));
+            pool.install(|| direct::backward_x(&g, w.data(), dy.data(), &mut got));
             assert_close("direct d_x", &Tensor::new(xs.to_vec(), got).unwrap(), &want)?;
         }
 
-        /// grad_w with column blocks of a few output rows (several blocks per image), on one
-        /// and two threads, against the naive grad_w (depthwise has its own kernel).
+        /// The direct stride-1 forward kernel on any stride-1 geometry (any padding, also wider
+        /// than the kernel, dilation, groups, partial channel blocks and pixel tiles), with
+        /// bias and a fused activation, on one and two threads, against the naive forward.
+        #[test]
+        fn direct_forward_matches_naive((s, xs, ws) in geometry_strategy(), seed in 0u64..1000,
+                                        wide in 0usize..40, bias: bool, which in 0usize..3,
+                                        threads in 1usize..3) {
+            let s = spec([1, 1], s.padding, s.dilation, s.groups);
+            let xs = [xs[0], xs[1], xs[2], xs[3] + wide];
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            prop_assume!(!g.is_depthwise());
+            let act = [None, Some(FusedActivation::Relu),
+                       Some(FusedActivation::Clip { min: -0.2, max: 0.3 })][which];
+            let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
+            let b = bias.then(|| test_tensor(&[ws[0]], seed + 2));
+            let z = forward_naive(&s, &x, &w, b.as_ref()).unwrap();
+            let want = match act {
+                Some(a) => z.map(|v| a.activation().apply(v)),
+                None => z,
+            };
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut got = vec![f32::NAN; want.numel()]; // every element must be written
+            let bd = b.as_ref().map(|b| b.data());
+            pool.install(|| direct::forward(&g, x.data(), w.data(), bd, act, &mut got));
+            assert_close("direct forward", &Tensor::new(g.output_shape(), got).unwrap(), &want)?;
+        }
+
+        /// The direct stride-1 grad_w kernel on every geometry it applies to (kernels up to 7
+        /// wide, any padding, dilation, groups, partial channel blocks and vectors), on one and
+        /// two threads, against the naive grad_w. Machines without AVX-512 never take this
+        /// path, and the test says so instead of passing silently.
+        #[test]
+        fn direct_grad_w_matches_naive((s, xs, ws) in geometry_strategy(), seed in 0u64..1000,
+                                       wide in 0usize..40, threads in 1usize..3) {
+            let s = spec([1, 1], s.padding, s.dilation, s.groups);
+            let xs = [xs[0], xs[1], xs[2], xs[3] + wide];
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            prop_assume!(!g.is_depthwise());
+            if !grad_w_direct::applies(&g) {
+                eprintln!("direct grad_w not tested: this CPU has no AVX-512F");
+                return Ok(());
+            }
+            let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
+            let dy = test_tensor(&g.output_shape(), seed + 2);
+            let [_, want, _] = backward_naive(&s, &x, &w, &dy).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut got = vec![0.0f32; w.numel()]; // (c_out, cg, kh, kw)
+            pool.install(|| grad_w_direct::backward_w(&g, x.data(), dy.data(), &mut got));
+            assert_close("direct grad_w", &Tensor::new(ws.to_vec(), got).unwrap(), &want)?;
+        }
+
+        /// grad_w with column blocks of a few output rows (several blocks per image), through
+        /// the small-K and the large-K path, on one and two threads (a single item then splits
+        /// its rows), against the naive grad_w (depthwise has its own kernel).
         #[test]
         fn blocked_grad_w_matches_naive((s, xs, ws) in geometry_strategy(), seed in 0u64..1000,
-                                        block_floats in 1usize..300, threads in 1usize..3) {
+                                        block_floats in 1usize..300, small_k_max in 0usize..80,
+                                        threads in 1usize..3) {
             let g = geometry(&s, &xs, &ws, None).unwrap();
             prop_assume!(!g.is_depthwise());
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
@@ -1288,7 +1240,8 @@ mod tests {
             let [_, want, _] = backward_naive(&s, &x, &w, &dy).unwrap();
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut got = vec![0.0f32; w.numel()]; // (c_out, cg, kh, kw)
-            pool.install(|| gemm_backward_w(&g, x.data(), dy.data(), &mut got, block_floats));
+            let blocking = grad_w::Blocking { block_floats, small_k_max };
+            pool.install(|| grad_w::backward_w(&g, x.data(), dy.data(), &mut got, blocking));
             assert_close("blocked grad_w", &Tensor::new(ws.to_vec(), got).unwrap(), &want)?;
         }
 
