@@ -482,18 +482,13 @@ pub fn forward_fused(
     b: Option<&Tensor>,
 ) -> Result<Tensor, OpError> {
     let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
+    if g.is_pointwise() && !g.is_depthwise() {
+        // (n, c_out, oh, ow), every element written once by the kernel: no zero fill
+        return pointwise::pointwise_forward(&g, x.data(), w.data(), b.map(|b| b.data()), act);
+    }
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
     if g.is_depthwise() {
         depthwise::depthwise_forward(
-            &g,
-            x.data(),
-            w.data(),
-            b.map(|b| b.data()),
-            act,
-            y.data_mut(),
-        );
-    } else if g.is_pointwise() {
-        pointwise::pointwise_forward(
             &g,
             x.data(),
             w.data(),

@@ -15,6 +15,8 @@
 use rayon::prelude::*;
 
 use super::{FusedActivation, Geom};
+use crate::engine::error::OpError;
+use crate::engine::tensor::Tensor;
 
 /// Columns per register tile (two 16-lane vectors).
 const NC: usize = 32;
@@ -75,19 +77,34 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// y `(n, c_out, h, w)` = act(conv1x1(x `(n, c_in, h, w)`, w `(c_out, cg, 1, 1)`) + b).
+/// y `(n, c_out, h, w)` = act(conv1x1(x `(n, c_in, h, w)`, w `(c_out, cg, 1, 1)`) + b), in a
+/// buffer that is not zero-filled first: the kernel writes every element exactly once.
 pub(super) fn pointwise_forward(
     g: &Geom,
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
     act: Option<FusedActivation>,
-    y: &mut [f32],
-) {
-    pointwise_forward_with(has_avx512(), g, x, w, b, act, y);
+) -> Result<Tensor, OpError> {
+    let n = g.n * g.y_item();
+    let mut y: Vec<f32> = Vec::new();
+    y.try_reserve_exact(n).map_err(|_| {
+        OpError(format!(
+            "cannot allocate the {n}-element output of a 1x1 convolution"
+        ))
+    })?;
+    // SAFETY: `y` has capacity n; `write_all` writes each of its n elements (the task grid
+    // covers every (item, group, row tile, panel)) before `set_len` exposes them.
+    unsafe {
+        write_all(has_avx512(), g, x, w, b, act, OutPtr(y.as_mut_ptr()));
+        y.set_len(n);
+    }
+    Tensor::new(g.output_shape(), y)
 }
 
-/// [`pointwise_forward`] with the AVX-512 tile kernel allowed (`simd`) or not (tests run both).
+/// [`pointwise_forward`] into an existing buffer, with the AVX-512 tile kernel allowed
+/// (`simd`) or not (tests run both).
+#[cfg(test)]
 pub(super) fn pointwise_forward_with(
     simd: bool,
     g: &Geom,
@@ -98,11 +115,28 @@ pub(super) fn pointwise_forward_with(
     y: &mut [f32],
 ) {
     assert_eq!(y.len(), g.n * g.y_item(), "pointwise output length");
+    // SAFETY: y holds the whole output and is borrowed uniquely for the call.
+    unsafe { write_all(simd, g, x, w, b, act, OutPtr(y.as_mut_ptr())) };
+}
+
+/// Writes every element of the `(n, c_out, P)` output at `out`, one rayon task per tile.
+///
+/// # Safety
+/// `out` must be valid for writes (and reads of what was written) of `n · c_out · P` floats
+/// that nothing else accesses during the call; they need not be initialised.
+unsafe fn write_all(
+    simd: bool,
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    act: Option<FusedActivation>,
+    out: OutPtr,
+) {
     let tasks = tasks(g);
-    let out = OutPtr(y.as_mut_ptr());
     let run = |t: &Task| {
         // SAFETY: see `OutPtr`; `run_task` writes only rows `t.tiles` × columns `t.panels` of
-        // item `t.item`, group `t.grp`, all inside `y` (checked by the length assert above).
+        // item `t.item`, group `t.grp`, all inside the output (the caller's contract).
         unsafe { run_task(simd, g, x, w, b, act, *t, out) }
     };
     if tasks.len() > 1 {
@@ -205,10 +239,10 @@ unsafe fn run_task(
                         )
                     };
                     for (r, t_row) in tmp.iter().enumerate().take(rows) {
-                        // SAFETY: as above.
-                        let dst =
-                            unsafe { std::slice::from_raw_parts_mut(out.0.add(y_row(r)), cols) };
-                        dst.copy_from_slice(&t_row[..cols]);
+                        // SAFETY: as above (a raw copy: the destination may be uninitialised).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(t_row.as_ptr(), out.0.add(y_row(r)), cols)
+                        };
                     }
                 }
             }
@@ -230,7 +264,8 @@ enum Start {
 ///
 /// # Safety
 /// Each of `outs` must point to NC floats that nothing else accesses during the call (two
-/// entries may be equal only if they compute the same values).
+/// entries may be equal only if they compute the same values); they may be uninitialised
+/// only when `start` is [`Start::Bias`].
 #[inline(always)]
 unsafe fn tile_kernel(
     simd: bool,
@@ -274,8 +309,8 @@ unsafe fn tile_kernel(
         if let Some((lo, hi)) = clamp {
             a.iter_mut().for_each(|v| *v = v.max(lo).min(hi));
         }
-        // SAFETY: the caller vouches for `outs`.
-        unsafe { std::slice::from_raw_parts_mut(o, NC) }.copy_from_slice(a);
+        // SAFETY: the caller vouches for `outs` (a raw copy: they may be uninitialised).
+        unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), o, NC) };
     }
 }
 
