@@ -91,10 +91,6 @@ pub(super) fn backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32], block
     }
 }
 
-/// Fewest columns per block of the small-K path, so that the GEMM's inner dimension stays
-/// long when K is in the hundreds.
-const MIN_BLOCK_COLS: usize = 256;
-
 /// One task's partial grad_w `(c_out, K)`.
 fn task_partial(
     g: &Geom,
