@@ -245,7 +245,8 @@ fn interior(wins: &[Window]) -> std::ops::Range<usize> {
     };
     let run = &wins[lo..=hi];
     let step = run.get(1).map_or(0, |w| w.lo - run[0].lo);
-    let even = run.windows(2).all(|p| p[1].lo == p[0].lo + step);
+    // windows clipped on both sides can all start at 0 (step 0): left to the border loop
+    let even = (run.len() == 1 || step > 0) && run.windows(2).all(|p| p[1].lo == p[0].lo + step);
     if even && run.iter().all(|w| w.hi - w.lo == full) {
         lo..hi + 1
     } else {
@@ -281,26 +282,41 @@ fn max_interior(
     };
     let x0 = g.cols[oxs.start].lo;
     let n = oxs.len();
+    // Row cells x0 + j·sw + p split by phase p < sw (phase p, position j), so that tap kj reads
+    // the contiguous run phase[kj % sw][kj / sw..][..n]: a strided read per tap did not vectorise.
+    let per_phase = n + (kw - 1) / sw.max(1) + 1;
+    let mut phases = vec![0.0f32; sw.max(1) * per_phase]; // (sw, per_phase)
     for oy in oys {
         let r0 = g.rows[oy].lo;
         let ys = &mut yp[oy * g.ow + oxs.start..][..n];
         let ats = &mut ap[oy * g.ow + oxs.start..][..n];
-        let first = &xp[r0 * g.w..][..g.w];
-        for (i, (y, a)) in ys.iter_mut().zip(ats.iter_mut()).enumerate() {
-            let ix = x0 + i * sw;
-            *y = first[ix];
-            *a = (base + r0 * g.w + ix) as u32;
-        }
         for ki in 0..kh {
             let iy = r0 + ki;
             let row = &xp[iy * g.w..][..g.w];
+            let cols = &row[x0..(x0 + (n - 1) * sw + kw).min(g.w)];
+            if sw > 1 {
+                for (p, ph) in phases.chunks_exact_mut(per_phase).enumerate() {
+                    for (d, &v) in ph.iter_mut().zip(cols.iter().skip(p).step_by(sw)) {
+                        *d = v;
+                    }
+                }
+            }
             for kj in 0..kw {
+                let taps = if sw > 1 {
+                    &phases[(kj % sw) * per_phase + kj / sw..][..n]
+                } else {
+                    &cols[kj..][..n]
+                };
+                let cell0 = (base + iy * g.w + x0 + kj) as u32;
                 if ki == 0 && kj == 0 {
+                    for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate()
+                    {
+                        *y = v;
+                        *a = cell0 + (i * sw) as u32;
+                    }
                     continue;
                 }
-                let cell0 = (base + iy * g.w + x0 + kj) as u32;
-                for (i, (y, a)) in ys.iter_mut().zip(ats.iter_mut()).enumerate() {
-                    let v = row[x0 + kj + i * sw];
+                for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate() {
                     let wins = v > *y || (v.is_nan() && !y.is_nan());
                     *y = if wins { v } else { *y };
                     *a = if wins { cell0 + (i * sw) as u32 } else { *a };
@@ -764,6 +780,32 @@ mod tests {
                     assert!(u == v || (u.is_nan() && v.is_nan()), "{shape:?}");
                 }
             }
+        }
+    }
+
+    /// Windows wider than the input, clipped on both sides, all start at 0: a geometry the
+    /// interior kernel must leave to the border loop (it read past the row before the fix).
+    #[test]
+    fn max_windows_wider_than_the_input() {
+        let padding = Padding2d {
+            top: 2,
+            left: 2,
+            bottom: 2,
+            right: 2,
+        };
+        for (k, s) in [(4, 1), (5, 1), (5, 2)] {
+            let spec = Pool2dSpec {
+                kernel: [k, k],
+                stride: [s, s],
+                padding,
+                ceil_mode: false,
+                count_include_pad: false,
+            };
+            let x = test_tensor(&[1, 2, 2, 2], 3);
+            assert_eq!(
+                max_forward(&spec, &x).unwrap(),
+                max_naive(&spec, &x).unwrap()
+            );
         }
     }
 
