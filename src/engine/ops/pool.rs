@@ -204,9 +204,18 @@ pub fn max_forward(spec: &Pool2dSpec, x: &Tensor) -> Result<(Tensor, Vec<u32>), 
     Ok((Tensor::new(out_shape, y)?, arg))
 }
 
+/// Max pooling of one plane: the outputs whose windows lie wholly inside the input by
+/// [`max_interior`], the border ones (windows clipped by padding) cell by cell.
 fn max_plane(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u32]) {
+    let (rows_in, cols_in) = (interior(&g.rows), interior(&g.cols));
+    if !rows_in.is_empty() && !cols_in.is_empty() {
+        max_interior(g, xp, base, rows_in.clone(), cols_in.clone(), yp, ap);
+    }
     for (oy, r) in g.rows.iter().enumerate() {
         for (ox, c) in g.cols.iter().enumerate() {
+            if rows_in.contains(&oy) && cols_in.contains(&ox) {
+                continue;
+            }
             let mut best = f32::NEG_INFINITY;
             let mut at = r.lo * g.w + c.lo;
             for iy in r.lo..r.hi {
@@ -220,6 +229,99 @@ fn max_plane(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u3
             }
             yp[oy * g.ow + ox] = best;
             ap[oy * g.ow + ox] = (base + at) as u32;
+        }
+    }
+}
+
+/// The outputs along one axis whose windows are whole (not clipped by padding): a contiguous
+/// range, since window starts grow with the output index; empty unless those windows are all
+/// equally wide and evenly spaced (what [`max_interior`] assumes).
+fn interior(wins: &[Window]) -> std::ops::Range<usize> {
+    let full = wins.iter().map(|w| w.hi - w.lo).max().unwrap_or(0);
+    let lo = wins.iter().position(|w| w.hi - w.lo == full);
+    let hi = wins.iter().rposition(|w| w.hi - w.lo == full);
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return 0..0;
+    };
+    let run = &wins[lo..=hi];
+    let step = run.get(1).map_or(0, |w| w.lo - run[0].lo);
+    // windows clipped on both sides can all start at 0 (step 0): left to the border loop
+    let even = (run.len() == 1 || step > 0) && run.windows(2).all(|p| p[1].lo == p[0].lo + step);
+    if even && run.iter().all(|w| w.hi - w.lo == full) {
+        lo..hi + 1
+    } else {
+        0..0
+    }
+}
+
+/// Interior outputs `oys` × `oxs` of one plane, tap by tap in row-major order over a whole
+/// output row at once (the same winner rule as the cell-by-cell loop: strictly greater wins,
+/// NaN wins, the first cell in row-major order on ties), instead of a window walk per output:
+/// ResNet50's 3x3 stride-2 pooling, see BENCHMARKS.md "Max pooling".
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn max_interior(
+    g: &Geometry,
+    xp: &[f32],
+    base: usize,
+    oys: std::ops::Range<usize>,
+    oxs: std::ops::Range<usize>,
+    yp: &mut [f32],
+    ap: &mut [u32],
+) {
+    let (kh, kw) = (
+        g.rows[oys.start].hi - g.rows[oys.start].lo,
+        g.cols[oxs.start].hi - g.cols[oxs.start].lo,
+    );
+    let sw = if oxs.len() > 1 {
+        g.cols[oxs.start + 1].lo - g.cols[oxs.start].lo
+    } else {
+        1
+    };
+    let x0 = g.cols[oxs.start].lo;
+    let n = oxs.len();
+    // Row cells x0 + j·sw + p split by phase p < sw (phase p, position j), so that tap kj reads
+    // the contiguous run phase[kj % sw][kj / sw..][..n]: a strided read per tap did not vectorise.
+    let per_phase = n + (kw - 1) / sw.max(1) + 1;
+    let mut phases = vec![0.0f32; sw.max(1) * per_phase]; // (sw, per_phase)
+    for oy in oys {
+        let r0 = g.rows[oy].lo;
+        let ys = &mut yp[oy * g.ow + oxs.start..][..n];
+        let ats = &mut ap[oy * g.ow + oxs.start..][..n];
+        for ki in 0..kh {
+            let iy = r0 + ki;
+            let row = &xp[iy * g.w..][..g.w];
+            let cols = &row[x0..(x0 + (n - 1) * sw + kw).min(g.w)];
+            if sw > 1 {
+                for (p, ph) in phases.chunks_exact_mut(per_phase).enumerate() {
+                    for (d, &v) in ph.iter_mut().zip(cols.iter().skip(p).step_by(sw)) {
+                        *d = v;
+                    }
+                }
+            }
+            for kj in 0..kw {
+                let taps = if sw > 1 {
+                    &phases[(kj % sw) * per_phase + kj / sw..][..n]
+                } else {
+                    &cols[kj..][..n]
+                };
+                let cell0 = (base + iy * g.w + x0 + kj) as u32;
+                if ki == 0 && kj == 0 {
+                    for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate()
+                    {
+                        *y = v;
+                        *a = cell0 + (i * sw) as u32;
+                    }
+                    continue;
+                }
+                for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate() {
+                    let wins = v > *y || (v.is_nan() && !y.is_nan());
+                    *y = if wins { v } else { *y };
+                    *a = if wins { cell0 + (i * sw) as u32 } else { *a };
+                }
+            }
         }
     }
 }
@@ -681,6 +783,32 @@ mod tests {
         }
     }
 
+    /// Windows wider than the input, clipped on both sides, all start at 0: a geometry the
+    /// interior kernel must leave to the border loop (it read past the row before the fix).
+    #[test]
+    fn max_windows_wider_than_the_input() {
+        let padding = Padding2d {
+            top: 2,
+            left: 2,
+            bottom: 2,
+            right: 2,
+        };
+        for (k, s) in [(4, 1), (5, 1), (5, 2)] {
+            let spec = Pool2dSpec {
+                kernel: [k, k],
+                stride: [s, s],
+                padding,
+                ceil_mode: false,
+                count_include_pad: false,
+            };
+            let x = test_tensor(&[1, 2, 2, 2], 3);
+            assert_eq!(
+                max_forward(&spec, &x).unwrap(),
+                max_naive(&spec, &x).unwrap()
+            );
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
         #[test]
@@ -692,6 +820,11 @@ mod tests {
             let padding = Padding2d { top: pads[0], left: pads[1], bottom: pads[2], right: pads[3] };
             let s = Pool2dSpec { kernel: [kh, kw], stride: [sh, sw], padding, ceil_mode: ceil, count_include_pad: include };
             let x = test_tensor(&[2, 2, h, w], seed);
+            // a copy with many ties (as after a ReLU): the first winner in row-major order
+            let tied = x.map(|v| (v * 2.0).round().max(0.0));
+            if let Ok(want) = max_naive(&s, &tied) {
+                proptest::prop_assert_eq!(max_forward(&s, &tied).unwrap(), want);
+            }
             match max_naive(&s, &x) {
                 Err(_) => proptest::prop_assert!(max_forward(&s, &x).is_err()),
                 Ok(want) => {

@@ -30,11 +30,12 @@ impl Blocking {
     /// block_floats: 512 KiB, still in a Zen 5 core's 1 MiB L2 when the GEMM reads it, and
     /// wide enough that the GEMM's inner dimension is not tiny (smile conv2 grad_w at batch 32,
     /// one thread, CPU time: 16 K floats 27.6 ms, 64 K 21.6 ms, 128 K 18.9 ms, 256 K 18.4 ms).
-    /// small_k_max: with K = 2304 (256→256 3x3 @14²) blocks of a few rows made the GEMM 4x
-    /// slower, its `(K, og)` accumulator no longer fitting in cache.
+    /// small_k_max, 2 threads, batch 1 (shared machine, 3 alternating runs): 64→64 3x3 @56²
+    /// (K = 576) 0.65–0.72 ms small-K against 0.85 large-K; 256→256 3x3 @14² (K = 2304)
+    /// 1.15 ms small-K against 0.86 large-K, its `(K, og)` accumulator no longer in cache.
     pub const DEFAULT: Blocking = Blocking {
         block_floats: 128 * 1024,
-        small_k_max: 512,
+        small_k_max: 1024,
     };
 }
 
@@ -164,13 +165,24 @@ fn small_k_partial(
     for grp in 0..g.groups {
         let acc_t = &acc_t[grp * k * g.og..][..k * g.og];
         let acc_g = &mut acc[grp * g.og * k..][..g.og * k];
-        for r in 0..k {
-            for o in 0..g.og {
-                acc_g[o * k + r] = acc_t[r * g.og + o];
+        transpose_into(acc_t, k, g.og, acc_g);
+    }
+    acc
+}
+
+/// dst `(cols, rows)` = srcᵀ for src `(rows, cols)`, in cache-sized tiles (a plain loop over a
+/// 2304 x 256 matrix took longer than the GEMM that made it).
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
             }
         }
     }
-    acc
 }
 
 /// Per item and group: acc_g `(og, K)` += d_y rows `(og, cols)` @ colᵀ `(cols, K)` over the
