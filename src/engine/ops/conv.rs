@@ -482,33 +482,20 @@ pub fn forward_fused(
     b: Option<&Tensor>,
 ) -> Result<Tensor, OpError> {
     let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
+    let (xd, wd, bd) = (x.data(), w.data(), b.map(|b| b.data()));
     if g.is_pointwise() && !g.is_depthwise() {
         // (n, c_out, oh, ow), every element written once by the kernel: no zero fill
-        return pointwise::pointwise_forward(&g, x.data(), w.data(), b.map(|b| b.data()), act);
+        return pointwise::pointwise_forward(&g, xd, wd, bd, act);
     }
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
     if g.is_depthwise() {
-        depthwise::depthwise_forward(
-            &g,
-            x.data(),
-            w.data(),
-            b.map(|b| b.data()),
-            act,
-            y.data_mut(),
-        );
+        depthwise::depthwise_forward(&g, xd, wd, bd, act, y.data_mut());
     } else if direct::prefers_forward(&g) {
-        direct::forward(
-            &g,
-            x.data(),
-            w.data(),
-            b.map(|b| b.data()),
-            act,
-            y.data_mut(),
-        );
+        direct::forward(&g, xd, wd, bd, act, y.data_mut());
     } else {
-        gemm_forward(&g, x.data(), w.data(), y.data_mut());
+        gemm_forward(&g, xd, wd, y.data_mut());
         if b.is_some() || act.is_some() {
-            add_bias(&g, b.map(|b| b.data()), act, y.data_mut());
+            add_bias(&g, bd, act, y.data_mut());
         }
     }
     Ok(y)
