@@ -488,7 +488,12 @@ pub fn forward_fused(
         return pointwise::pointwise_forward(&g, xd, wd, bd, act);
     }
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
-    if g.is_depthwise() {
+    if x.numel() == 0 {
+        // empty input planes inside their padding: every output sees only zeros
+        if b.is_some() || act.is_some() {
+            add_bias(&g, bd, act, y.data_mut());
+        }
+    } else if g.is_depthwise() {
         depthwise::depthwise_forward(&g, xd, wd, bd, act, y.data_mut());
     } else if direct::prefers_forward(&g) {
         direct::forward(&g, xd, wd, bd, act, y.data_mut());
@@ -700,7 +705,9 @@ pub fn backward(
     let (xd, wd, dyd) = (x.data(), w.data(), d_y.data());
     let d_x = if need(0) {
         let mut d_x = Tensor::try_zeros(x.shape())?; // (n, c_in, h, w)
-        if g.is_depthwise() {
+        if x.numel() == 0 {
+            // nothing to fill (and no kernel should see an empty plane)
+        } else if g.is_depthwise() {
             depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
         } else if !g.is_pointwise() && direct::prefers_backward_x(&g) {
             direct::backward_x(&g, wd, dyd, d_x.data_mut());
@@ -721,7 +728,9 @@ pub fn backward(
     };
     let grad_w = if need(1) {
         let mut gw = Tensor::try_zeros(w.shape())?; // (c_out, cg, kh, kw)
-        if g.is_depthwise() {
+        if x.numel() == 0 {
+            // an all-padding input contributes nothing: grad_w stays zero
+        } else if g.is_depthwise() {
             depthwise_backward_w(&g, xd, dyd, gw.data_mut());
         } else if grad_w_direct::prefers(&g) {
             grad_w_direct::backward_w(&g, xd, dyd, gw.data_mut());
@@ -1357,6 +1366,28 @@ mod tests {
         assert_eq!(fast.shape(), naive.shape());
         for (a, b) in fast.data().iter().zip(naive.data()) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn empty_input_planes_inside_padding_match_naive() {
+        // an input of height 0 padded to more than the kernel: the output is bias only, and
+        // no kernel may divide by or chunk over the empty plane
+        for k in [3, 5] {
+            let s = spec([1, 1], Padding2d::uniform(3), [1, 1], 1);
+            let (xs, ws) = ([2, 2, 0, 4], [3, 2, k, k]);
+            let (x, w, b) = (
+                test_tensor(&xs, 1),
+                test_tensor(&ws, 2),
+                test_tensor(&[3], 3),
+            );
+            let y = forward(&s, &x, &w, Some(&b)).unwrap();
+            assert_eq!(y, forward_naive(&s, &x, &w, Some(&b)).unwrap());
+            let dy = test_tensor(y.shape(), 4);
+            let got = backward(&s, &x, &w, true, &dy, &[true, true, true]).unwrap();
+            let [dx, gw, _] = backward_naive(&s, &x, &w, &dy).unwrap();
+            assert_eq!(got[0].as_ref().unwrap().shape(), dx.shape());
+            assert_close("grad_w", got[1].as_ref().unwrap(), &gw).unwrap();
         }
     }
 

@@ -96,6 +96,9 @@ impl Corr {
     /// side wider than the kernel) feed no output and are left out.
     pub(super) fn pad_input(&self, inp: &[f32], padded: &mut [f32]) {
         padded.fill(0.0);
+        if self.in_h == 0 || self.in_w == 0 {
+            return; // an empty input plane inside its padding: all zeros
+        }
         let (ph, pw) = (self.pad_h(), self.pad_w());
         let rows = self.in_h.min(ph.saturating_sub(self.top));
         let cols = self.in_w.min(pw.saturating_sub(self.left));
