@@ -6,7 +6,8 @@
 //! depend on scheduling (only on the thread count, which fixes the cut).
 //!
 //! Splitting a single item's rows instead of letting every small GEMM fork onto the pool:
-//! 64→64 3x3 @56², batch 1, 2 threads: 1.21 → see BENCHMARKS.md "grad_w at batch 1".
+//! 64→64 3x3 @56², batch 1, 2 threads, grad_w 1.2–1.5 → 0.65–0.85 ms (shared machine,
+//! alternating runs; BENCHMARKS.md "Session 4").
 
 use std::ops::Range;
 
