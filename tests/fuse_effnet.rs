@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+mod common;
 
 use convscope::engine::fuse::fuse_for_inference;
 use convscope::engine::gradcheck::test_tensor;
@@ -14,26 +14,9 @@ use convscope::engine::{BackwardRequest, ForwardOptions, Graph, Tensor};
 const LAYER: &str = "/_head_act/Clip_output_0";
 
 fn model() -> Graph {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/models/efficientnet_lite0.onnx");
-    assert!(
-        path.exists(),
-        "this test needs the shared model {} (the ../shared data directory is missing)",
-        path.display()
-    );
+    let path = common::shared_path("data/models/efficientnet_lite0.onnx");
     let m = convscope::models::onnx::import_onnx(&path).unwrap();
     Graph::from_def(m.def).unwrap()
-}
-
-/// max |a − b| / max |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let diff = a
-        .data()
-        .iter()
-        .zip(b.data())
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / b.max_abs()
 }
 
 /// (logits, kept layer, d logit[class] / d input) of one forward and backward pass.
@@ -74,20 +57,8 @@ fn fused_effnet_matches_the_imported_graph() {
     let x = test_tensor(&[1, 3, 224, 224], 3).map(|v| 2.0 * v);
     let (y0, l0, gx0) = run(&g, &x, 285);
     let (y1, l1, gx1) = run(&f, &x, 285);
-    assert!(
-        rel_err(&y1, &y0) <= 1e-5,
-        "logits differ by {}",
-        rel_err(&y1, &y0)
-    );
-    assert!(
-        rel_err(&l1, &l0) <= 1e-5,
-        "kept layer differs by {}",
-        rel_err(&l1, &l0)
-    );
+    common::assert_close("fused logits", &y1, &y0, 1e-5);
+    common::assert_close("fused kept layer", &l1, &l0, 1e-5);
     assert!(gx0.max_abs() > 0.0);
-    assert!(
-        rel_err(&gx1, &gx0) <= 1e-4,
-        "input gradients differ by {}",
-        rel_err(&gx1, &gx0)
-    );
+    common::assert_close("fused input gradient", &gx1, &gx0, 1e-4);
 }
