@@ -8,7 +8,7 @@ mod common;
 
 use convscope::engine::fuse::fuse_for_inference;
 use convscope::engine::gradcheck::test_tensor;
-use convscope::engine::{BackwardRequest, ForwardOptions, Graph, Tensor};
+use convscope::engine::{ForwardOptions, Graph, Tensor};
 
 /// Grad-CAM's default layer on this model.
 const LAYER: &str = "/_head_act/Clip_output_0";
@@ -30,14 +30,8 @@ fn run(g: &Graph, x: &Tensor, class: usize) -> (Tensor, Tensor, Tensor) {
     let out = g.outputs()[0];
     let logits = g.lookup(&pass, out).unwrap().clone();
     let layer = g.lookup(&pass, g.value_id(LAYER).unwrap()).unwrap().clone();
-    let mut seed = Tensor::zeros(logits.shape());
-    seed.data_mut()[class] = 1.0;
     let input = g.inputs()[0];
-    let req = BackwardRequest {
-        seeds: vec![(out, seed)],
-        param_grads: false,
-        value_grads: vec![input],
-    };
+    let req = common::class_to_input_request(g, out, logits.shape(), class);
     let mut grads = g.backward(&pass, &req).unwrap();
     (logits, layer, grads.values.remove(&input).unwrap())
 }

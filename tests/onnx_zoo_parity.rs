@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use convscope::engine::{BackwardRequest, ForwardOptions, Graph, Tensor};
+use convscope::engine::{ForwardOptions, Graph, Tensor};
 use convscope::explain::cam::GradCamVariant;
 use convscope::explain::{Explainer, Target};
 use convscope::models::onnx::import_onnx;
@@ -220,14 +220,8 @@ fn check(name: &str) {
     );
 
     let class = meta["class"].as_u64().unwrap() as usize;
-    let mut seed = Tensor::zeros(&[1, 1000]);
-    seed.data_mut()[class] = 1.0;
     let input = g.inputs()[0];
-    let req = BackwardRequest {
-        seeds: vec![(out, seed)],
-        param_grads: false,
-        value_grads: vec![input],
-    };
+    let req = common::class_to_input_request(&g, out, &[1, 1000], class);
     let t = Instant::now();
     let grads = g.backward(&pass, &req).unwrap();
     let t_backward = t.elapsed();

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use convscope::engine::Tensor;
+use convscope::engine::{BackwardRequest, Graph, Tensor, ValueId};
 use ndarray::ArrayD;
 use safetensors::{Dtype, SafeTensors};
 
@@ -211,4 +211,21 @@ pub fn stdout(o: &std::process::Output) -> String {
 
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The request for d output[class] / d input of a graph's (first) input: a one-hot seed at
+/// `out`, shaped like that output (`shape`), no parameter gradients.
+pub fn class_to_input_request(
+    g: &Graph,
+    out: ValueId,
+    shape: &[usize],
+    class: usize,
+) -> BackwardRequest {
+    let mut seed = Tensor::zeros(shape);
+    seed.data_mut()[class] = 1.0;
+    BackwardRequest {
+        seeds: vec![(out, seed)],
+        param_grads: false,
+        value_grads: vec![g.inputs()[0]],
+    }
 }
