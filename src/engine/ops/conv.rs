@@ -421,6 +421,16 @@ fn batch_plan(n: usize) -> (usize, Parallelism) {
     }
 }
 
+/// What every forward kernel reads: x `(n, c_in, h, w)`, w `(c_out, cg, kh, kw)`, the bias
+/// `(c_out)` and the activation fused into the output.
+#[derive(Clone, Copy)]
+struct ForwardOperands<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    b: Option<&'a [f32]>,
+    act: Option<FusedActivation>,
+}
+
 /// Items per chunk so that `chunks` chunks cover `n` items.
 fn items_per_chunk(n: usize, chunks: usize) -> usize {
     n.div_ceil(chunks.max(1)).max(1)
@@ -483,9 +493,15 @@ pub fn forward_fused(
 ) -> Result<Tensor, OpError> {
     let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
     let (xd, wd, bd) = (x.data(), w.data(), b.map(|b| b.data()));
+    let ops = ForwardOperands {
+        x: xd,
+        w: wd,
+        b: bd,
+        act,
+    };
     if g.is_pointwise() && !g.is_depthwise() {
         // (n, c_out, oh, ow), every element written once by the kernel: no zero fill
-        return pointwise::pointwise_forward(&g, xd, wd, bd, act);
+        return pointwise::pointwise_forward(&g, ops);
     }
     let mut y = Tensor::try_zeros(&g.output_shape())?; // (n, c_out, oh, ow)
     if x.numel() == 0 {
@@ -494,9 +510,9 @@ pub fn forward_fused(
             add_bias(&g, bd, act, y.data_mut());
         }
     } else if g.is_depthwise() {
-        depthwise::depthwise_forward(&g, xd, wd, bd, act, y.data_mut());
+        depthwise::depthwise_forward(&g, ops, y.data_mut());
     } else if direct::prefers_forward(&g) {
-        direct::forward(&g, xd, wd, bd, act, y.data_mut());
+        direct::forward(&g, ops, y.data_mut());
     } else {
         gemm_forward(&g, xd, wd, y.data_mut());
         if b.is_some() || act.is_some() {
@@ -1189,7 +1205,8 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut got = vec![f32::NAN; want.numel()]; // every element must be written
             let bd = b.as_ref().map(|b| b.data());
-            pool.install(|| direct::forward(&g, x.data(), w.data(), bd, act, &mut got));
+            let ops = ForwardOperands { x: x.data(), w: w.data(), b: bd, act };
+            pool.install(|| direct::forward(&g, ops, &mut got));
             assert_close("direct forward", &Tensor::new(g.output_shape(), got).unwrap(), &want)?;
         }
 
@@ -1299,7 +1316,8 @@ mod tests {
             let (x, w, b) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1), test_tensor(&[ws[0]], seed + 2));
             let want = naive_fused(&s, act, &x, &w, &b);
             let mut got = vec![f32::NAN; want.numel()];
-            pointwise::pointwise_forward_with(false, &g, x.data(), w.data(), Some(b.data()), act, &mut got);
+            let ops = ForwardOperands { x: x.data(), w: w.data(), b: Some(b.data()), act };
+            pointwise::pointwise_forward_with(false, &g, ops, &mut got);
             assert_close("portable pointwise", &Tensor::new(want.shape().to_vec(), got).unwrap(), &want)?;
         }
 

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::{FusedActivation, Geom};
+use super::{ForwardOperands, FusedActivation, Geom};
 
 /// Floats per step of the tap loop: four 16-lane vectors, independent accumulator chains.
 const CHUNK: usize = 64;
@@ -52,14 +52,8 @@ impl Phases {
 }
 
 /// y `(n, c_out, oh, ow)` = act(depthwise conv(x `(n, c_in, h, w)`, w `(c_out, 1, kh, kw)`) + b).
-pub(super) fn depthwise_forward(
-    g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    act: Option<FusedActivation>,
-    y: &mut [f32],
-) {
+pub(super) fn depthwise_forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
+    let ForwardOperands { x, w, b, act } = ops;
     let plane_in = g.h * g.w;
     let ks = g.kh * g.kw;
     let m = g.og; // channel multiplier

@@ -14,7 +14,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{FusedActivation, Geom, ItemChunks, batch_plan, bias_act_row, for_item_chunks};
+use super::{
+    ForwardOperands, FusedActivation, Geom, ItemChunks, batch_plan, bias_act_row, for_item_chunks,
+};
 
 /// Output channels computed together by [`correlate_rows`] (they share every input load).
 const DIRECT_CB: usize = 4;
@@ -186,14 +188,8 @@ enum Epilogue<'a> {
 /// y `(n, c_out, oh, ow)` = act(conv(x, w) + b) for stride 1 ([`prefers_forward`]): per item
 /// and group, x padded once, then DIRECT_CB output channels at a time. Items are split across
 /// threads; a single item splits its channel blocks instead.
-pub(super) fn forward(
-    g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    act: Option<FusedActivation>,
-    y: &mut [f32],
-) {
+pub(super) fn forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
+    let ForwardOperands { x, w, b, act } = ops;
     let corr = Corr::forward(g);
     let ks = g.kh * g.kw;
     let blocks: Vec<Vec<KernelBlock>> = (0..g.groups)

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use super::{FusedActivation, Geom};
+use super::{ForwardOperands, Geom};
 use crate::engine::error::OpError;
 use crate::engine::tensor::Tensor;
 
@@ -79,13 +79,7 @@ unsafe impl Sync for OutPtr {}
 
 /// y `(n, c_out, h, w)` = act(conv1x1(x `(n, c_in, h, w)`, w `(c_out, cg, 1, 1)`) + b), in a
 /// buffer that is not zero-filled first: the kernel writes every element exactly once.
-pub(super) fn pointwise_forward(
-    g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    act: Option<FusedActivation>,
-) -> Result<Tensor, OpError> {
+pub(super) fn pointwise_forward(g: &Geom, ops: ForwardOperands<'_>) -> Result<Tensor, OpError> {
     let n = g.n * g.y_item();
     let mut y: Vec<f32> = Vec::new();
     y.try_reserve_exact(n).map_err(|_| {
@@ -96,7 +90,7 @@ pub(super) fn pointwise_forward(
     // SAFETY: `y` has capacity n; `write_all` writes each of its n elements (the task grid
     // covers every (item, group, row tile, panel)) before `set_len` exposes them.
     unsafe {
-        write_all(has_avx512(), g, x, w, b, act, OutPtr(y.as_mut_ptr()));
+        write_all(has_avx512(), g, ops, OutPtr(y.as_mut_ptr()));
         y.set_len(n);
     }
     Tensor::new(g.output_shape(), y)
@@ -108,15 +102,12 @@ pub(super) fn pointwise_forward(
 pub(super) fn pointwise_forward_with(
     simd: bool,
     g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    act: Option<FusedActivation>,
+    ops: ForwardOperands<'_>,
     y: &mut [f32],
 ) {
     assert_eq!(y.len(), g.n * g.y_item(), "pointwise output length");
     // SAFETY: y holds the whole output and is borrowed uniquely for the call.
-    unsafe { write_all(simd, g, x, w, b, act, OutPtr(y.as_mut_ptr())) };
+    unsafe { write_all(simd, g, ops, OutPtr(y.as_mut_ptr())) };
 }
 
 /// Writes every element of the `(n, c_out, P)` output at `out`, one rayon task per tile.
@@ -124,20 +115,12 @@ pub(super) fn pointwise_forward_with(
 /// # Safety
 /// `out` must be valid for writes (and reads of what was written) of `n · c_out · P` floats
 /// that nothing else accesses during the call; they need not be initialised.
-unsafe fn write_all(
-    simd: bool,
-    g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    act: Option<FusedActivation>,
-    out: OutPtr,
-) {
+unsafe fn write_all(simd: bool, g: &Geom, ops: ForwardOperands<'_>, out: OutPtr) {
     let tasks = tasks(g);
     let run = |t: &Task| {
         // SAFETY: see `OutPtr`; `run_task` writes only rows `t.tiles` × columns `t.panels` of
         // item `t.item`, group `t.grp`, all inside the output (the caller's contract).
-        unsafe { run_task(simd, g, x, w, b, act, *t, out) }
+        unsafe { run_task(simd, g, ops, *t, out) }
     };
     if tasks.len() > 1 {
         tasks.par_iter().for_each(run);
@@ -151,16 +134,8 @@ unsafe fn write_all(
 /// # Safety
 /// `out` must point to the `(n, c_out, P)` output, and no other thread may access the task's
 /// elements during the call.
-unsafe fn run_task(
-    simd: bool,
-    g: &Geom,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    act: Option<FusedActivation>,
-    t: Task,
-    out: OutPtr,
-) {
+unsafe fn run_task(simd: bool, g: &Geom, ops: ForwardOperands<'_>, t: Task, out: OutPtr) {
+    let ForwardOperands { x, w, b, act } = ops;
     let (k, p) = (g.cg, g.p());
     let x_g = &x[(t.item * g.c_in + t.grp * g.cg) * p..][..k * p]; // (K, P)
     let (lo, hi) = act.map_or((f32::NEG_INFINITY, f32::INFINITY), |a| a.bounds());
