@@ -6,7 +6,9 @@
 //!   (`conv/pointwise.rs`), backward uses GEMMs;
 //! - depthwise (one input channel per group): a direct kernel on stride-phase planes, parallel
 //!   over `(n, c_out)` planes (`conv/depthwise.rs`);
-//! - everything else: im2col + GEMM per group.
+//! - stride 1 with kernels larger than 3x3: a direct correlation for the forward pass and d_x
+//!   (`conv/direct.rs`) and, on AVX-512 machines, a direct grad_w (`conv/grad_w_direct.rs`);
+//! - everything else: im2col + GEMM per group (grad_w in `conv/grad_w.rs`).
 //!
 //! Batches of at least two items are split across rayon threads (each running sequential GEMMs on
 //! its own column buffer); a single item lets the GEMM and the im2col/col2im loops parallelise.
@@ -558,17 +560,14 @@ pub fn backward_fused(
     backward(&spec.conv, x, w, has_bias, &d_z, needs)
 }
 
-/// Forward of every group of every item as GEMMs: y_g `(og, P)` = W_g `(og, K)` @ col `(K, P)`.
+/// Forward of every group of every item as GEMMs: y_g `(og, P)` = W_g `(og, K)` @ col `(K, P)`
+/// (1x1 convolutions take `pointwise` instead, so there is always a column matrix to build).
 fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let (chunks, par) = batch_plan(g.n);
     let per = items_per_chunk(g.n, chunks);
     let run = |(ci, y_chunk): (usize, &mut [f32])| {
         // one column buffer per chunk, reused across its items and groups: (K, P)
-        let mut col = if g.is_pointwise() {
-            Vec::new()
-        } else {
-            vec![0.0f32; g.k() * g.p()]
-        };
+        let mut col = vec![0.0f32; g.k() * g.p()];
         for (i, y_item) in y_chunk.chunks_exact_mut(g.y_item()).enumerate() {
             let x_item = &x[(ci * per + i) * g.x_item()..][..g.x_item()];
             forward_item(g, x_item, w, y_item, &mut col, par);
@@ -595,13 +594,8 @@ fn forward_item(
         let x_g = &x_item[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w]; // (cg, h, w)
         let w_g = MatRef::row_major(&w[grp * g.og * k..][..g.og * k], g.og, k); // (og, K)
         let y_g = &mut y_item[grp * g.og * p..][..g.og * p]; // (og, P)
-        let cols = if g.is_pointwise() {
-            x_g
-        } else {
-            im2col(x_g, g, col, par);
-            &*col
-        };
-        sgemm(1.0, w_g, MatRef::row_major(cols, k, p), 0.0, y_g, par);
+        im2col(x_g, g, col, par);
+        sgemm(1.0, w_g, MatRef::row_major(col, k, p), 0.0, y_g, par);
     }
 }
 
