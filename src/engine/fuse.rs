@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use super::error::GraphResult;
 use super::graph::{Graph, GraphDef, InputDef, NodeDef, Param};
-use super::ops::{Activation, FusedActivation, FusedConvSpec, Op, PadSpec};
+use super::ops::{FusedActivation, FusedConvSpec, Op, PadSpec};
 use super::tensor::Tensor;
 
 /// How many of each fold a rewrite made.
@@ -270,13 +270,11 @@ impl Work {
         let Some(act_node) = self.nodes[a].as_ref() else {
             return false;
         };
-        let act = match act_node.op {
-            Op::Activation(Activation::Relu) => FusedActivation::Relu,
-            // min < max also rules out NaN bounds
-            Op::Activation(Activation::Clip { min, max }) if min < max => {
-                FusedActivation::Clip { min, max }
-            }
-            _ => return false,
+        let Op::Activation(act) = act_node.op else {
+            return false;
+        };
+        let Some(act) = FusedActivation::of(act) else {
+            return false;
         };
         let spec = FusedConvSpec {
             conv: conv.clone(),
@@ -487,7 +485,7 @@ pub fn names_of(graph: &Graph, ids: &[usize]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::engine::gradcheck::test_tensor;
-    use crate::engine::ops::{BatchNormSpec, Conv2dSpec, GemmSpec, Padding2d};
+    use crate::engine::ops::{Activation, BatchNormSpec, Conv2dSpec, GemmSpec, Padding2d};
     use crate::engine::{BackwardRequest, ForwardOptions, Keep};
 
     fn conv(stride: usize, pad: usize, groups: usize) -> Op {

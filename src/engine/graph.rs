@@ -10,8 +10,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::error::{GraphError, GraphResult};
 use super::fuse::InferenceCache;
-use super::ops::{ForwardCtx, Mode, Op, Saved};
+use super::ops::{ForwardCtx, Mode, Op, Saved, conv};
 use super::tensor::{Tensor, checked_numel, fmt_shape};
+use super::train_fusion::ConvActivationPairs;
 
 pub type ValueId = usize;
 pub type NodeId = usize;
@@ -111,6 +112,8 @@ pub struct Graph {
     pub(super) inference: InferenceCache,
     /// Made by the inference rewrite: batch norms are folded away, so it cannot train.
     pub(super) inference_only: bool,
+    /// Convolutions whose activation a `Keep::Backward` pass computes in the same kernel.
+    fused_pairs: ConvActivationPairs,
 }
 
 /// Which values a forward pass keeps besides the graph outputs.
@@ -119,8 +122,13 @@ pub enum Keep {
     /// Only the outputs; intermediate values are freed as soon as no later node needs them.
     #[default]
     Outputs,
-    /// Every value: needed for `backward` and for the layer browser.
+    /// Every value: for `backward` and for the layer browser.
     All,
+    /// What `backward` needs: every value except the outputs of convolutions whose ReLU / Clip
+    /// runs in the convolution's kernel (the only reader of such an output, see
+    /// `engine::train_fusion`); gradients, seeds and backward results are the same as with
+    /// `All`. Training passes use it.
+    Backward,
     /// The outputs and these values.
     Values(Vec<ValueId>),
 }
@@ -149,7 +157,7 @@ impl ForwardOptions {
     pub fn train(seed: u64) -> Self {
         Self {
             mode: Mode::Train,
-            keep: Keep::All,
+            keep: Keep::Backward,
             seed,
         }
     }
@@ -165,6 +173,8 @@ pub struct ForwardPass {
     saved: Vec<Saved>,
     /// Batch norm running statistics computed in training: (mean param, var param, mean, var).
     running_updates: Vec<(ParamId, ParamId, Tensor, Tensor)>,
+    /// The graph's convolution + activation pairs ran as one kernel (`Keep::Backward`).
+    fused: bool,
 }
 
 impl ForwardPass {
@@ -195,6 +205,7 @@ impl ForwardPass {
             values,
             saved: Vec::new(),
             running_updates: Vec::new(),
+            fused: false,
         }
     }
 
@@ -384,6 +395,7 @@ impl Graph {
                 })?;
             out_ids.push(id);
         }
+        let fused_pairs = ConvActivationPairs::find(&graph_nodes, values.len(), &out_ids);
         Ok(Graph {
             values,
             nodes: graph_nodes,
@@ -393,6 +405,7 @@ impl Graph {
             by_name,
             inference: InferenceCache::default(),
             inference_only: false,
+            fused_pairs,
         })
     }
 
@@ -501,7 +514,8 @@ impl Graph {
         }
 
         // Last node that reads each value, so that unkept intermediates can be freed early.
-        let keep_all = opts.keep == Keep::All;
+        let keep_all = matches!(opts.keep, Keep::All | Keep::Backward);
+        let fused = opts.keep == Keep::Backward && !self.fused_pairs.is_empty();
         let mut kept: HashSet<ValueId> = self.outputs.iter().copied().collect();
         if let Keep::Values(ids) = &opts.keep {
             kept.extend(ids.iter().copied());
@@ -518,6 +532,11 @@ impl Graph {
         let mut saved = Vec::with_capacity(self.nodes.len());
         let mut running_updates = Vec::new();
         for (n, node) in self.nodes.iter().enumerate() {
+            if fused && self.fused_pairs.conv_of(n).is_some() {
+                // its output was computed by its convolution
+                saved.push(Saved::None);
+                continue;
+            }
             let out = {
                 let mut ins: Vec<&Tensor> = Vec::with_capacity(node.inputs.len());
                 for &v in &node.inputs {
@@ -536,6 +555,22 @@ impl Graph {
                     mode: opts.mode,
                     seed: opts.seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 };
+                if fused
+                    && let (Op::Conv2d(spec), Some((a, act))) =
+                        (&node.op, self.fused_pairs.activation_of(n))
+                {
+                    let y =
+                        conv::forward_fused(spec, Some(act), ins[0], ins[1], ins.get(2).copied())
+                            .map_err(|e| GraphError::Node {
+                            node: node.name.clone(),
+                            op: node.op.kind_name().to_string(),
+                            msg: e.to_string(),
+                        })?;
+                    // (n, c_out, oh, ow): the activation's output; the convolution's is never stored
+                    values[self.nodes[a].output] = Some(y);
+                    saved.push(Saved::None);
+                    continue;
+                }
                 node.op.forward(&ins, ctx).map_err(|e| GraphError::Node {
                     node: node.name.clone(),
                     op: node.op.kind_name().to_string(),
@@ -572,6 +607,7 @@ impl Graph {
             values,
             saved,
             running_updates,
+            fused,
         })
     }
 
@@ -609,7 +645,7 @@ impl Graph {
     }
 
     /// Back-propagates the seeds through the pass (which must have been run with
-    /// `Keep::All`). Only nodes between the seeds and the requested gradients are visited.
+    /// `Keep::All` or `Keep::Backward`). Only nodes between the seeds and the requested gradients are visited.
     pub fn backward(&self, pass: &ForwardPass, req: &BackwardRequest) -> GraphResult<Gradients> {
         let needs = self.needs_grad(req);
         let requested: HashSet<ValueId> = req.value_grads.iter().copied().collect();
@@ -632,11 +668,11 @@ impl Graph {
             accumulate(&mut grads[*v], seed.clone(), &info.name)?;
         }
 
-        for node in self.nodes.iter().rev() {
+        for (node_id, node) in self.nodes.iter().enumerate().rev() {
             if !needs[node.output] {
                 continue;
             }
-            let Some(d_y) = (if requested.contains(&node.output) {
+            let Some(mut d_y) = (if requested.contains(&node.output) {
                 grads[node.output].clone()
             } else {
                 grads[node.output].take()
@@ -649,16 +685,30 @@ impl Graph {
                     self.values[v].name
                 ))
             };
+            let fused_conv = self.fused_pairs.conv_of(node_id).filter(|_| pass.fused);
+            if let Some(c) = fused_conv
+                && let Some((_, act)) = self.fused_pairs.activation_of(c)
+            {
+                // d act(z) → d z with act' read from the output; the convolution's own visit
+                // carries it on
+                let y = pass.get(node.output).ok_or_else(|| missing(node.output))?;
+                act.mask_gradient(y.data(), d_y.data_mut());
+                let z = self.nodes[c].output;
+                accumulate(&mut grads[z], d_y, &self.values[z].name)?;
+                continue;
+            }
             let mut ins = Vec::with_capacity(node.inputs.len());
             for &v in &node.inputs {
                 ins.push(self.lookup(pass, v).ok_or_else(|| missing(v))?);
             }
-            let y = pass.get(node.output).ok_or_else(|| missing(node.output))?;
+            let y = match self.fused_pairs.activation_of(node_id) {
+                // a convolution whose output was never stored: its backward reads only the
+                // shape of y, which the activation's output shares
+                Some((a, _)) if pass.fused => pass.get(self.nodes[a].output),
+                _ => pass.get(node.output),
+            }
+            .ok_or_else(|| missing(node.output))?;
             let input_needs: Vec<bool> = node.inputs.iter().map(|&v| needs[v]).collect();
-            let node_id = match self.values[node.output].kind {
-                ValueKind::Node(n) => n,
-                _ => continue,
-            };
             let saved = pass.saved.get(node_id).unwrap_or(&Saved::None);
             let d_inputs = node
                 .op

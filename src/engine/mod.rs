@@ -10,6 +10,7 @@ pub mod loss;
 pub mod ops;
 pub mod optim;
 pub mod tensor;
+mod train_fusion;
 
 pub use error::{GraphError, OpError};
 pub use graph::{

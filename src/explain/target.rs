@@ -192,6 +192,7 @@ impl<'g> Explainer<'g> {
                 Keep::Values(v)
             }
             Keep::All => Keep::All,
+            Keep::Backward => Keep::Backward,
         };
         let opts = ForwardOptions {
             keep,

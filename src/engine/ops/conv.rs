@@ -99,12 +99,46 @@ impl FusedActivation {
         y > lo && y < hi
     }
 
+    /// The fused form of an element-wise activation, for those whose derivative can be read
+    /// from their output (ReLU, and Clip with `min < max`, which also rules out NaN bounds).
+    pub fn of(act: super::activation::Activation) -> Option<Self> {
+        use super::activation::Activation;
+        match act {
+            Activation::Relu => Some(FusedActivation::Relu),
+            Activation::Clip { min, max } if min < max => Some(FusedActivation::Clip { min, max }),
+            _ => None,
+        }
+    }
+
+    /// Multiplies `d_y` by the activation's derivative (0 or 1), read from the output `y`
+    /// (same shape as `d_y`): turns the gradient of act(z) into the gradient of z, in place.
+    pub fn mask_gradient(self, y: &[f32], d_y: &mut [f32]) {
+        let (lo, hi) = self.bounds();
+        d_y.par_chunks_mut(1 << 14)
+            .zip(y.par_chunks(1 << 14))
+            .for_each(|(dz, yc)| mask_outside(lo, hi, yc, dz));
+    }
+
     /// The activation this one fuses.
     pub fn activation(self) -> super::activation::Activation {
         match self {
             FusedActivation::Relu => super::activation::Activation::Relu,
             FusedActivation::Clip { min, max } => super::activation::Activation::Clip { min, max },
         }
+    }
+}
+
+/// `d[i] *= act'`, 1 where `y[i]` is inside `(lo, hi)` and 0 elsewhere (`FusedActivation::passes`
+/// written out). A product, as the unfused activation's backward computes it, so that a NaN
+/// gradient stays NaN and signed zeros match bit for bit.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn mask_outside(lo: f32, hi: f32, y: &[f32], d: &mut [f32]) {
+    for (d, &yv) in d.iter_mut().zip(y) {
+        // a select, not a branch: the mask is data-dependent, and this form vectorises
+        *d *= if yv > lo && yv < hi { 1.0 } else { 0.0 };
     }
 }
 
@@ -547,16 +581,7 @@ pub fn backward_fused(
         );
     }
     let mut d_z = d_y.clone(); // (n, c_out, oh, ow)
-    d_z.data_mut()
-        .par_chunks_mut(1 << 14)
-        .zip(y.data().par_chunks(1 << 14))
-        .for_each(|(dz, yc)| {
-            for (d, &yv) in dz.iter_mut().zip(yc) {
-                if !act.passes(yv) {
-                    *d = 0.0;
-                }
-            }
-        });
+    act.mask_gradient(y.data(), d_z.data_mut());
     backward(&spec.conv, x, w, has_bias, &d_z, needs)
 }
 
