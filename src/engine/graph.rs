@@ -712,7 +712,7 @@ impl Graph {
             let saved = pass.saved.get(node_id).unwrap_or(&Saved::None);
             let d_inputs = node
                 .op
-                .backward(&ins, y, saved, &d_y, &input_needs, pass.mode)
+                .backward_owned(&ins, y, saved, d_y, &input_needs, pass.mode)
                 .map_err(|e| GraphError::Node {
                     node: node.name.clone(),
                     op: node.op.kind_name().to_string(),

@@ -351,6 +351,56 @@ impl Op {
         })
     }
 
+    /// [`Op::backward`] for a caller that owns `d_y` and is done with it (the graph): where the
+    /// input gradient is `d_y` itself, reshaped, masked by an activation's derivative or passed
+    /// through an addition, its buffer is reused instead of copied. Results are bit-identical to
+    /// `backward`'s.
+    pub fn backward_owned(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        saved: &Saved,
+        mut d_y: Tensor,
+        needs: &[bool],
+        mode: Mode,
+    ) -> Result<Vec<Option<Tensor>>, OpError> {
+        if d_y.shape() != y.shape() {
+            return self.backward(inputs, y, saved, &d_y, needs, mode); // reports the mismatch
+        }
+        let x = inputs[0];
+        let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+        match self {
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => {
+                return Ok(vec![Some(d_y.reshaped(x.shape().to_vec())?)]);
+            }
+            Op::Dropout { .. } if matches!(saved, Saved::None) => return Ok(vec![Some(d_y)]),
+            Op::Activation(a) => {
+                if let Some(act) = FusedActivation::of(*a) {
+                    // act'(x) read from y: the same 0/1 factor `activation::backward` computes
+                    act.mask_gradient(y.data(), d_y.data_mut());
+                    return Ok(vec![Some(d_y)]);
+                }
+            }
+            Op::FusedConv2d(s) => {
+                if let Some(act) = s.activation {
+                    act.mask_gradient(y.data(), d_y.data_mut());
+                }
+                return conv::backward(&s.conv, x, inputs[1], inputs.len() > 2, &d_y, needs);
+            }
+            Op::Binary(BinaryOp::Add) if inputs.iter().all(|t| t.shape() == y.shape()) => {
+                // no broadcasting: both gradients are d_y
+                return Ok(match (need(0), need(1)) {
+                    (true, true) => vec![Some(d_y.clone()), Some(d_y)],
+                    (true, false) => vec![Some(d_y), None],
+                    (false, true) => vec![None, Some(d_y)],
+                    (false, false) => vec![None, None],
+                });
+            }
+            _ => {}
+        }
+        self.backward(inputs, y, saved, &d_y, needs, mode)
+    }
+
     /// Multiply-accumulate count of one forward pass for the given input shapes (for summaries).
     pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
         let out: u64 = output.iter().map(|&d| d as u64).product();
@@ -368,5 +418,133 @@ impl Op {
             Op::MatMul => out * inputs[0].last().copied().unwrap_or(0) as u64,
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::engine::gradcheck::test_tensor;
+
+    fn bits(t: &Option<Tensor>) -> Option<(Vec<usize>, Vec<u32>)> {
+        t.as_ref().map(|t| {
+            (
+                t.shape().to_vec(),
+                t.data().iter().map(|v| v.to_bits()).collect(),
+            )
+        })
+    }
+
+    /// `backward_owned` against `backward` on every op it handles itself and on ops it passes
+    /// on: same shapes, same bits (signed zeros included), same `None`s.
+    #[test]
+    fn owned_backward_is_bit_identical_to_backward() {
+        let x = test_tensor(&[2, 3, 5, 4], 1);
+        let w = test_tensor(&[4, 3, 3, 3], 2);
+        let b = test_tensor(&[4], 3);
+        let conv = Conv2dSpec {
+            stride: [1, 1],
+            padding: Padding2d::uniform(1),
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let fused = |activation| {
+            Op::FusedConv2d(FusedConvSpec {
+                conv: conv.clone(),
+                activation,
+            })
+        };
+        let small = test_tensor(&[1, 3, 1, 1], 4); // broadcast against x
+        // (op, inputs, the `needs` patterns to try)
+        type Case<'a> = (Op, Vec<&'a Tensor>, Vec<Vec<bool>>);
+        let cases: Vec<Case> = vec![
+            (Op::Flatten { axis: 1 }, vec![&x], vec![vec![true]]),
+            (
+                Op::Reshape { shape: vec![0, -1] },
+                vec![&x],
+                vec![vec![true]],
+            ),
+            (Op::Identity, vec![&x], vec![vec![true]]),
+            (Op::Dropout { p: 0.5 }, vec![&x], vec![vec![true]]),
+            (Op::Activation(Activation::Relu), vec![&x], vec![vec![true]]),
+            (
+                Op::Activation(Activation::Clip {
+                    min: -0.2,
+                    max: 0.3,
+                }),
+                vec![&x],
+                vec![vec![true]],
+            ),
+            (
+                Op::Activation(Activation::LeakyRelu { alpha: 0.1 }),
+                vec![&x],
+                vec![vec![true]],
+            ),
+            (
+                fused(Some(FusedActivation::Relu)),
+                vec![&x, &w, &b],
+                vec![vec![true, true, true], vec![true, false, false]],
+            ),
+            (fused(None), vec![&x, &w], vec![vec![true, true]]),
+            (
+                Op::Binary(BinaryOp::Add),
+                vec![&x, &x],
+                vec![
+                    vec![true, true],
+                    vec![true, false],
+                    vec![false, true],
+                    vec![false, false],
+                ],
+            ),
+            (
+                Op::Binary(BinaryOp::Add),
+                vec![&x, &small],
+                vec![vec![true, true]],
+            ),
+            (
+                Op::Binary(BinaryOp::Sub),
+                vec![&x, &x],
+                vec![vec![true, true]],
+            ),
+        ];
+        let ctx = ForwardCtx {
+            mode: Mode::Eval,
+            seed: 0,
+        };
+        for (op, inputs, needs_list) in cases {
+            let out = op.forward(&inputs, ctx).unwrap();
+            let d_y = test_tensor(out.y.shape(), 9);
+            for needs in needs_list {
+                let want = op
+                    .backward(&inputs, &out.y, &out.saved, &d_y, &needs, Mode::Eval)
+                    .unwrap();
+                let got = op
+                    .backward_owned(&inputs, &out.y, &out.saved, d_y.clone(), &needs, Mode::Eval)
+                    .unwrap();
+                assert_eq!(got.len(), want.len(), "{op:?}");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(bits(g), bits(w), "{op:?} input {i}, needs {needs:?}");
+                }
+            }
+        }
+    }
+
+    /// A gradient of the wrong shape is an error on the owned path too, not a panic.
+    #[test]
+    fn owned_backward_reports_a_wrong_gradient_shape() {
+        let x = test_tensor(&[2, 3], 1);
+        let op = Op::Activation(Activation::Relu);
+        let err = op
+            .backward_owned(
+                &[&x],
+                &x,
+                &Saved::None,
+                test_tensor(&[3, 2], 2),
+                &[true],
+                Mode::Eval,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
     }
 }
