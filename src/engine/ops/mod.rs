@@ -352,8 +352,9 @@ impl Op {
     }
 
     /// [`Op::backward`] for a caller that owns `d_y` and is done with it (the graph): where the
-    /// input gradient is `d_y` itself, reshaped, masked by an activation's derivative or passed
-    /// through an addition, its buffer is reused instead of copied. Results are bit-identical to
+    /// input gradient is `d_y` itself, reshaped, masked (activation derivative, dropout),
+    /// rescaled per element (batch norm) or passed through an addition, it is computed in d_y's
+    /// buffer instead of a new one. Results are bit-identical to
     /// `backward`'s.
     pub fn backward_owned(
         &self,
@@ -373,7 +374,26 @@ impl Op {
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => {
                 return Ok(vec![Some(d_y.reshaped(x.shape().to_vec())?)]);
             }
-            Op::Dropout { .. } if matches!(saved, Saved::None) => return Ok(vec![Some(d_y)]),
+            Op::Dropout { .. } => {
+                return Ok(vec![Some(match saved {
+                    Saved::Mask(mask) => dropout::backward_owned(mask, d_y)?,
+                    _ => d_y,
+                })]);
+            }
+            Op::BatchNorm2d(s) => {
+                if let Saved::BatchNorm { mean, inv_std } = saved {
+                    return norm::backward_owned(
+                        s,
+                        x,
+                        inputs[1],
+                        mean,
+                        inv_std,
+                        d_y,
+                        needs,
+                        mode == Mode::Train,
+                    );
+                }
+            }
             Op::Activation(a) => {
                 if let Some(act) = FusedActivation::of(*a) {
                     // act'(x) read from y: the same 0/1 factor `activation::backward` computes
@@ -437,7 +457,10 @@ mod tests {
     }
 
     /// `backward_owned` against `backward` on every op it handles itself and on ops it passes
-    /// on: same shapes, same bits (signed zeros included), same `None`s.
+    /// on: same shapes, same bits (signed zeros included), same `None`s. (Batch norm and
+    /// dropout share one implementation, their borrowed form copying d_y first: for them this
+    /// checks the dispatch — statistics, mode, mask; their finite-difference and PyTorch tests
+    /// check the arithmetic.)
     #[test]
     fn owned_backward_is_bit_identical_to_backward() {
         let x = test_tensor(&[2, 3, 5, 4], 1);
@@ -456,6 +479,13 @@ mod tests {
             })
         };
         let small = test_tensor(&[1, 3, 1, 1], 4); // broadcast against x
+        // batch norm parameters [3]: gamma, beta, running mean, running variance (> 0)
+        let (g3, b3, m3) = (
+            test_tensor(&[3], 5),
+            test_tensor(&[3], 6),
+            test_tensor(&[3], 7),
+        );
+        let v3 = Tensor::full(&[3], 0.7);
         // (op, inputs, the `needs` patterns to try)
         type Case<'a> = (Op, Vec<&'a Tensor>, Vec<Vec<bool>>);
         let cases: Vec<Case> = vec![
@@ -467,6 +497,17 @@ mod tests {
             ),
             (Op::Identity, vec![&x], vec![vec![true]]),
             (Op::Dropout { p: 0.5 }, vec![&x], vec![vec![true]]),
+            (
+                Op::BatchNorm2d(BatchNormSpec {
+                    eps: 1e-3,
+                    momentum: 0.1,
+                }),
+                vec![&x, &g3, &b3, &m3, &v3],
+                vec![
+                    vec![true, true, true, false, false],
+                    vec![true, false, false, false, false],
+                ],
+            ),
             (Op::Activation(Activation::Relu), vec![&x], vec![vec![true]]),
             (
                 Op::Activation(Activation::Clip {
@@ -508,23 +549,27 @@ mod tests {
                 vec![vec![true, true]],
             ),
         ];
-        let ctx = ForwardCtx {
-            mode: Mode::Eval,
-            seed: 0,
-        };
-        for (op, inputs, needs_list) in cases {
-            let out = op.forward(&inputs, ctx).unwrap();
-            let d_y = test_tensor(out.y.shape(), 9);
-            for needs in needs_list {
-                let want = op
-                    .backward(&inputs, &out.y, &out.saved, &d_y, &needs, Mode::Eval)
-                    .unwrap();
-                let got = op
-                    .backward_owned(&inputs, &out.y, &out.saved, d_y.clone(), &needs, Mode::Eval)
-                    .unwrap();
-                assert_eq!(got.len(), want.len(), "{op:?}");
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(bits(g), bits(w), "{op:?} input {i}, needs {needs:?}");
+        // training mode too: dropout with a mask, batch norm through its batch statistics
+        for mode in [Mode::Eval, Mode::Train] {
+            let ctx = ForwardCtx { mode, seed: 3 };
+            for (op, inputs, needs_list) in &cases {
+                let out = op.forward(inputs, ctx).unwrap();
+                let d_y = test_tensor(out.y.shape(), 9);
+                for needs in needs_list {
+                    let want = op
+                        .backward(inputs, &out.y, &out.saved, &d_y, needs, mode)
+                        .unwrap();
+                    let got = op
+                        .backward_owned(inputs, &out.y, &out.saved, d_y.clone(), needs, mode)
+                        .unwrap();
+                    assert_eq!(got.len(), want.len(), "{op:?}");
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            bits(g),
+                            bits(w),
+                            "{op:?} {mode:?} input {i}, needs {needs:?}"
+                        );
+                    }
                 }
             }
         }

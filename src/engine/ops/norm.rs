@@ -205,30 +205,59 @@ fn grad_sums(
         .unzip()
 }
 
-/// Training d_x of one plane: `dst = a·d_y + b·(x − mu) + c0` (the batch-statistics gradient
+/// Training d_x of one plane, in d_y's place: `g = a·g + b·(x − mu) + c0` (the batch-statistics gradient
 /// with its per-channel coefficients folded), compiled for AVX-512 and AVX2 as well.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn train_dx_plane(x: &[f32], d_y: &[f32], dst: &mut [f32], a: f32, b: f32, mu: f32, c0: f32) {
-    for ((o, &xv), &gy) in dst.iter_mut().zip(x).zip(d_y) {
-        *o = a * gy + b * (xv - mu) + c0;
+fn train_dx_plane(x: &[f32], g: &mut [f32], a: f32, b: f32, mu: f32, c0: f32) {
+    // in place: each element of d_y becomes the same element of d_x
+    for (o, &xv) in g.iter_mut().zip(x) {
+        *o = a * *o + b * (xv - mu) + c0;
     }
 }
 
-/// Returns gradients for the five inputs `[d_x, grad_gamma, grad_beta, None, None]`.
-/// Training differentiates through the batch statistics:
-/// `d_x = gamma * inv_std / m * (m * d_y - Σ d_y - x̂ * Σ d_y x̂)` with m = n * s;
-/// evaluation treats the op as the affine map `d_x = d_y * gamma * inv_std`. The spec is not
-/// read: eps is already inside the saved `inv_std`.
+/// `v = v * k + b` in place (the expression of [`affine_plane`]), for AVX-512 and AVX2 too.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn affine_plane_in_place(v: &mut [f32], k: f32, b: f32) {
+    for o in v.iter_mut() {
+        *o = *o * k + b;
+    }
+}
+
+/// [`backward_owned`] for a borrowed `d_y` (copied: d_x is computed in its buffer).
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
-    _spec: &BatchNormSpec,
+    spec: &BatchNormSpec,
     x: &Tensor,
     gamma: &Tensor,
     mean: &[f32],
     inv_std: &[f32],
     d_y: &Tensor,
+    needs: &[bool],
+    training: bool,
+) -> Result<Vec<Option<Tensor>>, OpError> {
+    backward_owned(spec, x, gamma, mean, inv_std, d_y.clone(), needs, training)
+}
+
+/// Returns gradients for the five inputs `[d_x, grad_gamma, grad_beta, None, None]`; d_x is
+/// computed in `d_y`'s buffer (it is read element by element just before it is overwritten).
+/// Training differentiates through the batch statistics:
+/// `d_x = gamma * inv_std / m * (m * d_y - Σ d_y - x̂ * Σ d_y x̂)` with m = n * s;
+/// evaluation treats the op as the affine map `d_x = d_y * gamma * inv_std`. The spec is not
+/// read: eps is already inside the saved `inv_std`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_owned(
+    _spec: &BatchNormSpec,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &[f32],
+    inv_std: &[f32],
+    mut d_y: Tensor,
     needs: &[bool],
     training: bool,
 ) -> Result<Vec<Option<Tensor>>, OpError> {
@@ -259,39 +288,36 @@ pub fn backward(
     let d_x = if need(0) {
         let g = gamma.data();
         // (n, c, s)
-        let data = if training {
+        let data = d_y.data_mut();
+        if data.is_empty() || s == 0 {
+            // nothing to transform
+        } else if training {
             let m = (n * s) as f64;
-            let mut d_x = vec![0.0f32; x.numel()];
-            if !d_x.is_empty() {
-                d_x.par_chunks_mut(s)
-                    .with_min_len(rows_per_task(s))
-                    .enumerate()
-                    .for_each(|(plane, dst)| {
-                        let ch = plane % c;
-                        // k·(m·gy − Σg − x̂·Σgx̂) with k = γ·is/m and x̂ = (x − μ)·is
-                        let is = inv_std[ch] as f64;
-                        let k = g[ch] as f64 * is / m;
-                        let a = (k * m) as f32;
-                        let b = (-k * is * sum_gx[ch]) as f32;
-                        let c0 = (-k * sum_g[ch]) as f32;
-                        let r = plane * s..(plane + 1) * s;
-                        train_dx_plane(
-                            &x.data()[r.clone()],
-                            &d_y.data()[r],
-                            dst,
-                            a,
-                            b,
-                            mean[ch],
-                            c0,
-                        );
-                    });
-            }
-            d_x
+            data.par_chunks_mut(s)
+                .with_min_len(rows_per_task(s))
+                .enumerate()
+                .for_each(|(plane, dst)| {
+                    let ch = plane % c;
+                    // k·(m·gy − Σg − x̂·Σgx̂) with k = γ·is/m and x̂ = (x − μ)·is
+                    let is = inv_std[ch] as f64;
+                    let k = g[ch] as f64 * is / m;
+                    let a = (k * m) as f32;
+                    let b = (-k * is * sum_gx[ch]) as f32;
+                    let c0 = (-k * sum_g[ch]) as f32;
+                    let xs = &x.data()[plane * s..(plane + 1) * s];
+                    train_dx_plane(xs, dst, a, b, mean[ch], c0);
+                });
         } else {
-            let scale: Vec<f32> = (0..c).map(|ch| g[ch] * inv_std[ch]).collect();
-            affine_per_channel(d_y.data(), c, s, &scale, &vec![0.0; c])
-        };
-        Some(Tensor::new(x.shape().to_vec(), data)?)
+            // d_y · γ · inv_std per channel (+ 0.0, the shift of the affine map it was)
+            data.par_chunks_mut(s)
+                .with_min_len(rows_per_task(s))
+                .enumerate()
+                .for_each(|(plane, dst)| {
+                    let ch = plane % c;
+                    affine_plane_in_place(dst, g[ch] * inv_std[ch], 0.0);
+                });
+        }
+        Some(d_y)
     } else {
         None
     };
