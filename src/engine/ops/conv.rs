@@ -1161,40 +1161,28 @@ mod tests {
         }
 
         /// The blocked d_x kernel, with blocks small enough that most geometries span several
-        /// (down to one row each), on one and two threads, against the naive d_x.
+        /// (down to one row each), and the whole-plane d_x (one GEMM per item and group,
+        /// col2im per input channel), on one and two threads, against the naive d_x.
         #[test]
-        fn blocked_d_x_matches_naive((s, xs, ws) in geometry_strategy(), seed in 0u64..1000,
-                                     block_floats in 1usize..300, threads in 1usize..3) {
+        fn blocked_and_whole_plane_d_x_match_naive((s, xs, ws) in geometry_strategy(),
+                                                  seed in 0u64..1000, block_floats in 1usize..300,
+                                                  threads in 1usize..3) {
             let g = geometry(&s, &xs, &ws, None).unwrap();
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let dy = test_tensor(&g.output_shape(), seed + 2);
             let [want, _, _] = backward_naive(&s, &x, &w, &dy).unwrap();
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut got = vec![0.0f32; x.numel()]; // (n, c_in, h, w)
+            let mut blocked = vec![0.0f32; x.numel()]; // (n, c_in, h, w)
+            let mut whole = vec![0.0f32; x.numel()];
             pool.install(|| {
-                backward::scatter_backward_x_blocked(&g, w.data(), dy.data(), &mut got, block_floats)
-            });
-            assert_close("blocked d_x", &Tensor::new(xs.to_vec(), got).unwrap(), &want)?;
-        }
-
-        /// The whole-plane d_x (one GEMM per item and group, col2im per input channel) on
-        /// any geometry, item by item, on one and two threads, against the naive d_x.
-        #[test]
-        fn whole_plane_d_x_matches_naive((s, xs, ws) in geometry_strategy(), seed in 0u64..1000,
-                                         threads in 1usize..3) {
-            let g = geometry(&s, &xs, &ws, None).unwrap();
-            let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
-            let dy = test_tensor(&g.output_shape(), seed + 2);
-            let [want, _, _] = backward_naive(&s, &x, &w, &dy).unwrap();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut got = vec![0.0f32; x.numel()]; // (n, c_in, h, w)
-            pool.install(|| {
-                for (ni, dx_item) in got.chunks_exact_mut(g.x_item()).enumerate() {
+                backward::scatter_backward_x_blocked(&g, w.data(), dy.data(), &mut blocked, block_floats);
+                for (ni, dx_item) in whole.chunks_exact_mut(g.x_item()).enumerate() {
                     let dy_item = &dy.data()[ni * g.y_item()..][..g.y_item()];
                     backward::scatter_item_whole(&g, w.data(), dy_item, dx_item);
                 }
             });
-            assert_close("whole-plane d_x", &Tensor::new(xs.to_vec(), got).unwrap(), &want)?;
+            assert_close("blocked d_x", &Tensor::new(xs.to_vec(), blocked).unwrap(), &want)?;
+            assert_close("whole-plane d_x", &Tensor::new(xs.to_vec(), whole).unwrap(), &want)?;
         }
 
         /// The direct stride-1 d_x kernel on every geometry it applies to (any kernel size,

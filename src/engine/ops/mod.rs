@@ -305,21 +305,7 @@ impl Op {
             Op::FusedConv2d(s) => {
                 conv::backward_fused(s, x, inputs[1], inputs.len() > 2, y, d_y, needs)?
             }
-            Op::BatchNorm2d(s) => {
-                let Saved::BatchNorm { mean, inv_std } = saved else {
-                    crate::op_bail!("batch norm backward without saved statistics");
-                };
-                norm::backward(
-                    s,
-                    x,
-                    inputs[1],
-                    mean,
-                    inv_std,
-                    d_y,
-                    needs,
-                    mode == Mode::Train,
-                )?
-            }
+            Op::BatchNorm2d(s) => batch_norm_backward(s, inputs, saved, d_y.clone(), needs, mode)?,
             Op::Activation(a) => only_x(activation::backward(*a, x, y, d_y)),
             Op::MaxPool2d(_) => {
                 let Saved::Argmax(argmax) = saved else {
@@ -380,20 +366,7 @@ impl Op {
                     _ => d_y,
                 })]);
             }
-            Op::BatchNorm2d(s) => {
-                if let Saved::BatchNorm { mean, inv_std } = saved {
-                    return norm::backward_owned(
-                        s,
-                        x,
-                        inputs[1],
-                        mean,
-                        inv_std,
-                        d_y,
-                        needs,
-                        mode == Mode::Train,
-                    );
-                }
-            }
+            Op::BatchNorm2d(s) => return batch_norm_backward(s, inputs, saved, d_y, needs, mode),
             Op::Activation(a) => {
                 if let Some(act) = FusedActivation::of(*a) {
                     // act'(x) read from y: the same 0/1 factor `activation::backward` computes
@@ -439,6 +412,24 @@ impl Op {
             _ => 0,
         }
     }
+}
+
+/// Batch norm's input gradients from the statistics its forward saved, d_x in d_y's buffer.
+fn batch_norm_backward(
+    spec: &BatchNormSpec,
+    inputs: &[&Tensor],
+    saved: &Saved,
+    d_y: Tensor,
+    needs: &[bool],
+    mode: Mode,
+) -> Result<Vec<Option<Tensor>>, OpError> {
+    let Saved::BatchNorm { mean, inv_std } = saved else {
+        crate::op_bail!("batch norm backward without saved statistics");
+    };
+    let training = mode == Mode::Train;
+    norm::backward(
+        spec, inputs[0], inputs[1], mean, inv_std, d_y, needs, training,
+    )
 }
 
 #[cfg(test)]

@@ -229,21 +229,6 @@ fn affine_plane_in_place(v: &mut [f32], k: f32, b: f32) {
     }
 }
 
-/// [`backward_owned`] for a borrowed `d_y` (copied: d_x is computed in its buffer).
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    spec: &BatchNormSpec,
-    x: &Tensor,
-    gamma: &Tensor,
-    mean: &[f32],
-    inv_std: &[f32],
-    d_y: &Tensor,
-    needs: &[bool],
-    training: bool,
-) -> Result<Vec<Option<Tensor>>, OpError> {
-    backward_owned(spec, x, gamma, mean, inv_std, d_y.clone(), needs, training)
-}
-
 /// Returns gradients for the five inputs `[d_x, grad_gamma, grad_beta, None, None]`; d_x is
 /// computed in `d_y`'s buffer (it is read element by element just before it is overwritten).
 /// Training differentiates through the batch statistics:
@@ -251,7 +236,7 @@ pub fn backward(
 /// evaluation treats the op as the affine map `d_x = d_y * gamma * inv_std`. The spec is not
 /// read: eps is already inside the saved `inv_std`.
 #[allow(clippy::too_many_arguments)]
-pub fn backward_owned(
+pub fn backward(
     _spec: &BatchNormSpec,
     x: &Tensor,
     gamma: &Tensor,
@@ -426,7 +411,17 @@ mod tests {
         let (_, mean, inv_std, _) =
             forward(&spec(), x, gamma, &ins[2], &ins[3], &ins[4], true).unwrap();
         let dy = test_tensor(x.shape(), 21);
-        let got = backward(&spec(), x, gamma, &mean, &inv_std, &dy, &[true; 5], true).unwrap();
+        let got = backward(
+            &spec(),
+            x,
+            gamma,
+            &mean,
+            &inv_std,
+            dy.clone(),
+            &[true; 5],
+            true,
+        )
+        .unwrap();
         let d_x = got[0].as_ref().unwrap();
         let (n, c, s) = dims_ncs(x.shape()).unwrap();
         let m = (n * s) as f64;
@@ -523,7 +518,31 @@ mod tests {
         assert!(forward(&spec(), &one[0], &one[1], &one[2], &one[3], &one[4], true).is_err());
         let x = test_tensor(&[2, 3], 1);
         let g = test_tensor(&[3], 1);
-        assert!(backward(&spec(), &x, &g, &[0.0; 2], &[1.0; 3], &x, &[true; 5], true).is_err());
-        assert!(backward(&spec(), &x, &g, &[0.0; 3], &[1.0; 3], &g, &[true; 5], true).is_err());
+        assert!(
+            backward(
+                &spec(),
+                &x,
+                &g,
+                &[0.0; 2],
+                &[1.0; 3],
+                x.clone(),
+                &[true; 5],
+                true
+            )
+            .is_err()
+        );
+        assert!(
+            backward(
+                &spec(),
+                &x,
+                &g,
+                &[0.0; 3],
+                &[1.0; 3],
+                g.clone(),
+                &[true; 5],
+                true
+            )
+            .is_err()
+        );
     }
 }
