@@ -307,7 +307,7 @@ impl Explainer<'_> {
             let input_needs: Vec<bool> = node.inputs.iter().map(|&v| needs[v]).collect();
             let d_ins = node
                 .op
-                .backward(&ins, y, &saved[n], &d_y, &input_needs, Mode::Eval)
+                .backward_owned(&ins, y, &saved[n], d_y, &input_needs, Mode::Eval)
                 .map_err(|e| node_err(&node.name, e))?;
             let guided = is_relu_like(&node.op);
             for ((&v, d), &need) in node.inputs.iter().zip(d_ins).zip(&input_needs) {

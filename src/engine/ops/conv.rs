@@ -559,30 +559,28 @@ pub fn forward_fused(
 }
 
 /// Backward of [`forward_fused`]: the activation's derivative is read from the output `y`
-/// (see [`FusedActivation::passes`]), then the convolution's [`backward`] runs on the masked
-/// gradient. Returns `[d_x, grad_w, grad_b]` like [`backward`].
+/// (see [`FusedActivation::passes`]) and applied to `d_y` in place, then the convolution's
+/// [`backward`] runs on the masked gradient. Returns `[d_x, grad_w, grad_b]` like [`backward`].
 pub fn backward_fused(
     spec: &FusedConvSpec,
     x: &Tensor,
     w: &Tensor,
     has_bias: bool,
     y: &Tensor,
-    d_y: &Tensor,
+    mut d_y: Tensor,
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>, OpError> {
-    let Some(act) = spec.activation else {
-        return backward(&spec.conv, x, w, has_bias, d_y, needs);
-    };
-    if y.shape() != d_y.shape() {
-        op_bail!(
-            "gradient shape {:?} does not match output shape {:?}",
-            d_y.shape(),
-            y.shape()
-        );
+    if let Some(act) = spec.activation {
+        if y.shape() != d_y.shape() {
+            op_bail!(
+                "gradient shape {:?} does not match output shape {:?}",
+                d_y.shape(),
+                y.shape()
+            );
+        }
+        act.mask_gradient(y.data(), d_y.data_mut()); // (n, c_out, oh, ow)
     }
-    let mut d_z = d_y.clone(); // (n, c_out, oh, ow)
-    act.mask_gradient(y.data(), d_z.data_mut());
-    backward(&spec.conv, x, w, has_bias, &d_z, needs)
+    backward(&spec.conv, x, w, has_bias, &d_y, needs)
 }
 
 /// Forward of every group of every item as GEMMs: y_g `(og, P)` = W_g `(og, K)` @ col `(K, P)`

@@ -303,7 +303,7 @@ impl Op {
         Ok(match self {
             Op::Conv2d(s) => conv::backward(s, x, inputs[1], inputs.len() > 2, d_y, needs)?,
             Op::FusedConv2d(s) => {
-                conv::backward_fused(s, x, inputs[1], inputs.len() > 2, y, d_y, needs)?
+                conv::backward_fused(s, x, inputs[1], inputs.len() > 2, y, d_y.clone(), needs)?
             }
             Op::BatchNorm2d(s) => batch_norm_backward(s, inputs, saved, d_y.clone(), needs, mode)?,
             Op::Activation(a) => only_x(activation::backward(*a, x, y, d_y)),
@@ -375,10 +375,7 @@ impl Op {
                 }
             }
             Op::FusedConv2d(s) => {
-                if let Some(act) = s.activation {
-                    act.mask_gradient(y.data(), d_y.data_mut());
-                }
-                return conv::backward(&s.conv, x, inputs[1], inputs.len() > 2, &d_y, needs);
+                return conv::backward_fused(s, x, inputs[1], inputs.len() > 2, y, d_y, needs);
             }
             Op::Binary(BinaryOp::Add) if inputs.iter().all(|t| t.shape() == y.shape()) => {
                 // no broadcasting: both gradients are d_y
