@@ -6,6 +6,9 @@
 //!   (`conv/pointwise.rs`), backward uses GEMMs;
 //! - depthwise (one input channel per group): a direct kernel on stride-phase planes, parallel
 //!   over `(n, c_out)` planes (`conv/depthwise.rs`);
+//! - 3x3, stride 1, undilated, with many channels on a large enough plane: Winograd
+//!   F(2x2, 3x3) for the forward pass and d_x, 16 GEMMs over transformed tiles
+//!   (`conv/winograd.rs`);
 //! - stride 1 with kernels larger than 3x3: a direct correlation for the forward pass and d_x
 //!   (`conv/direct.rs`) and, on AVX-512 machines, a direct grad_w (`conv/grad_w_direct.rs`);
 //! - everything else: im2col + GEMM per group (grad_w in `conv/grad_w.rs`).
@@ -27,6 +30,7 @@ mod direct;
 mod grad_w;
 mod grad_w_direct;
 mod pointwise;
+mod winograd;
 
 /// Zero padding on each side of the spatial dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -547,6 +551,8 @@ pub fn forward_fused(
         }
     } else if g.is_depthwise() {
         depthwise::depthwise_forward(&g, ops, y.data_mut());
+    } else if winograd::prefers_forward(&g) {
+        winograd::forward(&g, ops, y.data_mut());
     } else if direct::prefers_forward(&g) {
         direct::forward(&g, ops, y.data_mut());
     } else {
@@ -742,6 +748,8 @@ pub fn backward(
             // nothing to fill (and no kernel should see an empty plane)
         } else if g.is_depthwise() {
             depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
+        } else if winograd::prefers_backward_x(&g) {
+            winograd::backward_x(&g, wd, dyd, d_x.data_mut());
         } else if !g.is_pointwise() && direct::prefers_backward_x(&g) {
             direct::backward_x(&g, wd, dyd, d_x.data_mut());
         } else if !g.is_pointwise() {
@@ -1235,6 +1243,55 @@ mod tests {
             assert_close("direct forward", &Tensor::new(g.output_shape(), got).unwrap(), &want)?;
         }
 
+        /// Winograd F(2x2, 3x3), forward (with bias and a fused activation) and d_x, on any 3x3
+        /// stride-1 geometry it applies to (any padding for the forward, up to 2 for d_x, odd
+        /// and even sizes, groups, batches that split across threads, planes of several chunks
+        /// of tile rows), against the naive definitions; one and two threads bit-identical.
+        #[test]
+        fn winograd_forward_and_d_x_match_naive(
+            (groups, cg, og) in (1usize..3, 1usize..6, 1usize..6), n in 1usize..4,
+            (h, w) in (1usize..20, 1usize..40), (t, l, bo, r) in (0usize..4, 0usize..4, 0usize..4, 0usize..4),
+            bias: bool, which in 0usize..3, seed in 0u64..1000,
+        ) {
+            let s = spec([1, 1], pad(t, l, bo, r), [1, 1], groups);
+            // at least one output pixel: h + t + bo ≥ 3
+            let xs = [n, groups * cg, h.max(3usize.saturating_sub(t + bo)), w.max(3usize.saturating_sub(l + r))];
+            let ws = [groups * og, cg, 3, 3];
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            prop_assume!(!g.is_depthwise());
+            prop_assert!(winograd::applies(&g));
+            let act = [None, Some(FusedActivation::Relu),
+                       Some(FusedActivation::Clip { min: -0.2, max: 0.3 })][which];
+            let (x, wt) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
+            let b = bias.then(|| test_tensor(&[ws[0]], seed + 2));
+            let z = forward_naive(&s, &x, &wt, b.as_ref()).unwrap();
+            let want = match act {
+                Some(a) => z.map(|v| a.activation().apply(v)),
+                None => z,
+            };
+            let dy = test_tensor(&g.output_shape(), seed + 3);
+            let [want_dx, _, _] = backward_naive(&s, &x, &wt, &dy).unwrap();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut y = vec![f32::NAN; want.numel()]; // every element must be written
+                let bd = b.as_ref().map(|b| b.data());
+                let ops = ForwardOperands { x: x.data(), w: wt.data(), b: bd, act };
+                pool.install(|| winograd::forward(&g, ops, &mut y));
+                let mut dx = vec![f32::NAN; x.numel()];
+                if direct::backward_x_applies(&g) {
+                    pool.install(|| winograd::backward_x(&g, wt.data(), dy.data(), &mut dx));
+                }
+                (y, dx)
+            };
+            let ((y1, dx1), (y2, dx2)) = (run(1), run(2));
+            assert_close("winograd forward", &Tensor::new(g.output_shape(), y1.clone()).unwrap(), &want)?;
+            prop_assert_eq!(&y1, &y2, "forward: 1 and 2 threads differ");
+            if direct::backward_x_applies(&g) {
+                assert_close("winograd d_x", &Tensor::new(xs.to_vec(), dx1.clone()).unwrap(), &want_dx)?;
+                prop_assert_eq!(&dx1, &dx2, "d_x: 1 and 2 threads differ");
+            }
+        }
+
         /// The direct stride-1 grad_w kernel on every geometry it applies to (kernels up to 7
         /// wide, any padding, dilation, groups, partial channel blocks and vectors), on one and
         /// two threads, against the naive grad_w. Machines without AVX-512 never take this
@@ -1351,6 +1408,32 @@ mod tests {
                                         h in 1usize..7, w in 1usize..7, bias: bool, seed in 0u64..1000) {
             let s = spec([1, 1], Padding2d::default(), [1, 1], groups);
             check_fast_vs_naive(&s, [n, groups * cg, h, w], [groups * og, cg, 1, 1], bias, seed)?;
+        }
+    }
+
+    proptest! {
+        // the naive convolution of each case takes about a second
+        #![proptest_config(ProptestConfig::with_cases(6))]
+
+        /// Winograd on planes of several chunks of tile rows and channel counts past one GEMM
+        /// block, against the naive definitions.
+        #[test]
+        fn winograd_on_large_planes_matches_naive(cg in 128usize..150, og in 128usize..150, seed in 0u64..100) {
+            let s = spec([1, 1], Padding2d::uniform(1), [1, 1], 1);
+            let xs = [1, cg, 41, 27];
+            let ws = [og, cg, 3, 3];
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            prop_assert!(winograd::prefers_forward(&g) && winograd::prefers_backward_x(&g));
+            prop_assert!(winograd::chunk_count(&g) > 1, "one chunk: the test misses chunking");
+            let (x, wt) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
+            let b = test_tensor(&[og], seed + 2);
+            let want = forward_naive(&s, &x, &wt, Some(&b)).unwrap();
+            let got = forward(&s, &x, &wt, Some(&b)).unwrap();
+            assert_close("winograd forward", &got, &want)?;
+            let dy = test_tensor(&g.output_shape(), seed + 3);
+            let [want_dx, _, _] = backward_naive(&s, &x, &wt, &dy).unwrap();
+            let got_dx = backward(&s, &x, &wt, true, &dy, &[true, false, false]).unwrap();
+            assert_close("winograd d_x", got_dx[0].as_ref().unwrap(), &want_dx)?;
         }
     }
 

@@ -27,18 +27,18 @@ const DIRECT_TW: usize = 32;
 /// (top, left) in zero-padded planes, `out_ch` output planes `(out_h, out_w)`.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Corr {
-    sum_ch: usize,
-    out_ch: usize,
-    in_h: usize,
-    in_w: usize,
-    out_h: usize,
-    out_w: usize,
+    pub(super) sum_ch: usize,
+    pub(super) out_ch: usize,
+    pub(super) in_h: usize,
+    pub(super) in_w: usize,
+    pub(super) out_h: usize,
+    pub(super) out_w: usize,
     kh: usize,
     kw: usize,
     dh: usize,
     dw: usize,
-    top: usize,
-    left: usize,
+    pub(super) top: usize,
+    pub(super) left: usize,
 }
 
 impl Corr {
@@ -61,7 +61,7 @@ impl Corr {
     }
 
     /// d_x of one group (stride 1, [`backward_x_applies`]).
-    fn backward_x(g: &Geom) -> Self {
+    pub(super) fn backward_x(g: &Geom) -> Self {
         Self {
             sum_ch: g.og,
             out_ch: g.cg,
