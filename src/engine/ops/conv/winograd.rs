@@ -59,17 +59,22 @@ pub(super) fn prefers_forward(g: &Geom) -> bool {
     applies(g) && ((channels >= 128 && tiles >= 49) || (channels >= 64 && tiles >= 1024))
 }
 
-/// Whether d_x should take [`backward_x`]: where it applies and the mirrored padding is not
-/// negative ([`super::direct::backward_x_applies`]), with enough channels.
+/// Whether d_x should take [`backward_x`]: where the forward pass would and the mirrored
+/// padding is not negative ([`super::direct::backward_x_applies`]), on planes of at least 14x14
+/// tiles. On 14x14 planes the whole-plane GEMM + col2im d_x is as fast or faster: ResNet50's
+/// 256→256 0.86 against 1.17 ms (Winograd; `benches/conv.rs`), VGG16's 512→512 3.16 against
+/// 3.15 ms.
 pub(super) fn prefers_backward_x(g: &Geom) -> bool {
-    prefers_forward(g) && super::direct::backward_x_applies(g)
+    prefers_forward(g)
+        && super::direct::backward_x_applies(g)
+        && g.oh.div_ceil(2) * g.ow.div_ceil(2) >= 196
 }
 
 /// y `(n, c_out, oh, ow)` = act(conv(x, w) + b) for the geometries of [`applies`].
 pub(super) fn forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
     let ForwardOperands { x, w, b, act } = ops;
-    let u = transform_weights(w, g.cg);
-
+    let corr = Corr::forward(g);
+    let u = transform_weights(w, g.c_out, g.cg);
     let kernels = Kernels {
         u: &u.buf,
         g,
@@ -80,21 +85,13 @@ pub(super) fn forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
         in_group: g.cg * g.h * g.w,
         out_item: g.y_item(),
     };
-    run_items(
-        g,
-        &Corr::forward(g),
-        &kernels,
-        io,
-        x,
-        y,
-        Epilogue { bias: b, act },
-    );
+    run_items(g, &corr, &kernels, io, x, y, Epilogue { bias: b, act });
 }
 
 /// d_x `(n, c_in, h, w)` from d_y `(n, c_out, oh, ow)` for the geometries of
 /// [`prefers_backward_x`].
 pub(super) fn backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
-    let u = transform_weights(w, g.cg);
+    let u = transform_weights(w, g.c_out, g.cg);
     let kernels = Kernels {
         u: &u.buf,
         g,
@@ -118,64 +115,61 @@ pub(super) fn chunk_count(g: &Geom) -> usize {
     Grid::of(&Corr::forward(g)).chunks().count()
 }
 
-/// U `(c_out, 16, cg)`: U[co][ξ][ci] = (G g Gᵀ)[ξ / 4][ξ % 4] for the 3x3 kernel g =
-/// w[co, ci] of w `(c_out, cg, 3, 3)`, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-/// One output channel's 16 rows lie together so that channels transform in parallel, each
-/// writing its own slice; U_ξ is then the strided `(c_out, cg)` view at ξ·cg, rows 16·cg apart.
-fn transform_weights(w: &[f32], cg: usize) -> Spare {
-    const BLOCK: usize = 64;
-    let c_out = w.len() / (9 * cg);
-    let mut u = Spare::take(&SPARE_WEIGHTS, c_out * XI * cg); // every element written below
+/// U `(c_out, 16·cg)`: U[co][ξ·cg + ci] = (G g Gᵀ)[ξ / 4][ξ % 4] for the 3x3 kernel
+/// g = w[co, ci] of w `(c_out, cg, 3, 3)`, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+/// An output channel's 16 positions lie in one row so that channels transform in parallel,
+/// each writing its own slice; U_ξ of a group is then a strided `(og, cg)` matrix.
+fn transform_weights(w: &[f32], c_out: usize, cg: usize) -> Spare {
+    let row = XI * cg;
+    let mut u = Spare::take(&SPARE_WEIGHTS, c_out * row); // every element written below
     u.buf
-        .par_chunks_mut(XI * cg)
+        .par_chunks_mut(row)
         .zip(w.par_chunks(9 * cg))
-        .for_each(|(u_co, w_co)| {
-            for (bi, ws) in w_co.chunks(9 * BLOCK).enumerate() {
-                let mut taps = [[0.0f32; BLOCK]; 9]; // (tap, kernel)
-                for (i, g) in ws.chunks_exact(9).enumerate() {
-                    for (t, &v) in g.iter().enumerate() {
-                        taps[t][i] = v;
-                    }
-                }
-                let block = transform_weight_block(&taps);
-                let (c0, nb) = (bi * BLOCK, ws.len() / 9);
-                for (xi, row) in block.iter().enumerate() {
-                    u_co[xi * cg + c0..][..nb].copy_from_slice(&row[..nb]);
-                }
-            }
-        });
+        .for_each(|(u_co, w_co)| transform_weight_row(w_co, cg, u_co));
     u
 }
 
-/// G g Gᵀ for 64 kernels at once: `taps` (9, 64) → (16, 64).
+/// One output channel's kernels `w_co` `(cg, 3, 3)` → `u_co` `(16, cg)`, 16 kernels at a time
+/// in fixed-size arrays (one vector register per tap).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn transform_weight_block(taps: &[[f32; 64]; 9]) -> [[f32; 64]; XI] {
-    // G applied down the kernel's columns: r[a][j] = Σ_i G[a][i] g[i][j]
-    let mut r = [[[0.0f32; 64]; 3]; 4];
-    for j in 0..3 {
-        let (g0, g1, g2) = (&taps[j], &taps[3 + j], &taps[6 + j]);
-        for l in 0..64 {
-            r[0][j][l] = g0[l];
-            r[1][j][l] = 0.5 * (g0[l] + g1[l] + g2[l]);
-            r[2][j][l] = 0.5 * (g0[l] - g1[l] + g2[l]);
-            r[3][j][l] = g2[l];
+fn transform_weight_row(w_co: &[f32], cg: usize, u_co: &mut [f32]) {
+    const L: usize = 16;
+    for c0 in (0..cg).step_by(L) {
+        let nb = L.min(cg - c0);
+        let mut g = [[0.0f32; L]; 9]; // (tap, kernel)
+        for (i, k) in w_co[c0 * 9..][..nb * 9].chunks_exact(9).enumerate() {
+            for t in 0..9 {
+                g[t][i] = k[t];
+            }
+        }
+        // G down the kernel's columns: r[a][j] = Σ_i G[a][i] g[i][j]
+        let mut r = [[[0.0f32; L]; 3]; 4];
+        for j in 0..3 {
+            for l in 0..L {
+                let (g0, g1, g2) = (g[j][l], g[3 + j][l], g[6 + j][l]);
+                r[0][j][l] = g0;
+                r[1][j][l] = 0.5 * (g0 + g1 + g2);
+                r[2][j][l] = 0.5 * (g0 - g1 + g2);
+                r[3][j][l] = g2;
+            }
+        }
+        // and along its rows: U[a][b] = Σ_j r[a][j] G[b][j]
+        for (a, [r0, r1, r2]) in r.iter().enumerate() {
+            let mut u = [[0.0f32; L]; 4];
+            for l in 0..L {
+                u[0][l] = r0[l];
+                u[1][l] = 0.5 * (r0[l] + r1[l] + r2[l]);
+                u[2][l] = 0.5 * (r0[l] - r1[l] + r2[l]);
+                u[3][l] = r2[l];
+            }
+            for (b, ub) in u.iter().enumerate() {
+                u_co[(4 * a + b) * cg + c0..][..nb].copy_from_slice(&ub[..nb]);
+            }
         }
     }
-    // and along its rows: U[a][b] = Σ_j r[a][j] G[b][j]
-    let mut u = [[0.0f32; 64]; XI];
-    for a in 0..4 {
-        let [r0, r1, r2] = &r[a];
-        for l in 0..64 {
-            u[4 * a][l] = r0[l];
-            u[4 * a + 1][l] = 0.5 * (r0[l] + r1[l] + r2[l]);
-            u[4 * a + 2][l] = 0.5 * (r0[l] - r1[l] + r2[l]);
-            u[4 * a + 3][l] = r2[l];
-        }
-    }
-    u
 }
 
 /// ξ = 4a + b with a and b each mapped 0 ↔ 3: the position in a kernel's transform that holds
@@ -191,7 +185,7 @@ fn swap_0_3(xi: usize) -> usize {
 
 /// The transformed kernels as the 16 GEMMs' left operands.
 struct Kernels<'a> {
-    /// `(c_out, 16, cg)`, from [`transform_weights`]
+    /// `(c_out, 16·cg)`, from [`transform_weights`]
     u: &'a [f32],
     g: &'a Geom,
     /// d_x: the kernels turned by 180° with the channel axes swapped
@@ -200,20 +194,20 @@ struct Kernels<'a> {
 
 impl Kernels<'_> {
     /// U_ξ of group `grp`: `(og, cg)` for the forward pass, `(cg, og)` for d_x.
-    fn lhs(&self, grp: usize, xi: usize) -> MatRef<'_> {
+    fn at(&self, grp: usize, xi: usize) -> MatRef<'_> {
         let (og, cg) = (self.g.og, self.g.cg);
-        // rows co of the group at (grp·og + co)·16·cg + ξ·cg
-        let at = |xi: usize| MatRef {
-            data: &self.u[grp * og * XI * cg + xi * cg..],
+        let row = XI * cg;
+        let plain = |xi: usize| MatRef {
+            data: &self.u[grp * og * row + xi * cg..],
             rows: og,
             cols: cg,
-            rs: XI * cg,
+            rs: row,
             cs: 1,
         };
         if self.turned {
-            at(swap_0_3(xi)).t()
+            plain(swap_0_3(xi)).t()
         } else {
-            at(xi)
+            plain(xi)
         }
     }
 }
@@ -295,7 +289,7 @@ fn run_items(
                 let v = &mut v[..XI * corr.sum_ch * pc];
                 let m = &mut m[..XI * corr.out_ch * pc];
                 transform_input(corr, &grid, in_g, rows.clone(), v, par);
-                multiply(kernels, grp, v, pc, m, par);
+                multiply(|xi| kernels.at(grp, xi), v, pc, m, par);
                 let tail = Epilogue { bias, ..epilogue };
                 transform_output(corr, &grid, m, rows, out_g, tail, par);
             }
@@ -373,28 +367,49 @@ fn transform_input(
     let tw = grid.tw;
     let pc = rows.len() * tw;
     let plane_len = corr.in_h * corr.in_w;
-    let one = |(s, v_s): (usize, &mut [f32])| {
+    // per job: a padded input row, four of them split into even and odd columns (4, 2, tw + 1),
+    // and their transform down the columns (same shape)
+    let init = || {
+        (
+            vec![0.0f32; 2 * tw + 2],
+            vec![0.0f32; 8 * (tw + 1)],
+            vec![0.0f32; 8 * (tw + 1)],
+        )
+    };
+    let one = |(padded, split, t): &mut (Vec<f32>, Vec<f32>, Vec<f32>),
+               (s, v_s): (usize, &mut [f32])| {
         let plane = &inp[s * plane_len..][..plane_len];
-        // four padded input rows, then split into even and odd columns: (4, 2, tw + 1)
-        let mut padded = vec![0.0f32; 2 * tw + 2];
-        let mut split = vec![0.0f32; 8 * (tw + 1)];
-        let mut t = vec![0.0f32; 8 * (tw + 1)];
         for (i, ty) in rows.clone().enumerate() {
             for r in 0..4 {
-                padded_row(corr, plane, 2 * ty + r, &mut padded);
+                padded_row(corr, plane, 2 * ty + r, padded);
                 let (even, odd) = split[2 * r * (tw + 1)..][..2 * (tw + 1)].split_at_mut(tw + 1);
                 for (j, pair) in padded.chunks_exact(2).enumerate() {
                     even[j] = pair[0];
                     odd[j] = pair[1];
                 }
             }
-            input_tile_row(&split, &mut t, tw, &mut v_s[i * tw..], pc);
+            input_tile_row(split, t, tw, &mut v_s[i * tw..], pc);
         }
     };
+    each_chunk(v, XI * pc, par, init, one);
+}
+
+/// `f(scratch, (i, chunk))` for the `len`-float chunks of `data`, in parallel when `par`;
+/// `init` makes the scratch of each rayon job (one for all when sequential).
+fn each_chunk<S>(
+    data: &mut [f32],
+    len: usize,
+    par: bool,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, (usize, &mut [f32])) + Sync + Send,
+) {
     if par {
-        v.par_chunks_mut(XI * pc).enumerate().for_each(one);
+        data.par_chunks_mut(len).enumerate().for_each_init(init, f);
     } else {
-        v.chunks_mut(XI * pc).enumerate().for_each(one);
+        let mut scratch = init();
+        data.chunks_mut(len)
+            .enumerate()
+            .for_each(|chunk| f(&mut scratch, chunk));
     }
 }
 
@@ -466,11 +481,18 @@ fn sum(a: &[f32], b: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// m `(16, out_ch, pc)`: M_ξ = U_ξ @ V_ξ for the 16 positions, parallel over them.
-fn multiply(kernels: &Kernels<'_>, grp: usize, v: &[f32], pc: usize, m: &mut [f32], par: bool) {
+/// m `(16, out_ch, pc)`: M_ξ = U_ξ @ V_ξ for the 16 positions (U_ξ = `kernels(ξ)`), parallel
+/// over them.
+fn multiply<'u>(
+    kernels: impl Fn(usize) -> MatRef<'u> + Sync + Send,
+    v: &[f32],
+    pc: usize,
+    m: &mut [f32],
+    par: bool,
+) {
     let sum_ch = v.len() / (XI * pc);
     let out_ch = m.len() / (XI * pc);
-    let one = |(xi, m_xi): (usize, &mut [f32])| {
+    let one = |_: &mut (), (xi, m_xi): (usize, &mut [f32])| {
         // V_ξ: (sum_ch, pc) inside v (sum_ch, 16, pc)
         let v_xi = MatRef {
             data: &v[xi * pc..],
@@ -479,20 +501,9 @@ fn multiply(kernels: &Kernels<'_>, grp: usize, v: &[f32], pc: usize, m: &mut [f3
             rs: XI * pc,
             cs: 1,
         };
-        sgemm(
-            1.0,
-            kernels.lhs(grp, xi),
-            v_xi,
-            0.0,
-            m_xi,
-            Parallelism::Sequential,
-        );
+        sgemm(1.0, kernels(xi), v_xi, 0.0, m_xi, Parallelism::Sequential);
     };
-    if par {
-        m.par_chunks_mut(out_ch * pc).enumerate().for_each(one);
-    } else {
-        m.chunks_mut(out_ch * pc).enumerate().for_each(one);
-    }
+    each_chunk(m, out_ch * pc, par, || (), one);
 }
 
 /// Aᵀ M A of every tile of tile rows `rows`, with bias and activation, into the output planes
@@ -510,12 +521,14 @@ fn transform_output(
     let tw = grid.tw;
     let pc = rows.len() * tw;
     let (oh, ow) = (corr.out_h, corr.out_w);
-    let one = |(c, plane): (usize, &mut [f32])| {
-        let mut pair = vec![0.0f32; 4 * tw]; // two output rows of 2·tw
+    // per job: two output rows of 2·tw
+    let init = || vec![0.0f32; 4 * tw];
+    let one = |pair: &mut Vec<f32>, (c, plane): (usize, &mut [f32])| {
         let bias = epilogue.bias.map_or(0.0, |b| b[c]);
         for (i, ty) in rows.clone().enumerate() {
             let at = c * pc + i * tw;
-            output_tile_row(m, at, out_stride(corr, pc), tw, &mut pair);
+            // positions ξ and ξ + 1 of a tile lie a whole (out_ch, pc) product apart
+            output_tile_row(m, at, corr.out_ch * pc, tw, pair);
             for r in 0..2 {
                 let y = 2 * ty + r;
                 if y < oh {
@@ -528,16 +541,7 @@ fn transform_output(
             }
         }
     };
-    if par {
-        out.par_chunks_mut(oh * ow).enumerate().for_each(one);
-    } else {
-        out.chunks_mut(oh * ow).enumerate().for_each(one);
-    }
-}
-
-/// Distance in m between positions ξ and ξ + 1 of one tile: a whole `(out_ch, pc)` product.
-fn out_stride(corr: &Corr, pc: usize) -> usize {
-    corr.out_ch * pc
+    each_chunk(out, oh * ow, par, init, one);
 }
 
 /// Two output rows of one tile row, `pair` (2, 2·tw), from the 16 products at `m[ξ·stride +
