@@ -1059,15 +1059,15 @@ mod tests {
         Ok(())
     }
 
-    /// act(naive conv + b).
+    /// act(naive conv + b), b optional.
     fn naive_fused(
         s: &Conv2dSpec,
         act: Option<FusedActivation>,
         x: &Tensor,
         w: &Tensor,
-        b: &Tensor,
+        b: Option<&Tensor>,
     ) -> Tensor {
-        let z = forward_naive(s, x, w, Some(b)).unwrap();
+        let z = forward_naive(s, x, w, b).unwrap();
         match act {
             Some(a) => z.map(|v| a.activation().apply(v)),
             None => z,
@@ -1086,7 +1086,7 @@ mod tests {
         let x = test_tensor(&x_shape, seed);
         let w = test_tensor(&w_shape, seed + 1);
         let b = test_tensor(&[w_shape[0]], seed + 2);
-        let want = naive_fused(s, act, &x, &w, &b);
+        let want = naive_fused(s, act, &x, &w, Some(&b));
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -1230,11 +1230,7 @@ mod tests {
                        Some(FusedActivation::Clip { min: -0.2, max: 0.3 })][which];
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let b = bias.then(|| test_tensor(&[ws[0]], seed + 2));
-            let z = forward_naive(&s, &x, &w, b.as_ref()).unwrap();
-            let want = match act {
-                Some(a) => z.map(|v| a.activation().apply(v)),
-                None => z,
-            };
+            let want = naive_fused(&s, act, &x, &w, b.as_ref());
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut got = vec![f32::NAN; want.numel()]; // every element must be written
             let bd = b.as_ref().map(|b| b.data());
@@ -1264,11 +1260,7 @@ mod tests {
                        Some(FusedActivation::Clip { min: -0.2, max: 0.3 })][which];
             let (x, wt) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let b = bias.then(|| test_tensor(&[ws[0]], seed + 2));
-            let z = forward_naive(&s, &x, &wt, b.as_ref()).unwrap();
-            let want = match act {
-                Some(a) => z.map(|v| a.activation().apply(v)),
-                None => z,
-            };
+            let want = naive_fused(&s, act, &x, &wt, b.as_ref());
             let dy = test_tensor(&g.output_shape(), seed + 3);
             let [want_dx, _, _] = backward_naive(&s, &x, &wt, &dy).unwrap();
             let run = |threads: usize| {
@@ -1396,7 +1388,7 @@ mod tests {
             check_threads_vs_naive(&s, act, xs, ws, seed)?;
             let g = geometry(&s, &xs, &ws, None).unwrap();
             let (x, w, b) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1), test_tensor(&[ws[0]], seed + 2));
-            let want = naive_fused(&s, act, &x, &w, &b);
+            let want = naive_fused(&s, act, &x, &w, Some(&b));
             let mut got = vec![f32::NAN; want.numel()];
             let ops = ForwardOperands { x: x.data(), w: w.data(), b: Some(b.data()), act };
             pointwise::pointwise_forward_with(false, &g, ops, &mut got);

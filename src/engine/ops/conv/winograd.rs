@@ -73,40 +73,50 @@ pub(super) fn prefers_backward_x(g: &Geom) -> bool {
 /// y `(n, c_out, oh, ow)` = act(conv(x, w) + b) for the geometries of [`applies`].
 pub(super) fn forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
     let ForwardOperands { x, w, b, act } = ops;
-    let corr = Corr::forward(g);
-    let u = transform_weights(w, g.c_out, g.cg);
-    let kernels = Kernels {
-        u: &u.buf,
-        g,
-        turned: false,
-    };
-    let io = ItemIo {
-        in_item: g.x_item(),
-        in_group: g.cg * g.h * g.w,
-        out_item: g.y_item(),
-    };
-    run_items(g, &corr, &kernels, io, x, y, Epilogue { bias: b, act });
+    correlate(g, w, false, x, y, Epilogue { bias: b, act });
 }
 
 /// d_x `(n, c_in, h, w)` from d_y `(n, c_out, oh, ow)` for the geometries of
 /// [`prefers_backward_x`].
 pub(super) fn backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
-    let u = transform_weights(w, g.c_out, g.cg);
-    let kernels = Kernels {
-        u: &u.buf,
-        g,
-        turned: true,
-    };
-    let io = ItemIo {
-        in_item: g.y_item(),
-        in_group: g.og * g.p(),
-        out_item: g.x_item(),
-    };
     let plain = Epilogue {
         bias: None,
         act: None,
     };
-    run_items(g, &Corr::backward_x(g), &kernels, io, d_y, d_x, plain);
+    correlate(g, w, true, d_y, d_x, plain);
+}
+
+/// The forward correlation (x → y) or, `turned`, d_x's (d_y → d_x), with w's transform.
+fn correlate(
+    g: &Geom,
+    w: &[f32],
+    turned: bool,
+    inp: &[f32],
+    out: &mut [f32],
+    epilogue: Epilogue<'_>,
+) {
+    let u = transform_weights(w, g.c_out, g.cg);
+    let kernels = Kernels {
+        u: &u.buf,
+        g,
+        turned,
+    };
+    let (corr, io) = if turned {
+        let io = ItemIo {
+            in_item: g.y_item(),
+            in_group: g.og * g.p(),
+            out_item: g.x_item(),
+        };
+        (Corr::backward_x(g), io)
+    } else {
+        let io = ItemIo {
+            in_item: g.x_item(),
+            in_group: g.cg * g.h * g.w,
+            out_item: g.y_item(),
+        };
+        (Corr::forward(g), io)
+    };
+    run_items(g, &corr, &kernels, io, inp, out, epilogue);
 }
 
 /// Chunks of tile rows per plane of the forward pass (tests check that chunking is exercised).
