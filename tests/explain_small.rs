@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
 use convscope::engine::graph::InputDef;
-use convscope::engine::ops::{Activation, Conv2dSpec, GemmSpec, Padding2d};
+use convscope::engine::ops::{Activation, Conv2dSpec, GemmSpec};
 use convscope::engine::{Graph, GraphDef, Op, Tensor};
 use convscope::explain::cam::{GradCamVariant, ScoreCamOptions};
 use convscope::explain::gradient::{Baseline, IntegratedGradientsOptions, SmoothGradOptions};
@@ -40,12 +40,7 @@ fn tiny() -> Graph {
         Tensor::new(vec![3], vec![0.0, 0.1, 0.2]).unwrap(),
         true,
     );
-    let conv = Conv2dSpec {
-        stride: [1, 1],
-        padding: Padding2d::uniform(0),
-        dilation: [1, 1],
-        groups: 1,
-    };
+    let conv = Conv2dSpec::stride1(0);
     d.push("conv", Op::Conv2d(conv), &["x", "w"]);
     d.push("relu", Op::Activation(Activation::Relu), &["conv"]);
     d.push("gap", Op::GlobalAvgPool, &["relu"]);

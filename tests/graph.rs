@@ -11,12 +11,7 @@ use convscope::engine::{
 };
 
 fn conv3x3() -> Op {
-    Op::Conv2d(Conv2dSpec {
-        stride: [1, 1],
-        padding: Padding2d::uniform(1),
-        dilation: [1, 1],
-        groups: 1,
-    })
+    Op::Conv2d(Conv2dSpec::stride1(1))
 }
 
 /// x [1,2,5,5] → conv (2→3, 3x3) → relu → add(relu, conv) → gap → flatten → linear 3→2

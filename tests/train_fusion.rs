@@ -9,18 +9,11 @@
 
 use convscope::engine::gradcheck::test_tensor;
 use convscope::engine::graph::InputDef;
-use convscope::engine::ops::{
-    Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, Mode, Padding2d,
-};
+use convscope::engine::ops::{Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, Mode};
 use convscope::engine::{BackwardRequest, ForwardOptions, Graph, GraphDef, Keep, Op, Tensor};
 
 fn conv(pad: usize) -> Op {
-    Op::Conv2d(Conv2dSpec {
-        stride: [1, 1],
-        padding: Padding2d::uniform(pad),
-        dilation: [1, 1],
-        groups: 1,
-    })
+    Op::Conv2d(Conv2dSpec::stride1(pad))
 }
 
 /// x [3, 3, 7, 6] →

@@ -859,7 +859,7 @@ fn tiled_gradient(
 mod tests {
     use super::*;
     use crate::engine::graph::InputDef;
-    use crate::engine::ops::{Activation, Conv2dSpec, GemmSpec, Padding2d};
+    use crate::engine::ops::{Activation, Conv2dSpec, GemmSpec};
     use crate::engine::{GraphDef, Op};
     use crate::models::{Layout, Resize};
 
@@ -889,12 +889,7 @@ mod tests {
             Tensor::new(vec![3], vec![0.0, 0.1, -0.1]).unwrap(),
             true,
         );
-        let conv = Conv2dSpec {
-            stride: [1, 1],
-            padding: Padding2d::uniform(1),
-            dilation: [1, 1],
-            groups: 1,
-        };
+        let conv = Conv2dSpec::stride1(1);
         let src = if layout == Layout::Nhwc {
             d.push(
                 "nchw",

@@ -281,7 +281,7 @@ fn split(g: super::gradient::GradientMap) -> (Map, Tensor) {
 mod tests {
     use super::*;
     use crate::engine::graph::InputDef;
-    use crate::engine::ops::{Activation, Conv2dSpec, GemmSpec, Padding2d};
+    use crate::engine::ops::{Activation, Conv2dSpec, GemmSpec};
     use crate::engine::{Graph, GraphDef, Op};
 
     #[test]
@@ -324,12 +324,7 @@ mod tests {
             Tensor::new(vec![4], vec![0.1, -0.2, 0.0, 0.3]).unwrap(),
             true,
         );
-        let conv = Conv2dSpec {
-            stride: [1, 1],
-            padding: Padding2d::uniform(1),
-            dilation: [1, 1],
-            groups: 1,
-        };
+        let conv = Conv2dSpec::stride1(1);
         d.push("conv", Op::Conv2d(conv), &["x", "w"]);
         d.push("relu", Op::Activation(Activation::Relu), &["conv"]);
         d.push("gap", Op::GlobalAvgPool, &["relu"]);

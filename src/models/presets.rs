@@ -115,12 +115,7 @@ impl Builder {
             .map_err(|e| ModelError::weight(name, e.0))?;
         let w = self.param(format!("{name}.weight"), w, true);
         let b = self.param(format!("{name}.bias"), b, true);
-        let spec = Conv2dSpec {
-            stride: [1, 1],
-            padding: Padding2d::uniform(pad),
-            dilation: [1, 1],
-            groups: 1,
-        };
+        let spec = Conv2dSpec::stride1(pad);
         self.node(name, Op::Conv2d(spec), vec![w, b]);
         Ok(())
     }

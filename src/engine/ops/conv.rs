@@ -62,6 +62,19 @@ pub struct Conv2dSpec {
     pub groups: usize,
 }
 
+impl Conv2dSpec {
+    /// Stride 1, `pad` zeros on every side, undilated, one group: the plain convolution of
+    /// hand-built graphs (the smile CNN, tests).
+    pub fn stride1(pad: usize) -> Self {
+        Self {
+            stride: [1, 1],
+            padding: Padding2d::uniform(pad),
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
 /// An element-wise activation applied to a convolution's output in the same pass (inference
 /// graphs made by `engine::fuse`). Only activations whose derivative can be read from the
 /// output are allowed, so that backward through the fused op stays exact without keeping the

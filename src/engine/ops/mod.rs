@@ -454,12 +454,7 @@ mod tests {
         let x = test_tensor(&[2, 3, 5, 4], 1);
         let w = test_tensor(&[4, 3, 3, 3], 2);
         let b = test_tensor(&[4], 3);
-        let conv = Conv2dSpec {
-            stride: [1, 1],
-            padding: Padding2d::uniform(1),
-            dilation: [1, 1],
-            groups: 1,
-        };
+        let conv = Conv2dSpec::stride1(1);
         let fused = |activation| {
             Op::FusedConv2d(FusedConvSpec {
                 conv: conv.clone(),
