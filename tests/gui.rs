@@ -6,6 +6,9 @@
 //! Every test starts from `AppSettings::default()` (no saved state is read), waits for the
 //! workers with a generous deadline, and fails with what it was waiting for.
 
+// the window exists only with the `gui` feature; egui_kittest is an x86_64-only dev-dependency
+#![cfg(all(feature = "gui", target_arch = "x86_64"))]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

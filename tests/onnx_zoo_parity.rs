@@ -303,3 +303,53 @@ fn mobilenet_v2_matches_pytorch_and_onnxruntime() {
 fn squeezenet1_1_matches_pytorch_and_onnxruntime() {
     check("squeezenet1_1");
 }
+
+/// Issue 13: the same logits at every instruction-set level this CPU has (AVX-512, AVX2,
+/// portable; NEON on aarch64): within 1e-5 of the best level's, relative to the largest, and
+/// each level within [`LOGIT_TOL`] of PyTorch.
+#[test]
+fn resnet50_logits_agree_across_simd_levels() {
+    use convscope::engine::simd::{self, Level};
+    let name = "resnet50";
+    let dir = match find_or_make(name) {
+        Ok(dir) => dir,
+        Err(why) => {
+            let msg = format!("{name} across SIMD levels NOT CHECKED: {why}");
+            if std::env::var("CONVSCOPE_REQUIRE_ZOO").is_ok_and(|v| v == "1") {
+                panic!("{msg} (CONVSCOPE_REQUIRE_ZOO=1)");
+            }
+            eprintln!("{msg}");
+            println!("{msg}");
+            return;
+        }
+    };
+    let m = import_onnx(&dir.join(format!("{name}.onnx"))).unwrap();
+    let g = Graph::from_def(m.def).unwrap();
+    let x = npy(&dir, &format!("{name}.input.npy")); // (1, 3, 224, 224)
+    let torch = npy(&dir, &format!("{name}.logits_torch.npy"));
+    let logits_at = |level: Level| {
+        simd::with_level(level, 2, || {
+            let pass = g
+                .forward(std::slice::from_ref(&x), &ForwardOptions::eval())
+                .unwrap();
+            g.lookup(&pass, g.outputs()[0]).unwrap().clone()
+        })
+        .unwrap()
+    };
+    let best = logits_at(Level::best());
+    for level in Level::supported() {
+        let y = logits_at(level);
+        common::assert_close(
+            &format!("{name} logits at {level} vs {}", Level::best()),
+            &y,
+            &best,
+            1e-5,
+        );
+        common::assert_close(
+            &format!("{name} logits at {level} vs PyTorch"),
+            &y,
+            &torch,
+            LOGIT_TOL,
+        );
+    }
+}

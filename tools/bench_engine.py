@@ -21,6 +21,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import simd_level  # noqa: E402  (before torch: it caps PyTorch's level at import)
+
+simd_level.apply_from_argv()
 import torch
 import torch.nn as nn
 
@@ -110,6 +114,8 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--convscope", default=os.path.join(ROOT, "target", "release", "convscope"))
     ap.add_argument("--out", default="bench_engine.json")
+    ap.add_argument("--level", default="best", choices=simd_level.LEVELS,
+                    help="instruction-set level of both sides (tools/simd_level.py)")
     a = ap.parse_args()
     if not os.path.exists(a.convscope):
         sys.exit(f"{a.convscope} does not exist: build it first with `cargo build --release`")

@@ -30,6 +30,10 @@ import tempfile
 import time
 
 import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import simd_level  # noqa: E402  (before torch: it caps PyTorch's level at import)
+
+simd_level.apply_from_argv()
 import torch
 import torch.nn as nn
 from PIL import Image
@@ -140,6 +144,8 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "smiles"))
     ap.add_argument("--convscope", default=os.path.join(ROOT, "target", "release", "convscope"))
+    ap.add_argument("--level", default="best", choices=simd_level.LEVELS,
+                    help="instruction-set level of both sides (tools/simd_level.py)")
     args = ap.parse_args()
     if not os.path.isdir(args.data):
         sys.exit(f"SMILEsmileD not found at {args.data} (../shared/data/smiles)")

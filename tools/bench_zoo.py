@@ -34,6 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import make_zoo_fixtures as zoo  # noqa: E402
+import simd_level  # noqa: E402
 
 SHARED_EFFNET = os.path.join(ROOT, "..", "shared", "data", "models", "efficientnet_lite0.onnx")
 
@@ -96,10 +97,16 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--convscope", default=os.path.join(ROOT, "target", "release", "convscope"))
     ap.add_argument("--json-out")
+    ap.add_argument("--level", default="best", choices=simd_level.LEVELS,
+                    help="instruction-set level of PyTorch and convscope (tools/simd_level.py); "
+                         "onnxruntime always runs at the CPU's best")
     a = ap.parse_args()
+    simd_level.apply(a.level)
 
     import onnxruntime
     import torch
+
+    print(simd_level.describe(), flush=True)
 
     torch.set_num_threads(a.threads)
     results = {}

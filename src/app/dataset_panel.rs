@@ -9,7 +9,7 @@ use image::RgbaImage;
 
 use super::jobs::{Job, Reporter};
 use super::photo::unit_tensor_to_rgba;
-use super::widgets::{path_field, progress};
+use super::widgets::{self, path_field, progress};
 use crate::data::Dataset;
 use crate::engine::Tensor;
 use crate::models::scores::{probabilities, scores, top_k};
@@ -265,7 +265,7 @@ impl DatasetPanel {
                 self.open_folder(ui.ctx(), root);
             }
             if self.load_job.is_some() {
-                ui.spinner();
+                widgets::busy(ui);
                 ui.label("scanning…");
             }
         });
@@ -356,9 +356,16 @@ impl DatasetPanel {
                                         ui.add(egui::Image::new(sized));
                                     }
                                     None => {
-                                        ui.add_sized(
+                                        // a still placeholder: a spinner per cell
+                                        // would repaint the window every frame
+                                        let (rect, _) = ui.allocate_exact_size(
                                             egui::vec2(THUMB, THUMB),
-                                            egui::Spinner::new(),
+                                            egui::Sense::hover(),
+                                        );
+                                        ui.painter().rect_filled(
+                                            rect,
+                                            4.0,
+                                            ui.visuals().faint_bg_color,
                                         );
                                         missing.push(i);
                                     }

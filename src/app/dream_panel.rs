@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::export::{png_bytes, write_atomically};
 use super::jobs::{Job, Reporter};
 use super::texture::Picture;
-use super::widgets::path_field;
+use super::widgets::{self, path_field};
 use super::workspace::{LoadedModel, Workspace};
 use crate::explain::dream::{ClassScore, DreamConfig, DreamTarget, Dreamer, Parameterisation};
 use crate::models::Model;
@@ -418,7 +418,7 @@ impl DreamPanel {
         egui::CentralPanel::default().show(ui, |ui| {
             ui.horizontal(|ui| {
                 if self.job.is_some() && !self.paused {
-                    ui.spinner();
+                    widgets::busy(ui);
                 }
                 ui.label(format!("step {}", self.step));
             });

@@ -10,7 +10,7 @@ use super::export::save_explanation;
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
 use super::texture::Picture;
-use super::widgets::{choice_combo, class_picker, path_field, progress};
+use super::widgets::{self, choice_combo, class_picker, path_field, progress};
 use super::workspace::{PhotoSpec, Workspace};
 use crate::explain::activations::spatial_values;
 use crate::explain::faithfulness::{CurveOptions, randomise_top_layers, spearman, ssim};
@@ -374,7 +374,7 @@ impl ExplainPanel {
         }
         if ws.is_busy() {
             ui.horizontal(|ui| {
-                ui.spinner();
+                widgets::busy(ui);
                 ui.label("opening…");
             });
         }
@@ -480,7 +480,7 @@ impl ExplainPanel {
         }
         if self.sanity_job.is_some() {
             ui.horizontal(|ui| {
-                ui.spinner();
+                widgets::busy(ui);
                 ui.label("re-running on a randomised copy…");
             });
         }
@@ -549,7 +549,7 @@ impl ExplainPanel {
                     match self.progress {
                         Some(p) => progress(ui, settings.method.label(), p.done, p.total),
                         None => {
-                            ui.spinner();
+                            widgets::busy(ui);
                             ui.label(format!("computing {}…", settings.method.label()));
                         }
                     }
@@ -635,7 +635,7 @@ impl ExplainPanel {
                         ));
                     }
                     None => {
-                        ui.spinner();
+                        widgets::busy(ui);
                         ui.label("scoring the map (deletion / insertion)…");
                     }
                 }

@@ -4,25 +4,47 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 /// How long one frame may spend taking messages off a job's channel (rerun's habit: ~10 ms).
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 
+/// The shortest time between two repaints a worker asks for: at most 20 frames a second while
+/// a job runs. Under a software rasteriser (no GPU, Xvfb) a full-window repaint costs several
+/// milliseconds of CPU; one per training batch took more than a core from the engine.
+pub const MIN_REPAINT_INTERVAL: Duration = Duration::from_millis(50);
+
 /// The worker's side: sends messages and wakes the UI.
 pub struct Reporter<T> {
     tx: Sender<T>,
     ctx: egui::Context,
     cancel: Arc<AtomicBool>,
+    /// When this reporter last asked for an immediate repaint (ms since `born`), u64::MAX for
+    /// never.
+    last_repaint_ms: AtomicU64,
+    born: Instant,
 }
 
 impl<T> Reporter<T> {
-    /// Sends one message and asks the UI for a repaint. A closed window is not an error.
+    /// Sends one message and wakes the UI: at once if the last wake-up is at least
+    /// [`MIN_REPAINT_INTERVAL`] old, else at the end of that interval (egui keeps the earliest
+    /// pending request, so a burst of messages costs one frame). A closed window is not an
+    /// error.
     pub fn send(&self, message: T) {
         let _ = self.tx.send(message);
-        self.ctx.request_repaint();
+        let now = self.born.elapsed();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.last_repaint_ms.load(Ordering::Relaxed);
+        let min = MIN_REPAINT_INTERVAL.as_millis() as u64;
+        if last == u64::MAX || now_ms >= last.saturating_add(min) {
+            self.last_repaint_ms.store(now_ms, Ordering::Relaxed);
+            self.ctx.request_repaint();
+        } else {
+            let wait = Duration::from_millis(last + min - now_ms);
+            self.ctx.request_repaint_after(wait);
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -57,6 +79,8 @@ impl<T: Send + 'static> Job<T> {
             tx,
             ctx: ctx.clone(),
             cancel: cancel.clone(),
+            last_repaint_ms: AtomicU64::new(u64::MAX),
+            born: Instant::now(),
         };
         let flag = panicked.clone();
         std::thread::Builder::new()

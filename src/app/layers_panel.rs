@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
 use super::texture::Picture;
-use super::widgets::{choice_combo, class_picker};
+use super::widgets::{self, choice_combo, class_picker};
 use super::workspace::Workspace;
 use crate::explain::activations::{Normalisation, channel_maps};
 use crate::explain::cam::GradCamVariant;
@@ -360,7 +360,7 @@ impl LayersPanel {
         ui.horizontal(|ui| {
             ui.heading(&layer);
             if self.job.is_some() {
-                ui.spinner();
+                widgets::busy(ui);
             }
         });
         ui.horizontal(|ui| {

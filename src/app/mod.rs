@@ -338,8 +338,9 @@ impl eframe::App for ConvscopeApp {
     }
 }
 
-/// Opens the window; returns when it closes.
-pub fn run() -> Result<(), String> {
+/// Opens the window; returns when it closes. `simd_error`: why `CONVSCOPE_SIMD` could not be
+/// honoured (the window says so and runs at the best level of the CPU).
+pub fn run(simd_error: Option<String>) -> Result<(), String> {
     let _ = LAUNCHED.set(std::time::Instant::now());
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -351,7 +352,14 @@ pub fn run() -> Result<(), String> {
     eframe::run_native(
         "convscope",
         options,
-        Box::new(|cc| Ok(Box::new(ConvscopeApp::new(cc)))),
+        Box::new(|cc| {
+            let mut app = ConvscopeApp::new(cc);
+            if let Some(e) = simd_error {
+                let best = crate::engine::simd::Level::best();
+                app.errors.push(format!("{e}; running at {best} instead."));
+            }
+            Ok(Box::new(app))
+        }),
     )
     .map_err(|e| format!("cannot open the window: {e}"))
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{Job, Reporter};
 use super::photo::unit_tensor_to_rgba;
 use super::texture::Picture;
-use super::widgets::{path_field, pick_file, pick_folder};
+use super::widgets::{self, path_field, pick_file, pick_folder};
 use crate::data::Confound;
 use crate::engine::Tensor;
 use crate::engine::optim::OptimizerConfig;
@@ -501,7 +501,12 @@ impl TrainPanel {
                     self.curves.batch_acc.push([x, acc]);
                     self.progress = Some((epoch, batch, batches, images_per_s));
                 }
-                TrainEvent::EpochDone(s) => self.curves.epochs.push(s),
+                TrainEvent::EpochDone(s) => {
+                    if let Some(path) = std::env::var_os("CONVSCOPE_TRAIN_LOG") {
+                        log_epoch(std::path::Path::new(&path), &s, self.progress);
+                    }
+                    self.curves.epochs.push(s);
+                }
                 TrainEvent::Checkpoint { path, epochs_done } => {
                     self.status =
                         format!("checkpoint after epoch {epochs_done} in {}", path.display());
@@ -727,7 +732,7 @@ impl TrainPanel {
         self.show_snapshot(ui.ctx());
         ui.horizontal(|ui| {
             if self.job.is_some() {
-                ui.spinner();
+                widgets::busy(ui);
             }
             ui.label(&self.status);
         });
@@ -946,5 +951,25 @@ impl TrainPanel {
                     .push((pic, format!("#{} ({:.0} %)", mc.index, 100.0 * mc.score)));
             }
         }
+    }
+}
+
+/// Appends one JSON line per finished epoch to `path` (`CONVSCOPE_TRAIN_LOG`, for
+/// tools/bench_frames.sh: the window's training speed beside `convscope train`'s). A benchmark
+/// aid: a failed write is reported on stderr and changes nothing else.
+fn log_epoch(path: &std::path::Path, s: &EpochStats, progress: Option<(usize, usize, usize, f64)>) {
+    use std::io::Write;
+    let line = serde_json::json!({
+        "epoch": s.epoch,
+        "seconds": s.seconds,
+        "images_per_s": progress.map(|p| p.3),
+    });
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = written {
+        eprintln!("convscope: cannot append to {}: {e}", path.display());
     }
 }

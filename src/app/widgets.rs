@@ -95,6 +95,28 @@ pub fn progress(ui: &mut egui::Ui, what: &str, done: usize, total: usize) {
     );
 }
 
+/// A busy mark for a running job. It is drawn at the phase of the current frame's time and
+/// never asks for a frame itself: it moves when the worker's news repaints the window (at most
+/// 20 times a second, `jobs::Reporter`). egui's own spinner asks for a new frame every frame,
+/// and under a software rasteriser those full-window repaints took a core from the engine.
+pub fn busy(ui: &mut egui::Ui) -> egui::Response {
+    let side = ui.spacing().interact_size.y;
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(side, side), egui::Sense::hover());
+    if ui.is_rect_visible(rect) {
+        let phase = (ui.input(|i| i.time) * 4.0) % std::f64::consts::TAU;
+        let radius = rect.height() / 2.0 - 2.0;
+        let points: Vec<egui::Pos2> = (0..=16)
+            .map(|i| {
+                let a = (phase + f64::from(i) / 16.0 * 1.5 * std::f64::consts::PI) as f32;
+                rect.center() + radius * egui::vec2(a.cos(), a.sin())
+            })
+            .collect();
+        let stroke = egui::Stroke::new(2.0, ui.visuals().strong_text_color());
+        ui.painter().add(egui::Shape::line(points, stroke));
+    }
+    response
+}
+
 /// Shows a native file dialog when one is available (rfd returns None at once without a
 /// desktop portal, in which case the path field is the way in).
 pub fn pick_file(filters: &[(&str, &[&str])]) -> Option<std::path::PathBuf> {

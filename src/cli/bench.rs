@@ -330,6 +330,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         let mut line = json!({
             "model": name,
             "threads": threads,
+            "simd": crate::engine::simd::level().name(),
             "runs": args.runs,
             "batch": args.batch,
             "forward_ms": fwd,
@@ -357,8 +358,10 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         println!("{line}");
     } else {
         println!(
-            "{name}: {threads} threads, batch {}, median of {} runs: forward {fwd:.3} ms, forward+backward to input {fwd_bwd:.3} ms",
-            args.batch, args.runs
+            "{name}: {threads} threads, {} kernels, batch {}, median of {} runs: forward {fwd:.3} ms, forward+backward to input {fwd_bwd:.3} ms",
+            crate::engine::simd::level(),
+            args.batch,
+            args.runs
         );
         if let Some((b, ms)) = train {
             println!(

@@ -91,6 +91,14 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
+    // The instruction-set cap applies to every kernel of the process, so it is settled before
+    // any work: a bad CONVSCOPE_SIMD stops a command; the window shows it and runs at the best
+    // level instead.
+    let simd = crate::engine::simd::init_from_env();
+    if let (Err(e), Some(_)) = (&simd, &cli.command) {
+        eprintln!("convscope: {e}.");
+        return 1;
+    }
     let result = match cli.command {
         Some(Command::Summary(args)) => summary::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
@@ -100,7 +108,14 @@ pub fn main() -> i32 {
         Some(Command::Activations(args)) => activations::run(&args),
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Dream(args)) => dream::run(&args),
-        None => crate::app::run().map_err(CliError),
+        #[cfg(feature = "gui")]
+        None => crate::app::run(simd.err().map(|e| e.to_string())).map_err(CliError),
+        #[cfg(not(feature = "gui"))]
+        None => Err(CliError(
+            "this convscope was built without the window (feature `gui`); run a subcommand, \
+             see --help"
+                .to_string(),
+        )),
     };
     match result {
         Ok(()) => 0,

@@ -3,9 +3,12 @@
 //! Matrices are strided views: element (i, j) of a matrix lives at `data[i * rs + j * cs]`, so
 //! a transpose is a swap of strides and costs nothing.
 //!
-//! The fast path is the `gemm` crate (runtime dispatch to AVX-512 / FMA kernels, rayon
+//! The fast path is the `gemm` crate's kernels (AVX-512, AVX2 + FMA, NEON, scalar; rayon
 //! parallelism), chosen by measurement against `matrixmultiply`: see BENCHMARKS.md,
-//! "GEMM and convolution".
+//! "GEMM and convolution". Which kernels run follows [`simd::level`], not the crate's own
+//! detection, so that `CONVSCOPE_SIMD` caps the products too.
+
+use crate::engine::simd::{self, Level};
 
 /// A read-only strided matrix `[rows, cols]`.
 #[derive(Clone, Copy, Debug)]
@@ -99,36 +102,123 @@ pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32],
     let threads = rayon::current_num_threads();
     let parallelism = if par == Parallelism::Rayon && threads > 1 && m * n * k >= PARALLEL_MIN_MACS
     {
-        gemm::Parallelism::Rayon(threads)
+        gemm_common::Parallelism::Rayon(threads)
     } else {
-        gemm::Parallelism::None
+        gemm_common::Parallelism::None
     };
     // SAFETY: the asserts above guarantee that every element addressed through (rows, cols,
     // rs, cs) lies inside `a.data` / `b.data`, and that c holds the row-major [m, n] output.
     // `c` is a unique borrow, so it does not alias a or b. The crate's `alpha` scales dst
     // and `beta` scales the product; `read_dst == false` makes it ignore (not read) dst.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta != 0.0,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        gemm_at(
+            simd::level(),
+            Product {
+                m,
+                n,
+                k,
+                dst: c.as_mut_ptr(),
+                read_dst: beta != 0.0,
+                a,
+                b,
+                alpha,
+                beta,
+                parallelism,
+            },
+        )
+    };
+}
+
+/// One call's operands for [`gemm_at`].
+struct Product<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    read_dst: bool,
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    alpha: f32,
+    beta: f32,
+    parallelism: gemm_common::Parallelism,
+}
+
+/// The `gemm` crate's own kernels for `level`, called directly: the crate picks its kernels by
+/// what the CPU has and cannot be capped, so `CONVSCOPE_SIMD=avx2` on an AVX-512 machine would
+/// otherwise still multiply with AVX-512. Each arm is what `gemm::gemm` runs for that level
+/// (`gemm_common::gemm_def!`): the same driver, micro-kernels and SIMD token.
+///
+/// # Safety
+/// As `gemm::gemm`: every element the views address lies inside their data; `dst` holds the
+/// row-major `[m, n]` output and aliases neither; `level` is supported by the CPU.
+unsafe fn gemm_at(level: Level, p: Product<'_>) {
+    use gemm_common::gemm::gemm_basic_generic;
+    use gemm_common::simd::MixedSimd;
+    #[cfg(target_arch = "x86_64")]
+    use gemm_f32::microkernel::{avx512f, fma};
+
+    macro_rules! run {
+        ($simd:ty, $ukr:path, $lanes:expr) => {{
+            use $ukr as ukr;
+            let Some(token) = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new() else {
+                unreachable!("simd::level() returned a level this CPU lacks");
+            };
+            // SAFETY: the caller's contract, as for `gemm::gemm`.
+            unsafe {
+                gemm_basic_generic::<
+                    _,
+                    f32,
+                    { $lanes },
+                    { ukr::MR_DIV_N * $lanes },
+                    { ukr::NR },
+                    { ukr::MR_DIV_N },
+                    { ukr::H_M },
+                    { ukr::H_N },
+                >(
+                    token,
+                    p.m,
+                    p.n,
+                    p.k,
+                    p.dst,
+                    1,
+                    p.n as isize,
+                    p.read_dst,
+                    p.a.data.as_ptr(),
+                    p.a.cs as isize,
+                    p.a.rs as isize,
+                    p.b.data.as_ptr(),
+                    p.b.cs as isize,
+                    p.b.rs as isize,
+                    p.beta,
+                    p.alpha,
+                    false,
+                    false,
+                    false,
+                    // a multiply and an add: only the scalar kernels call it, and there
+                    // `f32::mul_add` would be a libm call per element
+                    |x, y, z| x * y + z,
+                    &ukr::UKR,
+                    &ukr::H_UKR,
+                    false,
+                    p.parallelism,
+                )
+            }
+        }};
+    }
+
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => run!(gemm_common::simd::V4, avx512f::f32, 16),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => run!(gemm_common::simd::V3, fma::f32, 8),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => run!(
+            gemm_common::simd::Scalar,
+            gemm_f32::microkernel::neon::f32,
+            4
+        ),
+        // the portable packs of four: SSE2 / NEON by the compiler, a multiply and an add
+        _ => run!(gemm_common::simd::Scalar, crate::engine::gemm_portable, 4),
     }
 }
 
@@ -235,17 +325,32 @@ mod tests {
             seed in 0u64..1000,
         ) {
             let par = if parallel { Parallelism::Rayon } else { Parallelism::Sequential };
-            check_against_naive((m, k, n), (ta, tb), alpha, beta, par, seed)?;
+            simd::try_each_level(2, |level| {
+                check_against_naive((m, k, n), (ta, tb), alpha, beta, par, seed)
+                    .map_err(|e| TestCaseError::fail(format!("{level}: {e}")))
+            })?;
         }
     }
 
     #[test]
     fn sgemm_matches_naive_on_a_parallel_sized_product() {
         // large enough to cross PARALLEL_MIN_MACS so the threaded path is exercised
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            check_against_naive((67, 131, 70), (ta, tb), 1.0, 0.0, Parallelism::Rayon, 9).unwrap();
-            check_against_naive((67, 131, 70), (ta, tb), 0.5, 1.0, Parallelism::Rayon, 9).unwrap();
-        }
+        simd::for_each_level(2, |level| {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0)] {
+                    if let Err(e) = check_against_naive(
+                        (67, 131, 70),
+                        (ta, tb),
+                        alpha,
+                        beta,
+                        Parallelism::Rayon,
+                        9,
+                    ) {
+                        panic!("{level}: {e}");
+                    }
+                }
+            }
+        });
     }
 
     #[test]

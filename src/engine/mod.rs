@@ -3,12 +3,14 @@
 pub mod error;
 pub mod fuse;
 pub mod gemm;
+mod gemm_portable;
 pub mod gradcheck;
 pub mod graph;
 pub mod init;
 pub mod loss;
 pub mod ops;
 pub mod optim;
+pub mod simd;
 pub mod tensor;
 mod train_fusion;
 

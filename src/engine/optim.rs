@@ -6,6 +6,7 @@
 //! per parameter id, i.e. the parameter's index in the slice passed to [`Optimizer::step`];
 //! always pass the same graph's parameters.
 
+use crate::engine::simd;
 use serde::{Deserialize, Serialize};
 
 use super::error::OpError;
@@ -374,25 +375,23 @@ struct AdamStep {
     step_size: f32,
 }
 
-/// The Adam rule over equal-length slices. Plain loops without reductions, which LLVM
-/// vectorises (IEEE sqrt and division give the same bits as scalar code); compiled for
-/// AVX-512 and AVX2 as well and chosen at run time.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn adam_chunk(k: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let g = if k.decoupled {
-            *p *= k.decay;
-            g
-        } else {
-            g + k.weight_decay * *p
-        };
-        *m += (1.0 - k.beta1) * (g - *m);
-        *v = k.beta2 * *v + (1.0 - k.beta2) * g * g;
-        let denom = v.sqrt() / k.bias_c2_sqrt + k.eps;
-        *p -= k.step_size * *m / denom;
+simd::kernel! {
+    /// The Adam rule over equal-length slices. Plain loops without reductions, which LLVM
+    /// vectorises (IEEE sqrt and division give the same bits as scalar code); compiled once
+    /// per instruction-set level (`simd::kernel!`).
+    fn adam_chunk(k: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = if k.decoupled {
+                *p *= k.decay;
+                g
+            } else {
+                g + k.weight_decay * *p
+            };
+            *m += (1.0 - k.beta1) * (g - *m);
+            *v = k.beta2 * *v + (1.0 - k.beta2) * g * g;
+            let denom = v.sqrt() / k.bias_c2_sqrt + k.eps;
+            *p -= k.step_size * *m / denom;
+        }
     }
 }
 
@@ -479,8 +478,15 @@ mod tests {
 
     /// A tensor large enough for the parallel, vectorised path, tiled with the 4-element
     /// reference run's values, ends bit-identical to that (scalar-tail) run.
+    /// At every instruction-set level of this CPU.
     #[test]
     fn adam_on_a_large_tensor_matches_the_small_run_bit_for_bit() {
+        simd::for_each_level(2, |_| {
+            adam_on_a_large_tensor_matches_the_small_run_bit_for_bit_here()
+        });
+    }
+
+    fn adam_on_a_large_tensor_matches_the_small_run_bit_for_bit_here() {
         for config in [
             OptimizerConfig::adamw(1e-2, 0.1),
             OptimizerConfig::Adam {
@@ -509,8 +515,13 @@ mod tests {
         }
     }
 
+    /// At every instruction-set level of this CPU.
     #[test]
     fn adam_matches_pytorch() {
+        simd::for_each_level(2, |_| adam_matches_pytorch_here());
+    }
+
+    fn adam_matches_pytorch_here() {
         let want = [0.497_955_50, -0.998_853_45, 1.978_412_27, -0.004_298_506_8];
         assert_close(&run(OptimizerConfig::adam(0.01)), &want);
     }
@@ -527,8 +538,13 @@ mod tests {
         assert_close(&run(c), &want);
     }
 
+    /// At every instruction-set level of this CPU.
     #[test]
     fn adamw_matches_pytorch() {
+        simd::for_each_level(2, |_| adamw_matches_pytorch_here());
+    }
+
+    fn adamw_matches_pytorch_here() {
         let want = [0.496_471_02, -0.995_872_86, 1.972_446_20, -0.004_291_065_5];
         assert_close(&run(OptimizerConfig::adamw(0.01, 0.1)), &want);
     }

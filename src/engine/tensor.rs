@@ -4,6 +4,7 @@
 //! plain `Vec<f32>` so that kernels work on slices without layout checks; `view()` and
 //! `from_array()` bridge to `ndarray` for code that prefers it.
 
+use crate::engine::simd;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rayon::prelude::*;
 
@@ -13,35 +14,31 @@ use super::error::OpError;
 /// ResNet50's residual joins add ~20 MB per backward pass).
 const ADD_CHUNK: usize = 1 << 15;
 
-/// `a[i] += b[i]` over equal lengths, compiled for AVX-512 and AVX2 as well.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn add_into(a: &mut [f32], b: &[f32]) {
-    for (x, &y) in a.iter_mut().zip(b) {
-        *x += y;
+simd::kernel! {
+    /// `a[i] += b[i]` over equal lengths, compiled per instruction-set level.
+    fn add_into(a: &mut [f32], b: &[f32]) {
+        for (x, &y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
     }
 }
 
-/// True when no element is NaN or infinite. `v · 0` is ±0 for finite v and NaN otherwise, so
-/// sums of it in independent lanes vectorise where a short-circuiting `any` does not: the
-/// trainer checks every gradient and parameter (1.1 M floats for the smile CNN) each step.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn all_finite(v: &[f32]) -> bool {
-    const LANES: usize = 16;
-    let mut acc = [0.0f32; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x * 0.0;
+simd::kernel! {
+    /// True when no element is NaN or infinite. `v · 0` is ±0 for finite v and NaN otherwise, so
+    /// sums of it in independent lanes vectorise where a short-circuiting `any` does not: the
+    /// trainer checks every gradient and parameter (1.1 M floats for the smile CNN) each step.
+    fn all_finite(v: &[f32]) -> bool {
+        const LANES: usize = 16;
+        let mut acc = [0.0f32; LANES];
+        let chunks = v.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += x * 0.0;
+            }
         }
+        acc.iter().all(|&a| a == 0.0) && tail.iter().all(|x| x.is_finite())
     }
-    acc.iter().all(|&a| a == 0.0) && tail.iter().all(|x| x.is_finite())
 }
 
 /// The largest number of elements one tensor may hold (2^32, i.e. 16 GiB of f32).
@@ -219,8 +216,13 @@ mod tests {
 
     /// Every position (in the vector lanes and in the tail) and every kind of non-finite
     /// value is found; extreme finite values (max, subnormal, -0) are not flagged.
+    /// At every instruction-set level of this CPU.
     #[test]
     fn non_finite_values_are_found_anywhere() {
+        simd::for_each_level(2, |_| non_finite_values_are_found_anywhere_here());
+    }
+
+    fn non_finite_values_are_found_anywhere_here() {
         let finite = [f32::MAX, f32::MIN, f32::MIN_POSITIVE / 2.0, -0.0, 1.5];
         for len in [1usize, 15, 16, 17, 40] {
             let base: Vec<f32> = (0..len).map(|i| finite[i % finite.len()]).collect();

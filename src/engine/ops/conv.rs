@@ -16,6 +16,7 @@
 //! Batches of at least two items are split across rayon threads (each running sequential GEMMs on
 //! its own column buffer); a single item lets the GEMM and the im2col/col2im loops parallelise.
 
+use crate::engine::simd;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -145,17 +146,15 @@ impl FusedActivation {
     }
 }
 
-/// `d[i] *= act'`, 1 where `y[i]` is inside `(lo, hi)` and 0 elsewhere (`FusedActivation::passes`
-/// written out). A product, as the unfused activation's backward computes it, so that a NaN
-/// gradient stays NaN and signed zeros match bit for bit.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn mask_outside(lo: f32, hi: f32, y: &[f32], d: &mut [f32]) {
-    for (d, &yv) in d.iter_mut().zip(y) {
-        // a select, not a branch: the mask is data-dependent, and this form vectorises
-        *d *= if yv > lo && yv < hi { 1.0 } else { 0.0 };
+simd::kernel! {
+    /// `d[i] *= act'`, 1 where `y[i]` is inside `(lo, hi)` and 0 elsewhere (`FusedActivation::passes`
+    /// written out). A product, as the unfused activation's backward computes it, so that a NaN
+    /// gradient stays NaN and signed zeros match bit for bit.
+    fn mask_outside(lo: f32, hi: f32, y: &[f32], d: &mut [f32]) {
+        for (d, &yv) in d.iter_mut().zip(y) {
+            // a select, not a branch: the mask is data-dependent, and this form vectorises
+            *d *= if yv > lo && yv < hi { 1.0 } else { 0.0 };
+        }
     }
 }
 
@@ -658,18 +657,16 @@ fn add_bias(g: &Geom, b: Option<&[f32]>, act: Option<FusedActivation>, y: &mut [
 /// than it saves at batch 1.
 const ELEMENTWISE_TASK: usize = 1 << 14;
 
-/// row = act(row + bias), vectorised (the clamp compiles to min/max instructions).
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn bias_act_row(row: &mut [f32], bias: f32, act: Option<FusedActivation>) {
-    match act {
-        None => row.iter_mut().for_each(|v| *v += bias),
-        Some(FusedActivation::Relu) => row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
-        Some(FusedActivation::Clip { min, max }) => row
-            .iter_mut()
-            .for_each(|v| *v = (*v + bias).max(min).min(max)),
+simd::kernel! {
+    /// row = act(row + bias), vectorised (the clamp compiles to min/max instructions).
+    fn bias_act_row(row: &mut [f32], bias: f32, act: Option<FusedActivation>) {
+        match act {
+            None => row.iter_mut().for_each(|v| *v += bias),
+            Some(FusedActivation::Relu) => row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
+            Some(FusedActivation::Clip { min, max }) => row
+                .iter_mut()
+                .for_each(|v| *v = (*v + bias).max(min).min(max)),
+        }
     }
 }
 
@@ -1027,8 +1024,23 @@ mod tests {
         Ok(())
     }
 
-    /// Runs fast forward and backward against the naive definitions for one geometry.
+    /// Runs fast forward and backward against the naive definitions for one geometry, at
+    /// every instruction-set level this CPU has.
     fn check_fast_vs_naive(
+        s: &Conv2dSpec,
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        bias: bool,
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        simd::try_each_level(2, |level| {
+            check_fast_vs_naive_here(s, x_shape, w_shape, bias, seed)
+                .map_err(|e| TestCaseError::fail(format!("at {level}: {e}")))
+        })
+    }
+
+    /// [`check_fast_vs_naive`] at the current thread's level.
+    fn check_fast_vs_naive_here(
         s: &Conv2dSpec,
         x_shape: [usize; 4],
         w_shape: [usize; 4],
@@ -1087,9 +1099,24 @@ mod tests {
         }
     }
 
-    /// Fused forward on one and on two threads: each close to the naive definition, and the
-    /// two bit-identical.
+    /// Fused forward on one and on two threads, at every instruction-set level this CPU has:
+    /// each close to the naive definition, and the two threads' results bit-identical.
     fn check_threads_vs_naive(
+        s: &Conv2dSpec,
+        act: Option<FusedActivation>,
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        simd::try_each_level(1, |level| {
+            check_threads_vs_naive_at(level, s, act, x_shape, w_shape, seed)
+                .map_err(|e| TestCaseError::fail(format!("at {level}: {e}")))
+        })
+    }
+
+    /// [`check_threads_vs_naive`] at one level.
+    fn check_threads_vs_naive_at(
+        level: simd::Level,
         s: &Conv2dSpec,
         act: Option<FusedActivation>,
         x_shape: [usize; 4],
@@ -1101,11 +1128,10 @@ mod tests {
         let b = test_tensor(&[w_shape[0]], seed + 2);
         let want = naive_fused(s, act, &x, &w, Some(&b));
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| forward_fused(s, act, &x, &w, Some(&b)).unwrap())
+            simd::with_level(level, threads, || {
+                forward_fused(s, act, &x, &w, Some(&b)).unwrap()
+            })
+            .unwrap()
         };
         let (one, two) = (run(1), run(2));
         assert_close("fused forward, 1 thread", &one, &want)?;
@@ -1190,18 +1216,17 @@ mod tests {
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let dy = test_tensor(&g.output_shape(), seed + 2);
             let [want, _, _] = backward_naive(&s, &x, &w, &dy).unwrap();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut blocked = vec![0.0f32; x.numel()]; // (n, c_in, h, w)
-            let mut whole = vec![0.0f32; x.numel()];
-            pool.install(|| {
+            simd::try_each_level(threads, |level| {
+                let mut blocked = vec![0.0f32; x.numel()]; // (n, c_in, h, w)
+                let mut whole = vec![0.0f32; x.numel()];
                 backward::scatter_backward_x_blocked(&g, w.data(), dy.data(), &mut blocked, block_floats);
                 for (ni, dx_item) in whole.chunks_exact_mut(g.x_item()).enumerate() {
                     let dy_item = &dy.data()[ni * g.y_item()..][..g.y_item()];
                     backward::scatter_item_whole(&g, w.data(), dy_item, dx_item);
                 }
-            });
-            assert_close("blocked d_x", &Tensor::new(xs.to_vec(), blocked).unwrap(), &want)?;
-            assert_close("whole-plane d_x", &Tensor::new(xs.to_vec(), whole).unwrap(), &want)?;
+                assert_close(&format!("{level} blocked d_x"), &Tensor::new(xs.to_vec(), blocked).unwrap(), &want)?;
+                assert_close(&format!("{level} whole-plane d_x"), &Tensor::new(xs.to_vec(), whole).unwrap(), &want)
+            })?;
         }
 
         /// The direct stride-1 d_x kernel on every geometry it applies to (any kernel size,
@@ -1222,10 +1247,11 @@ mod tests {
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let dy = test_tensor(&g.output_shape(), seed + 2);
             let [want, _, _] = backward_naive(&s, &x, &w, &dy).unwrap();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut got = vec![f32::NAN; x.numel()]; // every element must be written
-            pool.install(|| direct::backward_x(&g, w.data(), dy.data(), &mut got));
-            assert_close("direct d_x", &Tensor::new(xs.to_vec(), got).unwrap(), &want)?;
+            simd::try_each_level(threads, |level| {
+                let mut got = vec![f32::NAN; x.numel()]; // every element must be written
+                direct::backward_x(&g, w.data(), dy.data(), &mut got);
+                assert_close(&format!("{level} direct d_x"), &Tensor::new(xs.to_vec(), got).unwrap(), &want)
+            })?;
         }
 
         /// The direct stride-1 forward kernel on any stride-1 geometry (any padding, also wider
@@ -1244,12 +1270,13 @@ mod tests {
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let b = bias.then(|| test_tensor(&[ws[0]], seed + 2));
             let want = naive_fused(&s, act, &x, &w, b.as_ref());
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut got = vec![f32::NAN; want.numel()]; // every element must be written
-            let bd = b.as_ref().map(|b| b.data());
-            let ops = ForwardOperands { x: x.data(), w: w.data(), b: bd, act };
-            pool.install(|| direct::forward(&g, ops, &mut got));
-            assert_close("direct forward", &Tensor::new(g.output_shape(), got).unwrap(), &want)?;
+            simd::try_each_level(threads, |level| {
+                let mut got = vec![f32::NAN; want.numel()]; // every element must be written
+                let bd = b.as_ref().map(|b| b.data());
+                let ops = ForwardOperands { x: x.data(), w: w.data(), b: bd, act };
+                direct::forward(&g, ops, &mut got);
+                assert_close(&format!("{level} direct forward"), &Tensor::new(g.output_shape(), got).unwrap(), &want)
+            })?;
         }
 
         /// Winograd F(2x2, 3x3), forward (with bias and a fused activation) and d_x, on any 3x3
@@ -1276,31 +1303,34 @@ mod tests {
             let want = naive_fused(&s, act, &x, &wt, b.as_ref());
             let dy = test_tensor(&g.output_shape(), seed + 3);
             let [want_dx, _, _] = backward_naive(&s, &x, &wt, &dy).unwrap();
-            let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let mut y = vec![f32::NAN; want.numel()]; // every element must be written
-                let bd = b.as_ref().map(|b| b.data());
-                let ops = ForwardOperands { x: x.data(), w: wt.data(), b: bd, act };
-                pool.install(|| winograd::forward(&g, ops, &mut y));
-                let mut dx = vec![f32::NAN; x.numel()];
+            for level in simd::Level::supported() {
+                let run = |threads: usize| {
+                    simd::with_level(level, threads, || {
+                        let mut y = vec![f32::NAN; want.numel()]; // every element must be written
+                        let bd = b.as_ref().map(|b| b.data());
+                        let ops = ForwardOperands { x: x.data(), w: wt.data(), b: bd, act };
+                        winograd::forward(&g, ops, &mut y);
+                        let mut dx = vec![f32::NAN; x.numel()];
+                        if direct::backward_x_applies(&g) {
+                            winograd::backward_x(&g, wt.data(), dy.data(), &mut dx);
+                        }
+                        (y, dx)
+                    })
+                    .unwrap()
+                };
+                let ((y1, dx1), (y2, dx2)) = (run(1), run(2));
+                assert_close(&format!("{level} winograd forward"), &Tensor::new(g.output_shape(), y1.clone()).unwrap(), &want)?;
+                prop_assert_eq!(&y1, &y2, "{} forward: 1 and 2 threads differ", level);
                 if direct::backward_x_applies(&g) {
-                    pool.install(|| winograd::backward_x(&g, wt.data(), dy.data(), &mut dx));
+                    assert_close(&format!("{level} winograd d_x"), &Tensor::new(xs.to_vec(), dx1.clone()).unwrap(), &want_dx)?;
+                    prop_assert_eq!(&dx1, &dx2, "{} d_x: 1 and 2 threads differ", level);
                 }
-                (y, dx)
-            };
-            let ((y1, dx1), (y2, dx2)) = (run(1), run(2));
-            assert_close("winograd forward", &Tensor::new(g.output_shape(), y1.clone()).unwrap(), &want)?;
-            prop_assert_eq!(&y1, &y2, "forward: 1 and 2 threads differ");
-            if direct::backward_x_applies(&g) {
-                assert_close("winograd d_x", &Tensor::new(xs.to_vec(), dx1.clone()).unwrap(), &want_dx)?;
-                prop_assert_eq!(&dx1, &dx2, "d_x: 1 and 2 threads differ");
             }
         }
 
         /// The direct stride-1 grad_w kernel on every geometry it applies to (kernels up to 7
-        /// wide, any padding, dilation, groups, partial channel blocks and vectors), on one and
-        /// two threads, against the naive grad_w. Machines without AVX-512 never take this
-        /// path, and the test says so instead of passing silently.
+        /// wide, any padding, dilation, groups, partial channel blocks and vectors), at every
+        /// instruction-set level of this CPU, on one and two threads, against the naive grad_w.
         #[test]
         fn direct_grad_w_matches_naive((s, xs, ws) in geometry_strategy(), seed in 0u64..1000,
                                        wide in 0usize..40, threads in 1usize..3) {
@@ -1308,17 +1338,15 @@ mod tests {
             let xs = [xs[0], xs[1], xs[2], xs[3] + wide];
             let g = geometry(&s, &xs, &ws, None).unwrap();
             prop_assume!(!g.is_depthwise());
-            if !grad_w_direct::applies(&g) {
-                eprintln!("direct grad_w not tested: this CPU has no AVX-512F");
-                return Ok(());
-            }
+            prop_assert!(grad_w_direct::applies(&g));
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let dy = test_tensor(&g.output_shape(), seed + 2);
             let [_, want, _] = backward_naive(&s, &x, &w, &dy).unwrap();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut got = vec![0.0f32; w.numel()]; // (c_out, cg, kh, kw)
-            pool.install(|| grad_w_direct::backward_w(&g, x.data(), dy.data(), &mut got));
-            assert_close("direct grad_w", &Tensor::new(ws.to_vec(), got).unwrap(), &want)?;
+            simd::try_each_level(threads, |level| {
+                let mut got = vec![0.0f32; w.numel()]; // (c_out, cg, kh, kw)
+                grad_w_direct::backward_w(&g, x.data(), dy.data(), &mut got);
+                assert_close(&format!("{level} direct grad_w"), &Tensor::new(ws.to_vec(), got).unwrap(), &want)
+            })?;
         }
 
         /// grad_w with column blocks of a few output rows (several blocks per image), through
@@ -1333,11 +1361,12 @@ mod tests {
             let (x, w) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1));
             let dy = test_tensor(&g.output_shape(), seed + 2);
             let [_, want, _] = backward_naive(&s, &x, &w, &dy).unwrap();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let mut got = vec![0.0f32; w.numel()]; // (c_out, cg, kh, kw)
-            let blocking = grad_w::Blocking { block_floats, small_k_max };
-            pool.install(|| grad_w::backward_w(&g, x.data(), dy.data(), &mut got, blocking));
-            assert_close("blocked grad_w", &Tensor::new(ws.to_vec(), got).unwrap(), &want)?;
+            simd::try_each_level(threads, |level| {
+                let mut got = vec![0.0f32; w.numel()]; // (c_out, cg, kh, kw)
+                let blocking = grad_w::Blocking { block_floats, small_k_max };
+                grad_w::backward_w(&g, x.data(), dy.data(), &mut got, blocking);
+                assert_close(&format!("{level} blocked grad_w"), &Tensor::new(ws.to_vec(), got).unwrap(), &want)
+            })?;
         }
 
         #[test]
@@ -1387,9 +1416,9 @@ mod tests {
             check_threads_vs_naive(&s, act, [n, c, h, w], [c * m, 1, k, k], seed)?;
         }
 
-        /// The pointwise kernel (AVX-512 tiles where the CPU has them, and the portable
-        /// tiles) on shapes with partial row tiles, partial column panels and several
-        /// K-blocks, with each activation, on one and two threads.
+        /// The pointwise kernel at every instruction-set level this CPU has, on shapes with
+        /// partial row tiles, partial column panels and several K-blocks, with each
+        /// activation, on one and two threads.
         #[test]
         fn pointwise_kernel_matches_naive(n in 1usize..3, groups in 1usize..3, cg in 1usize..300,
                                           og in 1usize..20, hw in 1usize..80, which in 0usize..3,
@@ -1398,14 +1427,16 @@ mod tests {
             let act = [None, Some(FusedActivation::Relu),
                        Some(FusedActivation::Clip { min: -0.2, max: 0.3 })][which];
             let (xs, ws) = ([n, groups * cg, 1, hw], [groups * og, cg, 1, 1]);
-            check_threads_vs_naive(&s, act, xs, ws, seed)?;
             let g = geometry(&s, &xs, &ws, None).unwrap();
             let (x, w, b) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1), test_tensor(&[ws[0]], seed + 2));
             let want = naive_fused(&s, act, &x, &w, Some(&b));
-            let mut got = vec![f32::NAN; want.numel()];
-            let ops = ForwardOperands { x: x.data(), w: w.data(), b: Some(b.data()), act };
-            pointwise::pointwise_forward_with(false, &g, ops, &mut got);
-            assert_close("portable pointwise", &Tensor::new(want.shape().to_vec(), got).unwrap(), &want)?;
+            check_threads_vs_naive(&s, act, xs, ws, seed)?;
+            simd::try_each_level(2, |level| {
+                let mut got = vec![f32::NAN; want.numel()];
+                let ops = ForwardOperands { x: x.data(), w: w.data(), b: Some(b.data()), act };
+                pointwise::pointwise_forward_into(&g, ops, &mut got);
+                assert_close(&format!("{level} pointwise"), &Tensor::new(want.shape().to_vec(), got).unwrap(), &want)
+            })?;
         }
 
         #[test]

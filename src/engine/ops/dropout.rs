@@ -5,6 +5,7 @@
 //! output of a SplitMix64 stream seeded with `seed`. Any chunking of the work therefore gives
 //! the same mask, whatever the number of threads.
 
+use crate::engine::simd;
 use rayon::prelude::*;
 
 use super::elementwise::CHUNK;
@@ -31,30 +32,26 @@ fn scale_and_threshold(p: f32) -> Result<(f32, u32), OpError> {
     Ok((1.0 / (1.0 - p), (p * (1u32 << 24) as f32).ceil() as u32))
 }
 
-/// Mask values of elements `start..start + m.len()`: 0 or `scale`. Compiled for AVX-512
-/// (with DQ: 64-bit multiplies in vector registers) and AVX2 as well, chosen at run time.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn fill_mask(seed: u64, start: u64, threshold: u32, scale: f32, m: &mut [f32]) {
-    for (j, v) in m.iter_mut().enumerate() {
-        *v = if uniform24(seed, start + j as u64) >= threshold {
-            scale
-        } else {
-            0.0
-        };
+simd::kernel! {
+    /// Mask values of elements `start..start + m.len()`: 0 or `scale`. Compiled per
+    /// instruction-set level (AVX-512 with DQ: 64-bit multiplies in vector registers).
+    fn fill_mask(seed: u64, start: u64, threshold: u32, scale: f32, m: &mut [f32]) {
+        for (j, v) in m.iter_mut().enumerate() {
+            *v = if uniform24(seed, start + j as u64) >= threshold {
+                scale
+            } else {
+                0.0
+            };
+        }
     }
 }
 
-/// `y = a * b` element-wise, compiled for AVX-512 and AVX2 as well.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn mul_into(a: &[f32], b: &[f32], y: &mut [f32]) {
-    for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
-        *o = u * v;
+simd::kernel! {
+    /// `y = a * b` element-wise, compiled per instruction-set level.
+    fn mul_into(a: &[f32], b: &[f32], y: &mut [f32]) {
+        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+            *o = u * v;
+        }
     }
 }
 
@@ -108,14 +105,12 @@ pub fn backward_owned(mask: &[f32], mut d_y: Tensor) -> Result<Tensor, OpError> 
     Ok(d_y)
 }
 
-/// `g = g * k` element-wise (the product of [`mul_into`]), for AVX-512 and AVX2 as well.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn mul_in_place(g: &mut [f32], k: &[f32]) {
-    for (o, &v) in g.iter_mut().zip(k) {
-        *o *= v;
+simd::kernel! {
+    /// `g = g * k` element-wise (the product of [`mul_into`]), per instruction-set level.
+    fn mul_in_place(g: &mut [f32], k: &[f32]) {
+        for (o, &v) in g.iter_mut().zip(k) {
+            *o *= v;
+        }
     }
 }
 
@@ -135,8 +130,13 @@ mod tests {
         assert!(backward(&[1.0; 3], &x).is_err());
     }
 
+    /// At every instruction-set level of this CPU.
     #[test]
     fn mask_is_deterministic_scaled_and_near_p() {
+        simd::for_each_level(2, |_| mask_is_deterministic_scaled_and_near_p_here());
+    }
+
+    fn mask_is_deterministic_scaled_and_near_p_here() {
         let n = 3 * CHUNK + 17;
         let a = mask(0.3, n, 42).unwrap();
         let b = mask(0.3, n, 42).unwrap();
@@ -152,8 +152,13 @@ mod tests {
     }
 
     /// The fused forward returns exactly `mask` and `x * mask`, across chunk boundaries.
+    /// At every instruction-set level of this CPU.
     #[test]
     fn forward_is_input_times_mask() {
+        simd::for_each_level(2, |_| forward_is_input_times_mask_here());
+    }
+
+    fn forward_is_input_times_mask_here() {
         let x = test_tensor(&[2, 3, CHUNK / 8 + 5, 9], 3);
         let (y, m) = forward(0.25, &x, 77).unwrap();
         assert_eq!(m, mask(0.25, x.numel(), 77).unwrap());

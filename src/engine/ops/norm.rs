@@ -4,6 +4,7 @@
 //! `[n, c, h, w]` (BatchNorm2d) and `[n, c]` (BatchNorm1d after Flatten) share one kernel.
 //! Statistics: f32 lane sums per plane, merged across planes in f64 (see [`batch_stats`]).
 
+use crate::engine::simd;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -78,14 +79,12 @@ fn batch_stats(x: &[f32], n: usize, c: usize, s: usize) -> (Vec<f64>, Vec<f64>) 
         .unzip()
 }
 
-/// `dst = src * k + b`, compiled for AVX-512 and AVX2 as well (run-time choice).
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn affine_plane(src: &[f32], dst: &mut [f32], k: f32, b: f32) {
-    for (o, &v) in dst.iter_mut().zip(src) {
-        *o = v * k + b;
+simd::kernel! {
+    /// `dst = src * k + b`, compiled per instruction-set level.
+    fn affine_plane(src: &[f32], dst: &mut [f32], k: f32, b: f32) {
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = v * k + b;
+        }
     }
 }
 
@@ -205,27 +204,23 @@ fn grad_sums(
         .unzip()
 }
 
-/// Training d_x of one plane, in d_y's place: `g = a·g + b·(x − mu) + c0` (the batch-statistics gradient
-/// with its per-channel coefficients folded), compiled for AVX-512 and AVX2 as well.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn train_dx_plane(x: &[f32], g: &mut [f32], a: f32, b: f32, mu: f32, c0: f32) {
-    // in place: each element of d_y becomes the same element of d_x
-    for (o, &xv) in g.iter_mut().zip(x) {
-        *o = a * *o + b * (xv - mu) + c0;
+simd::kernel! {
+    /// Training d_x of one plane, in d_y's place: `g = a·g + b·(x − mu) + c0` (the batch-statistics gradient
+    /// with its per-channel coefficients folded), compiled per instruction-set level.
+    fn train_dx_plane(x: &[f32], g: &mut [f32], a: f32, b: f32, mu: f32, c0: f32) {
+        // in place: each element of d_y becomes the same element of d_x
+        for (o, &xv) in g.iter_mut().zip(x) {
+            *o = a * *o + b * (xv - mu) + c0;
+        }
     }
 }
 
-/// `v = v * k + b` in place (the expression of [`affine_plane`]), for AVX-512 and AVX2 too.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn affine_plane_in_place(v: &mut [f32], k: f32, b: f32) {
-    for o in v.iter_mut() {
-        *o = *o * k + b;
+simd::kernel! {
+    /// `v = v * k + b` in place (the expression of [`affine_plane`]), per instruction-set level.
+    fn affine_plane_in_place(v: &mut [f32], k: f32, b: f32) {
+        for o in v.iter_mut() {
+            *o = *o * k + b;
+        }
     }
 }
 
@@ -376,8 +371,13 @@ mod tests {
 
     /// The lane-sum statistics against f64 two-pass sums, including a large offset (where a
     /// one-pass Σx² − (Σx)²/m formula would cancel catastrophically) and odd plane sizes.
+    /// At every instruction-set level of this CPU.
     #[test]
     fn batch_stats_match_f64_two_pass() {
+        simd::for_each_level(2, |_| batch_stats_match_f64_two_pass_here());
+    }
+
+    fn batch_stats_match_f64_two_pass_here() {
         for (shape, offset) in [
             (&[4usize, 3, 17, 13][..], 0.0f32),
             (&[3, 2, 64, 64][..], 1000.0),
@@ -404,8 +404,13 @@ mod tests {
     }
 
     /// The folded f32 training d_x against the textbook formula evaluated in f64.
+    /// At every instruction-set level of this CPU.
     #[test]
     fn training_d_x_matches_f64_formula() {
+        simd::for_each_level(2, |_| training_d_x_matches_f64_formula_here());
+    }
+
+    fn training_d_x_matches_f64_formula_here() {
         let ins = inputs(&[3, 4, 9, 7]);
         let (x, gamma) = (&ins[0], &ins[1]);
         let (_, mean, inv_std, _) =
@@ -475,8 +480,13 @@ mod tests {
         }
     }
 
+    /// At every instruction-set level of this CPU.
     #[test]
     fn eval_uses_running_stats() {
+        simd::for_each_level(2, |_| eval_uses_running_stats_here());
+    }
+
+    fn eval_uses_running_stats_here() {
         let x = t(&[1, 2], &[1.0, 4.0]);
         let (y, _, _, running) = forward(
             &BatchNormSpec {

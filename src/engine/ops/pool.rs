@@ -5,6 +5,7 @@
 //! per call ([`Window`]); the `*_naive` twins recompute bounds per kernel cell and are the
 //! references the fast paths are tested against.
 
+use crate::engine::simd;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -254,113 +255,109 @@ fn interior(wins: &[Window]) -> std::ops::Range<usize> {
     }
 }
 
-/// Interior outputs `oys` × `oxs` of one plane, tap by tap in row-major order over a whole
-/// output row at once (the same winner rule as the cell-by-cell loop: strictly greater wins,
-/// NaN wins, the first cell in row-major order on ties), instead of a window walk per output:
-/// ResNet50's 3x3 stride-2 pooling 3.6 → 0.7–1.3 ms (shared machine; BENCHMARKS.md "Session 4").
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn max_interior(
-    g: &Geometry,
-    xp: &[f32],
-    base: usize,
-    oys: std::ops::Range<usize>,
-    oxs: std::ops::Range<usize>,
-    yp: &mut [f32],
-    ap: &mut [u32],
-) {
-    let (kh, kw) = (
-        g.rows[oys.start].hi - g.rows[oys.start].lo,
-        g.cols[oxs.start].hi - g.cols[oxs.start].lo,
-    );
-    let sw = if oxs.len() > 1 {
-        g.cols[oxs.start + 1].lo - g.cols[oxs.start].lo
-    } else {
-        1
-    };
-    let x0 = g.cols[oxs.start].lo;
-    let n = oxs.len();
-    // Row cells x0 + j·sw + p split by phase p < sw (phase p, position j), so that tap kj reads
-    // the contiguous run phase[kj % sw][kj / sw..][..n]: a strided read per tap did not vectorise.
-    let per_phase = n + (kw - 1) / sw.max(1) + 1;
-    let mut phases = vec![0.0f32; sw.max(1) * per_phase]; // (sw, per_phase)
-    for oy in oys {
-        let r0 = g.rows[oy].lo;
-        let ys = &mut yp[oy * g.ow + oxs.start..][..n];
-        let ats = &mut ap[oy * g.ow + oxs.start..][..n];
-        for ki in 0..kh {
-            let iy = r0 + ki;
-            let row = &xp[iy * g.w..][..g.w];
-            let cols = &row[x0..(x0 + (n - 1) * sw + kw).min(g.w)];
-            if sw > 1 {
-                for (p, ph) in phases.chunks_exact_mut(per_phase).enumerate() {
-                    for (d, &v) in ph.iter_mut().zip(cols.iter().skip(p).step_by(sw)) {
-                        *d = v;
+simd::kernel! {
+    /// Interior outputs `oys` × `oxs` of one plane, tap by tap in row-major order over a whole
+    /// output row at once (the same winner rule as the cell-by-cell loop: strictly greater wins,
+    /// NaN wins, the first cell in row-major order on ties), instead of a window walk per output:
+    /// ResNet50's 3x3 stride-2 pooling 3.6 → 0.7–1.3 ms (shared machine; BENCHMARKS.md "Session 4").
+    fn max_interior(
+        g: &Geometry,
+        xp: &[f32],
+        base: usize,
+        oys: std::ops::Range<usize>,
+        oxs: std::ops::Range<usize>,
+        yp: &mut [f32],
+        ap: &mut [u32],
+    ) {
+        let (kh, kw) = (
+            g.rows[oys.start].hi - g.rows[oys.start].lo,
+            g.cols[oxs.start].hi - g.cols[oxs.start].lo,
+        );
+        let sw = if oxs.len() > 1 {
+            g.cols[oxs.start + 1].lo - g.cols[oxs.start].lo
+        } else {
+            1
+        };
+        let x0 = g.cols[oxs.start].lo;
+        let n = oxs.len();
+        // Row cells x0 + j·sw + p split by phase p < sw (phase p, position j), so that tap kj reads
+        // the contiguous run phase[kj % sw][kj / sw..][..n]: a strided read per tap did not vectorise.
+        let per_phase = n + (kw - 1) / sw.max(1) + 1;
+        let mut phases = vec![0.0f32; sw.max(1) * per_phase]; // (sw, per_phase)
+        for oy in oys {
+            let r0 = g.rows[oy].lo;
+            let ys = &mut yp[oy * g.ow + oxs.start..][..n];
+            let ats = &mut ap[oy * g.ow + oxs.start..][..n];
+            for ki in 0..kh {
+                let iy = r0 + ki;
+                let row = &xp[iy * g.w..][..g.w];
+                let cols = &row[x0..(x0 + (n - 1) * sw + kw).min(g.w)];
+                if sw > 1 {
+                    for (p, ph) in phases.chunks_exact_mut(per_phase).enumerate() {
+                        for (d, &v) in ph.iter_mut().zip(cols.iter().skip(p).step_by(sw)) {
+                            *d = v;
+                        }
                     }
                 }
-            }
-            for kj in 0..kw {
-                let taps = if sw > 1 {
-                    &phases[(kj % sw) * per_phase + kj / sw..][..n]
-                } else {
-                    &cols[kj..][..n]
-                };
-                let cell0 = (base + iy * g.w + x0 + kj) as u32;
-                if ki == 0 && kj == 0 {
-                    for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate()
-                    {
-                        *y = v;
-                        *a = cell0 + (i * sw) as u32;
+                for kj in 0..kw {
+                    let taps = if sw > 1 {
+                        &phases[(kj % sw) * per_phase + kj / sw..][..n]
+                    } else {
+                        &cols[kj..][..n]
+                    };
+                    let cell0 = (base + iy * g.w + x0 + kj) as u32;
+                    if ki == 0 && kj == 0 {
+                        for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate()
+                        {
+                            *y = v;
+                            *a = cell0 + (i * sw) as u32;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate() {
-                    let wins = v > *y || (v.is_nan() && !y.is_nan());
-                    *y = if wins { v } else { *y };
-                    *a = if wins { cell0 + (i * sw) as u32 } else { *a };
+                    for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate() {
+                        let wins = v > *y || (v.is_nan() && !y.is_nan());
+                        *y = if wins { v } else { *y };
+                        *a = if wins { cell0 + (i * sw) as u32 } else { *a };
+                    }
                 }
             }
         }
     }
 }
 
-/// `max_plane` for 2x2 windows at stride 2 that all lie inside the input (the classic VGG-style
-/// pooling): no window bookkeeping, two input rows zipped in pairs, the winner kept as a local
-/// cell number 0..4 by selects (no branches), so the loop vectorises. Same winner rule: cells
-/// in row-major order, strictly greater wins, NaN wins. Compiled for AVX-512 and AVX2 as well.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn max_plane_2x2(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u32]) {
-    let (w, ow) = (g.w, g.ow);
-    for (oy, (yrow, arow)) in yp
-        .chunks_exact_mut(ow)
-        .zip(ap.chunks_exact_mut(ow))
-        .enumerate()
-    {
-        let i0 = 2 * oy * w;
-        let r0 = &xp[i0..i0 + 2 * ow];
-        let r1 = &xp[i0 + w..i0 + w + 2 * ow];
-        // flat index of cell 0 of output ox is row0 + 2·ox; cell k adds (k >> 1)·w + (k & 1)
-        let row0 = (base + i0) as u32;
-        for (ox, ((y, a), (p0, p1))) in yrow
-            .iter_mut()
-            .zip(arow.iter_mut())
-            .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+simd::kernel! {
+    /// `max_plane` for 2x2 windows at stride 2 that all lie inside the input (the classic VGG-style
+    /// pooling): no window bookkeeping, two input rows zipped in pairs, the winner kept as a local
+    /// cell number 0..4 by selects (no branches), so the loop vectorises. Same winner rule: cells
+    /// in row-major order, strictly greater wins, NaN wins. Compiled per instruction-set level.
+    fn max_plane_2x2(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u32]) {
+        let (w, ow) = (g.w, g.ow);
+        for (oy, (yrow, arow)) in yp
+            .chunks_exact_mut(ow)
+            .zip(ap.chunks_exact_mut(ow))
             .enumerate()
         {
-            let mut best = p0[0];
-            let mut at = 0u32;
-            for (k, v) in [(1u32, p0[1]), (w as u32, p1[0]), (w as u32 + 1, p1[1])] {
-                let wins = v > best || (v.is_nan() && !best.is_nan());
-                best = if wins { v } else { best };
-                at = if wins { k } else { at };
+            let i0 = 2 * oy * w;
+            let r0 = &xp[i0..i0 + 2 * ow];
+            let r1 = &xp[i0 + w..i0 + w + 2 * ow];
+            // flat index of cell 0 of output ox is row0 + 2·ox; cell k adds (k >> 1)·w + (k & 1)
+            let row0 = (base + i0) as u32;
+            for (ox, ((y, a), (p0, p1))) in yrow
+                .iter_mut()
+                .zip(arow.iter_mut())
+                .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+                .enumerate()
+            {
+                let mut best = p0[0];
+                let mut at = 0u32;
+                for (k, v) in [(1u32, p0[1]), (w as u32, p1[0]), (w as u32 + 1, p1[1])] {
+                    let wins = v > best || (v.is_nan() && !best.is_nan());
+                    best = if wins { v } else { best };
+                    at = if wins { k } else { at };
+                }
+                *y = best;
+                *a = row0 + 2 * ox as u32 + at;
             }
-            *y = best;
-            *a = row0 + 2 * ox as u32 + at;
         }
     }
 }
@@ -736,6 +733,10 @@ mod tests {
 
     #[test]
     fn fast_kernels_match_naive() {
+        simd::for_each_level(2, |_| fast_kernels_match_naive_here());
+    }
+
+    fn fast_kernels_match_naive_here() {
         for s in geometries() {
             for shape in [[2, 3, 7, 8], [1, 2, 5, 5], [1, 1, 6, 4]] {
                 let x = test_tensor(&shape, 11);
@@ -754,6 +755,10 @@ mod tests {
 
     #[test]
     fn max_2x2_stride2_fast_path_matches_general_kernel_and_naive() {
+        simd::for_each_level(2, |_| max_2x2_stride2_here());
+    }
+
+    fn max_2x2_stride2_here() {
         let s = spec(2, 2, Padding2d::default(), false, true);
         for (shape, seed) in [([2, 3, 8, 6], 1), ([1, 2, 7, 9], 2), ([3, 1, 2, 2], 3)] {
             let mut x = test_tensor(&shape, seed);
@@ -822,20 +827,23 @@ mod tests {
             let x = test_tensor(&[2, 2, h, w], seed);
             // a copy with many ties (as after a ReLU): the first winner in row-major order
             let tied = x.map(|v| (v * 2.0).round().max(0.0));
-            if let Ok(want) = max_naive(&s, &tied) {
-                proptest::prop_assert_eq!(max_forward(&s, &tied).unwrap(), want);
-            }
-            match max_naive(&s, &x) {
-                Err(_) => proptest::prop_assert!(max_forward(&s, &x).is_err()),
-                Ok(want) => {
-                    proptest::prop_assert_eq!(max_forward(&s, &x).unwrap(), want);
-                    let a = avg_forward(&s, &x).unwrap();
-                    let b = avg_naive(&s, &x).unwrap();
-                    for (u, v) in a.data().iter().zip(b.data()) {
-                        proptest::prop_assert!((u - v).abs() < 1e-5);
+            simd::try_each_level(2, |level| {
+                if let Ok(want) = max_naive(&s, &tied) {
+                    proptest::prop_assert_eq!(max_forward(&s, &tied).unwrap(), want, "{}", level);
+                }
+                match max_naive(&s, &x) {
+                    Err(_) => proptest::prop_assert!(max_forward(&s, &x).is_err()),
+                    Ok(want) => {
+                        proptest::prop_assert_eq!(max_forward(&s, &x).unwrap(), want, "{}", level);
+                        let a = avg_forward(&s, &x).unwrap();
+                        let b = avg_naive(&s, &x).unwrap();
+                        for (u, v) in a.data().iter().zip(b.data()) {
+                            proptest::prop_assert!((u - v).abs() < 1e-5, "{}", level);
+                        }
                     }
                 }
-            }
+                Ok(())
+            })?;
         }
     }
 

@@ -10,6 +10,7 @@
 //! with all taps applied in registers, so it has no row remainders on 7- or 14-wide planes and
 //! no accumulator round trips through memory.
 
+use crate::engine::simd;
 use rayon::prelude::*;
 
 use super::{ForwardOperands, FusedActivation, Geom};
@@ -107,101 +108,94 @@ pub(super) fn depthwise_forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32
     );
 }
 
-/// Writes x_c `(h, w)` into the phase planes `src` at its padded positions (top, left).
-/// Cells outside the input are left as they are (zero). Compiled for AVX-512 and AVX2 as well
-/// (the stride-2 de-interleave vectorises there).
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn scatter_phases(x_c: &[f32], g: &Geom, ph: &Phases, src: &mut [f32]) {
-    let (sh, sw) = (g.sh, g.sw);
-    for (iy, xrow) in x_c.chunks_exact(g.w).enumerate() {
-        let r = iy + g.top;
-        let (rp, i) = (r % sh, r / sh);
-        if sw == 1 {
-            src[rp * ph.len + i * ph.qw + g.left..][..g.w].copy_from_slice(xrow);
-            continue;
-        }
-        if sw == 2 {
-            // one pass over the pairs (x[2t], x[2t+1]): their padded columns lie in phases
-            // `left % 2` and the other one, at columns j_a + t and j_b + t
-            let (ca, cb) = (g.left % 2, 1 - g.left % 2);
-            let (ja, jb) = (g.left / 2, g.left.div_ceil(2));
-            let (pa, pb) = ((rp * 2 + ca) * ph.len, (rp * 2 + cb) * ph.len);
-            let (lo, hi) = src.split_at_mut(pa.max(pb));
-            let (da, db) = if pa < pb {
-                (&mut lo[pa..], &mut hi[..])
-            } else {
-                (&mut hi[..], &mut lo[pb..])
-            };
-            let half = g.w / 2;
-            let da = &mut da[i * ph.qw + ja..][..g.w - half];
-            let db = &mut db[i * ph.qw + jb..][..half];
-            for ((a, b), pair) in da.iter_mut().zip(db.iter_mut()).zip(xrow.chunks_exact(2)) {
-                *a = pair[0];
-                *b = pair[1];
-            }
-            if g.w % 2 == 1 {
-                da[half] = xrow[g.w - 1];
-            }
-            continue;
-        }
-        for cp in 0..sw {
-            // first input column whose padded column lies in phase cp
-            let ix0 = (cp + sw - g.left % sw) % sw;
-            if ix0 >= g.w {
+simd::kernel! {
+    /// Writes x_c `(h, w)` into the phase planes `src` at its padded positions (top, left).
+    /// Cells outside the input are left as they are (zero). Compiled per instruction-set level
+    /// (the stride-2 de-interleave vectorises with AVX2 and AVX-512).
+    fn scatter_phases(x_c: &[f32], g: &Geom, ph: &Phases, src: &mut [f32]) {
+        let (sh, sw) = (g.sh, g.sw);
+        for (iy, xrow) in x_c.chunks_exact(g.w).enumerate() {
+            let r = iy + g.top;
+            let (rp, i) = (r % sh, r / sh);
+            if sw == 1 {
+                src[rp * ph.len + i * ph.qw + g.left..][..g.w].copy_from_slice(xrow);
                 continue;
             }
-            let j0 = (ix0 + g.left) / sw;
-            let count = (g.w - ix0).div_ceil(sw);
-            let dst = &mut src[(rp * sw + cp) * ph.len + i * ph.qw + j0..][..count];
-            for (d, &v) in dst.iter_mut().zip(xrow[ix0..].iter().step_by(sw)) {
-                *d = v;
+            if sw == 2 {
+                // one pass over the pairs (x[2t], x[2t+1]): their padded columns lie in phases
+                // `left % 2` and the other one, at columns j_a + t and j_b + t
+                let (ca, cb) = (g.left % 2, 1 - g.left % 2);
+                let (ja, jb) = (g.left / 2, g.left.div_ceil(2));
+                let (pa, pb) = ((rp * 2 + ca) * ph.len, (rp * 2 + cb) * ph.len);
+                let (lo, hi) = src.split_at_mut(pa.max(pb));
+                let (da, db) = if pa < pb {
+                    (&mut lo[pa..], &mut hi[..])
+                } else {
+                    (&mut hi[..], &mut lo[pb..])
+                };
+                let half = g.w / 2;
+                let da = &mut da[i * ph.qw + ja..][..g.w - half];
+                let db = &mut db[i * ph.qw + jb..][..half];
+                for ((a, b), pair) in da.iter_mut().zip(db.iter_mut()).zip(xrow.chunks_exact(2)) {
+                    *a = pair[0];
+                    *b = pair[1];
+                }
+                if g.w % 2 == 1 {
+                    da[half] = xrow[g.w - 1];
+                }
+                continue;
             }
-        }
-    }
-}
-
-/// acc[p] = bias + Σ_taps w · src[start + p + off] for every p of acc (whole chunks), with the
-/// taps applied to a chunk of 64 outputs held in registers. Compiled for AVX-512 and AVX2 as
-/// well and chosen at run time.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn wide_taps(src: &[f32], taps: &[(usize, f32)], start: usize, bias: f32, acc: &mut [f32]) {
-    for (c, out) in acc.chunks_exact_mut(CHUNK).enumerate() {
-        let base = start + c * CHUNK;
-        let mut v = [bias; CHUNK];
-        for &(off, wv) in taps {
-            let s = &src[base + off..][..CHUNK];
-            for l in 0..CHUNK {
-                v[l] += wv * s[l];
-            }
-        }
-        out.copy_from_slice(&v);
-    }
-}
-
-/// Each output row `(ow)` of `out` = act(the first `ow` of its wide row of `acc` `(·, qw)`).
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn store_rows(acc: &[f32], qw: usize, act: Option<FusedActivation>, out: &mut [f32], ow: usize) {
-    for (yrow, arow) in out.chunks_exact_mut(ow).zip(acc.chunks(qw)) {
-        let arow = &arow[..ow];
-        match act {
-            None => yrow.copy_from_slice(arow),
-            Some(FusedActivation::Relu) => {
-                for (o, &v) in yrow.iter_mut().zip(arow) {
-                    *o = v.max(0.0);
+            for cp in 0..sw {
+                // first input column whose padded column lies in phase cp
+                let ix0 = (cp + sw - g.left % sw) % sw;
+                if ix0 >= g.w {
+                    continue;
+                }
+                let j0 = (ix0 + g.left) / sw;
+                let count = (g.w - ix0).div_ceil(sw);
+                let dst = &mut src[(rp * sw + cp) * ph.len + i * ph.qw + j0..][..count];
+                for (d, &v) in dst.iter_mut().zip(xrow[ix0..].iter().step_by(sw)) {
+                    *d = v;
                 }
             }
-            Some(FusedActivation::Clip { min, max }) => {
-                for (o, &v) in yrow.iter_mut().zip(arow) {
-                    *o = v.max(min).min(max);
+        }
+    }
+}
+
+simd::kernel! {
+    /// acc[p] = bias + Σ_taps w · src[start + p + off] for every p of acc (whole chunks), with the
+    /// taps applied to a chunk of 64 outputs held in registers. Compiled per instruction-set level.
+    fn wide_taps(src: &[f32], taps: &[(usize, f32)], start: usize, bias: f32, acc: &mut [f32]) {
+        for (c, out) in acc.chunks_exact_mut(CHUNK).enumerate() {
+            let base = start + c * CHUNK;
+            let mut v = [bias; CHUNK];
+            for &(off, wv) in taps {
+                let s = &src[base + off..][..CHUNK];
+                for l in 0..CHUNK {
+                    v[l] += wv * s[l];
+                }
+            }
+            out.copy_from_slice(&v);
+        }
+    }
+}
+
+simd::kernel! {
+    /// Each output row `(ow)` of `out` = act(the first `ow` of its wide row of `acc` `(·, qw)`).
+    fn store_rows(acc: &[f32], qw: usize, act: Option<FusedActivation>, out: &mut [f32], ow: usize) {
+        for (yrow, arow) in out.chunks_exact_mut(ow).zip(acc.chunks(qw)) {
+            let arow = &arow[..ow];
+            match act {
+                None => yrow.copy_from_slice(arow),
+                Some(FusedActivation::Relu) => {
+                    for (o, &v) in yrow.iter_mut().zip(arow) {
+                        *o = v.max(0.0);
+                    }
+                }
+                Some(FusedActivation::Clip { min, max }) => {
+                    for (o, &v) in yrow.iter_mut().zip(arow) {
+                        *o = v.max(min).min(max);
+                    }
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! The inner kernel keeps DIRECT_CB output channels × DIRECT_TW pixels of sums in registers
 //! over every (s, ki, kj), so one load of the input feeds DIRECT_CB fused multiply-adds.
 
+use crate::engine::simd;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -364,46 +365,43 @@ fn lane16(v: &[f32], at: usize) -> &[f32; 16] {
         .unwrap_or_else(|_| unreachable!("a 16-element range"))
 }
 
-/// Output row y of the block's DIRECT_CB channels: out `(DIRECT_CB, out_w)`. Each tile of 32
-/// pixels keeps its 4 × 32 sums in eight named 16-lane accumulators, which LLVM keeps in
-/// registers (an indexed `[[f32; 32]; 4]` was not, and ran 70x slower in a standalone test),
-/// and one input load feeds four fused multiply-adds. Compiled for AVX-512 and AVX2 as well,
-/// chosen at run time.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn correlate_rows(corr: &Corr, kb: &[f32], padded: &[f32], y: usize, out: &mut [f32]) {
-    let ks = corr.kh * corr.kw;
-    let pw = corr.pad_w();
-    let plane = corr.pad_h() * pw;
-    for x0 in (0..corr.out_w).step_by(DIRECT_TW) {
-        let (mut a0, mut a1, mut a2, mut a3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
-        let (mut b0, mut b1, mut b2, mut b3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
-        for s in 0..corr.sum_ch {
-            for ki in 0..corr.kh {
-                let row = &padded[s * plane + (y + ki * corr.dh) * pw + x0..];
-                let kr = &kb[(s * ks + ki * corr.kw) * DIRECT_CB..][..corr.kw * DIRECT_CB];
-                for kj in 0..corr.kw {
-                    let (s0, s1) = (lane16(row, kj * corr.dw), lane16(row, kj * corr.dw + 16));
-                    let kv = &kr[kj * DIRECT_CB..][..DIRECT_CB];
-                    axpy16(&mut a0, kv[0], s0);
-                    axpy16(&mut b0, kv[0], s1);
-                    axpy16(&mut a1, kv[1], s0);
-                    axpy16(&mut b1, kv[1], s1);
-                    axpy16(&mut a2, kv[2], s0);
-                    axpy16(&mut b2, kv[2], s1);
-                    axpy16(&mut a3, kv[3], s0);
-                    axpy16(&mut b3, kv[3], s1);
+simd::kernel! {
+    /// Output row y of the block's DIRECT_CB channels: out `(DIRECT_CB, out_w)`. Each tile of 32
+    /// pixels keeps its 4 × 32 sums in eight named 16-lane accumulators, which LLVM keeps in
+    /// registers (an indexed `[[f32; 32]; 4]` was not, and ran 70x slower in a standalone test),
+    /// and one input load feeds four multiply-adds. Compiled per instruction-set level.
+    fn correlate_rows(corr: &Corr, kb: &[f32], padded: &[f32], y: usize, out: &mut [f32]) {
+        let ks = corr.kh * corr.kw;
+        let pw = corr.pad_w();
+        let plane = corr.pad_h() * pw;
+        for x0 in (0..corr.out_w).step_by(DIRECT_TW) {
+            let (mut a0, mut a1, mut a2, mut a3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+            let (mut b0, mut b1, mut b2, mut b3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+            for s in 0..corr.sum_ch {
+                for ki in 0..corr.kh {
+                    let row = &padded[s * plane + (y + ki * corr.dh) * pw + x0..];
+                    let kr = &kb[(s * ks + ki * corr.kw) * DIRECT_CB..][..corr.kw * DIRECT_CB];
+                    for kj in 0..corr.kw {
+                        let (s0, s1) = (lane16(row, kj * corr.dw), lane16(row, kj * corr.dw + 16));
+                        let kv = &kr[kj * DIRECT_CB..][..DIRECT_CB];
+                        axpy16(&mut a0, kv[0], s0);
+                        axpy16(&mut b0, kv[0], s1);
+                        axpy16(&mut a1, kv[1], s0);
+                        axpy16(&mut b1, kv[1], s1);
+                        axpy16(&mut a2, kv[2], s0);
+                        axpy16(&mut b2, kv[2], s1);
+                        axpy16(&mut a3, kv[3], s0);
+                        axpy16(&mut b3, kv[3], s1);
+                    }
                 }
             }
-        }
-        let n = DIRECT_TW.min(corr.out_w - x0);
-        for (c, (a, b)) in [(a0, b0), (a1, b1), (a2, b2), (a3, b3)].iter().enumerate() {
-            let dst = &mut out[c * corr.out_w + x0..][..n];
-            let (lo, hi) = dst.split_at_mut(n.min(16));
-            lo.copy_from_slice(&a[..lo.len()]);
-            hi.copy_from_slice(&b[..hi.len()]);
+            let n = DIRECT_TW.min(corr.out_w - x0);
+            for (c, (a, b)) in [(a0, b0), (a1, b1), (a2, b2), (a3, b3)].iter().enumerate() {
+                let dst = &mut out[c * corr.out_w + x0..][..n];
+                let (lo, hi) = dst.split_at_mut(n.min(16));
+                lo.copy_from_slice(&a[..lo.len()]);
+                hi.copy_from_slice(&b[..hi.len()]);
+            }
         }
     }
 }

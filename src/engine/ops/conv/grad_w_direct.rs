@@ -1,11 +1,11 @@
-//! grad_w of a stride-1 convolution without a column matrix (AVX-512 machines).
+//! grad_w of a stride-1 convolution without a column matrix, at every instruction-set level.
 //!
 //! grad_w[co, ci, ki, kj] = Σ_{y, x} d_y[co, y, x] · x_padded[ci, y + ki·dh, x + kj·dw]
 //!
 //! One job is (input channel ci, kernel row ki, CO_BLOCK output channels): it keeps
-//! CO_BLOCK × kw sums of 16 lanes in registers while it streams the output plane, so each
-//! 16-pixel step loads CO_BLOCK d_y vectors and kw input vectors for CO_BLOCK·kw fused
-//! multiply-adds. The GEMM path instead writes and re-reads a column matrix 25x the size of
+//! CO_BLOCK × kw vector sums in registers while it streams the output plane, so each vector
+//! step loads CO_BLOCK d_y vectors and kw input vectors for CO_BLOCK·kw fused multiply-adds
+//! (16 lanes with AVX-512, 8 with AVX2, 4 with NEON or the portable vectors). The GEMM path instead writes and re-reads a column matrix 25x the size of
 //! the input for a 5x5 kernel: smile conv2 grad_w at batch 32, 2 threads, ~9.7 → ~7.5 ms
 //! (shared machine, alternating runs; BENCHMARKS.md "Session 4").
 
@@ -13,6 +13,8 @@ use rayon::prelude::*;
 
 use super::direct::Corr;
 use super::{Geom, batch_plan, items_per_chunk};
+use crate::engine::simd::vector::{F32Vec, Portable};
+use crate::engine::simd::{self, Level};
 
 /// Output channels per job. With 4, LLVM spilled some of the 4 × 5 accumulators of a 5x5
 /// kernel to the stack after every multiply-add, and the smile CNN's 5x5 grad_w ran ~25 %
@@ -20,25 +22,12 @@ use super::{Geom, batch_plan, items_per_chunk};
 const CO_BLOCK: usize = 2;
 /// The widest kernel handled (CO_BLOCK × kw accumulators plus the loads stay in registers).
 const MAX_KW: usize = 7;
-/// Pixels per vector step.
+/// d_y rows are padded to a multiple of this many pixels: whole vectors at every level.
 const LANES: usize = 16;
 
-/// Whether this machine runs the kernel (it is written for AVX-512).
-fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether [`backward_w`] handles this geometry at all: stride 1, not depthwise, kw ≤ MAX_KW,
-/// on an AVX-512 machine.
+/// Whether [`backward_w`] handles this geometry at all: stride 1, not depthwise, kw ≤ MAX_KW.
 pub(super) fn applies(g: &Geom) -> bool {
-    g.sh == 1 && g.sw == 1 && !g.is_depthwise() && g.kw <= MAX_KW && available()
+    g.sh == 1 && g.sw == 1 && !g.is_depthwise() && g.kw <= MAX_KW
 }
 
 /// Whether grad_w should take [`backward_w`]: where it applies, for kernels larger than 3x3
@@ -81,6 +70,7 @@ fn ow16(g: &Geom) -> usize {
 /// A batch is split into one run of items per thread, each summing its own partial, added in
 /// run order; a single item runs its jobs in parallel (each job owns distinct weights).
 pub(super) fn backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
+    let level = simd::level();
     let (chunks, _) = batch_plan(g.n);
     if chunks > 1 {
         let per = items_per_chunk(g.n, chunks);
@@ -92,7 +82,7 @@ pub(super) fn backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
                 let mut acc = vec![0.0f32; gw.len()];
                 let mut pad = Padded::new(g);
                 for ni in i0..(i0 + per).min(g.n) {
-                    item(g, x, d_y, ni, &mut pad, &mut acc, false);
+                    item(level, g, x, d_y, ni, &mut pad, &mut acc, false);
                 }
                 acc
             })
@@ -104,12 +94,21 @@ pub(super) fn backward_w(g: &Geom, x: &[f32], d_y: &[f32], gw: &mut [f32]) {
     }
     let mut pad = Padded::new(g);
     for ni in 0..g.n {
-        item(g, x, d_y, ni, &mut pad, gw, true);
+        item(level, g, x, d_y, ni, &mut pad, gw, true);
     }
 }
 
 /// Adds item `ni`'s contribution to acc `(c_out, cg, kh, kw)`, its jobs in parallel if `par`.
-fn item(g: &Geom, x: &[f32], d_y: &[f32], ni: usize, pad: &mut Padded, acc: &mut [f32], par: bool) {
+fn item(
+    level: Level,
+    g: &Geom,
+    x: &[f32],
+    d_y: &[f32],
+    ni: usize,
+    pad: &mut Padded,
+    acc: &mut [f32],
+    par: bool,
+) {
     let (plane_x, ks) = (g.cg * g.h * g.w, g.kh * g.kw);
     for grp in 0..g.groups {
         let x_g = &x[ni * g.x_item() + grp * plane_x..][..plane_x]; // (cg, h, w)
@@ -121,7 +120,7 @@ fn item(g: &Geom, x: &[f32], d_y: &[f32], ni: usize, pad: &mut Padded, acc: &mut
             .flat_map(|c0| (0..g.cg).flat_map(move |ci| (0..g.kh).map(move |ki| (c0, ci, ki))))
             .collect();
         let pad = &*pad;
-        let run = |&(c0, ci, ki): &(usize, usize, usize)| job_sums(g, pad, c0, ci, ki);
+        let run = |&(c0, ci, ki): &(usize, usize, usize)| job_sums(level, g, pad, c0, ci, ki);
         let sums: Vec<[[f32; MAX_KW]; CO_BLOCK]> = if par {
             jobs.par_iter().map(run).collect()
         } else {
@@ -140,7 +139,14 @@ fn item(g: &Geom, x: &[f32], d_y: &[f32], ni: usize, pad: &mut Padded, acc: &mut
 
 /// The sums of one job: `[c][kj]` for output channels c0 + c, zero past the group's channels
 /// and past kw.
-fn job_sums(g: &Geom, pad: &Padded, c0: usize, ci: usize, ki: usize) -> [[f32; MAX_KW]; CO_BLOCK] {
+fn job_sums(
+    level: Level,
+    g: &Geom,
+    pad: &Padded,
+    c0: usize,
+    ci: usize,
+    ki: usize,
+) -> [[f32; MAX_KW]; CO_BLOCK] {
     let corr = Corr::forward(g);
     let (ph, pw, w16) = (corr.pad_h(), corr.pad_w(), ow16(g));
     let x_plane = &pad.x[ci * ph * pw..][..ph * pw]; // (pad_h, pad_w)
@@ -159,31 +165,24 @@ fn job_sums(g: &Geom, pad: &Padded, c0: usize, ci: usize, ki: usize) -> [[f32; M
         dw: g.dw,
     };
     let mut out = [[0.0f32; MAX_KW]; CO_BLOCK];
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! dispatch {
-            ($($kw:literal)*) => {
-                match g.kw {
-                    $($kw => {
-                        // SAFETY: `applies` (the only way here) checked that the CPU has
-                        // AVX-512F at run time.
-                        let s = unsafe {
-                            if g.dw == 1 {
-                                avx512::job::<$kw, false>(&shape, dys, x_plane)
-                            } else {
-                                avx512::job::<$kw, true>(&shape, dys, x_plane)
-                            }
-                        };
-                        for (o, r) in out.iter_mut().zip(s) {
-                            o[..$kw].copy_from_slice(&r);
-                        }
-                    })*
-                    _ => unreachable!("applies() bounds kw by MAX_KW"),
-                }
-            };
-        }
-        dispatch!(1 2 3 4 5 6 7);
+    macro_rules! dispatch {
+        ($($kw:literal)*) => {
+            match g.kw {
+                $($kw => {
+                    let s = if g.dw == 1 {
+                        job_at::<$kw, false>(level, &shape, dys, x_plane)
+                    } else {
+                        job_at::<$kw, true>(level, &shape, dys, x_plane)
+                    };
+                    for (o, r) in out.iter_mut().zip(s) {
+                        o[..$kw].copy_from_slice(&r);
+                    }
+                })*
+                _ => unreachable!("applies() bounds kw by MAX_KW"),
+            }
+        };
     }
+    dispatch!(1 2 3 4 5 6 7);
     out
 }
 
@@ -199,32 +198,76 @@ struct JobShape {
     dw: usize,
 }
 
+/// [`job`] with the vectors of `level` (which `simd::level()` returned: the CPU has it).
+fn job_at<const KW: usize, const DILATED: bool>(
+    level: Level,
+    s: &JobShape,
+    dys: [&[f32]; CO_BLOCK],
+    x_plane: &[f32],
+) -> [[f32; KW]; CO_BLOCK] {
+    // Every load of `job` stays inside these bounds: d_y rows y·w16 + x0 + LANES ≤ oh·w16,
+    // input rows (y + ki·dh)·pw + x0 + (KW−1)·dw + LANES ≤ (oh + (kh−1)·dh)·pw (the padded
+    // plane has w16 + (kw−1)·dw ≤ pw columns and oh + (kh−1)·dh rows, ki < kh).
+    assert!(dys.iter().all(|d| d.len() >= s.oh * s.w16));
+    assert!(s.w16.is_multiple_of(LANES) && s.w16 + (KW - 1) * s.dw <= s.pw);
+    assert!(DILATED || s.dw == 1);
+    assert!(x_plane.len() >= (s.oh - 1 + s.ki * s.dh + 1) * s.pw);
+    // SAFETY (every arm): the asserts above bound every load; the level is the CPU's.
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { job_avx512::<KW, DILATED>(s, dys, x_plane) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { job_avx2::<KW, DILATED>(s, dys, x_plane) },
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => unsafe { job::<simd::vector::Neon, KW, DILATED>(s, dys, x_plane) },
+        _ => unsafe { job::<Portable, KW, DILATED>(s, dys, x_plane) },
+    }
+}
+
+/// [`job`] in 16-lane AVX-512 vectors.
+///
+/// # Safety
+/// As [`job`], on a CPU with AVX-512F.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::{
-        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_reduce_add_ps, _mm512_setzero_ps,
-    };
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn job_avx512<const KW: usize, const DILATED: bool>(
+    s: &JobShape,
+    dys: [&[f32]; CO_BLOCK],
+    x_plane: &[f32],
+) -> [[f32; KW]; CO_BLOCK] {
+    // SAFETY: the caller's contract.
+    unsafe { job::<simd::vector::Avx512, KW, DILATED>(s, dys, x_plane) }
+}
 
-    use super::{CO_BLOCK, JobShape, LANES};
+/// [`job`] in 8-lane AVX2 vectors.
+///
+/// # Safety
+/// As [`job`], on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn job_avx2<const KW: usize, const DILATED: bool>(
+    s: &JobShape,
+    dys: [&[f32]; CO_BLOCK],
+    x_plane: &[f32],
+) -> [[f32; KW]; CO_BLOCK] {
+    // SAFETY: the caller's contract.
+    unsafe { job::<simd::vector::Avx2, KW, DILATED>(s, dys, x_plane) }
+}
 
-    /// Σ_{y, x} dys[c][y, x] · x_plane[y + ki·dh, x + kj·dw] for c < CO_BLOCK, kj < KW.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn job<const KW: usize, const DILATED: bool>(
-        s: &JobShape,
-        dys: [&[f32]; CO_BLOCK],
-        x_plane: &[f32],
-    ) -> [[f32; KW]; CO_BLOCK] {
-        // Every load below stays inside these bounds: d_y rows y·w16 + x0 + 16 ≤ oh·w16, input
-        // rows (y + ki·dh)·pw + x0 + (KW−1)·dw + 16 ≤ (oh + (kh−1)·dh)·pw (the padded plane has
-        // w16 + (kw−1)·dw ≤ pw columns and oh + (kh−1)·dh rows, ki < kh).
-        assert!(dys.iter().all(|d| d.len() >= s.oh * s.w16));
-        assert!(s.w16.is_multiple_of(LANES) && s.w16 + (KW - 1) * s.dw <= s.pw);
-        assert!(DILATED || s.dw == 1);
-        assert!(x_plane.len() >= (s.oh - 1 + s.ki * s.dh + 1) * s.pw);
-        let mut acc: [[__m512; KW]; CO_BLOCK] = [[_mm512_setzero_ps(); KW]; CO_BLOCK];
+/// Σ_{y, x} dys[c][y, x] · x_plane[y + ki·dh, x + kj·dw] for c < CO_BLOCK, kj < KW, in
+/// vectors of `V`.
+///
+/// # Safety
+/// `V`'s instructions must be enabled in the caller; the bounds asserted by [`job_at`] hold.
+#[inline(always)]
+unsafe fn job<V: F32Vec, const KW: usize, const DILATED: bool>(
+    s: &JobShape,
+    dys: [&[f32]; CO_BLOCK],
+    x_plane: &[f32],
+) -> [[f32; KW]; CO_BLOCK] {
+    // SAFETY (whole body): in bounds by the caller's asserts; `V` is enabled.
+    unsafe {
+        let mut acc: [[V; KW]; CO_BLOCK] = [[V::zero(); KW]; CO_BLOCK];
         for y in 0..s.oh {
             let xr = x_plane[(y + s.ki * s.dh) * s.pw..].as_ptr();
             let mut dr = [std::ptr::null::<f32>(); CO_BLOCK];
@@ -233,21 +276,19 @@ mod avx512 {
             }
             let mut x0 = 0;
             while x0 < s.w16 {
-                let mut d = [_mm512_setzero_ps(); CO_BLOCK];
+                let mut d = [V::zero(); CO_BLOCK];
                 for c in 0..CO_BLOCK {
-                    // SAFETY: in bounds by the asserts above.
-                    d[c] = unsafe { _mm512_loadu_ps(dr[c].add(x0)) };
+                    d[c] = V::load(dr[c].add(x0));
                 }
                 for kj in 0..KW {
                     // an undilated kernel's taps sit at constant offsets from one pointer
                     let at = if DILATED { x0 + kj * s.dw } else { x0 + kj };
-                    // SAFETY: in bounds by the asserts above.
-                    let xv = unsafe { _mm512_loadu_ps(xr.add(at)) };
+                    let xv = V::load(xr.add(at));
                     for c in 0..CO_BLOCK {
-                        acc[c][kj] = _mm512_fmadd_ps(d[c], xv, acc[c][kj]);
+                        acc[c][kj] = d[c].mul_add(xv, acc[c][kj]);
                     }
                 }
-                x0 += LANES;
+                x0 += V::LANES;
             }
         }
         // reduced in plain loops: a closure borrowing `acc` made LLVM store every accumulator
@@ -255,7 +296,7 @@ mod avx512 {
         let mut out = [[0.0f32; KW]; CO_BLOCK];
         for c in 0..CO_BLOCK {
             for kj in 0..KW {
-                out[c][kj] = _mm512_reduce_add_ps(acc[c][kj]);
+                out[c][kj] = acc[c][kj].sum();
             }
         }
         out

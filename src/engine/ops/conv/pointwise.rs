@@ -16,11 +16,15 @@ use rayon::prelude::*;
 
 use super::{ForwardOperands, Geom};
 use crate::engine::error::OpError;
+use crate::engine::simd::vector::{F32Vec, Portable};
+use crate::engine::simd::{self, Level};
 use crate::engine::tensor::Tensor;
 
-/// Columns per register tile (two 16-lane vectors).
+/// Columns per tile (two 16-lane AVX-512 vectors, four AVX2, eight NEON or portable).
 const NC: usize = 32;
-/// Rows per register tile: 8 × 2 accumulators of 16 lanes, half of AVX-512's registers.
+/// Rows per tile. Each level computes the 8 × 32 tile in register blocks that fit its
+/// register file: AVX-512 all of it (8 × 2 accumulators, half of its 32 registers), AVX2
+/// 4 rows × 16 columns at a time (8 of 16), NEON 4 × 16 (16 of 32), portable 4 × 8.
 const MR: usize = 8;
 /// Input channels per K-block: the block of a panel (KC × NC floats, 32 KiB) stays in L1.
 const KC: usize = 256;
@@ -90,24 +94,19 @@ pub(super) fn pointwise_forward(g: &Geom, ops: ForwardOperands<'_>) -> Result<Te
     // SAFETY: `y` has capacity n; `write_all` writes each of its n elements (the task grid
     // covers every (item, group, row tile, panel)) before `set_len` exposes them.
     unsafe {
-        write_all(has_avx512(), g, ops, OutPtr(y.as_mut_ptr()));
+        write_all(simd::level(), g, ops, OutPtr(y.as_mut_ptr()));
         y.set_len(n);
     }
     Tensor::new(g.output_shape(), y)
 }
 
-/// [`pointwise_forward`] into an existing buffer, with the AVX-512 tile kernel allowed
-/// (`simd`) or not (tests run both).
+/// [`pointwise_forward`] into an existing buffer (tests pass NaN-filled buffers, so that an
+/// element left unwritten shows).
 #[cfg(test)]
-pub(super) fn pointwise_forward_with(
-    simd: bool,
-    g: &Geom,
-    ops: ForwardOperands<'_>,
-    y: &mut [f32],
-) {
+pub(super) fn pointwise_forward_into(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
     assert_eq!(y.len(), g.n * g.y_item(), "pointwise output length");
     // SAFETY: y holds the whole output and is borrowed uniquely for the call.
-    unsafe { write_all(simd, g, ops, OutPtr(y.as_mut_ptr())) };
+    unsafe { write_all(simd::level(), g, ops, OutPtr(y.as_mut_ptr())) };
 }
 
 /// Writes every element of the `(n, c_out, P)` output at `out`, one rayon task per tile.
@@ -115,12 +114,12 @@ pub(super) fn pointwise_forward_with(
 /// # Safety
 /// `out` must be valid for writes (and reads of what was written) of `n · c_out · P` floats
 /// that nothing else accesses during the call; they need not be initialised.
-unsafe fn write_all(simd: bool, g: &Geom, ops: ForwardOperands<'_>, out: OutPtr) {
+unsafe fn write_all(level: Level, g: &Geom, ops: ForwardOperands<'_>, out: OutPtr) {
     let tasks = tasks(g);
     let run = |t: &Task| {
         // SAFETY: see `OutPtr`; `run_task` writes only rows `t.tiles` × columns `t.panels` of
         // item `t.item`, group `t.grp`, all inside the output (the caller's contract).
-        unsafe { run_task(simd, g, ops, *t, out) }
+        unsafe { run_task(level, g, ops, *t, out) }
     };
     if tasks.len() > 1 {
         tasks.par_iter().for_each(run);
@@ -134,7 +133,7 @@ unsafe fn write_all(simd: bool, g: &Geom, ops: ForwardOperands<'_>, out: OutPtr)
 /// # Safety
 /// `out` must point to the `(n, c_out, P)` output, and no other thread may access the task's
 /// elements during the call.
-unsafe fn run_task(simd: bool, g: &Geom, ops: ForwardOperands<'_>, t: Task, out: OutPtr) {
+unsafe fn run_task(level: Level, g: &Geom, ops: ForwardOperands<'_>, t: Task, out: OutPtr) {
     let ForwardOperands { x, w, b, act } = ops;
     let (k, p) = (g.cg, g.p());
     let x_g = &x[(t.item * g.c_in + t.grp * g.cg) * p..][..k * p]; // (K, P)
@@ -186,7 +185,9 @@ unsafe fn run_task(simd: bool, g: &Geom, ops: ForwardOperands<'_>, t: Task, out:
                         let outs = std::array::from_fn(|r| unsafe { out.0.add(y_row(r)) });
                         let x_t = &x_g[k0 * p + c0..];
                         // SAFETY: `outs` rows hold NC floats each, owned by this task.
-                        unsafe { tile_kernel(simd, &w_rows, x_t, p, k1 - k0, start, clamp, outs) };
+                        unsafe {
+                            tile_kernel(level, &w_rows, rows, x_t, p, k1 - k0, start, clamp, outs)
+                        };
                         continue;
                     }
                     for (r, t_row) in tmp.iter_mut().enumerate().take(rows) {
@@ -203,8 +204,9 @@ unsafe fn run_task(simd: bool, g: &Geom, ops: ForwardOperands<'_>, t: Task, out:
                     // SAFETY: `outs` rows are tmp's, NC floats each.
                     unsafe {
                         tile_kernel(
-                            simd,
+                            level,
                             &w_rows,
+                            rows,
                             &edge[k0 * NC..],
                             NC,
                             k1 - k0,
@@ -234,17 +236,19 @@ enum Start {
 }
 
 /// out `(MR, NC)` = clamp(start + W `(MR, kn)` @ x `(kn, NC)`), W's rows `w_rows`, x's rows
-/// `stride` apart, clamped to `clamp` when given: the AVX-512 kernel when the CPU has it
-/// (`simd`), else the portable loops.
+/// `stride` apart, clamped to `clamp` when given, with the register tiles of `level`. Only the
+/// first `rows` rows are real; the others repeat the last real row (same weights, same output
+/// pointer), and are computed only inside a register block that also holds real rows.
 ///
 /// # Safety
-/// Each of `outs` must point to NC floats that nothing else accesses during the call (two
-/// entries may be equal only if they compute the same values); they may be uninitialised
-/// only when `start` is [`Start::Bias`].
+/// `level` must be supported by the CPU. Each of `outs` must point to NC floats that nothing
+/// else accesses during the call (two entries may be equal only if they compute the same
+/// values); they may be uninitialised only when `start` is [`Start::Bias`].
 #[inline(always)]
 unsafe fn tile_kernel(
-    simd: bool,
+    level: Level,
     w_rows: &[&[f32]; MR],
+    rows: usize,
     x: &[f32],
     stride: usize,
     kn: usize,
@@ -253,120 +257,119 @@ unsafe fn tile_kernel(
     outs: [*mut f32; MR],
 ) {
     assert!(w_rows.iter().all(|r| r.len() >= kn) && (kn == 0 || x.len() >= (kn - 1) * stride + NC));
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: the CPU has AVX-512F (`simd` comes from `has_avx512`), the assert above keeps
-        // every read inside the weight rows and x, and the caller vouches for `outs`.
-        unsafe {
-            tile_avx512(
-                w_rows.map(|r| r.as_ptr()),
-                x.as_ptr(),
-                stride,
-                kn,
-                start,
-                clamp,
-                outs,
-            )
-        };
-        return;
-    }
-    let _ = simd;
-    let mut acc = [[0.0f32; NC]; MR];
-    for (r, a) in acc.iter_mut().enumerate() {
-        match start {
-            Start::Bias(bias) => a.fill(bias[r]),
-            // SAFETY: the caller vouches for `outs`.
-            Start::Prev => a.copy_from_slice(unsafe { std::slice::from_raw_parts(outs[r], NC) }),
-        }
-    }
-    tile_portable(w_rows, x, stride, kn, &mut acc);
-    for (a, &o) in acc.iter_mut().zip(&outs) {
-        if let Some((lo, hi)) = clamp {
-            a.iter_mut().for_each(|v| *v = v.max(lo).min(hi));
-        }
-        // SAFETY: the caller vouches for `outs` (a raw copy: they may be uninitialised).
-        unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), o, NC) };
+    let t = Tile {
+        w_rows: w_rows.map(|r| r.as_ptr()),
+        rows,
+        x: x.as_ptr(),
+        stride,
+        kn,
+        start,
+        clamp,
+        outs,
+    };
+    // SAFETY (every arm): the assert above keeps every read inside the weight rows and x, the
+    // caller vouches for `outs` and for the CPU having `level`.
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { tile_avx512(t) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { tile_avx2(t) },
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => unsafe { tile::<simd::vector::Neon, 4, 4>(t) },
+        _ => unsafe { tile::<Portable, 4, 2>(t) },
     }
 }
 
-/// Whether [`tile_kernel`] may use its AVX-512 kernel on this CPU.
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// The portable tile (CPUs without AVX-512; several times slower than [`tile_avx512`]).
-fn tile_portable(
-    w_rows: &[&[f32]; MR],
-    x: &[f32],
-    stride: usize,
-    kn: usize,
-    acc: &mut [[f32; NC]; MR],
-) {
-    for kk in 0..kn {
-        let xr = &x[kk * stride..][..NC];
-        for (a, wr) in acc.iter_mut().zip(w_rows) {
-            let wv = wr[kk];
-            for (o, &v) in a.iter_mut().zip(xr) {
-                *o = wv.mul_add(v, *o);
-            }
-        }
-    }
-}
-
-/// [`tile_kernel`] with its 16 accumulators (8 rows × 2 vectors) in registers: per k, two
-/// loads of x, eight broadcasts of w, sixteen FMAs; the clamp and the stores follow at once.
-///
-/// # Safety
-/// The CPU must have AVX-512F; each weight row must hold `kn` floats, `x`
-/// `(kn − 1)·stride + NC`, and `outs` as for [`tile_kernel`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(
+/// The operands of one tile, as raw pointers (see [`tile_kernel`]).
+#[derive(Clone, Copy)]
+struct Tile {
     w_rows: [*const f32; MR],
+    /// Real rows: register blocks that start at or past it are skipped. (Computing them would
+    /// store the last row again; with `Start::Prev` a later block would read that row back
+    /// after an earlier one had already added to it, and add twice.)
+    rows: usize,
     x: *const f32,
     stride: usize,
     kn: usize,
     start: Start,
     clamp: Option<(f32, f32)>,
     outs: [*mut f32; MR],
-) {
-    use std::arch::x86_64::*;
-    // SAFETY (whole body): reads stay inside the extents the caller guarantees; each output
-    // row is NC = 32 floats, two 16-lane vectors.
+}
+
+/// [`tile`] with AVX-512's 8 × 2 register block: per k, two loads of x, eight broadcasts of w,
+/// sixteen FMAs; the clamp and the stores follow at once.
+///
+/// # Safety
+/// As [`tile_kernel`], on a CPU with AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile_avx512(t: Tile) {
+    // SAFETY: the caller's contract.
+    unsafe { tile::<simd::vector::Avx512, 8, 2>(t) }
+}
+
+/// [`tile`] with AVX2's 4 × 2 register block (8 of its 16 registers hold sums; 4 × 4 would
+/// leave none for x and w).
+///
+/// # Safety
+/// As [`tile_kernel`], on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(t: Tile) {
+    // SAFETY: the caller's contract.
+    unsafe { tile::<simd::vector::Avx2, 4, 2>(t) }
+}
+
+/// The 8 × 32 tile in blocks of `R` rows × `C` vectors of `V`, each block's sums held in
+/// registers over the whole K loop, then clamped and stored. Every element is summed in k
+/// order, one multiply-add per k, at every level.
+///
+/// # Safety
+/// As [`tile_kernel`]; `V`'s instructions must be enabled in the caller.
+#[inline(always)]
+unsafe fn tile<V: F32Vec, const R: usize, const C: usize>(t: Tile) {
+    let bw = C * V::LANES;
+    debug_assert!(MR.is_multiple_of(R) && NC.is_multiple_of(bw));
+    // SAFETY (whole body): reads stay inside the extents the caller guarantees (kn weights per
+    // row, (kn − 1)·stride + NC floats of x); each output row is NC floats.
     unsafe {
-        let mut a = [_mm512_setzero_ps(); 2 * MR];
-        for r in 0..MR {
-            (a[2 * r], a[2 * r + 1]) = match start {
-                Start::Bias(bias) => (_mm512_set1_ps(bias[r]), _mm512_set1_ps(bias[r])),
-                Start::Prev => (_mm512_loadu_ps(outs[r]), _mm512_loadu_ps(outs[r].add(16))),
-            };
-        }
-        for kk in 0..kn {
-            let xr = x.add(kk * stride);
-            let (x0, x1) = (_mm512_loadu_ps(xr), _mm512_loadu_ps(xr.add(16)));
-            for r in 0..MR {
-                let wv = _mm512_set1_ps(*w_rows[r].add(kk));
-                a[2 * r] = _mm512_fmadd_ps(wv, x0, a[2 * r]);
-                a[2 * r + 1] = _mm512_fmadd_ps(wv, x1, a[2 * r + 1]);
+        for r0 in (0..MR).step_by(R).take_while(|&r0| r0 < t.rows) {
+            for c0 in (0..NC).step_by(bw) {
+                let mut a = [[V::zero(); C]; R];
+                for (r, row) in a.iter_mut().enumerate() {
+                    for (c, v) in row.iter_mut().enumerate() {
+                        *v = match t.start {
+                            Start::Bias(bias) => V::splat(bias[r0 + r]),
+                            Start::Prev => V::load(t.outs[r0 + r].add(c0 + c * V::LANES)),
+                        };
+                    }
+                }
+                for kk in 0..t.kn {
+                    let xr = t.x.add(kk * t.stride + c0);
+                    let mut xv = [V::zero(); C];
+                    for (c, v) in xv.iter_mut().enumerate() {
+                        *v = V::load(xr.add(c * V::LANES));
+                    }
+                    for (r, row) in a.iter_mut().enumerate() {
+                        let wv = V::splat(*t.w_rows[r0 + r].add(kk));
+                        for (v, &xc) in row.iter_mut().zip(&xv) {
+                            *v = wv.mul_add(xc, *v);
+                        }
+                    }
+                }
+                if let Some((lo, hi)) = t.clamp {
+                    // max then min, as FusedActivation::apply (NaN becomes lo, like f32::max)
+                    let (lo, hi) = (V::splat(lo), V::splat(hi));
+                    for v in a.iter_mut().flatten() {
+                        *v = v.max(lo).min(hi);
+                    }
+                }
+                for (r, row) in a.iter().enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        v.store(t.outs[r0 + r].add(c0 + c * V::LANES));
+                    }
+                }
             }
-        }
-        if let Some((lo, hi)) = clamp {
-            // max then min, as FusedActivation::apply (NaN becomes lo, like f32::max)
-            let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-            for v in a.iter_mut() {
-                *v = _mm512_min_ps(_mm512_max_ps(*v, lo), hi);
-            }
-        }
-        for r in 0..MR {
-            _mm512_storeu_ps(outs[r], a[2 * r]);
-            _mm512_storeu_ps(outs[r].add(16), a[2 * r + 1]);
         }
     }
 }

@@ -20,6 +20,7 @@
 //! computation whatever the thread count (threads split channels, GEMMs or batch items, never a
 //! sum), so results are bit-identical on any number of threads.
 
+use crate::engine::simd;
 use std::cell::Cell;
 use std::ops::Range;
 use std::thread::LocalKey;
@@ -139,44 +140,42 @@ fn transform_weights(w: &[f32], c_out: usize, cg: usize) -> Spare {
     u
 }
 
-/// One output channel's kernels `w_co` `(cg, 3, 3)` → `u_co` `(16, cg)`, 16 kernels at a time
-/// in fixed-size arrays (one vector register per tap).
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn transform_weight_row(w_co: &[f32], cg: usize, u_co: &mut [f32]) {
-    const L: usize = 16;
-    for c0 in (0..cg).step_by(L) {
-        let nb = L.min(cg - c0);
-        let mut g = [[0.0f32; L]; 9]; // (tap, kernel)
-        for (i, k) in w_co[c0 * 9..][..nb * 9].chunks_exact(9).enumerate() {
-            for t in 0..9 {
-                g[t][i] = k[t];
+simd::kernel! {
+    /// One output channel's kernels `w_co` `(cg, 3, 3)` → `u_co` `(16, cg)`, 16 kernels at a time
+    /// in fixed-size arrays (one vector register per tap).
+    fn transform_weight_row(w_co: &[f32], cg: usize, u_co: &mut [f32]) {
+        const L: usize = 16;
+        for c0 in (0..cg).step_by(L) {
+            let nb = L.min(cg - c0);
+            let mut g = [[0.0f32; L]; 9]; // (tap, kernel)
+            for (i, k) in w_co[c0 * 9..][..nb * 9].chunks_exact(9).enumerate() {
+                for t in 0..9 {
+                    g[t][i] = k[t];
+                }
             }
-        }
-        // G down the kernel's columns: r[a][j] = Σ_i G[a][i] g[i][j]
-        let mut r = [[[0.0f32; L]; 3]; 4];
-        for j in 0..3 {
-            for l in 0..L {
-                let (g0, g1, g2) = (g[j][l], g[3 + j][l], g[6 + j][l]);
-                r[0][j][l] = g0;
-                r[1][j][l] = 0.5 * (g0 + g1 + g2);
-                r[2][j][l] = 0.5 * (g0 - g1 + g2);
-                r[3][j][l] = g2;
+            // G down the kernel's columns: r[a][j] = Σ_i G[a][i] g[i][j]
+            let mut r = [[[0.0f32; L]; 3]; 4];
+            for j in 0..3 {
+                for l in 0..L {
+                    let (g0, g1, g2) = (g[j][l], g[3 + j][l], g[6 + j][l]);
+                    r[0][j][l] = g0;
+                    r[1][j][l] = 0.5 * (g0 + g1 + g2);
+                    r[2][j][l] = 0.5 * (g0 - g1 + g2);
+                    r[3][j][l] = g2;
+                }
             }
-        }
-        // and along its rows: U[a][b] = Σ_j r[a][j] G[b][j]
-        for (a, [r0, r1, r2]) in r.iter().enumerate() {
-            let mut u = [[0.0f32; L]; 4];
-            for l in 0..L {
-                u[0][l] = r0[l];
-                u[1][l] = 0.5 * (r0[l] + r1[l] + r2[l]);
-                u[2][l] = 0.5 * (r0[l] - r1[l] + r2[l]);
-                u[3][l] = r2[l];
-            }
-            for (b, ub) in u.iter().enumerate() {
-                u_co[(4 * a + b) * cg + c0..][..nb].copy_from_slice(&ub[..nb]);
+            // and along its rows: U[a][b] = Σ_j r[a][j] G[b][j]
+            for (a, [r0, r1, r2]) in r.iter().enumerate() {
+                let mut u = [[0.0f32; L]; 4];
+                for l in 0..L {
+                    u[0][l] = r0[l];
+                    u[1][l] = 0.5 * (r0[l] + r1[l] + r2[l]);
+                    u[2][l] = 0.5 * (r0[l] - r1[l] + r2[l]);
+                    u[3][l] = r2[l];
+                }
+                for (b, ub) in u.iter().enumerate() {
+                    u_co[(4 * a + b) * cg + c0..][..nb].copy_from_slice(&ub[..nb]);
+                }
             }
         }
     }
@@ -436,41 +435,39 @@ fn padded_row(corr: &Corr, plane: &[f32], py: usize, row: &mut [f32]) {
     row[first..first + cols].copy_from_slice(&src[..cols]);
 }
 
-/// The 16 transformed rows of one tile row from its padded input rows split into even and odd
-/// columns, `split` (4, 2, tw + 1), through `t` (same shape): for ξ = 4a + b, `v[ξ·pc + tx]`
-/// for tx < tw.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn input_tile_row(split: &[f32], t: &mut [f32], tw: usize, v: &mut [f32], pc: usize) {
-    let n = tw + 1;
-    let row = |r: usize, odd: usize| &split[(2 * r + odd) * n..][..n];
-    // Bᵀ down the columns, for even and odd columns alike: t = Bᵀ d, t[(2a + odd) n + j]
-    for (k, dst) in t.chunks_exact_mut(n).enumerate() {
-        let (a, odd) = (k / 2, k % 2);
-        let d = |r: usize| row(r, odd);
-        match a {
-            0 => difference(d(0), d(2), dst),
-            1 => sum(d(1), d(2), dst),
-            2 => difference(d(2), d(1), dst),
-            _ => difference(d(1), d(3), dst),
+simd::kernel! {
+    /// The 16 transformed rows of one tile row from its padded input rows split into even and odd
+    /// columns, `split` (4, 2, tw + 1), through `t` (same shape): for ξ = 4a + b, `v[ξ·pc + tx]`
+    /// for tx < tw.
+    fn input_tile_row(split: &[f32], t: &mut [f32], tw: usize, v: &mut [f32], pc: usize) {
+        let n = tw + 1;
+        let row = |r: usize, odd: usize| &split[(2 * r + odd) * n..][..n];
+        // Bᵀ down the columns, for even and odd columns alike: t = Bᵀ d, t[(2a + odd) n + j]
+        for (k, dst) in t.chunks_exact_mut(n).enumerate() {
+            let (a, odd) = (k / 2, k % 2);
+            let d = |r: usize| row(r, odd);
+            match a {
+                0 => difference(d(0), d(2), dst),
+                1 => sum(d(1), d(2), dst),
+                2 => difference(d(2), d(1), dst),
+                _ => difference(d(1), d(3), dst),
+            }
         }
-    }
-    // and B along the rows: columns 2tx .. 2tx + 4 of the patch are even[tx], odd[tx],
-    // even[tx + 1], odd[tx + 1]
-    for a in 0..4 {
-        let e = &t[2 * a * n..][..n];
-        let o = &t[(2 * a + 1) * n..][..n];
-        let (v0, rest) = v[4 * a * pc..].split_at_mut(pc);
-        let (v1, rest) = rest.split_at_mut(pc);
-        let (v2, rest) = rest.split_at_mut(pc);
-        let (v0, v1, v2, v3) = (&mut v0[..tw], &mut v1[..tw], &mut v2[..tw], &mut rest[..tw]);
-        for tx in 0..tw {
-            v0[tx] = e[tx] - e[tx + 1];
-            v1[tx] = o[tx] + e[tx + 1];
-            v2[tx] = e[tx + 1] - o[tx];
-            v3[tx] = o[tx] - o[tx + 1];
+        // and B along the rows: columns 2tx .. 2tx + 4 of the patch are even[tx], odd[tx],
+        // even[tx + 1], odd[tx + 1]
+        for a in 0..4 {
+            let e = &t[2 * a * n..][..n];
+            let o = &t[(2 * a + 1) * n..][..n];
+            let (v0, rest) = v[4 * a * pc..].split_at_mut(pc);
+            let (v1, rest) = rest.split_at_mut(pc);
+            let (v2, rest) = rest.split_at_mut(pc);
+            let (v0, v1, v2, v3) = (&mut v0[..tw], &mut v1[..tw], &mut v2[..tw], &mut rest[..tw]);
+            for tx in 0..tw {
+                v0[tx] = e[tx] - e[tx + 1];
+                v1[tx] = o[tx] + e[tx + 1];
+                v2[tx] = e[tx + 1] - o[tx];
+                v3[tx] = o[tx] - o[tx + 1];
+            }
         }
     }
 }
@@ -554,41 +551,39 @@ fn transform_output(
     each_chunk(out, oh * ow, par, init, one);
 }
 
-/// Two output rows of one tile row, `pair` (2, 2·tw), from the 16 products at `m[ξ·stride +
-/// at + tx]`: y = Aᵀ M A with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]. Sixteen tiles at a time in
-/// fixed-size arrays, which LLVM keeps in vector registers (the last block zero-filled).
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-fn output_tile_row(m: &[f32], at: usize, stride: usize, tw: usize, pair: &mut [f32]) {
-    const L: usize = 16;
-    let (top, bottom) = pair.split_at_mut(2 * tw);
-    for tx0 in (0..tw).step_by(L) {
-        let n = L.min(tw - tx0);
-        let load = |xi: usize| {
-            let mut v = [0.0f32; L];
-            v[..n].copy_from_slice(&m[xi * stride + at + tx0..][..n]);
-            v
-        };
-        // Aᵀ down the columns: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (rows of the 4x4 tile)
-        let mut s0 = [[0.0f32; L]; 4];
-        let mut s1 = [[0.0f32; L]; 4];
-        for j in 0..4 {
-            let (m0, m1, m2, m3) = (load(j), load(4 + j), load(8 + j), load(12 + j));
-            for l in 0..L {
-                s0[j][l] = m0[l] + m1[l] + m2[l];
-                s1[j][l] = m1[l] - m2[l] - m3[l];
+simd::kernel! {
+    /// Two output rows of one tile row, `pair` (2, 2·tw), from the 16 products at `m[ξ·stride +
+    /// at + tx]`: y = Aᵀ M A with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]. Sixteen tiles at a time in
+    /// fixed-size arrays, which LLVM keeps in vector registers (the last block zero-filled).
+    fn output_tile_row(m: &[f32], at: usize, stride: usize, tw: usize, pair: &mut [f32]) {
+        const L: usize = 16;
+        let (top, bottom) = pair.split_at_mut(2 * tw);
+        for tx0 in (0..tw).step_by(L) {
+            let n = L.min(tw - tx0);
+            let load = |xi: usize| {
+                let mut v = [0.0f32; L];
+                v[..n].copy_from_slice(&m[xi * stride + at + tx0..][..n]);
+                v
+            };
+            // Aᵀ down the columns: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (rows of the 4x4 tile)
+            let mut s0 = [[0.0f32; L]; 4];
+            let mut s1 = [[0.0f32; L]; 4];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (load(j), load(4 + j), load(8 + j), load(12 + j));
+                for l in 0..L {
+                    s0[j][l] = m0[l] + m1[l] + m2[l];
+                    s1[j][l] = m1[l] - m2[l] - m3[l];
+                }
             }
-        }
-        // and A along the rows, interleaved into the two output rows
-        for (s, row) in [(&s0, &mut *top), (&s1, &mut *bottom)] {
-            let mut y = [0.0f32; 2 * L];
-            for l in 0..L {
-                y[2 * l] = s[0][l] + s[1][l] + s[2][l];
-                y[2 * l + 1] = s[1][l] - s[2][l] - s[3][l];
+            // and A along the rows, interleaved into the two output rows
+            for (s, row) in [(&s0, &mut *top), (&s1, &mut *bottom)] {
+                let mut y = [0.0f32; 2 * L];
+                for l in 0..L {
+                    y[2 * l] = s[0][l] + s[1][l] + s[2][l];
+                    y[2 * l + 1] = s[1][l] - s[2][l] - s[3][l];
+                }
+                row[2 * tx0..][..2 * n].copy_from_slice(&y[..2 * n]);
             }
-            row[2 * tx0..][..2 * n].copy_from_slice(&y[..2 * n]);
         }
     }
 }
