@@ -305,8 +305,12 @@ fn squeezenet1_1_matches_pytorch_and_onnxruntime() {
 }
 
 /// Issue 13: the same logits at every instruction-set level this CPU has (AVX-512, AVX2,
-/// portable; NEON on aarch64): within 1e-5 of the best level's, relative to the largest, and
-/// each level within [`LOGIT_TOL`] of PyTorch.
+/// portable; NEON on aarch64), each within [`LOGIT_TOL`] of PyTorch. The vector levels (AVX2,
+/// NEON) within 1e-5 of the best level's, relative to the largest logit. The portable level (a
+/// multiply and an add where the others fuse them, other summation orders) within the larger of
+/// 1e-5 and the fixture's onnxruntime-vs-PyTorch distance: two float32 references already
+/// differ by 2.1e-5 on these random-weight logits (max |logit| 1.85), and the portable level
+/// measured 1.8e-5.
 #[test]
 fn resnet50_logits_agree_across_simd_levels() {
     use convscope::engine::simd::{self, Level};
@@ -323,6 +327,10 @@ fn resnet50_logits_agree_across_simd_levels() {
             return;
         }
     };
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
+            .unwrap();
+    let references_apart = meta["ort_vs_torch_logits_rel"].as_f64().unwrap() as f32;
     let m = import_onnx(&dir.join(format!("{name}.onnx"))).unwrap();
     let g = Graph::from_def(m.def).unwrap();
     let x = npy(&dir, &format!("{name}.input.npy")); // (1, 3, 224, 224)
@@ -337,17 +345,32 @@ fn resnet50_logits_agree_across_simd_levels() {
         .unwrap()
     };
     let best = logits_at(Level::best());
-    for level in Level::supported() {
-        let y = logits_at(level);
+    let levels: Vec<(Level, Tensor)> = Level::supported()
+        .into_iter()
+        .map(|l| (l, logits_at(l)))
+        .collect();
+    for (level, y) in &levels {
+        let err = common::rel_err(&format!("{level}"), y, &best);
+        println!(
+            "{name} logits at {level} vs {}: relative error {err:.2e}",
+            Level::best()
+        );
+    }
+    for (level, y) in &levels {
+        let tol = if *level == Level::Portable {
+            1e-5f32.max(references_apart)
+        } else {
+            1e-5
+        };
         common::assert_close(
             &format!("{name} logits at {level} vs {}", Level::best()),
-            &y,
+            y,
             &best,
-            1e-5,
+            tol,
         );
         common::assert_close(
             &format!("{name} logits at {level} vs PyTorch"),
-            &y,
+            y,
             &torch,
             LOGIT_TOL,
         );

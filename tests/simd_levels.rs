@@ -122,3 +122,69 @@ fn a_level_the_cpu_lacks_or_nonsense_is_one_sentence_and_a_failure() {
     // an empty value is the default, as if unset
     assert!(convscope_at(Some(""), &args).status.success());
 }
+
+/// `convscope ARGS` on an emulated CPU (`qemu-x86_64 -cpu CPU`), or None when qemu-user's
+/// x86-64 emulator is not installed (CI installs it).
+#[cfg(target_arch = "x86_64")]
+fn convscope_on(cpu: &str, level: Option<&str>, args: &[&str]) -> Option<std::process::Output> {
+    let mut cmd = std::process::Command::new("qemu-x86_64");
+    cmd.args(["-cpu", cpu, env!("CARGO_BIN_EXE_convscope")])
+        .args(args);
+    match level {
+        Some(l) => cmd.env(simd::ENV_VAR, l),
+        None => cmd.env_remove(simd::ENV_VAR),
+    };
+    cmd.output().ok()
+}
+
+/// The binary on CPUs this machine is not: an AVX2 + FMA laptop without AVX-512 (`Haswell`)
+/// and a baseline x86-64 (`qemu64`: SSE2, no AVX, no FMA), emulated by qemu-user, which
+/// raises SIGILL on any instruction the model lacks. Each picks its level, runs the bundled
+/// model (1x1, depthwise, GEMM, pooling kernels) to the same top class as this machine, trains
+/// the smile CNN for a step (5x5 direct kernels, grad_w, batch norm, Adam), and refuses a level
+/// above its own in one sentence.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn emulated_avx2_and_baseline_cpus_run_without_illegal_instructions() {
+    let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/images/chelsea.png");
+    let predict = ["predict", "--model", "efficientnet-lite0", photo, "--json"];
+    let top = |o: &std::process::Output| -> u64 {
+        assert!(o.status.success(), "{}", stderr(o));
+        let line: serde_json::Value = serde_json::from_str(stdout(o).trim()).unwrap();
+        line["top"][0]["index"].as_u64().unwrap()
+    };
+    let native = top(&convscope_at(None, &predict));
+    let bench = [
+        "bench",
+        "--model",
+        "smile-cnn",
+        "--runs",
+        "1",
+        "--threads",
+        "2",
+        "--train-batch",
+        "2",
+        "--json",
+    ];
+    for (cpu, level, lacks) in [
+        ("Haswell", "avx2", "avx512"),
+        ("qemu64", "portable", "avx2"),
+    ] {
+        let Some(o) = convscope_on(cpu, None, &predict) else {
+            println!(
+                "emulated {cpu} NOT CHECKED: qemu-x86_64 is not installed (Debian: qemu-user)"
+            );
+            return;
+        };
+        assert_eq!(top(&o), native, "{cpu}: {}", stderr(&o));
+        let o = convscope_on(cpu, None, &bench).unwrap();
+        assert!(o.status.success(), "{cpu}: {}", stderr(&o));
+        let line: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(line["simd"], level, "{cpu}: {line}");
+        assert!(line["train_step_ms"].as_f64().is_some_and(|t| t > 0.0));
+        let o = convscope_on(cpu, Some(lacks), &["summary", "--model", "smile-cnn"]).unwrap();
+        assert!(!o.status.success(), "{cpu} ran at {lacks}");
+        let err = stderr(&o);
+        assert!(err.contains("lacks") && !err.contains("panicked"), "{err}");
+    }
+}

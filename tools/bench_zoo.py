@@ -7,8 +7,8 @@ usage: python tools/bench_zoo.py [--zoo DIR] [--models a,b] [--rounds 3] [--runs
 
 Models: resnet50, vgg16, mobilenet_v2, squeezenet1_1 from the model zoo made by
 tools/make_zoo_fixtures.py (DIR: --zoo, else $CONVSCOPE_MODEL_ZOO, else target/model-zoo) and
-the shared pretrained efficientnet_lite0 (../shared/data/models/efficientnet_lite0.onnx; no
-PyTorch column for it: its PyTorch code is not in this repository).
+the shared pretrained efficientnet_lite0 (../shared/data/models/efficientnet_lite0.onnx; its
+PyTorch side is tools/effnet_lite0.py, the same weights).
 
 Per model and round, in this order so that all three see the same machine state:
   PyTorch       the torchvision model (same seeded weights as the .onnx): forward under
@@ -53,7 +53,12 @@ def median_ms(fn, runs, warmup=3):
 def torch_side(name, runs):
     import torch
 
-    m = zoo.build(name)
+    if name == "efficientnet_lite0":
+        import effnet_lite0  # the pretrained PyTorch model behind the bundled .onnx
+
+        m = effnet_lite0.build(True)
+    else:
+        m = zoo.build(name)
     for p in m.parameters():
         p.requires_grad_(False)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -116,7 +121,7 @@ def main():
             sys.exit(f"{path} is missing; make it with tools/make_zoo_fixtures.py --models {name}")
         rows = []
         for r in range(a.rounds):
-            pt = torch_side(name, a.runs) if name in zoo.LAYERS else (None, None)
+            pt = torch_side(name, a.runs)
             o = ort_side(path, a.threads, a.runs)
             cs = convscope_side(a.convscope, path, a.threads, a.runs)
             rows.append({"torch_fwd": pt[0], "torch_fwd_bwd": pt[1], "ort_fwd": o,

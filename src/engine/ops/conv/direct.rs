@@ -10,7 +10,8 @@
 //! The inner kernel keeps DIRECT_CB output channels × DIRECT_TW pixels of sums in registers
 //! over every (s, ki, kj), so one load of the input feeds DIRECT_CB fused multiply-adds.
 
-use crate::engine::simd;
+use crate::engine::simd::vector::{F32Vec, Portable};
+use crate::engine::simd::{self, Level};
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -21,7 +22,8 @@ use super::{
 
 /// Output channels computed together by [`correlate_rows`] (they share every input load).
 const DIRECT_CB: usize = 4;
-/// Output pixels per tile of [`correlate_rows`]: two 16-float vectors per channel.
+/// Output pixels per padded tile of [`correlate_rows`] (each level computes it in register
+/// tiles of 32, 16 or 8 pixels).
 const DIRECT_TW: usize = 32;
 
 /// One group's stride-1 correlation: `sum_ch` input planes `(in_h, in_w)` placed at
@@ -349,58 +351,107 @@ fn correlate_block(
     }
 }
 
-/// `a += k · s` over 16 lanes (one AVX-512 register).
-#[inline(always)]
-fn axpy16(a: &mut [f32; 16], k: f32, s: &[f32; 16]) {
-    for l in 0..16 {
-        a[l] += k * s[l];
+/// Output row y of the block's DIRECT_CB channels: out `(DIRECT_CB, out_w)`, with the
+/// register tiles of the current instruction-set level.
+fn correlate_rows(corr: &Corr, kb: &[f32], padded: &[f32], y: usize, out: &mut [f32]) {
+    assert!(kb.len() >= corr.sum_ch * corr.kh * corr.kw * DIRECT_CB);
+    assert!(out.len() >= DIRECT_CB * corr.out_w);
+    // the furthest read: the last tile's last vector of the last kernel tap, which the padded
+    // width (whole tiles plus the kernel's reach) holds
+    assert!(y + (corr.kh - 1) * corr.dh < corr.pad_h() && padded.len() >= corr.padded_len());
+    // SAFETY (every arm): the asserts above bound every access of `correlate` (see there); the
+    // level is one `simd::level()` returned, so the CPU has it.
+    match simd::level() {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { correlate_avx512(corr, kb, padded, y, out) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { correlate_avx2(corr, kb, padded, y, out) },
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => unsafe { correlate::<simd::vector::Neon, 4>(corr, kb, padded, y, out) },
+        _ => unsafe { correlate::<Portable, 2>(corr, kb, padded, y, out) },
     }
 }
 
-/// 16 floats from `v` at `at` as an array (callers guarantee the range).
-#[inline(always)]
-fn lane16(v: &[f32], at: usize) -> &[f32; 16] {
-    v[at..at + 16]
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("a 16-element range"))
+/// [`correlate`] in AVX-512 vectors: 4 channels × 2 vectors (32 pixels) of sums.
+///
+/// # Safety
+/// As [`correlate`], on a CPU with AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn correlate_avx512(corr: &Corr, kb: &[f32], padded: &[f32], y: usize, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { correlate::<simd::vector::Avx512, 2>(corr, kb, padded, y, out) }
 }
 
-simd::kernel! {
-    /// Output row y of the block's DIRECT_CB channels: out `(DIRECT_CB, out_w)`. Each tile of 32
-    /// pixels keeps its 4 × 32 sums in eight named 16-lane accumulators, which LLVM keeps in
-    /// registers (an indexed `[[f32; 32]; 4]` was not, and ran 70x slower in a standalone test),
-    /// and one input load feeds four multiply-adds. Compiled per instruction-set level.
-    fn correlate_rows(corr: &Corr, kb: &[f32], padded: &[f32], y: usize, out: &mut [f32]) {
-        let ks = corr.kh * corr.kw;
-        let pw = corr.pad_w();
-        let plane = corr.pad_h() * pw;
-        for x0 in (0..corr.out_w).step_by(DIRECT_TW) {
-            let (mut a0, mut a1, mut a2, mut a3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
-            let (mut b0, mut b1, mut b2, mut b3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+/// [`correlate`] in AVX2 vectors: 4 channels × 2 vectors (16 pixels) of sums, 8 of the 16
+/// registers (the 16-lane arrays this replaced needed all 16 for sums and spilled).
+///
+/// # Safety
+/// As [`correlate`], on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn correlate_avx2(corr: &Corr, kb: &[f32], padded: &[f32], y: usize, out: &mut [f32]) {
+    // SAFETY: the caller's contract.
+    unsafe { correlate::<simd::vector::Avx2, 2>(corr, kb, padded, y, out) }
+}
+
+/// Output row y of the block's DIRECT_CB channels in tiles of `P` vectors of `V` pixels: each
+/// tile's DIRECT_CB × P sums stay in registers over every input channel and kernel tap, and
+/// one input load feeds DIRECT_CB fused multiply-adds.
+///
+/// # Safety
+/// `V`'s instructions enabled in the caller; the bounds `correlate_rows` asserts: a tile of
+/// P·LANES pixels divides DIRECT_TW, so reads end within the padded row (whole DIRECT_TW
+/// tiles plus the kernel's reach).
+#[inline(always)]
+unsafe fn correlate<V: F32Vec, const P: usize>(
+    corr: &Corr,
+    kb: &[f32],
+    padded: &[f32],
+    y: usize,
+    out: &mut [f32],
+) {
+    let tw = P * V::LANES;
+    debug_assert!(DIRECT_TW.is_multiple_of(tw));
+    let (ks, pw) = (corr.kh * corr.kw, corr.pad_w());
+    let plane = corr.pad_h() * pw;
+    let (pad, kbp) = (padded.as_ptr(), kb.as_ptr());
+    // SAFETY (whole body): see the function's contract.
+    unsafe {
+        for x0 in (0..corr.out_w).step_by(tw) {
+            let mut acc = [[V::zero(); P]; DIRECT_CB];
             for s in 0..corr.sum_ch {
                 for ki in 0..corr.kh {
-                    let row = &padded[s * plane + (y + ki * corr.dh) * pw + x0..];
-                    let kr = &kb[(s * ks + ki * corr.kw) * DIRECT_CB..][..corr.kw * DIRECT_CB];
+                    let row = pad.add(s * plane + (y + ki * corr.dh) * pw + x0);
+                    let kr = kbp.add((s * ks + ki * corr.kw) * DIRECT_CB);
                     for kj in 0..corr.kw {
-                        let (s0, s1) = (lane16(row, kj * corr.dw), lane16(row, kj * corr.dw + 16));
-                        let kv = &kr[kj * DIRECT_CB..][..DIRECT_CB];
-                        axpy16(&mut a0, kv[0], s0);
-                        axpy16(&mut b0, kv[0], s1);
-                        axpy16(&mut a1, kv[1], s0);
-                        axpy16(&mut b1, kv[1], s1);
-                        axpy16(&mut a2, kv[2], s0);
-                        axpy16(&mut b2, kv[2], s1);
-                        axpy16(&mut a3, kv[3], s0);
-                        axpy16(&mut b3, kv[3], s1);
+                        let mut xs = [V::zero(); P];
+                        for (p, v) in xs.iter_mut().enumerate() {
+                            *v = V::load(row.add(kj * corr.dw + p * V::LANES));
+                        }
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            let k = V::splat(*kr.add(kj * DIRECT_CB + c));
+                            for (a, &x) in a.iter_mut().zip(&xs) {
+                                *a = x.mul_add(k, *a);
+                            }
+                        }
                     }
                 }
             }
-            let n = DIRECT_TW.min(corr.out_w - x0);
-            for (c, (a, b)) in [(a0, b0), (a1, b1), (a2, b2), (a3, b3)].iter().enumerate() {
-                let dst = &mut out[c * corr.out_w + x0..][..n];
-                let (lo, hi) = dst.split_at_mut(n.min(16));
-                lo.copy_from_slice(&a[..lo.len()]);
-                hi.copy_from_slice(&b[..hi.len()]);
+            let n = tw.min(corr.out_w - x0);
+            for (c, a) in acc.iter().enumerate() {
+                let dst = out.as_mut_ptr().add(c * corr.out_w + x0);
+                if n == tw {
+                    for (p, v) in a.iter().enumerate() {
+                        v.store(dst.add(p * V::LANES));
+                    }
+                } else {
+                    let mut tmp = [0.0f32; DIRECT_TW];
+                    for (p, v) in a.iter().enumerate() {
+                        v.store(tmp.as_mut_ptr().add(p * V::LANES));
+                    }
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, n);
+                }
             }
         }
     }
