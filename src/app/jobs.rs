@@ -11,10 +11,24 @@ use std::time::{Duration, Instant};
 /// How long one frame may spend taking messages off a job's channel (rerun's habit: ~10 ms).
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 
-/// The shortest time between two repaints a worker asks for: at most 20 frames a second while
-/// a job runs. Under a software rasteriser (no GPU, Xvfb) a full-window repaint costs several
-/// milliseconds of CPU; one per training batch took more than a core from the engine.
-pub const MIN_REPAINT_INTERVAL: Duration = Duration::from_millis(50);
+/// The shortest time between two repaints a worker asks for: at most 10 frames a second while
+/// a job runs. Under a software rasteriser (no GPU, Xvfb, llvmpipe) a full-window repaint of
+/// the training panel costs tens of milliseconds of CPU: one per training batch took more than
+/// a core from the engine, and at 20 a second the window still trained at 52–64 % of
+/// `convscope train`'s images/s on 2 cores (tools/bench_window_training.sh).
+pub const MIN_REPAINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// [`MIN_REPAINT_INTERVAL`], or `CONVSCOPE_REPAINT_MS` milliseconds (for displays slower still;
+/// tools/bench_window_training.sh compares settings).
+fn min_repaint_interval() -> Duration {
+    static INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *INTERVAL.get_or_init(|| {
+        std::env::var("CONVSCOPE_REPAINT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(MIN_REPAINT_INTERVAL, Duration::from_millis)
+    })
+}
 
 /// The worker's side: sends messages and wakes the UI.
 pub struct Reporter<T> {
@@ -37,7 +51,7 @@ impl<T> Reporter<T> {
         let now = self.born.elapsed();
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX - 1);
         let last = self.last_repaint_ms.load(Ordering::Relaxed);
-        let min = MIN_REPAINT_INTERVAL.as_millis() as u64;
+        let min = u64::try_from(min_repaint_interval().as_millis()).unwrap_or(u64::MAX / 2);
         if last == u64::MAX || now_ms >= last.saturating_add(min) {
             self.last_repaint_ms.store(now_ms, Ordering::Relaxed);
             self.ctx.request_repaint();

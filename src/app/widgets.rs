@@ -97,7 +97,7 @@ pub fn progress(ui: &mut egui::Ui, what: &str, done: usize, total: usize) {
 
 /// A busy mark for a running job. It is drawn at the phase of the current frame's time and
 /// never asks for a frame itself: it moves when the worker's news repaints the window (at most
-/// 20 times a second, `jobs::Reporter`). egui's own spinner asks for a new frame every frame,
+/// 10 times a second, `jobs::Reporter`). egui's own spinner asks for a new frame every frame,
 /// and under a software rasteriser those full-window repaints took a core from the engine.
 pub fn busy(ui: &mut egui::Ui) -> egui::Response {
     let side = ui.spacing().interact_size.y;
