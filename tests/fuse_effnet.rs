@@ -8,7 +8,7 @@ mod common;
 
 use convscope::engine::fuse::fuse_for_inference;
 use convscope::engine::gradcheck::test_tensor;
-use convscope::engine::{ForwardOptions, Graph, Tensor};
+use convscope::engine::{Graph, Tensor};
 
 /// Grad-CAM's default layer on this model.
 const LAYER: &str = "/_head_act/Clip_output_0";
@@ -21,19 +21,8 @@ fn model() -> Graph {
 
 /// (logits, kept layer, d logit[class] / d input) of one forward and backward pass.
 fn run(g: &Graph, x: &Tensor, class: usize) -> (Tensor, Tensor, Tensor) {
-    let pass = g
-        .forward(
-            std::slice::from_ref(x),
-            &ForwardOptions::eval_for_backward(),
-        )
-        .unwrap();
-    let out = g.outputs()[0];
-    let logits = g.lookup(&pass, out).unwrap().clone();
-    let layer = g.lookup(&pass, g.value_id(LAYER).unwrap()).unwrap().clone();
-    let input = g.inputs()[0];
-    let req = common::class_to_input_request(g, out, logits.shape(), class);
-    let mut grads = g.backward(&pass, &req).unwrap();
-    (logits, layer, grads.values.remove(&input).unwrap())
+    let (logits, mut kept, d_x) = common::logits_and_input_gradient(g, x, class, &[LAYER]);
+    (logits, kept.remove(0), d_x)
 }
 
 #[test]

@@ -146,20 +146,28 @@ fn as_usizes(v: &serde_json::Value) -> Vec<usize> {
         .collect()
 }
 
-/// Imports `name`, runs batch 1 forward and backward and checks everything against the
-/// references; prints a plain "not checked" line when the model cannot be found or made.
-fn check(name: &str) {
-    let dir = match find_or_make(name) {
-        Ok(dir) => dir,
+/// The zoo directory holding `name`, or None after a plain "NOT CHECKED" line saying why
+/// (`what` names the check); a failure instead under `CONVSCOPE_REQUIRE_ZOO=1`.
+fn zoo_or_say(name: &str, what: &str) -> Option<PathBuf> {
+    match find_or_make(name) {
+        Ok(dir) => Some(dir),
         Err(why) => {
-            let msg = format!("{name} NOT CHECKED: {why}");
+            let msg = format!("{name}{what} NOT CHECKED: {why}");
             if std::env::var("CONVSCOPE_REQUIRE_ZOO").is_ok_and(|v| v == "1") {
                 panic!("{msg} (CONVSCOPE_REQUIRE_ZOO=1)");
             }
             eprintln!("{msg}");
             println!("{msg}");
-            return;
+            None
         }
+    }
+}
+
+/// Imports `name`, runs batch 1 forward and backward and checks everything against the
+/// references; prints a plain "not checked" line when the model cannot be found or made.
+fn check(name: &str) {
+    let Some(dir) = zoo_or_say(name, "") else {
+        return;
     };
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
@@ -315,17 +323,8 @@ fn squeezenet1_1_matches_pytorch_and_onnxruntime() {
 fn resnet50_logits_agree_across_simd_levels() {
     use convscope::engine::simd::{self, Level};
     let name = "resnet50";
-    let dir = match find_or_make(name) {
-        Ok(dir) => dir,
-        Err(why) => {
-            let msg = format!("{name} across SIMD levels NOT CHECKED: {why}");
-            if std::env::var("CONVSCOPE_REQUIRE_ZOO").is_ok_and(|v| v == "1") {
-                panic!("{msg} (CONVSCOPE_REQUIRE_ZOO=1)");
-            }
-            eprintln!("{msg}");
-            println!("{msg}");
-            return;
-        }
+    let Some(dir) = zoo_or_say(name, " across SIMD levels") else {
+        return;
     };
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())

@@ -7,7 +7,7 @@ mod common;
 
 use common::{stderr, stdout};
 use convscope::engine::simd::{self, Level};
-use convscope::engine::{ForwardOptions, Graph, Tensor};
+use convscope::engine::{Graph, Tensor};
 
 /// `convscope ARGS` with `CONVSCOPE_SIMD` set to `level` (removed when None).
 fn convscope_at(level: Option<&str>, args: &[&str]) -> std::process::Output {
@@ -20,20 +20,11 @@ fn convscope_at(level: Option<&str>, args: &[&str]) -> std::process::Output {
     cmd.output().expect("run convscope")
 }
 
-/// The bundled EfficientNet-Lite0's logits and input gradient of its top logit at `level`.
+/// The bundled EfficientNet-Lite0's logits and input gradient of logit 285 at `level`.
 fn effnet_at(g: &Graph, x: &Tensor, level: Level) -> (Tensor, Tensor) {
     simd::with_level(level, 2, || {
-        let pass = g
-            .forward(
-                std::slice::from_ref(x),
-                &ForwardOptions::eval_for_backward(),
-            )
-            .unwrap();
-        let out = g.outputs()[0];
-        let logits = g.lookup(&pass, out).unwrap().clone();
-        let req = common::class_to_input_request(g, out, logits.shape(), 285);
-        let mut grads = g.backward(&pass, &req).unwrap();
-        (logits, grads.values.remove(&g.inputs()[0]).unwrap())
+        let (logits, _, d_x) = common::logits_and_input_gradient(g, x, 285, &[]);
+        (logits, d_x)
     })
     .unwrap()
 }

@@ -25,14 +25,4 @@ p99 = v[min(len(v) - 1, round(0.99 * (len(v) - 1)))]
 print(f"frames {len(v)}  median {statistics.median(v):.2f} ms  p99 {p99:.2f} ms  max {v[-1]:.2f} ms")
 PY
 rm -rf "$home"
-home=$(mktemp -d)
-env HOME="$home" XDG_DATA_HOME="$home" WINIT_X11_SCALE_FACTOR=1 \
-  xvfb-run -a -s "-screen 0 1600x1000x24" bash -c "
-    $BIN & pid=\$!
-    sleep 15
-    t0=\$(awk '{print \$14+\$15}' /proc/\$pid/stat)
-    sleep 20
-    t1=\$(awk '{print \$14+\$15}' /proc/\$pid/stat)
-    echo \"idle CPU over 20 s: \$(( (t1 - t0) * 1000 / \$(getconf CLK_TCK) )) ms (\$(( (t1 - t0) * 100 / (20 * \$(getconf CLK_TCK)) )) % of one core)\"
-    kill \$pid; wait \$pid 2>/dev/null || true" || true
-rm -rf "$home"
+bash tools/idle_cpu.sh "$BIN"

@@ -229,3 +229,37 @@ pub fn class_to_input_request(
         value_grads: vec![g.inputs()[0]],
     }
 }
+
+/// One evaluation-mode forward and backward pass of `g` on `x`: (the first output, the values
+/// named in `keep`, d output[class] / d input).
+pub fn logits_and_input_gradient(
+    g: &Graph,
+    x: &Tensor,
+    class: usize,
+    keep: &[&str],
+) -> (Tensor, Vec<Tensor>, Tensor) {
+    let pass = g
+        .forward(
+            std::slice::from_ref(x),
+            &convscope::engine::ForwardOptions::eval_for_backward(),
+        )
+        .expect("forward pass");
+    let out = g.outputs()[0];
+    let logits = g.lookup(&pass, out).expect("the output is kept").clone();
+    let kept = keep
+        .iter()
+        .map(|name| {
+            let id = g
+                .value_id(name)
+                .unwrap_or_else(|| panic!("no value {name}"));
+            g.lookup(&pass, id).expect("a kept value").clone()
+        })
+        .collect();
+    let req = class_to_input_request(g, out, logits.shape(), class);
+    let mut grads = g.backward(&pass, &req).expect("backward pass");
+    let d_x = grads
+        .values
+        .remove(&g.inputs()[0])
+        .expect("the input gradient");
+    (logits, kept, d_x)
+}
