@@ -114,13 +114,9 @@ pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32],
         gemm_at(
             simd::level(),
             Product {
-                m,
-                n,
-                k,
-                dst: c.as_mut_ptr(),
-                read_dst: beta != 0.0,
                 a,
                 b,
+                dst: c.as_mut_ptr(),
                 alpha,
                 beta,
                 parallelism,
@@ -129,15 +125,12 @@ pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32],
     };
 }
 
-/// One call's operands for [`gemm_at`].
+/// One call's operands for [`gemm_at`], named as for [`sgemm`]: dst `[a.rows, b.cols]` =
+/// beta · dst + alpha · a @ b, dst read only when beta ≠ 0.
 struct Product<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    read_dst: bool,
     a: MatRef<'a>,
     b: MatRef<'a>,
+    dst: *mut f32,
     alpha: f32,
     beta: f32,
     parallelism: gemm_common::Parallelism,
@@ -157,6 +150,7 @@ unsafe fn gemm_at(level: Level, p: Product<'_>) {
     #[cfg(target_arch = "x86_64")]
     use gemm_f32::microkernel::{avx512f, fma};
 
+    let (m, k, n) = (p.a.rows, p.a.cols, p.b.cols);
     macro_rules! run {
         ($simd:ty, $ukr:path, $lanes:expr) => {{
             use $ukr as ukr;
@@ -176,13 +170,13 @@ unsafe fn gemm_at(level: Level, p: Product<'_>) {
                     { ukr::H_N },
                 >(
                     token,
-                    p.m,
-                    p.n,
-                    p.k,
+                    m,
+                    n,
+                    k,
                     p.dst,
                     1,
-                    p.n as isize,
-                    p.read_dst,
+                    n as isize,
+                    p.beta != 0.0,
                     p.a.data.as_ptr(),
                     p.a.cs as isize,
                     p.a.rs as isize,

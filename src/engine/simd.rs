@@ -201,9 +201,8 @@ pub fn level() -> Level {
     if let Some(l) = Level::from_code(PROCESS_LEVEL.load(Ordering::Relaxed)) {
         return l;
     }
-    let l = requested().ok().flatten().unwrap_or_else(Level::best);
-    PROCESS_LEVEL.store(l.code(), Ordering::Relaxed);
-    l
+    // the same resolution as the command line's, which stores it: a bad value means the best
+    init_from_env().unwrap_or_else(|_| Level::best())
 }
 
 /// Runs `f` on a private rayon pool of `threads` workers whose kernels all run at `level`,
