@@ -31,3 +31,4 @@ shot layers 25 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.2/_expand_conv/Co
 shot training 60 CONVSCOPE_PANEL=training CONVSCOPE_AUTOSTART=training
 shot dataset 60 CONVSCOPE_PANEL=dataset CONVSCOPE_AUTOSTART=training
 shot dream 75 CONVSCOPE_PANEL=dream CONVSCOPE_AUTOSTART=dream
+shot simd-fallback 20 CONVSCOPE_PANEL=explain CONVSCOPE_SIMD=neon
