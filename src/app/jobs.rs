@@ -11,23 +11,71 @@ use std::time::{Duration, Instant};
 /// How long one frame may spend taking messages off a job's channel (rerun's habit: ~10 ms).
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 
-/// The shortest time between two repaints a worker asks for: at most 10 frames a second while
-/// a job runs. Under a software rasteriser (no GPU, Xvfb, llvmpipe) a full-window repaint of
-/// the training panel costs tens of milliseconds of CPU: one per training batch took more than
-/// a core from the engine, and at 20 a second the window still trained at 52–64 % of
-/// `convscope train`'s images/s on 2 cores (tools/bench_window_training.sh).
-pub const MIN_REPAINT_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest time between two repaints that workers ask for, by what draws the window: 20
+/// frames a second on a GPU; 4 under a software rasteriser (no GPU, a VM, Xvfb), where one
+/// full-window frame of the training panel costs ~40 ms of CPU even through OpenGL (0.29 s
+/// through Vulkan/lavapipe): at 10 a second the window took half a core from the engine on a
+/// 2-core machine (tools/bench_window_training.sh, BENCHMARKS.md sessions 7 and 8).
+pub const GPU_REPAINT_INTERVAL: Duration = Duration::from_millis(50);
+pub const SOFTWARE_REPAINT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// [`MIN_REPAINT_INTERVAL`], or `CONVSCOPE_REPAINT_MS` milliseconds (for displays slower still;
-/// tools/bench_window_training.sh compares settings).
-fn min_repaint_interval() -> Duration {
-    static INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *INTERVAL.get_or_init(|| {
-        std::env::var("CONVSCOPE_REPAINT_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(MIN_REPAINT_INTERVAL, Duration::from_millis)
-    })
+/// Milliseconds between worker-requested repaints: [`GPU_REPAINT_INTERVAL`] or
+/// [`SOFTWARE_REPAINT_INTERVAL`] once the window knows what draws it (100 until then), or
+/// `CONVSCOPE_REPAINT_MS` (for displays slower still; tools/bench_window_training.sh compares
+/// settings).
+static REPAINT_INTERVAL_MS: AtomicU64 = AtomicU64::new(100);
+
+/// When any worker last asked for an immediate repaint (ms since [`clock`]'s start; `u64::MAX`
+/// for never). One for all jobs: a training run and its probe's Grad-CAM together still cost
+/// at most one frame per interval.
+static LAST_REPAINT_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn env_interval() -> Option<Duration> {
+    std::env::var("CONVSCOPE_REPAINT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// Sets the interval for the renderer found at start-up; `CONVSCOPE_REPAINT_MS` wins.
+pub fn set_software_rendering(software: bool) {
+    let interval = env_interval().unwrap_or(if software {
+        SOFTWARE_REPAINT_INTERVAL
+    } else {
+        GPU_REPAINT_INTERVAL
+    });
+    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX / 2);
+    REPAINT_INTERVAL_MS.store(ms, Ordering::Relaxed);
+}
+
+fn repaint_interval_ms() -> u64 {
+    static FROM_ENV: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let from_env = FROM_ENV.get_or_init(|| {
+        env_interval().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
+    });
+    from_env.unwrap_or_else(|| REPAINT_INTERVAL_MS.load(Ordering::Relaxed))
+}
+
+/// When the UI should wake for a message sent at `now`, given the last wake-up workers asked
+/// for (`u64::MAX`: none yet; it may lie in the future when one is already scheduled) and the
+/// interval: at once if the last is at least an interval old, else that wake-up itself if it is
+/// still ahead (the message rides on it), else one interval after it. Wake-ups are thus at least
+/// an interval apart however messages arrive (egui keeps the earliest pending request).
+fn next_wake(last: u64, now: u64, interval: u64) -> u64 {
+    if last == u64::MAX || now >= last.saturating_add(interval) {
+        now
+    } else if last > now {
+        last
+    } else {
+        last + interval
+    }
+}
+
+/// Milliseconds since the first call (the process's repaint clock).
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
 }
 
 /// The worker's side: sends messages and wakes the UI.
@@ -35,29 +83,22 @@ pub struct Reporter<T> {
     tx: Sender<T>,
     ctx: egui::Context,
     cancel: Arc<AtomicBool>,
-    /// When this reporter last asked for an immediate repaint (ms since `born`), u64::MAX for
-    /// never.
-    last_repaint_ms: AtomicU64,
-    born: Instant,
 }
 
 impl<T> Reporter<T> {
-    /// Sends one message and wakes the UI: at once if the last wake-up is at least
-    /// [`MIN_REPAINT_INTERVAL`] old, else at the end of that interval (egui keeps the earliest
-    /// pending request, so a burst of messages costs one frame). A closed window is not an
-    /// error.
+    /// Sends one message and wakes the UI on the pace of [`next_wake`]. A closed window is not
+    /// an error.
     pub fn send(&self, message: T) {
         let _ = self.tx.send(message);
-        let now = self.born.elapsed();
-        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX - 1);
-        let last = self.last_repaint_ms.load(Ordering::Relaxed);
-        let min = u64::try_from(min_repaint_interval().as_millis()).unwrap_or(u64::MAX / 2);
-        if last == u64::MAX || now_ms >= last.saturating_add(min) {
-            self.last_repaint_ms.store(now_ms, Ordering::Relaxed);
+        let now = clock_ms();
+        let last = LAST_REPAINT_MS.load(Ordering::Relaxed);
+        let wake = next_wake(last, now, repaint_interval_ms());
+        LAST_REPAINT_MS.store(wake, Ordering::Relaxed);
+        if wake <= now {
             self.ctx.request_repaint();
         } else {
-            let wait = Duration::from_millis(last + min - now_ms);
-            self.ctx.request_repaint_after(wait);
+            self.ctx
+                .request_repaint_after(Duration::from_millis(wake - now));
         }
     }
 
@@ -93,8 +134,6 @@ impl<T: Send + 'static> Job<T> {
             tx,
             ctx: ctx.clone(),
             cancel: cancel.clone(),
-            last_repaint_ms: AtomicU64::new(u64::MAX),
-            born: Instant::now(),
         };
         let flag = panicked.clone();
         std::thread::Builder::new()
@@ -158,5 +197,47 @@ impl<T> Drop for Job<T> {
     /// A job nobody listens to any more stops at its next check.
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_wake;
+
+    /// Messages every `every` ms for `until` ms: the times the UI is woken.
+    fn wakes(every: u64, until: u64, interval: u64) -> Vec<u64> {
+        let mut last = u64::MAX;
+        let mut out: Vec<u64> = Vec::new();
+        for now in (0..until).step_by(every as usize) {
+            last = next_wake(last, now, interval);
+            if out.last() != Some(&last) {
+                out.push(last);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn wake_ups_are_an_interval_apart_whatever_the_message_rate() {
+        for every in [1, 7, 40, 170, 260, 600] {
+            let w = wakes(every, 5_000, 250);
+            assert!(
+                w.windows(2).all(|p| p[1] - p[0] >= 250),
+                "messages every {every} ms woke the UI at {w:?}"
+            );
+            // and no message waits more than an interval past its arrival
+            let expected_at_least = 5_000 / every.max(250) - 1;
+            assert!(w.len() as u64 >= expected_at_least, "{every} ms: {w:?}");
+        }
+    }
+
+    #[test]
+    fn a_quiet_spell_wakes_at_once() {
+        assert_eq!(next_wake(u64::MAX, 5, 250), 5);
+        assert_eq!(next_wake(100, 1_000, 250), 1_000);
+        // within the interval of the last wake-up: one interval after it
+        assert_eq!(next_wake(100, 200, 250), 350);
+        // a wake-up already scheduled ahead carries the message
+        assert_eq!(next_wake(350, 300, 250), 350);
     }
 }

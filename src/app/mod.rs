@@ -11,6 +11,7 @@ mod frame_stats;
 mod jobs;
 mod layers_panel;
 mod photo;
+mod renderer;
 mod texture;
 mod train_panel;
 mod widgets;
@@ -88,6 +89,11 @@ pub struct ConvscopeApp {
     autostart_dream: bool,
     /// The first heat map has been shown (start-up time is reported once).
     first_map_shown: bool,
+    /// What draws the window (shown with the frame times); None in headless tests.
+    drawing: Option<renderer::Drawing>,
+    /// Frames left in which to look for the software rasteriser's threads (they may start
+    /// with the first frame rather than with the context).
+    rasteriser_search_frames: u32,
 }
 
 /// When `run` was called: start-up time is measured from here to the first heat map.
@@ -100,7 +106,30 @@ impl ConvscopeApp {
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
             .unwrap_or_default();
-        Self::with_settings(&cc.egui_ctx, settings)
+        let drawing = renderer::Drawing::of(cc);
+        if let Some(d) = &drawing {
+            jobs::set_software_rendering(d.software);
+        }
+        let mut app = Self::with_settings(&cc.egui_ctx, settings);
+        app.rasteriser_search_frames = if drawing.as_ref().is_some_and(|d| d.software) {
+            60
+        } else {
+            0
+        };
+        app.drawing = drawing;
+        app.yield_rasteriser();
+        app
+    }
+
+    /// Under a software rasteriser, lets the engine's workers go first (see
+    /// [`renderer::yield_software_rasteriser`]).
+    fn yield_rasteriser(&mut self) {
+        if self.rasteriser_search_frames > 0 {
+            self.rasteriser_search_frames -= 1;
+            if renderer::yield_software_rasteriser() > 0 {
+                self.rasteriser_search_frames = 0;
+            }
+        }
     }
 
     /// The app with given settings (tests start from `AppSettings::default()`).
@@ -118,6 +147,8 @@ impl ConvscopeApp {
             fell_back: false,
             autostart_dream: false,
             first_map_shown: false,
+            drawing: None,
+            rasteriser_search_frames: 0,
             settings,
         };
         let (model, photos) = (app.settings.model.clone(), app.settings.photos.clone());
@@ -186,6 +217,14 @@ impl ConvscopeApp {
                     && let Some((median, p99)) = self.frames.summary()
                 {
                     ui.monospace(format!("median {median:.1} ms · p99 {p99:.1} ms"));
+                    if let Some(d) = &self.drawing {
+                        ui.monospace(format!("{} · {}", d.renderer, d.device))
+                            .on_hover_text(if d.software {
+                                "drawn by the CPU: no GPU driver in use"
+                            } else {
+                                "drawn by the GPU"
+                            });
+                    }
                 }
             });
         });
@@ -279,6 +318,8 @@ impl eframe::App for ConvscopeApp {
         if let Some(t) = frame.info().cpu_usage {
             self.frames.record(t);
         }
+        self.yield_rasteriser();
+
         let ctx = ui.ctx().clone();
         egui::Panel::top("top-bar").show(ui, |ui| {
             self.top_bar(ui);
@@ -342,24 +383,59 @@ impl eframe::App for ConvscopeApp {
 /// honoured (the window says so and runs at the best level of the CPU).
 pub fn run(simd_error: Option<String>) -> Result<(), String> {
     let _ = LAUNCHED.set(std::time::Instant::now());
+    let (renderer, renderer_error) = renderer::from_env();
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("convscope")
             .with_inner_size([1440.0, 920.0])
             .with_drag_and_drop(true),
+        renderer,
         ..Default::default()
     };
-    eframe::run_native(
+    let app_opened = opened.clone();
+    let result = eframe::run_native(
         "convscope",
         options,
-        Box::new(|cc| {
+        Box::new(move |cc| {
+            app_opened.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut app = ConvscopeApp::new(cc);
             if let Some(e) = simd_error {
                 let best = crate::engine::simd::Level::best();
                 app.errors.push(format!("{e}; running at {best} instead."));
             }
+            app.errors.extend(renderer_error);
             Ok(Box::new(app))
         }),
-    )
-    .map_err(|e| format!("cannot open the window: {e}"))
+    );
+    match result {
+        Ok(()) => Ok(()),
+        // OpenGL could not open a window (no driver): one more try with wgpu, in a fresh
+        // process because winit allows one event loop per process.
+        Err(e)
+            if renderer == eframe::Renderer::Glow
+                && !opened.load(std::sync::atomic::Ordering::Relaxed)
+                && std::env::var_os(renderer::ENV_VAR).is_none() =>
+        {
+            let exe = std::env::current_exe()
+                .map_err(|x| format!("cannot open the window with OpenGL ({e}), and cannot find this program to retry with wgpu: {x}"))?;
+            let status = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env(renderer::ENV_VAR, "wgpu")
+                .status()
+                .map_err(|x| {
+                    format!(
+                        "cannot open the window with OpenGL ({e}), and cannot retry with wgpu: {x}"
+                    )
+                })?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot open the window with OpenGL ({e}) nor with wgpu ({status})"
+                ))
+            }
+        }
+        Err(e) => Err(format!("cannot open the window: {e}")),
+    }
 }

@@ -225,7 +225,7 @@ impl<'g> Explainer<'g> {
 
     /// The inference rewrite of the graph (cached on the graph) keeping `values` and the
     /// logits under their names.
-    fn fast_graph(&self, values: &[ValueId]) -> ExplainResult<InferenceGraph<'g>> {
+    pub(crate) fn fast_graph(&self, values: &[ValueId]) -> ExplainResult<InferenceGraph<'g>> {
         let mut names = names_of(self.graph, values);
         names.push(self.graph.value(self.head.value).name.clone());
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -233,7 +233,7 @@ impl<'g> Explainer<'g> {
     }
 
     /// The id in `fast` of the value `v` of the original graph (kept values only).
-    fn fast_id(&self, fast: &Graph, v: ValueId) -> ExplainResult<ValueId> {
+    pub(crate) fn fast_id(&self, fast: &Graph, v: ValueId) -> ExplainResult<ValueId> {
         let name = &self.graph.value(v).name;
         fast.value_id(name)
             .ok_or_else(|| ExplainError::invalid(format!("internal: '{name}' was fused away")))

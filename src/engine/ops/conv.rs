@@ -757,7 +757,7 @@ pub fn backward(
         if x.numel() == 0 {
             // nothing to fill (and no kernel should see an empty plane)
         } else if g.is_depthwise() {
-            depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
+            depthwise::depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
         } else if winograd::prefers_backward_x(&g) {
             winograd::backward_x(&g, wd, dyd, d_x.data_mut());
         } else if !g.is_pointwise() && direct::prefers_backward_x(&g) {
@@ -834,56 +834,6 @@ fn pointwise_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     } else {
         d_x.chunks_mut(per * g.x_item()).enumerate().for_each(run);
     }
-}
-
-/// Depthwise d_x, one task per input plane `(n, ci)`; the plane gathers its `og` output channels.
-fn depthwise_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
-    let ks = g.kh * g.kw;
-    let xoffs = offsets(g.kw, g.dw, g.left);
-    let xranges: Vec<(usize, usize)> = xoffs
-        .iter()
-        .map(|&o| valid_range(g.ow, g.w, g.sw, o))
-        .collect();
-    d_x.par_chunks_exact_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(idx, dx_c)| {
-            let (ni, ci) = (idx / g.c_in, idx % g.c_in);
-            for co in ci * g.og..(ci + 1) * g.og {
-                let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()]; // (oh, ow)
-                let w_c = &w[co * ks..][..ks];
-                for (oy, dyrow) in dy_p.chunks_exact(g.ow).enumerate() {
-                    for ki in 0..g.kh {
-                        let iy = (oy * g.sh + ki * g.dh) as isize - g.top as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        let dxrow = &mut dx_c[iy as usize * g.w..][..g.w];
-                        for kj in 0..g.kw {
-                            let wv = w_c[ki * g.kw + kj];
-                            let (lo, hi) = xranges[kj];
-                            if lo == hi {
-                                continue;
-                            }
-                            let start = in_index(lo, g.sw, xoffs[kj]);
-                            if g.sw == 1 {
-                                for (d, &v) in dxrow[start..start + (hi - lo)]
-                                    .iter_mut()
-                                    .zip(&dyrow[lo..hi])
-                                {
-                                    *d += wv * v;
-                                }
-                            } else {
-                                for (d, &v) in
-                                    dxrow[start..].iter_mut().step_by(g.sw).zip(&dyrow[lo..hi])
-                                {
-                                    *d += wv * v;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
 }
 
 /// Depthwise grad_w, one task per output channel: gw[co, ki, kj] = Σ_{n, oy, ox} dy · x.
@@ -1402,7 +1352,8 @@ mod tests {
         }
 
         /// The depthwise kernel at batch 1 and above, with a fused activation, on one and two
-        /// threads (the thread count must not change a single bit of the output).
+        /// threads (the thread count must not change a single bit of the output); forward and
+        /// backward with asymmetric padding at every level.
         #[test]
         fn depthwise_batches_and_threads_match_naive(n in 1usize..4, c in 1usize..5, m in 1usize..3,
                                                      k in 1usize..6, (sh, sw) in (1usize..3, 1usize..3),
@@ -1414,6 +1365,8 @@ mod tests {
             let s = spec([sh, sw], pad(t, l, bo, r), [d, d], c);
             let act = relu.then_some(FusedActivation::Relu);
             check_threads_vs_naive(&s, act, [n, c, h, w], [c * m, 1, k, k], seed)?;
+            // and the backward (d_x is the forward's adjoint on the same phase planes)
+            check_fast_vs_naive(&s, [n, c, h, w], [c * m, 1, k, k], relu, seed)?;
         }
 
         /// The pointwise kernel at every instruction-set level this CPU has, on shapes with

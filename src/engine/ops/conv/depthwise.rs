@@ -52,6 +52,18 @@ impl Phases {
     }
 }
 
+/// Where each tap (ki, kj) reads in the phase planes, relative to the output's wide position:
+/// `phase · len + (ki·dh / sh) · qw + kj·dw / sw`. The same for every plane.
+fn tap_offsets(g: &Geom, ph: &Phases) -> Vec<usize> {
+    (0..g.kh * g.kw)
+        .map(|t| {
+            let (a, c) = ((t / g.kw) * g.dh, (t % g.kw) * g.dw);
+            let phase = (a % g.sh) * g.sw + c % g.sw;
+            phase * ph.len + (a / g.sh) * ph.qw + c / g.sw
+        })
+        .collect()
+}
+
 /// y `(n, c_out, oh, ow)` = act(depthwise conv(x `(n, c_in, h, w)`, w `(c_out, 1, kh, kw)`) + b).
 pub(super) fn depthwise_forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
     let ForwardOperands { x, w, b, act } = ops;
@@ -59,14 +71,7 @@ pub(super) fn depthwise_forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32
     let ks = g.kh * g.kw;
     let m = g.og; // channel multiplier
     let ph = Phases::of(g);
-    // (phase-relative offset of each tap); the same for every plane
-    let offsets: Vec<usize> = (0..ks)
-        .map(|t| {
-            let (a, c) = ((t / g.kw) * g.dh, (t % g.kw) * g.dw);
-            let phase = (a % g.sh) * g.sw + c % g.sw;
-            phase * ph.len + (a / g.sh) * ph.qw + c / g.sw
-        })
-        .collect();
+    let offsets = tap_offsets(g, &ph);
     y.par_chunks_exact_mut(g.p()).enumerate().for_each_init(
         || {
             // zeroed once: the cells the input does not cover (padding, tails) stay zero
@@ -106,6 +111,55 @@ pub(super) fn depthwise_forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32
             }
         },
     );
+}
+
+/// d_x `(n, c_in, h, w)` = the gradient of the depthwise convolution (without bias or
+/// activation) for d_y `(n, c_out, oh, ow)`: the exact adjoint of [`depthwise_forward`], one
+/// task per input plane. Each output block's d_y is laid out wide (zeros in the scratch
+/// columns), every tap adds the same run shifted by its offset into the phase planes (all
+/// `c_out / c_in` output channels of the plane into the same planes), and the planes are read
+/// back at the input's padded positions. Every write is a contiguous run, whatever the stride,
+/// so it vectorises at every level (the row-by-row scatter it replaces did not for stride 2,
+/// and ran at baseline x86-64: 14 % of a dream step at AVX2).
+pub(super) fn depthwise_backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
+    let plane_in = g.h * g.w;
+    let ks = g.kh * g.kw;
+    let m = g.og; // channel multiplier
+    let ph = Phases::of(g);
+    let offsets = tap_offsets(g, &ph);
+    d_x.par_chunks_exact_mut(plane_in)
+        .enumerate()
+        .for_each_init(
+            || {
+                let planes = vec![0.0f32; g.sh * g.sw * ph.len]; // (sh·sw, qh, qw) + tails
+                let wide = vec![0.0f32; ph.acc_len()];
+                let taps: Vec<(usize, f32)> = Vec::with_capacity(ks);
+                (planes, wide, taps)
+            },
+            |(planes, wide, taps), (idx, dx_c)| {
+                let (ni, ci) = (idx / g.c_in, idx % g.c_in);
+                planes.fill(0.0);
+                for co in ci * m..(ci + 1) * m {
+                    let dy_p = &d_y[(ni * g.c_out + co) * g.p()..][..g.p()]; // (oh, ow)
+                    taps.clear();
+                    taps.extend(
+                        offsets
+                            .iter()
+                            .copied()
+                            .zip(w[co * ks..][..ks].iter().copied()),
+                    );
+                    let mut oy0 = 0;
+                    while oy0 < g.oh {
+                        let nrows = ph.rows.min(g.oh - oy0);
+                        let wide = &mut wide[..(nrows * ph.qw).div_ceil(CHUNK) * CHUNK];
+                        widen_rows(&dy_p[oy0 * g.ow..][..nrows * g.ow], g.ow, ph.qw, wide);
+                        wide_taps_adjoint(wide, taps, oy0 * ph.qw, planes);
+                        oy0 += nrows;
+                    }
+                }
+                gather_phases(planes, g, &ph, dx_c);
+            },
+        );
 }
 
 simd::kernel! {
@@ -196,6 +250,59 @@ simd::kernel! {
                     for (o, &v) in yrow.iter_mut().zip(arow) {
                         *o = v.max(min).min(max);
                     }
+                }
+            }
+        }
+    }
+}
+
+simd::kernel! {
+    /// wide `(·, qw)` = the rows `(ow)` of `rows`, each followed by `qw − ow` zeros, and zeros
+    /// to the end of `wide` (the scratch positions must add nothing in the adjoint).
+    fn widen_rows(rows: &[f32], ow: usize, qw: usize, wide: &mut [f32]) {
+        wide.fill(0.0);
+        for (dst, src) in wide.chunks_mut(qw).zip(rows.chunks_exact(ow)) {
+            dst[..ow].copy_from_slice(src);
+        }
+    }
+}
+
+simd::kernel! {
+    /// planes[start + off + p] += w · wide[p] for every tap (off, w) and every p of `wide`:
+    /// the adjoint of [`wide_taps`]. Compiled per instruction-set level.
+    fn wide_taps_adjoint(wide: &[f32], taps: &[(usize, f32)], start: usize, planes: &mut [f32]) {
+        for &(off, wv) in taps {
+            let dst = &mut planes[start + off..][..wide.len()];
+            for (d, &v) in dst.iter_mut().zip(wide) {
+                *d += wv * v;
+            }
+        }
+    }
+}
+
+simd::kernel! {
+    /// d_x `(h, w)` = the phase planes at the input's padded positions: the adjoint of
+    /// [`scatter_phases`] (padding cells are dropped).
+    fn gather_phases(planes: &[f32], g: &Geom, ph: &Phases, dx_c: &mut [f32]) {
+        let (sh, sw) = (g.sh, g.sw);
+        for (iy, dxrow) in dx_c.chunks_exact_mut(g.w).enumerate() {
+            let r = iy + g.top;
+            let (rp, i) = (r % sh, r / sh);
+            if sw == 1 {
+                dxrow.copy_from_slice(&planes[rp * ph.len + i * ph.qw + g.left..][..g.w]);
+                continue;
+            }
+            for cp in 0..sw {
+                // first input column whose padded column lies in phase cp
+                let ix0 = (cp + sw - g.left % sw) % sw;
+                if ix0 >= g.w {
+                    continue;
+                }
+                let j0 = (ix0 + g.left) / sw;
+                let count = (g.w - ix0).div_ceil(sw);
+                let src = &planes[(rp * sw + cp) * ph.len + i * ph.qw + j0..][..count];
+                for (d, &v) in dxrow[ix0..].iter_mut().step_by(sw).zip(src) {
+                    *d = v;
                 }
             }
         }
