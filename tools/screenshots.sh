@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real screenshots of the running app, one per panel, under Xvfb (no display needed):
-#   apt-get install -y xvfb xdotool imagemagick mesa-vulkan-drivers libvulkan1
+#   apt-get install -y xvfb xdotool imagemagick libgl1-mesa-dri libegl1 mesa-vulkan-drivers libvulkan1
 #   bash tools/screenshots.sh            # writes screenshots/*.png
 # Each panel starts from a fresh settings folder and the start-up switches of src/app/mod.rs
 # (CONVSCOPE_PANEL, CONVSCOPE_LAYER, CONVSCOPE_AUTOSTART), waits, and grabs the screen.
@@ -32,3 +32,4 @@ shot training 60 CONVSCOPE_PANEL=training CONVSCOPE_AUTOSTART=training
 shot dataset 60 CONVSCOPE_PANEL=dataset CONVSCOPE_AUTOSTART=training
 shot dream 75 CONVSCOPE_PANEL=dream CONVSCOPE_AUTOSTART=dream
 shot simd-fallback 20 CONVSCOPE_PANEL=explain CONVSCOPE_SIMD=neon
+shot training-software-rendering 40 CONVSCOPE_PANEL=training CONVSCOPE_AUTOSTART=training CONVSCOPE_FRAME_TIMES=1

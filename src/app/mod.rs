@@ -163,7 +163,7 @@ impl ConvscopeApp {
     /// Start-up switches for screenshots and the frame-time benchmark (tools/screenshots.sh,
     /// tools/bench_frames.sh): `CONVSCOPE_PANEL` (explain, layers, training, dataset, dream),
     /// `CONVSCOPE_LAYER` (a layer to open in the layers panel), `CONVSCOPE_AUTOSTART`
-    /// (`training` or `dream`).
+    /// (`training` or `dream`), `CONVSCOPE_FRAME_TIMES` (the frame-time overlay on).
     fn apply_start_env(&mut self, ctx: &egui::Context) {
         if let Ok(p) = std::env::var("CONVSCOPE_PANEL")
             && let Some(kind) = PanelKind::ALL
@@ -179,6 +179,9 @@ impl ConvscopeApp {
             Ok("training") => self.train.start(ctx, &self.settings.train),
             Ok("dream") => self.autostart_dream = true,
             _ => {}
+        }
+        if std::env::var_os("CONVSCOPE_FRAME_TIMES").is_some() {
+            self.settings.show_frame_times = true;
         }
     }
 
