@@ -559,3 +559,89 @@ fn missing_file_is_named() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- ReduceMean (adaptive pooling)
+
+/// Adaptive average pooling as the legacy exporter (opset 13: axes attribute, keepdims=1, then
+/// Flatten) and PyTorch's default exporter (opset 18: axes (-1, -2) as an input, keepdims=0)
+/// write it: the engine's global average pool, outputs within 1e-5 of onnxruntime.
+#[test]
+fn reduce_mean_over_spatial_axes_matches_onnxruntime_in_both_forms() {
+    for name in ["opset13_reduce_mean", "opset18_reduce_mean"] {
+        let m = check_against_onnxruntime(name);
+        assert!(
+            kinds(&m).contains(&"GlobalAvgPool"),
+            "{name}: {:?}",
+            kinds(&m)
+        );
+    }
+}
+
+/// The input gradient of the sum of the logits through the imported opset-18 graph (ReduceMean
+/// with keepdims=0 becomes a pool and a reshape) against central finite differences in f64
+/// sums of the f32 forward, step 1e-2: within 1e-2 relative to the largest entry (the
+/// function is piecewise linear, so only ReLU kinks within a step can differ).
+#[test]
+fn reduce_mean_input_gradient_matches_finite_differences() {
+    let m = import_onnx(&fixture("opset18_reduce_mean.onnx")).unwrap();
+    let g = Graph::from_def(m.def.clone()).unwrap();
+    let x = npy_f32("opset18_reduce_mean.input.npy");
+    let out = g.outputs()[0];
+    let total = |x: &Tensor| -> f64 {
+        let pass = g
+            .forward(std::slice::from_ref(x), &ForwardOptions::eval())
+            .unwrap();
+        pass.get(out)
+            .unwrap()
+            .data()
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum()
+    };
+    let pass = g
+        .forward(
+            std::slice::from_ref(&x),
+            &ForwardOptions::eval_for_backward(),
+        )
+        .unwrap();
+    let y = pass.get(out).unwrap();
+    let seed = Tensor::new(y.shape().to_vec(), vec![1.0; y.numel()]).unwrap();
+    let input = g.inputs()[0];
+    let grads = g
+        .backward(
+            &pass,
+            &BackwardRequest {
+                seeds: vec![(out, seed)],
+                param_grads: false,
+                value_grads: vec![input],
+            },
+        )
+        .unwrap();
+    let dx = &grads.values[&input];
+    assert_eq!(dx.shape(), x.shape());
+    let h = 1e-2f32;
+    let mut fd = Vec::with_capacity(x.numel());
+    for i in 0..x.numel() {
+        let (mut up, mut down) = (x.clone(), x.clone());
+        up.data_mut()[i] += h;
+        down.data_mut()[i] -= h;
+        fd.push(((total(&up) - total(&down)) / (2.0 * f64::from(h))) as f32);
+    }
+    let err = rel_err(dx.data(), &fd);
+    assert!(
+        err < 1e-2,
+        "input gradient differs from finite differences by {err:e}"
+    );
+}
+
+/// A mean over the channel axis has no engine op yet: refused with the node and the axes named.
+#[test]
+fn reduce_mean_over_channels_is_refused_by_name() {
+    let err = import_onnx(&fixture("reduce_mean_channels.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("channel_mean") && err.contains("axes [1]") && err.contains("ReduceMean"),
+        "{err}"
+    );
+}

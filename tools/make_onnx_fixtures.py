@@ -16,6 +16,13 @@
    - opset9_clip_pad_softmax / opset13_clip_pad_softmax: the same network in both attribute
      (opset 9: Clip min/max, Pad pads/value, Dropout ratio, Softmax coerced to 2-D) and input
      forms (opset 13).
+   - opset13_reduce_mean / opset18_reduce_mean: adaptive average pooling as PyTorch's exporters
+     write it, ReduceMean over the spatial axes: axes as an attribute with keepdims=1 then
+     Flatten (opset 13, the legacy exporter), axes (-1, -2) as an input with keepdims=0
+     (opset 18, the default exporter since PyTorch 2.9); both end in Gemm.
+   - reduce_mean_channels: ReduceMean over the channel axis (no engine op yet: the importer
+     must refuse it by name; no output file).
+   `--only NAME` remakes one of these (each has its own seed, so the others do not change).
 2. EfficientNet-Lite0 (the shared pretrained model): an input made from a uint8 array
    `effnet.input_u8.npy` [1, 3, 224, 224] as x = (u8 - 128) / 64 (exact in f32), the
    onnxruntime logits `effnet.logits.npy` [1, 1000], and PyTorch's gradient of logit
@@ -193,6 +200,46 @@ def clip_pad_softmax(opset: int) -> None:
          value("input", ["N", 2, 5, 5]), value("probs", ["N", 3]), opset, x)
 
 
+def reduce_mean(opset: int) -> None:
+    rng = np.random.default_rng(20261206 + opset)
+    r = lambda *shape: (rng.standard_normal(shape) * 0.5).astype(np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+    ]
+    inits = [init("conv_w", r(4, 3, 3, 3)), init("conv_b", r(4)), init("fc_w", r(3, 4)), init("fc_b", r(3))]
+    if opset < 18:
+        nodes += [
+            helper.make_node("ReduceMean", ["relu"], ["pooled"], name="pool", axes=[2, 3], keepdims=1),
+            helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten", axis=1),
+        ]
+    else:
+        nodes += [
+            const_node("pool_axes", np.array([-1, -2], np.int64)),
+            helper.make_node("ReduceMean", ["relu", "pool_axes"], ["flat"], name="pool", keepdims=0),
+        ]
+    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1))
+    x = (rng.standard_normal((2, 3, 7, 5))).astype(np.float32)
+    save(f"opset{opset}_reduce_mean", nodes, inits, value("input", ["N", 3, 7, 5]),
+         value("logits", ["N", 3]), opset, x)
+
+
+def reduce_mean_channels() -> None:
+    nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], name="channel_mean", axes=[1], keepdims=1)]
+    graph = helper.make_graph(nodes, "reduce_mean_channels", [value("input", ["N", 3, 4, 4])],
+                              [value("mean", ["N", 1, 4, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(OUT, "reduce_mean_channels.onnx"))
+    print("reduce_mean_channels")
+
+
+ONLY = {
+    "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
+}
+
+
 def effnet(shared: str) -> None:
     import torch
 
@@ -226,14 +273,20 @@ def effnet(shared: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.path.join("..", "shared"))
+    ap.add_argument("--only", choices=sorted(ONLY))
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
+    if args.only:
+        ONLY[args.only]()
+        return
     keras_idioms()
     torch_flatten()
     pools_acts()
     clip_pad_softmax(9)
     clip_pad_softmax(13)
     effnet(args.shared)
+    for make in ONLY.values():
+        make()
     import torch
     with open(os.path.join(OUT, "VERSIONS.txt"), "w") as f:
         f.write("made by tools/make_onnx_fixtures.py with\n")

@@ -33,6 +33,7 @@ const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "ReduceMean",
     "Pad",
     "Flatten",
     "Reshape",
@@ -410,6 +411,62 @@ impl Importer {
         }
     }
 
+    /// `ReduceMean` over the two spatial axes of an NCHW value: adaptive average pooling to 1×1
+    /// as both PyTorch exporters write it (axes as an attribute before opset 18, as a constant
+    /// input from 18 on, where PyTorch's default exporter writes `(-1, -2)`). `keepdims=1` is the
+    /// engine's global average pool; `keepdims=0` is that pool, then a reshape to `(N, C)`. Any
+    /// other axes are refused with the axes named (no general reduction op yet).
+    fn reduce_mean(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, s) = self.value(self.required(n, 0)?, false)?;
+        let axes: Option<Vec<i64>> = if self.opset < 18 {
+            a.ints("axes")
+        } else {
+            self.const_input(n, 1, "the axes")?
+                .map(|c| c.to_i64("axes"))
+                .transpose()?
+        };
+        let axes = match axes {
+            Some(v) if !v.is_empty() => v,
+            // no axes: every axis (or none at all with noop_with_empty_axes)
+            _ if self.opset >= 18 && a.int("noop_with_empty_axes", 0) != 0 => {
+                return Ok((Op::Identity, vec![x], s));
+            }
+            _ => (0..s.len() as i64).collect(),
+        };
+        let mut norm: Vec<usize> = axes
+            .iter()
+            .map(|&v| shape::axis(v, s.len()))
+            .collect::<Result<_, _>>()?;
+        norm.sort_unstable();
+        norm.dedup();
+        if s.len() != 4 || norm != [2, 3] {
+            return Err(bad(format!(
+                "averages over axes {axes:?} of a rank-{} value; only the two spatial axes of an \
+                 NCHW value (adaptive average pooling to 1x1) are supported",
+                s.len()
+            )));
+        }
+        let pooled = vec![s[0], s[1], Int::Known(1), Int::Known(1)];
+        if a.int("keepdims", 1) != 0 {
+            return Ok((Op::GlobalAvgPool, vec![x], pooled));
+        }
+        // keepdims=0: the pool under its own name, then (N, C, 1, 1) -> (N, C)
+        let out = n.output.first().cloned().unwrap_or_default();
+        let pool_name = format!("{out}/pooled");
+        self.def.nodes.push(NodeDef {
+            name: format!("{}/pool", node_label(n)),
+            op: Op::GlobalAvgPool,
+            inputs: vec![x],
+            output: pool_name.clone(),
+        });
+        self.vals.insert(pool_name.clone(), Val::Dyn(pooled));
+        Ok((Op::Flatten { axis: 1 }, vec![pool_name], vec![s[0], s[1]]))
+    }
+
     fn map(
         &mut self,
         n: &NodeProto,
@@ -449,6 +506,7 @@ impl Importer {
                     vec![s[0], s[1], Int::Known(1), Int::Known(1)],
                 ))
             }
+            "ReduceMean" => self.reduce_mean(n, a),
             "Pad" => self.pad(n, a),
             "Flatten" => {
                 let (x, s) = self.value(x_name, false)?;

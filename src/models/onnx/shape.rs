@@ -131,6 +131,22 @@ pub fn axis(a: i64, rank: usize) -> Result<usize, Problem> {
 /// ONNX Reshape semantics on symbolic shapes: `0` copies the input dimension (unless
 /// `allowzero`), one `-1` is inferred.
 pub fn reshape(input: &[Int], target: &[Int], allowzero: bool) -> Result<SymShape, Problem> {
+    // PyTorch's default exporter (torch.export) writes shapes it traced as literals: `x.view(1,
+    // -1)` for `x.view(x.size(0), -1)` at batch 1. A leading literal equal to the traced size
+    // of a batch-sized leading dimension is read as "the batch", the only reading under which
+    // the network works for every batch (the same at the traced size).
+    let batch_literal = matches!(
+        (input.first(), target.first()),
+        (Some(Int::Batch(b)), Some(Int::Known(t))) if b == t && *t > 0
+    ) && !target.iter().any(|t| matches!(t, Int::Batch(_)));
+    let target: Vec<Int> = if batch_literal {
+        std::iter::once(input[0])
+            .chain(target[1..].iter().copied())
+            .collect()
+    } else {
+        target.to_vec()
+    };
+    let target = target.as_slice();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
     for (i, &t) in target.iter().enumerate() {
@@ -192,6 +208,21 @@ mod tests {
         let out = reshape(&x, &[B(1), K(-1)], false).unwrap();
         assert_eq!(out, vec![B(1), K(1280)]);
         assert_eq!(reshape_target(&x, &out).unwrap(), vec![0, 1280]);
+    }
+
+    /// torch.export's `view(1, -1)` traced at batch 1: the literal 1 is the batch.
+    #[test]
+    fn a_traced_batch_literal_stays_the_batch() {
+        let x = [B(1), K(512), K(1), K(1)];
+        let out = reshape(&x, &[K(1), K(512)], false).unwrap();
+        assert_eq!(out, vec![B(1), K(512)]);
+        assert_eq!(reshape_target(&x, &out).unwrap(), vec![0, 512]);
+        assert_eq!(
+            reshape(&x, &[K(1), K(-1)], false).unwrap(),
+            vec![B(1), K(512)]
+        );
+        // a leading literal that is not the traced batch size keeps its meaning
+        assert!(reshape(&x, &[K(2), K(256)], false).is_err());
     }
 
     #[test]
