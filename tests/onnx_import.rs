@@ -645,3 +645,19 @@ fn reduce_mean_over_channels_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// ShuffleNet's channel split of a run-time value (sizes as an input at opset 13; an uneven
+/// `num_outputs` split at opset 18): one engine Slice per part, outputs within 1e-5 of
+/// onnxruntime.
+#[test]
+fn split_of_a_run_time_value_matches_onnxruntime() {
+    for name in ["opset13_split", "opset18_split"] {
+        let m = check_against_onnxruntime(name);
+        assert_eq!(
+            kinds(&m).iter().filter(|k| **k == "Slice").count(),
+            2,
+            "{name}: {:?}",
+            kinds(&m)
+        );
+    }
+}

@@ -22,6 +22,9 @@
      (opset 18, the default exporter since PyTorch 2.9); both end in Gemm.
    - reduce_mean_channels: ReduceMean over the channel axis (no engine op yet: the importer
      must refuse it by name; no output file).
+   - opset13_split / opset18_split: ShuffleNet's channel split of a run-time value: sizes as
+     an input (opset 13), `num_outputs` with an uneven last part (opset 18); the parts go
+     through different activations and are concatenated again.
    `--only NAME` remakes one of these (each has its own seed, so the others do not change).
 2. EfficientNet-Lite0 (the shared pretrained model): an input made from a uint8 array
    `effnet.input_u8.npy` [1, 3, 224, 224] as x = (u8 - 128) / 64 (exact in f32), the
@@ -235,7 +238,30 @@ def reduce_mean_channels() -> None:
     print("reduce_mean_channels")
 
 
+def split(opset: int) -> None:
+    rng = np.random.default_rng(20261207 + opset)
+    r = lambda *shape: (rng.standard_normal(shape) * 0.5).astype(np.float32)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["conv"], name="conv", pads=[1, 1, 1, 1])]
+    if opset < 18:
+        nodes += [
+            const_node("sizes", np.array([2, 3], np.int64)),
+            helper.make_node("Split", ["conv", "sizes"], ["a", "b"], name="split", axis=1),
+        ]
+    else:
+        nodes.append(helper.make_node("Split", ["conv"], ["a", "b"], name="split", axis=1, num_outputs=2))
+    nodes += [
+        helper.make_node("Relu", ["a"], ["ra"], name="relu"),
+        helper.make_node("Sigmoid", ["b"], ["sb"], name="sigmoid"),
+        helper.make_node("Concat", ["sb", "ra"], ["out"], name="concat", axis=1),
+    ]
+    inits = [init("conv_w", r(5, 2, 3, 3)), init("conv_b", r(5))]
+    x = rng.standard_normal((2, 2, 4, 6)).astype(np.float32)
+    save(f"opset{opset}_split", nodes, inits, value("input", ["N", 2, 4, 6]),
+         value("out", ["N", 5, 4, 6]), opset, x)
+
+
 ONLY = {
+    "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
 }
 

@@ -53,6 +53,7 @@ const KINDS: [(&str, &[&str]); 4] = [
             "Identity",
             "Dropout",
             "Concat",
+            "Slice",
         ],
     ),
     ("arithmetic", &["Add", "Mul", "Sub", "Div"]),

@@ -71,6 +71,12 @@ pub enum Op {
     MatMul,
     /// Inputs: a, b with numpy broadcasting.
     Binary(BinaryOp),
+    /// `x[.., start..end, ..]` along `axis` (step 1; ONNX Split and Slice on run-time values).
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
     /// Concatenation of all inputs along `axis`.
     Concat {
         axis: usize,
@@ -154,6 +160,7 @@ impl Op {
             Op::MatMul => "MatMul",
             Op::Binary(b) => b.name(),
             Op::Concat { .. } => "Concat",
+            Op::Slice { .. } => "Slice",
             Op::Dropout { .. } => "Dropout",
             Op::Softmax { .. } => "Softmax",
             Op::Identity => "Identity",
@@ -205,6 +212,7 @@ impl Op {
             Op::MatMul => linear::matmul_output_shape(x, inputs[1]),
             Op::Binary(_) => elementwise::broadcast_shape(x, inputs[1]),
             Op::Concat { axis } => shape::concat_output_shape(*axis, inputs),
+            Op::Slice { axis, start, end } => shape::slice_output_shape(*axis, *start, *end, x),
         }
     }
 
@@ -264,6 +272,9 @@ impl Op {
             Op::MatMul => OpOutput::plain(linear::matmul_forward(x, inputs[1])?),
             Op::Binary(b) => OpOutput::plain(elementwise::forward(*b, x, inputs[1])?),
             Op::Concat { axis } => OpOutput::plain(shape::concat_forward(*axis, inputs)?),
+            Op::Slice { axis, start, end } => {
+                OpOutput::plain(shape::slice_forward(*axis, *start, *end, x)?)
+            }
             Op::Dropout { p } => {
                 if training && *p > 0.0 {
                     let (y, mask) = dropout::forward(*p, x, ctx.seed)?;
@@ -329,6 +340,9 @@ impl Op {
                 .into_iter()
                 .map(Some)
                 .collect(),
+            Op::Slice { axis, start, end } => {
+                only_x(shape::slice_backward(*axis, *start, *end, x.shape(), d_y)?)
+            }
             Op::Dropout { .. } => match saved {
                 Saved::Mask(mask) => only_x(dropout::backward(mask, d_y)?),
                 _ => only_x(d_y.clone()),

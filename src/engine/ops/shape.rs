@@ -390,6 +390,73 @@ pub fn transpose_backward(perm: &[usize], d_y: &Tensor) -> Result<Tensor, OpErro
 }
 
 // ---------------------------------------------------------------------------------------------
+// Slice (one axis, step 1)
+
+/// `x` with `axis` cut to `start..end`.
+pub fn slice_output_shape(
+    axis: usize,
+    start: usize,
+    end: usize,
+    x: &[usize],
+) -> Result<Vec<usize>, OpError> {
+    check_axis(axis, x)?;
+    if start > end || end > x[axis] {
+        crate::op_bail!(
+            "slice {start}..{end} of axis {axis} lies outside its {} entries",
+            x[axis]
+        );
+    }
+    let mut out = x.to_vec();
+    out[axis] = end - start;
+    Ok(out)
+}
+
+/// (outer, the input's row along `axis` and inward, the output's row) in elements.
+fn slice_rows(axis: usize, start: usize, end: usize, x: &[usize]) -> (usize, usize, usize) {
+    let inner: usize = x[axis + 1..].iter().product();
+    let outer: usize = x[..axis].iter().product();
+    (outer, x[axis] * inner, (end - start) * inner)
+}
+
+/// y = x[.., start..end, ..] along `axis` (ONNX Split and Slice with step 1).
+pub fn slice_forward(axis: usize, start: usize, end: usize, x: &Tensor) -> Result<Tensor, OpError> {
+    let out_shape = slice_output_shape(axis, start, end, x.shape())?;
+    let (outer, row_in, row_out) = slice_rows(axis, start, end, x.shape());
+    let offset = row_in / x.shape()[axis].max(1) * start;
+    let mut data = Vec::new();
+    data.try_reserve_exact(numel_of(&out_shape)?)
+        .map_err(|_| OpError("cannot allocate a slice's output".into()))?;
+    for o in 0..outer {
+        data.extend_from_slice(&x.data()[o * row_in + offset..][..row_out]);
+    }
+    Tensor::new(out_shape, data)
+}
+
+/// d_x: d_y at `start..end` of `axis`, zero elsewhere.
+pub fn slice_backward(
+    axis: usize,
+    start: usize,
+    end: usize,
+    x_shape: &[usize],
+    d_y: &Tensor,
+) -> Result<Tensor, OpError> {
+    let out_shape = slice_output_shape(axis, start, end, x_shape)?;
+    if d_y.shape() != out_shape.as_slice() {
+        crate::op_bail!(
+            "slice gradient has shape {:?}, expected {out_shape:?}",
+            d_y.shape()
+        );
+    }
+    let (outer, row_in, row_out) = slice_rows(axis, start, end, x_shape);
+    let offset = row_in / x_shape[axis].max(1) * start;
+    let mut g = Tensor::try_zeros(x_shape)?;
+    let gd = g.data_mut();
+    for o in 0..outer {
+        gd[o * row_in + offset..][..row_out].copy_from_slice(&d_y.data()[o * row_out..][..row_out]);
+    }
+    Ok(g)
+}
+
 // Concat
 
 pub fn concat_output_shape(axis: usize, inputs: &[&[usize]]) -> Result<Vec<usize>, OpError> {
@@ -691,6 +758,54 @@ mod tests {
                 &Op::Concat { axis },
                 &inputs,
                 &[true, true, true],
+                Mode::Eval,
+                1e-2,
+            );
+        }
+    }
+
+    #[test]
+    fn slice_values_and_errors() {
+        // (2, 3): columns 1..3
+        let x = t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let y = slice_forward(1, 1, 3, &x).unwrap();
+        assert_eq!(y.shape(), &[2, 2]);
+        assert_eq!(y.data(), &[2.0, 3.0, 5.0, 6.0]);
+        let y = slice_forward(0, 1, 2, &x).unwrap();
+        assert_eq!(y.data(), &[4.0, 5.0, 6.0]);
+        assert_eq!(slice_forward(1, 2, 2, &x).unwrap().shape(), &[2, 0]);
+        assert!(slice_forward(1, 2, 4, &x).is_err());
+        assert!(slice_forward(1, 2, 1, &x).is_err());
+        assert!(slice_forward(2, 0, 1, &x).is_err());
+        let g = slice_backward(1, 1, 3, &[2, 3], &t(&[2, 2], &[1.0, 2.0, 3.0, 4.0])).unwrap();
+        assert_eq!(g.data(), &[0.0, 1.0, 2.0, 0.0, 3.0, 4.0]);
+        assert!(slice_backward(1, 1, 3, &[2, 3], &t(&[2, 1], &[1.0, 2.0])).is_err());
+    }
+
+    /// Splitting and concatenating again is the identity, on every axis.
+    #[test]
+    fn slices_concatenated_give_the_input_back() {
+        let x = test_tensor(&[2, 5, 3, 4], 11);
+        for axis in 0..4 {
+            let d = x.shape()[axis];
+            let cut = d / 2;
+            let a = slice_forward(axis, 0, cut, &x).unwrap();
+            let b = slice_forward(axis, cut, d, &x).unwrap();
+            assert_eq!(concat_forward(axis, &[&a, &b]).unwrap(), x, "axis {axis}");
+        }
+    }
+
+    #[test]
+    fn slice_gradients_along_each_axis() {
+        for axis in 0..3 {
+            assert_op_gradients(
+                &Op::Slice {
+                    axis,
+                    start: 1,
+                    end: 3,
+                },
+                &[test_tensor(&[3, 4, 5], 12)],
+                &[true],
                 Mode::Eval,
                 1e-2,
             );

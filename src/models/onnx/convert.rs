@@ -34,6 +34,7 @@ const SUPPORTED: &[&str] = &[
     "AveragePool",
     "GlobalAveragePool",
     "ReduceMean",
+    "Split",
     "Pad",
     "Flatten",
     "Reshape",
@@ -352,6 +353,9 @@ impl Importer {
             self.vals.insert(out, Val::Const(c));
             return Ok(());
         }
+        if op == "Split" {
+            return self.split(n, &attrs);
+        }
         let present: Vec<Option<&Const>> = n
             .input
             .iter()
@@ -409,6 +413,68 @@ impl Importer {
                 .map(Some)
                 .ok_or_else(|| bad(format!("{what} '{name}' must be a constant"))),
         }
+    }
+
+    /// `Split` of a run-time value: one engine `Slice` per output (sizes from the `split`
+    /// attribute before opset 13, the `split` input from 13, else `num_outputs` (opset 18) or
+    /// the output count, equal parts with a smaller last one as ONNX specifies).
+    fn split(&mut self, n: &NodeProto, a: &Attrs) -> Result<(), Problem> {
+        let (x, s) = self.value(self.required(n, 0)?, false)?;
+        let axis = shape::axis(a.int("axis", 0), s.len())?;
+        let Int::Known(dim) = s[axis] else {
+            return Err(bad(format!(
+                "splits axis {axis}, the batch axis; only fixed-size axes can be split"
+            )));
+        };
+        let outputs = n.output.len();
+        let sizes: Vec<i64> = match if self.opset < 13 {
+            a.ints("split")
+        } else {
+            self.const_input(n, 1, "the split sizes")?
+                .map(|c| c.to_i64("split"))
+                .transpose()?
+        } {
+            Some(v) => v,
+            None => {
+                let parts = if self.opset >= 18 {
+                    a.int("num_outputs", outputs as i64)
+                } else {
+                    outputs as i64
+                };
+                if parts <= 0 {
+                    return Err(bad(format!("splits into {parts} parts")));
+                }
+                let each = (dim + parts - 1) / parts;
+                (0..parts)
+                    .map(|i| each.min(dim - i * each).max(0))
+                    .collect()
+            }
+        };
+        if sizes.len() != outputs
+            || sizes.iter().any(|&v| v < 0)
+            || sizes.iter().sum::<i64>() != dim
+        {
+            return Err(bad(format!(
+                "splits axis {axis} of size {dim} into {sizes:?} for {outputs} outputs"
+            )));
+        }
+        let mut start = 0usize;
+        for (k, (out, &len)) in n.output.iter().zip(&sizes).enumerate() {
+            let end = start + len as usize;
+            let mut shape_k = s.clone();
+            shape_k[axis] = Int::Known(len);
+            if !out.is_empty() {
+                self.def.nodes.push(NodeDef {
+                    name: format!("{}/{k}", node_label(n)),
+                    op: Op::Slice { axis, start, end },
+                    inputs: vec![x.clone()],
+                    output: out.clone(),
+                });
+                self.vals.insert(out.clone(), Val::Dyn(shape_k));
+            }
+            start = end;
+        }
+        Ok(())
     }
 
     /// `ReduceMean` over the two spatial axes of an NCHW value: adaptive average pooling to 1×1
