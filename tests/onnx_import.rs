@@ -661,3 +661,20 @@ fn split_of_a_run_time_value_matches_onnxruntime() {
         );
     }
 }
+
+/// ConvNeXt's block as the legacy exporter writes it (LayerNormalization on channels-last
+/// values, GELU decomposed through Erf) and the opset-20 `Gelu` operator in both
+/// approximations with a two-axis LayerNormalization: outputs within 1e-5 of onnxruntime.
+#[test]
+fn layer_norm_and_gelu_match_onnxruntime() {
+    let m = check_against_onnxruntime("opset17_layer_norm");
+    let k = kinds(&m);
+    assert!(k.contains(&"LayerNorm") && k.contains(&"Erf"), "{k:?}");
+    let m = check_against_onnxruntime("opset20_gelu");
+    assert_eq!(
+        kinds(&m).iter().filter(|k| **k == "Gelu").count(),
+        2,
+        "{:?}",
+        kinds(&m)
+    );
+}

@@ -25,6 +25,11 @@
    - opset13_split / opset18_split: ShuffleNet's channel split of a run-time value: sizes as
      an input (opset 13), `num_outputs` with an uneven last part (opset 18); the parts go
      through different activations and are concatenated again.
+   - opset17_layer_norm: ConvNeXt's block as the legacy exporter writes it: Transpose to
+     channels-last, LayerNormalization (scale and bias) over the last axis, MatMul, GELU
+     decomposed into Div, Erf, Add, Mul, Mul, Transpose back.
+   - opset20_gelu: the `Gelu` operator with approximate="tanh" and "none", and a
+     LayerNormalization over the last two axes without bias.
    `--only NAME` remakes one of these (each has its own seed, so the others do not change).
 2. EfficientNet-Lite0 (the shared pretrained model): an input made from a uint8 array
    `effnet.input_u8.npy` [1, 3, 224, 224] as x = (u8 - 128) / 64 (exact in f32), the
@@ -260,7 +265,43 @@ def split(opset: int) -> None:
          value("out", ["N", 5, 4, 6]), opset, x)
 
 
+def layer_norm_block() -> None:
+    rng = np.random.default_rng(20261208)
+    r = lambda *shape: (rng.standard_normal(shape) * 0.5).astype(np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["nhwc"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("LayerNormalization", ["nhwc", "ln_g", "ln_b"], ["ln"], name="norm", axis=-1,
+                         epsilon=1e-6),
+        helper.make_node("MatMul", ["ln", "fc_w"], ["fc"], name="fc"),
+        const_node("sqrt2", np.array(np.sqrt(2.0), np.float32)),
+        helper.make_node("Div", ["fc", "sqrt2"], ["d"], name="gelu_div"),
+        helper.make_node("Erf", ["d"], ["e"], name="gelu_erf"),
+        const_node("one", np.array(1.0, np.float32)),
+        helper.make_node("Add", ["e", "one"], ["a"], name="gelu_add"),
+        helper.make_node("Mul", ["fc", "a"], ["m"], name="gelu_mul"),
+        const_node("half", np.array(0.5, np.float32)),
+        helper.make_node("Mul", ["m", "half"], ["gelu"], name="gelu_half"),
+        helper.make_node("Transpose", ["gelu"], ["out"], name="to_nchw", perm=[0, 3, 1, 2]),
+    ]
+    inits = [init("ln_g", r(4) + 1.0), init("ln_b", r(4)), init("fc_w", r(4, 6))]
+    x = (rng.standard_normal((2, 4, 3, 5)) * 2.0 + 0.5).astype(np.float32)
+    save("opset17_layer_norm", nodes, inits, value("input", ["N", 4, 3, 5]), value("out", ["N", 6, 3, 5]), 17, x)
+
+
+def gelu_op() -> None:
+    rng = np.random.default_rng(20261209)
+    nodes = [
+        helper.make_node("Gelu", ["input"], ["g_tanh"], name="gelu_tanh", approximate="tanh"),
+        helper.make_node("Gelu", ["g_tanh"], ["g_erf"], name="gelu_erf"),
+        helper.make_node("LayerNormalization", ["g_erf", "ln_g"], ["out"], name="norm", axis=-2),
+    ]
+    inits = [init("ln_g", (rng.standard_normal((3, 5)) * 0.5 + 1.0).astype(np.float32))]
+    x = (rng.standard_normal((2, 4, 3, 5)) * 2.0).astype(np.float32)
+    save("opset20_gelu", nodes, inits, value("input", ["N", 4, 3, 5]), value("out", ["N", 4, 3, 5]), 20, x)
+
+
 ONLY = {
+    "layer_norm": lambda: (layer_norm_block(), gelu_op()),
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
 }

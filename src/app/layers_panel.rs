@@ -27,7 +27,7 @@ const GAP: u32 = 2;
 
 /// Op families that can be hidden from the table.
 const KINDS: [(&str, &[&str]); 4] = [
-    ("batch norm", &["BatchNorm2d"]),
+    ("batch norm", &["BatchNorm2d", "LayerNorm"]),
     (
         "activations",
         &[
@@ -40,6 +40,8 @@ const KINDS: [(&str, &[&str]); 4] = [
             "HardSigmoid",
             "HardSwish",
             "Silu",
+            "Erf",
+            "Gelu",
             "Softmax",
         ],
     ),

@@ -30,6 +30,13 @@ pub enum Activation {
     HardSwish,
     /// x * sigmoid(x)
     Silu,
+    /// The error function (ONNX Erf; the legacy exporter's GELU is built from it).
+    Erf,
+    /// x · Φ(x), Φ the standard normal CDF (`tanh: false`, PyTorch's default), or its tanh
+    /// approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (`tanh: true`).
+    Gelu {
+        tanh: bool,
+    },
 }
 
 impl Activation {
@@ -43,9 +50,20 @@ impl Activation {
             Activation::HardSigmoid { .. } => "HardSigmoid",
             Activation::HardSwish => "HardSwish",
             Activation::Silu => "Silu",
+            Activation::Erf => "Erf",
+            Activation::Gelu { .. } => "Gelu",
         }
     }
 }
+
+use std::f32::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI};
+
+/// √(2/π), the tanh-GELU's scale.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// The tanh-GELU's cubic coefficient.
+const GELU_TANH_C: f32 = 0.044_715;
+/// 1/√(2π), the standard normal density at 0.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 /// Logistic function. Branch-free: for very negative x, exp(-x) overflows to +inf and the
 /// quotient is exactly 0, which is the right limit.
@@ -92,6 +110,14 @@ macro_rules! specialise {
                 let $a = Activation::Silu;
                 $body
             }
+            Activation::Erf => {
+                let $a = Activation::Erf;
+                $body
+            }
+            Activation::Gelu { tanh } => {
+                let $a = Activation::Gelu { tanh };
+                $body
+            }
         }
     };
 }
@@ -115,6 +141,11 @@ impl Activation {
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::Silu => x * sigmoid(x),
+            Activation::Erf => libm::erff(x),
+            Activation::Gelu { tanh: false } => 0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2)),
+            Activation::Gelu { tanh: true } => {
+                0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh())
+            }
         }
     }
 
@@ -152,6 +183,18 @@ impl Activation {
             Activation::Silu => {
                 let s = sigmoid(x);
                 s * (1.0 + x * (1.0 - s))
+            }
+            // 2/√π · e^(−x²)
+            Activation::Erf => FRAC_2_SQRT_PI * (-x * x).exp(),
+            // Φ(x) + x·φ(x)
+            Activation::Gelu { tanh: false } => {
+                0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2))
+                    + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+            }
+            Activation::Gelu { tanh: true } => {
+                let t = (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh();
+                0.5 * (1.0 + t)
+                    + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x)
             }
         }
     }
@@ -302,7 +345,7 @@ mod tests {
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
     use crate::engine::ops::{Mode, Op};
 
-    const ALL: [Activation; 10] = [
+    const ALL: [Activation; 13] = [
         Activation::Relu,
         Activation::Clip { min: 0.0, max: 6.0 },
         Activation::Clip {
@@ -322,6 +365,9 @@ mod tests {
         },
         Activation::HardSwish,
         Activation::Silu,
+        Activation::Erf,
+        Activation::Gelu { tanh: false },
+        Activation::Gelu { tanh: true },
     ];
 
     /// Inputs spread over [-4, 4] that avoid every kink (0, ±3, clip bounds, hard-sigmoid
@@ -379,6 +425,14 @@ mod tests {
             0.7
         );
         assert!((Activation::Silu.apply(1.0) - 0.7310586).abs() < 1e-6);
+        // torch.nn.functional.gelu(x) and gelu(x, approximate="tanh"), torch.erf, at 1.0 and -2.0
+        let close = |a: f32, b: f32| assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        close(Activation::Gelu { tanh: false }.apply(1.0), 0.841_344_7);
+        close(Activation::Gelu { tanh: false }.apply(-2.0), -0.045_500_26);
+        close(Activation::Gelu { tanh: true }.apply(1.0), 0.841_191_97);
+        close(Activation::Gelu { tanh: true }.apply(-2.0), -0.045_402_3);
+        close(Activation::Erf.apply(1.0), 0.842_700_8);
+        close(Activation::Erf.apply(-2.0), -0.995_322_3);
         assert_eq!(Activation::Sigmoid.apply(-200.0), 0.0);
         assert_eq!(Activation::Sigmoid.apply(200.0), 1.0);
     }

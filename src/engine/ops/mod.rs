@@ -13,6 +13,7 @@ pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub(crate) mod lanes;
+pub mod layer_norm;
 pub mod linear;
 pub mod norm;
 pub mod pool;
@@ -42,6 +43,12 @@ pub enum Op {
     FusedConv2d(FusedConvSpec),
     /// Inputs: x `[n, c, h, w]`, gamma `[c]`, beta `[c]`, running_mean `[c]`, running_var `[c]`.
     BatchNorm2d(BatchNormSpec),
+    /// Layer normalisation over axes `axis..`. Inputs: x (any rank > axis), scale and optional
+    /// bias of shape `x.shape[axis..]`.
+    LayerNorm {
+        axis: usize,
+        eps: f32,
+    },
     /// Element-wise activation. Input: x (any shape).
     Activation(Activation),
     /// Input: x `[n, c, h, w]`.
@@ -148,6 +155,7 @@ impl Op {
             Op::Conv2d(_) => "Conv2d",
             Op::FusedConv2d(_) => "FusedConv2d",
             Op::BatchNorm2d(_) => "BatchNorm2d",
+            Op::LayerNorm { .. } => "LayerNorm",
             Op::Activation(a) => a.name(),
             Op::MaxPool2d(_) => "MaxPool2d",
             Op::AvgPool2d(_) => "AvgPool2d",
@@ -172,7 +180,7 @@ impl Op {
         match self {
             Op::Conv2d(_) | Op::FusedConv2d(_) => (2, 3),
             Op::BatchNorm2d(_) => (5, 5),
-            Op::Gemm(_) => (2, 3),
+            Op::Gemm(_) | Op::LayerNorm { .. } => (2, 3),
             Op::MatMul | Op::Binary(_) => (2, 2),
             Op::Concat { .. } => (1, usize::MAX),
             _ => (1, 1),
@@ -200,6 +208,9 @@ impl Op {
             Op::Conv2d(s) => conv::output_shape(s, x, inputs[1], inputs.get(2).copied()),
             Op::FusedConv2d(s) => conv::output_shape(&s.conv, x, inputs[1], inputs.get(2).copied()),
             Op::BatchNorm2d(_) => norm::output_shape(x, &inputs[1..]),
+            Op::LayerNorm { axis, .. } => {
+                layer_norm::output_shape(*axis, x, inputs[1], inputs.get(2).copied())
+            }
             Op::Activation(_) | Op::Dropout { .. } | Op::Identity => Ok(x.to_vec()),
             Op::Softmax { axis } => shape::check_axis(*axis, x).map(|_| x.to_vec()),
             Op::MaxPool2d(s) | Op::AvgPool2d(s) => pool::output_shape(s, x),
@@ -242,6 +253,13 @@ impl Op {
                     running_stats: running,
                 }
             }
+            Op::LayerNorm { axis, eps } => OpOutput::plain(layer_norm::forward(
+                *axis,
+                *eps,
+                x,
+                inputs[1],
+                inputs.get(2).copied(),
+            )?),
             Op::Activation(a) => OpOutput::plain(activation::forward(*a, x)),
             Op::MaxPool2d(s) => {
                 let (y, argmax) = pool::max_forward(s, x)?;
@@ -317,6 +335,9 @@ impl Op {
                 conv::backward_fused(s, x, inputs[1], inputs.len() > 2, y, d_y.clone(), needs)?
             }
             Op::BatchNorm2d(s) => batch_norm_backward(s, inputs, saved, d_y.clone(), needs, mode)?,
+            Op::LayerNorm { axis, eps } => {
+                layer_norm::backward(*axis, *eps, x, inputs[1], inputs.len() > 2, d_y, needs)?
+            }
             Op::Activation(a) => only_x(activation::backward(*a, x, y, d_y)),
             Op::MaxPool2d(_) => {
                 let Saved::Argmax(argmax) = saved else {

@@ -26,6 +26,9 @@ const SUPPORTED: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Tanh",
+    "Erf",
+    "Gelu",
+    "LayerNormalization",
     "Mul",
     "Add",
     "Sub",
@@ -477,6 +480,33 @@ impl Importer {
         Ok(())
     }
 
+    /// `LayerNormalization` (opset 17): normalised over `axis..` (default the last axis), scale
+    /// and optional bias of that trailing shape. Only its first output (the extra `Mean` and
+    /// `InvStdDev` outputs are training intermediates no exporter reads).
+    fn layer_norm(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(bad(
+                "reads its Mean or InvStdDev output, which is not supported",
+            ));
+        }
+        let (x, s) = self.value(self.required(n, 0)?, false)?;
+        let axis = shape::axis(a.int("axis", -1), s.len())?;
+        if axis == 0 {
+            return Err(bad("normalises over the batch axis"));
+        }
+        let eps = a.float("epsilon", 1e-5);
+        let (scale, _) = self.value(self.required(n, 1)?, true)?;
+        let mut inputs = vec![x, scale];
+        if let Some(b) = self.input_name(n, 2) {
+            inputs.push(self.value(b, true)?.0);
+        }
+        Ok((Op::LayerNorm { axis, eps }, inputs, s))
+    }
+
     /// `ReduceMean` over the two spatial axes of an NCHW value: adaptive average pooling to 1×1
     /// as both PyTorch exporters write it (axes as an attribute before opset 18, as a constant
     /// input from 18 on, where PyTorch's default exporter writes `(-1, -2)`). `keepdims=1` is the
@@ -544,7 +574,8 @@ impl Importer {
             "Conv" => self.conv(n, a),
             "BatchNormalization" => self.batch_norm(n, a),
             "MaxPool" | "AveragePool" => self.pool(n, a, op == "MaxPool"),
-            "Relu" | "Sigmoid" | "Tanh" | "HardSwish" | "LeakyRelu" | "HardSigmoid" | "Clip" => {
+            "Relu" | "Sigmoid" | "Tanh" | "HardSwish" | "LeakyRelu" | "HardSigmoid" | "Clip"
+            | "Erf" | "Gelu" => {
                 let act = self.activation(n, op, a)?;
                 let (x, s) = self.value(x_name, false)?;
                 Ok((Op::Activation(act), vec![x], s))
@@ -573,6 +604,7 @@ impl Importer {
                 ))
             }
             "ReduceMean" => self.reduce_mean(n, a),
+            "LayerNormalization" => self.layer_norm(n, a),
             "Pad" => self.pad(n, a),
             "Flatten" => {
                 let (x, s) = self.value(x_name, false)?;
@@ -713,6 +745,12 @@ impl Importer {
             "Sigmoid" => Activation::Sigmoid,
             "Tanh" => Activation::Tanh,
             "HardSwish" => Activation::HardSwish,
+            "Erf" => Activation::Erf,
+            "Gelu" => match a.string("approximate", "none").as_str() {
+                "none" => Activation::Gelu { tanh: false },
+                "tanh" => Activation::Gelu { tanh: true },
+                other => return Err(bad(format!("has approximate={other:?} (none or tanh)"))),
+            },
             "LeakyRelu" => Activation::LeakyRelu {
                 alpha: a.float("alpha", 0.01),
             },
