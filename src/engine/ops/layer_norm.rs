@@ -136,10 +136,7 @@ pub fn backward(
                 acc[i] += f64::from(dyr[i] * (xr[i] - mean) * inv_std);
             }
         }
-        Some(Tensor::new(
-            scale.shape().to_vec(),
-            acc.iter().map(|&v| v as f32).collect(),
-        )?)
+        Some(to_tensor(scale.shape(), &acc)?)
     } else {
         None
     };
@@ -152,15 +149,17 @@ pub fn backward(
                     *a += f64::from(v);
                 }
             }
-            Some(Tensor::new(
-                scale.shape().to_vec(),
-                acc.iter().map(|&v| v as f32).collect(),
-            )?)
+            Some(to_tensor(scale.shape(), &acc)?)
         } else {
             None
         });
     }
     Ok(out)
+}
+
+/// f64 sums as a float32 tensor of `shape`.
+fn to_tensor(shape: &[usize], sums: &[f64]) -> Result<Tensor, OpError> {
+    Tensor::new(shape.to_vec(), sums.iter().map(|&v| v as f32).collect())
 }
 
 #[cfg(test)]

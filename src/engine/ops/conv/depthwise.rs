@@ -46,6 +46,32 @@ impl Phases {
         Self { qw, len, rows }
     }
 
+    /// Where padded cell (row phase `rp`, phase row `i`, column phase `cp`, phase column `j`)
+    /// lies in the phase planes.
+    fn cell(&self, g: &Geom, rp: usize, i: usize, cp: usize, j: usize) -> usize {
+        (rp * g.sw + cp) * self.len + i * self.qw + j
+    }
+
+    /// The input row at phase row `i` of row phase `rp`, by column phase: (first input column
+    /// of that phase, its cell, how many columns: every `sw`-th from the first). Shared by the
+    /// scatter into the planes and the adjoint's gather out of them.
+    fn column_runs<'a>(
+        &'a self,
+        g: &'a Geom,
+        rp: usize,
+        i: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
+        let sw = g.sw;
+        (0..sw).filter_map(move |cp| {
+            // first input column whose padded column lies in phase cp
+            let ix0 = (cp + sw - g.left % sw) % sw;
+            (ix0 < g.w).then(|| {
+                let j0 = (ix0 + g.left) / sw;
+                (ix0, self.cell(g, rp, i, cp, j0), (g.w - ix0).div_ceil(sw))
+            })
+        })
+    }
+
     /// Accumulator floats of one block (whole chunks).
     fn acc_len(&self) -> usize {
         (self.rows * self.qw).div_ceil(CHUNK) * CHUNK
@@ -172,7 +198,7 @@ simd::kernel! {
             let r = iy + g.top;
             let (rp, i) = (r % sh, r / sh);
             if sw == 1 {
-                src[rp * ph.len + i * ph.qw + g.left..][..g.w].copy_from_slice(xrow);
+                src[ph.cell(g, rp, i, 0, g.left)..][..g.w].copy_from_slice(xrow);
                 continue;
             }
             if sw == 2 {
@@ -199,15 +225,8 @@ simd::kernel! {
                 }
                 continue;
             }
-            for cp in 0..sw {
-                // first input column whose padded column lies in phase cp
-                let ix0 = (cp + sw - g.left % sw) % sw;
-                if ix0 >= g.w {
-                    continue;
-                }
-                let j0 = (ix0 + g.left) / sw;
-                let count = (g.w - ix0).div_ceil(sw);
-                let dst = &mut src[(rp * sw + cp) * ph.len + i * ph.qw + j0..][..count];
+            for (ix0, cell, count) in ph.column_runs(g, rp, i) {
+                let dst = &mut src[cell..][..count];
                 for (d, &v) in dst.iter_mut().zip(xrow[ix0..].iter().step_by(sw)) {
                     *d = v;
                 }
@@ -289,18 +308,11 @@ simd::kernel! {
             let r = iy + g.top;
             let (rp, i) = (r % sh, r / sh);
             if sw == 1 {
-                dxrow.copy_from_slice(&planes[rp * ph.len + i * ph.qw + g.left..][..g.w]);
+                dxrow.copy_from_slice(&planes[ph.cell(g, rp, i, 0, g.left)..][..g.w]);
                 continue;
             }
-            for cp in 0..sw {
-                // first input column whose padded column lies in phase cp
-                let ix0 = (cp + sw - g.left % sw) % sw;
-                if ix0 >= g.w {
-                    continue;
-                }
-                let j0 = (ix0 + g.left) / sw;
-                let count = (g.w - ix0).div_ceil(sw);
-                let src = &planes[(rp * sw + cp) * ph.len + i * ph.qw + j0..][..count];
+            for (ix0, cell, count) in ph.column_runs(g, rp, i) {
+                let src = &planes[cell..][..count];
                 for (d, &v) in dxrow[ix0..].iter_mut().step_by(sw).zip(src) {
                     *d = v;
                 }
