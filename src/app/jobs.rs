@@ -25,33 +25,30 @@ pub const SOFTWARE_REPAINT_INTERVAL: Duration = Duration::from_millis(250);
 /// settings).
 static REPAINT_INTERVAL_MS: AtomicU64 = AtomicU64::new(100);
 
-/// When any worker last asked for an immediate repaint (ms since [`clock`]'s start; `u64::MAX`
-/// for never). One for all jobs: a training run and its probe's Grad-CAM together still cost
-/// at most one frame per interval.
+/// The last wake-up any worker asked for (ms on [`clock_ms`]; it lies ahead while one is
+/// scheduled; `u64::MAX` for never). One for all jobs: a training run and its probe's Grad-CAM
+/// together still cost at most one frame per interval.
 static LAST_REPAINT_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 
-fn env_interval() -> Option<Duration> {
-    std::env::var("CONVSCOPE_REPAINT_MS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis)
-}
-
-/// Sets the interval for the renderer found at start-up; `CONVSCOPE_REPAINT_MS` wins.
+/// Sets the interval for the renderer found at start-up (`CONVSCOPE_REPAINT_MS`, read by
+/// [`repaint_interval_ms`], still wins).
 pub fn set_software_rendering(software: bool) {
-    let interval = env_interval().unwrap_or(if software {
+    let interval = if software {
         SOFTWARE_REPAINT_INTERVAL
     } else {
         GPU_REPAINT_INTERVAL
-    });
+    };
     let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX / 2);
     REPAINT_INTERVAL_MS.store(ms, Ordering::Relaxed);
 }
 
+/// `CONVSCOPE_REPAINT_MS` (read once), else the interval for the renderer.
 fn repaint_interval_ms() -> u64 {
     static FROM_ENV: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let from_env = FROM_ENV.get_or_init(|| {
-        env_interval().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
+        std::env::var("CONVSCOPE_REPAINT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
     });
     from_env.unwrap_or_else(|| REPAINT_INTERVAL_MS.load(Ordering::Relaxed))
 }

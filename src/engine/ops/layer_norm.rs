@@ -3,7 +3,7 @@
 //! own mean and (biased) variance, then scaled and shifted element-wise.
 //!
 //! Shapes: x `[.., d_axis, ..]` (any rank), scale and bias `x.shape[axis..]`; y as x. The
-//! row statistics are summed in f64 and recomputed by the backward (they cost one pass over x;
+//! row statistics are summed in f64 and recomputed once by the backward (one pass over x;
 //! keeping them would need a saved-state variant for one op that vision transformers use a
 //! few dozen times per pass).
 
@@ -98,6 +98,12 @@ pub fn backward(
     let need = |i: usize| needs.get(i).copied().unwrap_or(false);
     let d: usize = x.shape()[axis..].iter().product();
     let g = scale.data();
+    // (mean, inv_std) of every row, once for d_x and d_scale
+    let stats: Vec<(f32, f32)> = if d > 0 && (need(0) || need(1)) {
+        x.data().par_chunks(d).map(|r| row_stats(r, eps)).collect()
+    } else {
+        Vec::new()
+    };
     let d_x = if need(0) {
         let mut d_x = Tensor::try_zeros(x.shape())?;
         if d > 0 {
@@ -105,8 +111,8 @@ pub fn backward(
                 .par_chunks_mut(d)
                 .with_min_len(rows_per_task(d))
                 .zip(x.data().par_chunks(d).zip(d_y.data().par_chunks(d)))
-                .for_each(|(dxr, (xr, dyr))| {
-                    let (mean, inv_std) = row_stats(xr, eps);
+                .zip(stats.par_iter())
+                .for_each(|((dxr, (xr, dyr)), &(mean, inv_std))| {
                     let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
                     for i in 0..d {
                         let gi = f64::from(dyr[i] * g[i]);
@@ -126,12 +132,12 @@ pub fn backward(
     };
     let d_scale = if need(1) {
         let mut acc = vec![0.0f64; d];
-        for (xr, dyr) in x
+        for ((xr, dyr), &(mean, inv_std)) in x
             .data()
             .chunks_exact(d.max(1))
             .zip(d_y.data().chunks_exact(d.max(1)))
+            .zip(&stats)
         {
-            let (mean, inv_std) = row_stats(xr, eps);
             for i in 0..d {
                 acc[i] += f64::from(dyr[i] * (xr[i] - mean) * inv_std);
             }

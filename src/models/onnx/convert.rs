@@ -418,6 +418,24 @@ impl Importer {
         }
     }
 
+    /// Integers that the opset moved from attribute `name` to constant input `i` at opset
+    /// `input_since` (Split's sizes at 13, ReduceMean's axes at 18); None when absent.
+    fn ints_attr_or_input(
+        &self,
+        n: &NodeProto,
+        a: &Attrs,
+        name: &str,
+        i: usize,
+        input_since: i64,
+    ) -> Result<Option<Vec<i64>>, Problem> {
+        if self.opset < input_since {
+            return Ok(a.ints(name));
+        }
+        self.const_input(n, i, &format!("the {name} input"))?
+            .map(|c| c.to_i64(name))
+            .transpose()
+    }
+
     /// `Split` of a run-time value: one engine `Slice` per output (sizes from the `split`
     /// attribute before opset 13, the `split` input from 13, else `num_outputs` (opset 18) or
     /// the output count, equal parts with a smaller last one as ONNX specifies).
@@ -430,13 +448,7 @@ impl Importer {
             )));
         };
         let outputs = n.output.len();
-        let sizes: Vec<i64> = match if self.opset < 13 {
-            a.ints("split")
-        } else {
-            self.const_input(n, 1, "the split sizes")?
-                .map(|c| c.to_i64("split"))
-                .transpose()?
-        } {
+        let sizes: Vec<i64> = match self.ints_attr_or_input(n, a, "split", 1, 13)? {
             Some(v) => v,
             None => {
                 let parts = if self.opset >= 18 {
@@ -518,14 +530,7 @@ impl Importer {
         a: &Attrs,
     ) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let (x, s) = self.value(self.required(n, 0)?, false)?;
-        let axes: Option<Vec<i64>> = if self.opset < 18 {
-            a.ints("axes")
-        } else {
-            self.const_input(n, 1, "the axes")?
-                .map(|c| c.to_i64("axes"))
-                .transpose()?
-        };
-        let axes = match axes {
+        let axes = match self.ints_attr_or_input(n, a, "axes", 1, 18)? {
             Some(v) if !v.is_empty() => v,
             // no axes: every axis (or none at all with noop_with_empty_axes)
             _ if self.opset >= 18 && a.int("noop_with_empty_axes", 0) != 0 => {
