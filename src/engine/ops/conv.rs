@@ -161,10 +161,17 @@ simd::kernel! {
 /// A convolution with its (optional) activation fused: inference graphs only. Batch norm and
 /// zero padding are folded into the convolution's weights, bias and `conv.padding` by the
 /// rewrite, so they need no field here.
+///
+/// With `residual`, the op reads a fourth input r of the output's shape (x, w, b, r; the bias
+/// is then always present) and computes y = act(conv(x, w) + b + r): a ResNet block's
+/// `Add` of its shortcut and the `Relu` after it, done while the output is written instead of
+/// as two more passes over it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FusedConvSpec {
     pub conv: Conv2dSpec,
     pub activation: Option<FusedActivation>,
+    #[serde(default)]
+    pub residual: bool,
 }
 
 /// Every size a kernel needs, derived once from validated shapes.
@@ -576,6 +583,60 @@ pub fn forward_fused(
     Ok(y)
 }
 
+/// y `[n, c_out, oh, ow]` = act(conv(x, w) + b + r) with r of y's shape: [`forward_fused`]
+/// with a residual added before the activation. The 1x1 kernel starts its sums from b + r;
+/// the other paths add r and apply the activation in one pass after the convolution.
+pub fn forward_residual(
+    spec: &Conv2dSpec,
+    act: Option<FusedActivation>,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    r: &Tensor,
+) -> Result<Tensor, OpError> {
+    let g = geometry(spec, x.shape(), w.shape(), b.map(|b| b.shape()))?;
+    if r.shape() != g.output_shape().as_slice() {
+        op_bail!(
+            "residual shape {:?} does not match output shape {:?}",
+            r.shape(),
+            g.output_shape()
+        );
+    }
+    if g.is_pointwise() && !g.is_depthwise() {
+        let ops = ForwardOperands {
+            x: x.data(),
+            w: w.data(),
+            b: b.map(|b| b.data()),
+            act,
+        };
+        return pointwise::pointwise_forward_residual(&g, ops, Some(r.data()));
+    }
+    let mut y = forward_fused(spec, None, x, w, b)?; // (n, c_out, oh, ow), before r and act
+    add_residual(act, r.data(), y.data_mut());
+    Ok(y)
+}
+
+/// y = act(y + r), element-wise over equal lengths, in parallel.
+fn add_residual(act: Option<FusedActivation>, r: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(ELEMENTWISE_TASK)
+        .zip(r.par_chunks(ELEMENTWISE_TASK))
+        .for_each(|(yc, rc)| residual_act_row(yc, rc, act));
+}
+
+simd::kernel! {
+    /// row = act(row + r), vectorised.
+    fn residual_act_row(row: &mut [f32], r: &[f32], act: Option<FusedActivation>) {
+        let pairs = row.iter_mut().zip(r);
+        match act {
+            None => pairs.for_each(|(v, &r)| *v += r),
+            Some(FusedActivation::Relu) => pairs.for_each(|(v, &r)| *v = (*v + r).max(0.0)),
+            Some(FusedActivation::Clip { min, max }) => {
+                pairs.for_each(|(v, &r)| *v = (*v + r).max(min).min(max))
+            }
+        }
+    }
+}
+
 /// Backward of [`forward_fused`]: the activation's derivative is read from the output `y`
 /// (see [`FusedActivation::passes`]) and applied to `d_y` in place, then the convolution's
 /// [`backward`] runs on the masked gradient. Returns `[d_x, grad_w, grad_b]` like [`backward`].
@@ -598,7 +659,13 @@ pub fn backward_fused(
         }
         act.mask_gradient(y.data(), d_y.data_mut()); // (n, c_out, oh, ow)
     }
-    backward(&spec.conv, x, w, has_bias, &d_y, needs)
+    let mut grads = backward(&spec.conv, x, w, has_bias, &d_y, needs)?;
+    if spec.residual {
+        // d r = d z, the masked gradient itself (the input order is x, w, b, r)
+        grads.resize(3, None);
+        grads.push(needs.get(3).copied().unwrap_or(false).then_some(d_y));
+    }
+    Ok(grads)
 }
 
 /// Forward of every group of every item as GEMMs: y_g `(og, P)` = W_g `(og, K)` @ col `(K, P)`
@@ -1035,6 +1102,23 @@ mod tests {
     }
 
     /// act(naive conv + b), b optional.
+    /// act(naive conv + b + r).
+    fn naive_residual(
+        s: &Conv2dSpec,
+        act: Option<FusedActivation>,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        r: &Tensor,
+    ) -> Tensor {
+        let z = forward_naive(s, x, w, Some(b)).unwrap();
+        let data = z.data().iter().zip(r.data()).map(|(&v, &rv)| {
+            let v = v + rv;
+            act.map_or(v, |a| a.activation().apply(v))
+        });
+        Tensor::new(z.shape().to_vec(), data.collect()).unwrap()
+    }
+
     fn naive_fused(
         s: &Conv2dSpec,
         act: Option<FusedActivation>,
@@ -1375,20 +1459,62 @@ mod tests {
         #[test]
         fn pointwise_kernel_matches_naive(n in 1usize..3, groups in 1usize..3, cg in 1usize..300,
                                           og in 1usize..20, hw in 1usize..80, which in 0usize..3,
-                                          seed in 0u64..1000) {
+                                          residual: bool, seed in 0u64..1000) {
             let s = spec([1, 1], Padding2d::default(), [1, 1], groups);
             let act = [None, Some(FusedActivation::Relu),
                        Some(FusedActivation::Clip { min: -0.2, max: 0.3 })][which];
             let (xs, ws) = ([n, groups * cg, 1, hw], [groups * og, cg, 1, 1]);
             let g = geometry(&s, &xs, &ws, None).unwrap();
             let (x, w, b) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1), test_tensor(&[ws[0]], seed + 2));
-            let want = naive_fused(&s, act, &x, &w, Some(&b));
+            let r = test_tensor(&g.output_shape(), seed + 3);
+            let want = if residual {
+                naive_residual(&s, act, &x, &w, &b, &r)
+            } else {
+                naive_fused(&s, act, &x, &w, Some(&b))
+            };
             check_threads_vs_naive(&s, act, xs, ws, seed)?;
             simd::try_each_level(2, |level| {
                 let mut got = vec![f32::NAN; want.numel()];
                 let ops = ForwardOperands { x: x.data(), w: w.data(), b: Some(b.data()), act };
-                pointwise::pointwise_forward_into(&g, ops, &mut got);
+                pointwise::pointwise_forward_into(&g, ops, residual.then_some(r.data()), &mut got);
                 assert_close(&format!("{level} pointwise"), &Tensor::new(want.shape().to_vec(), got).unwrap(), &want)
+            })?;
+        }
+
+        /// The residual join on every path (1x1, direct, GEMM), at every level: forward
+        /// against act(naive + r), and backward's d_r is the activation-masked d_y while d_x,
+        /// d_w and d_b equal the plain convolution's backward of that masked gradient.
+        #[test]
+        fn residual_join_matches_naive(n in 1usize..3, c_in in 1usize..6, c_out in 1usize..6,
+                                       k in prop::sample::select(vec![1usize, 3]), stride in 1usize..3,
+                                       h in 1usize..12, relu: bool, seed in 0u64..1000) {
+            let s = spec([stride, stride], Padding2d::uniform(k / 2), [1, 1], 1);
+            let act = relu.then_some(FusedActivation::Relu);
+            let (xs, ws) = ([n, c_in, h, h + 1], [c_out, c_in, k, k]);
+            let g = geometry(&s, &xs, &ws, None).unwrap();
+            let (x, w, b) = (test_tensor(&xs, seed), test_tensor(&ws, seed + 1), test_tensor(&[c_out], seed + 2));
+            let r = test_tensor(&g.output_shape(), seed + 3);
+            let want = naive_residual(&s, act, &x, &w, &b, &r);
+            simd::try_each_level(2, |level| {
+                let y = forward_residual(&s, act, &x, &w, Some(&b), &r).unwrap();
+                assert_close(&format!("{level} residual forward"), &y, &want)?;
+                let d_y = test_tensor(y.shape(), seed + 4);
+                let fused = FusedConvSpec { conv: s.clone(), activation: act, residual: true };
+                let got = backward_fused(&fused, &x, &w, true, &y, d_y.clone(), &[true; 4]).unwrap();
+                let mut d_z = d_y.clone();
+                if let Some(a) = act {
+                    a.mask_gradient(y.data(), d_z.data_mut());
+                }
+                let plain = backward(&s, &x, &w, true, &d_z, &[true; 3]).unwrap();
+                prop_assert_eq!(got.len(), 4);
+                prop_assert_eq!(got[3].as_ref(), Some(&d_z));
+                for (i, (a, b)) in got.iter().zip(&plain).enumerate() {
+                    prop_assert_eq!(a.as_ref(), b.as_ref(), "gradient {}", i);
+                }
+                // and the gradient of r is left out when not asked for
+                let none = backward_fused(&fused, &x, &w, true, &y, d_y, &[true, true, true, false]).unwrap();
+                prop_assert!(none[3].is_none());
+                Ok(())
             })?;
         }
 

@@ -178,7 +178,10 @@ impl Op {
     /// The allowed number of inputs.
     pub fn arity(&self) -> (usize, usize) {
         match self {
-            Op::Conv2d(_) | Op::FusedConv2d(_) => (2, 3),
+            Op::Conv2d(_) => (2, 3),
+            // x, w, b, and the residual r when the spec has one (then b is required)
+            Op::FusedConv2d(s) if s.residual => (4, 4),
+            Op::FusedConv2d(_) => (2, 3),
             Op::BatchNorm2d(_) => (5, 5),
             Op::Gemm(_) | Op::LayerNorm { .. } => (2, 3),
             Op::MatMul | Op::Binary(_) => (2, 2),
@@ -206,7 +209,16 @@ impl Op {
         let x = inputs[0];
         match self {
             Op::Conv2d(s) => conv::output_shape(s, x, inputs[1], inputs.get(2).copied()),
-            Op::FusedConv2d(s) => conv::output_shape(&s.conv, x, inputs[1], inputs.get(2).copied()),
+            Op::FusedConv2d(s) => {
+                let y = conv::output_shape(&s.conv, x, inputs[1], inputs.get(2).copied())?;
+                if s.residual && inputs[3] != y.as_slice() {
+                    crate::op_bail!(
+                        "residual shape {:?} does not match output shape {y:?}",
+                        inputs[3]
+                    );
+                }
+                Ok(y)
+            }
             Op::BatchNorm2d(_) => norm::output_shape(x, &inputs[1..]),
             Op::LayerNorm { axis, .. } => {
                 layer_norm::output_shape(*axis, x, inputs[1], inputs.get(2).copied())
@@ -237,6 +249,14 @@ impl Op {
             Op::Conv2d(s) => {
                 OpOutput::plain(conv::forward(s, x, inputs[1], inputs.get(2).copied())?)
             }
+            Op::FusedConv2d(s) if s.residual => OpOutput::plain(conv::forward_residual(
+                &s.conv,
+                s.activation,
+                x,
+                inputs[1],
+                inputs.get(2).copied(),
+                inputs[3],
+            )?),
             Op::FusedConv2d(s) => OpOutput::plain(conv::forward_fused(
                 &s.conv,
                 s.activation,
@@ -494,6 +514,7 @@ mod tests {
             Op::FusedConv2d(FusedConvSpec {
                 conv: conv.clone(),
                 activation,
+                residual: false,
             })
         };
         let small = test_tensor(&[1, 3, 1, 1], 4); // broadcast against x

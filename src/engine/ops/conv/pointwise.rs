@@ -84,6 +84,17 @@ unsafe impl Sync for OutPtr {}
 /// y `(n, c_out, h, w)` = act(conv1x1(x `(n, c_in, h, w)`, w `(c_out, cg, 1, 1)`) + b), in a
 /// buffer that is not zero-filled first: the kernel writes every element exactly once.
 pub(super) fn pointwise_forward(g: &Geom, ops: ForwardOperands<'_>) -> Result<Tensor, OpError> {
+    pointwise_forward_residual(g, ops, None)
+}
+
+/// y `(n, c_out, P)` = act(W @ x + b + r): [`pointwise_forward`] with a residual `r` of y's
+/// shape added before the activation (a ResNet block's join), read once when each tile's sums
+/// start.
+pub(super) fn pointwise_forward_residual(
+    g: &Geom,
+    ops: ForwardOperands<'_>,
+    residual: Option<&[f32]>,
+) -> Result<Tensor, OpError> {
     let n = g.n * g.y_item();
     let mut y: Vec<f32> = Vec::new();
     y.try_reserve_exact(n).map_err(|_| {
@@ -94,7 +105,7 @@ pub(super) fn pointwise_forward(g: &Geom, ops: ForwardOperands<'_>) -> Result<Te
     // SAFETY: `y` has capacity n; `write_all` writes each of its n elements (the task grid
     // covers every (item, group, row tile, panel)) before `set_len` exposes them.
     unsafe {
-        write_all(simd::level(), g, ops, OutPtr(y.as_mut_ptr()));
+        write_all(simd::level(), g, ops, residual, OutPtr(y.as_mut_ptr()));
         y.set_len(n);
     }
     Tensor::new(g.output_shape(), y)
@@ -103,23 +114,39 @@ pub(super) fn pointwise_forward(g: &Geom, ops: ForwardOperands<'_>) -> Result<Te
 /// [`pointwise_forward`] into an existing buffer (tests pass NaN-filled buffers, so that an
 /// element left unwritten shows).
 #[cfg(test)]
-pub(super) fn pointwise_forward_into(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
+pub(super) fn pointwise_forward_into(
+    g: &Geom,
+    ops: ForwardOperands<'_>,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) {
     assert_eq!(y.len(), g.n * g.y_item(), "pointwise output length");
     // SAFETY: y holds the whole output and is borrowed uniquely for the call.
-    unsafe { write_all(simd::level(), g, ops, OutPtr(y.as_mut_ptr())) };
+    unsafe { write_all(simd::level(), g, ops, residual, OutPtr(y.as_mut_ptr())) };
 }
 
 /// Writes every element of the `(n, c_out, P)` output at `out`, one rayon task per tile.
 ///
 /// # Safety
 /// `out` must be valid for writes (and reads of what was written) of `n · c_out · P` floats
-/// that nothing else accesses during the call; they need not be initialised.
-unsafe fn write_all(level: Level, g: &Geom, ops: ForwardOperands<'_>, out: OutPtr) {
+/// that nothing else accesses during the call; they need not be initialised. `residual`, when
+/// given, holds as many floats.
+unsafe fn write_all(
+    level: Level,
+    g: &Geom,
+    ops: ForwardOperands<'_>,
+    residual: Option<&[f32]>,
+    out: OutPtr,
+) {
+    assert!(
+        residual.is_none_or(|r| r.len() == g.n * g.y_item()),
+        "residual length"
+    );
     let tasks = tasks(g);
     let run = |t: &Task| {
         // SAFETY: see `OutPtr`; `run_task` writes only rows `t.tiles` × columns `t.panels` of
         // item `t.item`, group `t.grp`, all inside the output (the caller's contract).
-        unsafe { run_task(level, g, ops, *t, out) }
+        unsafe { run_task(level, g, ops, residual, *t, out) }
     };
     if tasks.len() > 1 {
         tasks.par_iter().for_each(run);
@@ -133,7 +160,14 @@ unsafe fn write_all(level: Level, g: &Geom, ops: ForwardOperands<'_>, out: OutPt
 /// # Safety
 /// `out` must point to the `(n, c_out, P)` output, and no other thread may access the task's
 /// elements during the call.
-unsafe fn run_task(level: Level, g: &Geom, ops: ForwardOperands<'_>, t: Task, out: OutPtr) {
+unsafe fn run_task(
+    level: Level,
+    g: &Geom,
+    ops: ForwardOperands<'_>,
+    residual: Option<&[f32]>,
+    t: Task,
+    out: OutPtr,
+) {
     let ForwardOperands { x, w, b, act } = ops;
     let (k, p) = (g.cg, g.p());
     let x_g = &x[(t.item * g.c_in + t.grp * g.cg) * p..][..k * p]; // (K, P)
@@ -169,16 +203,23 @@ unsafe fn run_task(level: Level, g: &Geom, ops: ForwardOperands<'_>, t: Task, ou
                 let row = |r: usize| r.min(rows - 1);
                 let w_rows: [&[f32]; MR] =
                     std::array::from_fn(|r| &w[(co0 + row(r)) * k + k0..][..k1 - k0]);
-                let start = if first {
-                    Start::Bias(std::array::from_fn(|r| b.map_or(0.0, |b| b[co0 + row(r)])))
-                } else {
-                    Start::Prev
-                };
+                let bias: [f32; MR] = std::array::from_fn(|r| b.map_or(0.0, |b| b[co0 + row(r)]));
                 for panel in bp0..bp1 {
                     let c0 = panel * NC;
                     let cols = NC.min(p - c0);
                     // row r of the tile in y: NC floats when the panel is whole, else `cols`
                     let y_row = |r: usize| (t.item * g.c_out + co0 + row(r)) * p + c0;
+                    let start = match (first, residual) {
+                        (false, _) => Start::Prev,
+                        (true, None) => Start::Bias(bias),
+                        // the residual's rows, at the same offsets as y's (whole panels only:
+                        // the partial panel starts from a copy in `tmp`, below)
+                        (true, Some(res)) if cols == NC => Start::BiasPlus(
+                            bias,
+                            std::array::from_fn(|r| res[y_row(r)..][..NC].as_ptr()),
+                        ),
+                        (true, Some(_)) => Start::Prev,
+                    };
                     if cols == NC {
                         // SAFETY: rows co0..co0+rows × columns c0..c0+NC of item t.item lie
                         // inside y (length asserted by the caller) and belong to this task.
@@ -191,7 +232,12 @@ unsafe fn run_task(level: Level, g: &Geom, ops: ForwardOperands<'_>, t: Task, ou
                         continue;
                     }
                     for (r, t_row) in tmp.iter_mut().enumerate().take(rows) {
-                        if !first {
+                        if let (true, Some(res)) = (first, residual) {
+                            // bias + residual, then the K-blocks add to it like partial sums
+                            for (v, &rv) in t_row.iter_mut().zip(&res[y_row(r)..][..cols]) {
+                                *v = bias[r] + rv;
+                            }
+                        } else if !first {
                             // SAFETY: as above, `cols` floats of this task's row.
                             let prev =
                                 unsafe { std::slice::from_raw_parts(out.0.add(y_row(r)), cols) };
@@ -232,6 +278,8 @@ unsafe fn run_task(level: Level, g: &Geom, ops: ForwardOperands<'_>, t: Task, ou
 #[derive(Clone, Copy, Debug)]
 enum Start {
     Bias([f32; MR]),
+    /// The bias of each row plus that row's NC floats of a residual.
+    BiasPlus([f32; MR], [*const f32; MR]),
     Prev,
 }
 
@@ -243,7 +291,8 @@ enum Start {
 /// # Safety
 /// `level` must be supported by the CPU. Each of `outs` must point to NC floats that nothing
 /// else accesses during the call (two entries may be equal only if they compute the same
-/// values); they may be uninitialised only when `start` is [`Start::Bias`].
+/// values); they may be uninitialised only when `start` is [`Start::Bias`] or
+/// [`Start::BiasPlus`] (whose residual rows must hold NC floats each).
 #[inline(always)]
 unsafe fn tile_kernel(
     level: Level,
@@ -340,6 +389,11 @@ unsafe fn tile<V: F32Vec, const R: usize, const C: usize>(t: Tile) {
                     for (c, v) in row.iter_mut().enumerate() {
                         *v = match t.start {
                             Start::Bias(bias) => V::splat(bias[r0 + r]),
+                            Start::BiasPlus(bias, res) => {
+                                // r · 1 + bias: exact product, one rounding, as r + bias
+                                V::load(res[r0 + r].add(c0 + c * V::LANES))
+                                    .mul_add(V::splat(1.0), V::splat(bias[r0 + r]))
+                            }
                             Start::Prev => V::load(t.outs[r0 + r].add(c0 + c * V::LANES)),
                         };
                     }
