@@ -30,6 +30,14 @@
      decomposed into Div, Erf, Add, Mul, Mul, Transpose back.
    - opset20_gelu: the `Gelu` operator with approximate="tanh" and "none", and a
      LayerNormalization over the last two axes without bias.
+   - vit_legacy / vit_dynamo: a tiny torchvision VisionTransformer (32x32 input, 8x8 patches,
+     2 layers of 2 heads, width 16, 5 classes, random weights, head re-drawn from N(0, 0.02)
+     because torchvision starts it at zero) from the legacy exporter (`dynamo=False`, opset 17:
+     the class token expanded to the batch through Equal/Where shape arithmetic) and from the
+     default exporter (opset 18: the class token concatenated as a bare parameter, shapes
+     traced as literals with the batch inside `[L, N, E]`). Input batch 2; the output is
+     onnxruntime's, run on each item (the default export's literals fix the batch at 1);
+     `<name>.grad.npy` is PyTorch's float64 gradient of logit 1 of item 0 w.r.t. the input.
    `--only NAME` remakes one of these (each has its own seed, so the others do not change).
 2. EfficientNet-Lite0 (the shared pretrained model): an input made from a uint8 array
    `effnet.input_u8.npy` [1, 3, 224, 224] as x = (u8 - 128) / 64 (exact in f32), the
@@ -300,7 +308,37 @@ def gelu_op() -> None:
     save("opset20_gelu", nodes, inits, value("input", ["N", 4, 3, 5]), value("out", ["N", 4, 3, 5]), 20, x)
 
 
+def vit_tiny() -> None:
+    import torch
+    import torchvision
+
+    torch.manual_seed(20261210)
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=5).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+        torch.nn.init.normal_(model.class_token, std=0.5)
+    x = torch.randn(2, 3, 32, 32)
+    xd = x.double().requires_grad_(True)
+    model.double()(xd)[0, 1].backward()
+    model.float()
+    for name, kw in (("vit_legacy", {"dynamo": False, "opset_version": 17}), ("vit_dynamo", {})):
+        path = os.path.join(OUT, name + ".onnx")
+        torch.onnx.export(model, (x[:1],), path, input_names=["input"], output_names=["logits"], **kw)
+        onnx.save(onnx.load(path), path)  # external data (if any) folded into the one file
+        if os.path.exists(path + ".data"):
+            os.remove(path + ".data")
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        y = np.concatenate([sess.run(None, {"input": x[i:i + 1].numpy()})[0] for i in range(2)])
+        np.save(os.path.join(OUT, name + ".input.npy"), x.numpy())
+        np.save(os.path.join(OUT, name + ".output.npy"), y.astype(np.float32))
+        np.save(os.path.join(OUT, name + ".grad.npy"), xd.grad.numpy().astype(np.float32))
+        print(f"{name}: {os.path.getsize(path)} bytes, output {y.shape}")
+
+
 ONLY = {
+    "vit": vit_tiny,
     "layer_norm": lambda: (layer_norm_block(), gelu_op()),
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),

@@ -56,6 +56,7 @@ const KINDS: [(&str, &[&str]); 4] = [
             "Dropout",
             "Concat",
             "Slice",
+            "RepeatBatch",
         ],
     ),
     ("arithmetic", &["Add", "Mul", "Sub", "Div"]),

@@ -67,6 +67,10 @@ pub enum Op {
     Reshape {
         shape: Vec<i64>,
     },
+    /// Inputs: x `[1, ..]` and any value `like` `[n, ..]`: x repeated along the batch to
+    /// `[n, ..]` (an imported constant that an exporter expanded to the run-time batch). No
+    /// gradient flows to `like`, whose values are not read.
+    RepeatBatch,
     /// Permutes dimensions: output dim i is input dim `perm[i]`.
     Transpose {
         perm: Vec<usize>,
@@ -169,6 +173,7 @@ impl Op {
             Op::Binary(b) => b.name(),
             Op::Concat { .. } => "Concat",
             Op::Slice { .. } => "Slice",
+            Op::RepeatBatch => "RepeatBatch",
             Op::Dropout { .. } => "Dropout",
             Op::Softmax { .. } => "Softmax",
             Op::Identity => "Identity",
@@ -184,7 +189,7 @@ impl Op {
             Op::FusedConv2d(_) => (2, 3),
             Op::BatchNorm2d(_) => (5, 5),
             Op::Gemm(_) | Op::LayerNorm { .. } => (2, 3),
-            Op::MatMul | Op::Binary(_) => (2, 2),
+            Op::MatMul | Op::Binary(_) | Op::RepeatBatch => (2, 2),
             Op::Concat { .. } => (1, usize::MAX),
             _ => (1, 1),
         }
@@ -236,6 +241,7 @@ impl Op {
             Op::Binary(_) => elementwise::broadcast_shape(x, inputs[1]),
             Op::Concat { axis } => shape::concat_output_shape(*axis, inputs),
             Op::Slice { axis, start, end } => shape::slice_output_shape(*axis, *start, *end, x),
+            Op::RepeatBatch => shape::repeat_batch_output_shape(x, inputs[1]),
         }
     }
 
@@ -313,6 +319,7 @@ impl Op {
             Op::Slice { axis, start, end } => {
                 OpOutput::plain(shape::slice_forward(*axis, *start, *end, x)?)
             }
+            Op::RepeatBatch => OpOutput::plain(shape::repeat_batch_forward(x, inputs[1])?),
             Op::Dropout { p } => {
                 if training && *p > 0.0 {
                     let (y, mask) = dropout::forward(*p, x, ctx.seed)?;
@@ -384,6 +391,7 @@ impl Op {
             Op::Slice { axis, start, end } => {
                 only_x(shape::slice_backward(*axis, *start, *end, x.shape(), d_y)?)
             }
+            Op::RepeatBatch => vec![Some(shape::repeat_batch_backward(x.shape(), d_y)?), None],
             Op::Dropout { .. } => match saved {
                 Saved::Mask(mask) => only_x(dropout::backward(mask, d_y)?),
                 _ => only_x(d_y.clone()),

@@ -390,6 +390,54 @@ pub fn transpose_backward(perm: &[usize], d_y: &Tensor) -> Result<Tensor, OpErro
 }
 
 // ---------------------------------------------------------------------------------------------
+// RepeatBatch (a constant of batch 1 following the run-time batch)
+
+/// `[like[0], x[1..]]` for x `[1, ..]`: the batch of `like`, the rest of `x`.
+pub fn repeat_batch_output_shape(x: &[usize], like: &[usize]) -> Result<Vec<usize>, OpError> {
+    if x.first() != Some(&1) || like.is_empty() {
+        crate::op_bail!(
+            "repeats a value of shape {x:?} to the batch of shape {like:?}; it needs a leading 1 \
+             and a batch to follow"
+        );
+    }
+    let mut out = x.to_vec();
+    out[0] = like[0];
+    Ok(out)
+}
+
+/// y `[n, ..]` = x `[1, ..]` repeated n times, n = like's batch (ViT's class token,
+/// `class_token.expand(n, -1, -1)`).
+pub fn repeat_batch_forward(x: &Tensor, like: &Tensor) -> Result<Tensor, OpError> {
+    let out_shape = repeat_batch_output_shape(x.shape(), like.shape())?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(numel_of(&out_shape)?)
+        .map_err(|_| OpError("cannot allocate a repeated value".into()))?;
+    for _ in 0..out_shape[0] {
+        data.extend_from_slice(x.data());
+    }
+    Tensor::new(out_shape, data)
+}
+
+/// d_x `[1, ..]` = Σ over the batch of d_y `[n, ..]`.
+pub fn repeat_batch_backward(x_shape: &[usize], d_y: &Tensor) -> Result<Tensor, OpError> {
+    let item: usize = x_shape.iter().product();
+    if x_shape.first() != Some(&1) || d_y.shape().get(1..) != x_shape.get(1..) {
+        crate::op_bail!(
+            "repeat gradient has shape {:?}, expected [n] + {:?}",
+            d_y.shape(),
+            x_shape.get(1..).unwrap_or(&[])
+        );
+    }
+    let mut g = Tensor::try_zeros(x_shape)?;
+    for chunk in d_y.data().chunks_exact(item.max(1)) {
+        for (a, &b) in g.data_mut().iter_mut().zip(chunk) {
+            *a += b;
+        }
+    }
+    Ok(g)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Slice (one axis, step 1)
 
 /// `x` with `axis` cut to `start..end`.

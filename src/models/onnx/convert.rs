@@ -57,6 +57,18 @@ const SUPPORTED: &[&str] = &[
     "Slice",
     "ConstantOfShape",
     "Expand",
+    "Equal",
+    "Less",
+    "Greater",
+    "Not",
+    "Where",
+    "Mod",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Pow",
+    "Range",
+    "ScatterND",
 ];
 
 /// What the importer knows about a value.
@@ -80,6 +92,9 @@ struct Importer {
     /// How many node inputs and graph outputs read each name: a constant read once moves
     /// into its parameter instead of being copied (VGG16's weights are 528 MB).
     uses: HashMap<String, usize>,
+    /// The graph input's name: the value whose batch a constant expanded to the run-time
+    /// batch follows ([`Op::RepeatBatch`]).
+    input: String,
 }
 
 pub fn import_graph(
@@ -94,6 +109,7 @@ pub fn import_graph(
         def: GraphDef::default(),
         params: HashSet::new(),
         uses: HashMap::new(),
+        input: String::new(),
     };
     for name in g
         .node
@@ -279,6 +295,7 @@ impl Importer {
             shape: declared.clone(),
         });
         self.vals.insert(name.clone(), Val::Dyn(sym));
+        self.input = name.clone();
         Ok((name, declared))
     }
 
@@ -670,6 +687,9 @@ impl Importer {
             }
             "Gemm" => self.gemm(n, a),
             "MatMul" => self.matmul(n),
+            "Gather" => self.gather(n, a),
+            "Slice" => self.slice(n, a),
+            "Expand" => self.expand(n),
             "Concat" => {
                 let mut names = Vec::new();
                 let mut shapes = Vec::new();
@@ -678,8 +698,20 @@ impl Importer {
                     names.push(nm);
                     shapes.push(s);
                 }
-                let first = shapes.first().ok_or_else(|| bad("has no inputs"))?.clone();
-                let axis = shape::axis(a.int("axis", 0), first.len())?;
+                let rank = shapes.first().ok_or_else(|| bad("has no inputs"))?.len();
+                let axis = shape::axis(a.int("axis", 0), rank)?;
+                if axis != 0 && shapes.iter().any(|s| s.first() == Some(&Int::Batch(1))) {
+                    // PyTorch's default exporter traces `token.expand(n, -1, -1)` at batch 1
+                    // and writes the bare parameter: a constant with a leading 1 beside the
+                    // batch follows the batch
+                    for (nm, s) in names.iter_mut().zip(shapes.iter_mut()) {
+                        if s.first() == Some(&Int::Known(1)) && self.params.contains(nm.as_str()) {
+                            *nm = self.repeat_batch(n, nm)?;
+                            s[0] = Int::Batch(1);
+                        }
+                    }
+                }
+                let first = shapes[0].clone();
                 let mut out = first.clone();
                 out[axis] = Int::Known(0);
                 for s in &shapes {
@@ -958,6 +990,190 @@ impl Importer {
             inputs.push(self.value(c, true)?.0);
         }
         Ok((Op::Gemm(spec), inputs, vec![m, nn]))
+    }
+
+    /// `name` (a parameter `[1, ..]`) repeated to the graph input's batch, as a new value
+    /// named after the node; returns that name.
+    fn repeat_batch(&mut self, n: &NodeProto, name: &str) -> Result<String, Problem> {
+        let mut s = self.sym_shape(name)?;
+        let out = format!("{}/{name}/batch", node_label(n));
+        s[0] = Int::Batch(1);
+        self.def.nodes.push(NodeDef {
+            name: out.clone(),
+            op: Op::RepeatBatch,
+            inputs: vec![name.to_string(), self.input.clone()],
+            output: out.clone(),
+        });
+        self.vals.insert(out.clone(), Val::Dyn(s));
+        Ok(out)
+    }
+
+    /// `Gather` of a run-time value at constant indices on a fixed-size axis: a scalar index
+    /// is a one-entry `Slice` with the axis dropped (ViT's class token `x[:, 0]`, the `q, k, v`
+    /// of a fused projection); a list of indices is one `Slice` per run of consecutive indices,
+    /// concatenated.
+    fn gather(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, s) = self.value(self.required(n, 0)?, false)?;
+        let axis = shape::axis(a.int("axis", 0), s.len())?;
+        let Int::Known(len) = s[axis] else {
+            return Err(bad(format!(
+                "gathers along axis {axis}, the batch axis; only fixed-size axes are supported"
+            )));
+        };
+        let idx = self
+            .const_input(n, 1, "the indices")?
+            .ok_or_else(|| bad("has no indices"))?
+            .clone();
+        if idx.dims.len() > 1 {
+            return Err(bad(format!(
+                "has indices of shape {:?}; only a scalar or a list is supported",
+                idx.dims
+            )));
+        }
+        let ids: Vec<usize> = idx
+            .to_i64("the indices")?
+            .into_iter()
+            .map(|i| {
+                let j = if i < 0 { i + len } else { i };
+                (0..len)
+                    .contains(&j)
+                    .then_some(j as usize)
+                    .ok_or_else(|| bad(format!("index {i} is out of range for {len}")))
+            })
+            .collect::<Result<_, _>>()?;
+        // runs of consecutive indices, each one Slice
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &i in &ids {
+            match runs.last_mut() {
+                Some((_, end)) if *end == i => *end += 1,
+                _ => runs.push((i, i + 1)),
+            }
+        }
+        let out = n.output.first().cloned().unwrap_or_default();
+        let mut parts = Vec::new();
+        let mut picked = s.clone();
+        picked[axis] = Int::Known(ids.len() as i64);
+        for (k, &(start, end)) in runs.iter().enumerate() {
+            if runs.len() == 1 && idx.dims.len() == 1 {
+                // one run of a list: the Slice is the result
+                return Ok((Op::Slice { axis, start, end }, vec![x], picked));
+            }
+            let name = format!("{out}/part{k}");
+            let mut ps = s.clone();
+            ps[axis] = Int::Known((end - start) as i64);
+            self.def.nodes.push(NodeDef {
+                name: format!("{}/slice{k}", node_label(n)),
+                op: Op::Slice { axis, start, end },
+                inputs: vec![x.clone()],
+                output: name.clone(),
+            });
+            self.vals.insert(name.clone(), Val::Dyn(ps));
+            parts.push(name);
+        }
+        if idx.dims.len() == 1 {
+            return Ok((Op::Concat { axis }, parts, picked));
+        }
+        // a scalar index drops the axis
+        let mut dropped = s.clone();
+        dropped.remove(axis);
+        let engine = shape::reshape_target(&picked, &dropped)?;
+        Ok((Op::Reshape { shape: engine }, parts, dropped))
+    }
+
+    /// `Slice` of a run-time value with constant starts, ends and axes and unit steps (Swin's
+    /// `torch.roll` and window bookkeeping): one engine `Slice` per cut axis, chained. The batch
+    /// axis can only be taken whole.
+    fn slice(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, s) = self.value(self.required(n, 0)?, false)?;
+        let list = |imp: &Self, i: usize, name: &str| -> Result<Option<Vec<i64>>, Problem> {
+            if imp.opset < 10 {
+                return Ok(a.ints(name));
+            }
+            imp.const_input(n, i, name)?
+                .map(|c| c.to_i64(name))
+                .transpose()
+        };
+        let starts = list(self, 1, "starts")?.ok_or_else(|| bad("has no starts"))?;
+        let ends = list(self, 2, "ends")?.ok_or_else(|| bad("has no ends"))?;
+        let axes = list(self, 3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = list(self, 4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
+        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+            return Err(bad("has starts, ends, axes and steps of different lengths"));
+        }
+        let mut cuts = Vec::new(); // (axis, start, end)
+        for (((&st, &en), &ax), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
+            let axis = shape::axis(ax, s.len())?;
+            if step != 1 {
+                return Err(bad(format!(
+                    "steps by {step} along axis {axis}; only step 1 is supported"
+                )));
+            }
+            let len = match s[axis] {
+                Int::Known(len) => len,
+                Int::Batch(_) => {
+                    if st == 0 && en >= i64::from(i32::MAX) {
+                        continue; // the whole batch
+                    }
+                    return Err(bad(format!("cuts the batch axis {axis}")));
+                }
+            };
+            let picked = fold::slice_range(st, en, 1, len)?;
+            let start = picked.first().copied().unwrap_or(0);
+            cuts.push((axis, start, start + picked.len()));
+        }
+        let Some((&last, rest)) = cuts.split_last() else {
+            return Ok((Op::Identity, vec![x], s));
+        };
+        let out = n.output.first().cloned().unwrap_or_default();
+        let (mut cur, mut cur_shape) = (x, s);
+        for (k, &(axis, start, end)) in rest.iter().enumerate() {
+            let name = format!("{out}/cut{k}");
+            cur_shape[axis] = Int::Known((end - start) as i64);
+            self.def.nodes.push(NodeDef {
+                name: format!("{}/cut{k}", node_label(n)),
+                op: Op::Slice { axis, start, end },
+                inputs: vec![cur],
+                output: name.clone(),
+            });
+            self.vals.insert(name.clone(), Val::Dyn(cur_shape.clone()));
+            cur = name;
+        }
+        let (axis, start, end) = last;
+        cur_shape[axis] = Int::Known((end - start) as i64);
+        Ok((Op::Slice { axis, start, end }, vec![cur], cur_shape))
+    }
+
+    /// `Expand` of a value to a shape known at import time: where nothing grows it is the
+    /// value itself; a constant `[1, ..]` growing only along a run-time batch is repeated to the
+    /// batch ([`Op::RepeatBatch`]: ViT's class token from the legacy exporter). Other
+    /// broadcasts of run-time values are refused with the shapes named.
+    fn expand(&mut self, n: &NodeProto) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let x_name = self.required(n, 0)?;
+        let xs = self.sym_shape(x_name)?;
+        let target = self
+            .const_input(n, 1, "the shape")?
+            .ok_or_else(|| bad("has no shape input"))?;
+        let target: Vec<Int> = match &target.data {
+            tensor::Data::I64(v) => v.clone(),
+            tensor::Data::F32(_) => return Err(bad("has a float shape input")),
+        };
+        let out = shape::broadcast(&xs, &target)?;
+        if out == xs {
+            let (x, s) = self.value(x_name, false)?;
+            return Ok((Op::Identity, vec![x], s));
+        }
+        let grows_batch_only = out.len() == xs.len()
+            && out[0] == Int::Batch(1)
+            && xs[0] == Int::Known(1)
+            && out[1..] == xs[1..];
+        if grows_batch_only && self.konst(x_name).is_some() {
+            let (x, _) = self.value(x_name, false)?;
+            return Ok((Op::RepeatBatch, vec![x, self.input.clone()], out));
+        }
+        Err(bad(format!(
+            "broadcasts a run-time value of shape {xs:?} to {out:?}; only a constant growing \
+             along the batch is supported"
+        )))
     }
 
     fn matmul(&mut self, n: &NodeProto) -> Result<(Op, Vec<String>, SymShape), Problem> {

@@ -24,6 +24,18 @@ pub const FOLDABLE: &[&str] = &[
     "Reshape",
     "Flatten",
     "Transpose",
+    "Equal",
+    "Less",
+    "Greater",
+    "Not",
+    "Where",
+    "Mod",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Pow",
+    "Range",
+    "ScatterND",
 ];
 
 fn bad(msg: String) -> Problem {
@@ -152,6 +164,45 @@ pub fn fold(
         }
         "Transpose" => transpose(x, attrs.ints("perm")),
         "Mul" | "Add" | "Sub" | "Div" => binary(op, x, input(1)?),
+        "Equal" | "Less" | "Greater" => compare(op, x, input(1)?),
+        "Not" => match &x.data {
+            Data::I64(v) => Ok(Const {
+                dims: x.dims.clone(),
+                data: Data::I64(
+                    v.iter()
+                        .map(|&i| Ok(Int::Known((truth(i, "Not")? == 0) as i64)))
+                        .collect::<Result<_, Problem>>()?,
+                ),
+            }),
+            Data::F32(_) => Err(bad("Not of a float tensor".into())),
+        },
+        "Where" => where_(x, input(1)?, input(2)?),
+        "Mod" => modulo(x, input(1)?, attrs.int("fmod", 0) != 0),
+        "Sqrt" => unary_float(x, op, f32::sqrt),
+        "Reciprocal" => unary_float(x, op, |v| 1.0 / v),
+        "Neg" => match &x.data {
+            Data::I64(v) => Ok(Const {
+                dims: x.dims.clone(),
+                data: Data::I64(v.iter().map(|&i| shape::neg(i)).collect()),
+            }),
+            Data::F32(v) => Ok(Const::f32(x.dims.clone(), v.iter().map(|&f| -f).collect())),
+        },
+        "Pow" => {
+            let (e, dims) = (input(1)?, numeric_broadcast(&x.dims, &input(1)?.dims)?);
+            let (a, b) = (x.to_f32(op)?, e.to_f32(op)?);
+            let (ia, ib) = (broadcast_src(&x.dims, &dims), broadcast_src(&e.dims, &dims));
+            let v: Vec<f32> = ia.iter().zip(&ib).map(|(&i, &j)| a[i].powf(b[j])).collect();
+            // an integer base keeps an integer result (ONNX: the output type is the base's)
+            match x.data {
+                Data::I64(_) => Ok(Const {
+                    dims,
+                    data: Data::I64(v.iter().map(|&f| Int::Known(f as i64)).collect()),
+                }),
+                Data::F32(_) => Ok(Const::f32(dims, v)),
+            }
+        }
+        "Range" => range(x, input(1)?, input(2)?),
+        "ScatterND" => scatter_nd(x, input(1)?, input(2)?, &attrs.string("reduction", "none")),
         _ => Err(bad(format!("{op} cannot be evaluated at import time"))),
     }
 }
@@ -316,7 +367,7 @@ fn slice(
 }
 
 /// Indices selected along one axis of length `n` (ONNX clamping rules).
-fn slice_range(start: i64, end: i64, step: i64, n: i64) -> Result<Vec<usize>, Problem> {
+pub fn slice_range(start: i64, end: i64, step: i64, n: i64) -> Result<Vec<usize>, Problem> {
     if step == 0 {
         return Err(bad("Slice step 0".into()));
     }
@@ -460,6 +511,250 @@ fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, Problem> {
         }
     };
     Ok(Const { dims, data })
+}
+
+/// `Range(start, limit, delta)`: integers stay integers (at most 2^24 entries: a hostile
+/// file cannot make the importer allocate without bound).
+fn range(start: &Const, limit: &Const, delta: &Const) -> Result<Const, Problem> {
+    const MAX: f64 = (1u64 << 24) as f64;
+    let all_int = [start, limit, delta]
+        .iter()
+        .all(|c| matches!(c.data, Data::I64(_)));
+    let one = |c: &Const, what: &str| -> Result<f64, Problem> {
+        let v = c.to_f32(what)?;
+        match (&c.data, v.as_slice()) {
+            (Data::I64(_), [_]) => Ok(c.to_i64(what)?[0] as f64),
+            (_, [f]) => Ok(*f as f64),
+            _ => Err(bad(format!("Range {what} is not a scalar"))),
+        }
+    };
+    let (a, b, d) = (
+        one(start, "start")?,
+        one(limit, "limit")?,
+        one(delta, "delta")?,
+    );
+    let n = ((b - a) / d).ceil();
+    if d == 0.0 || !n.is_finite() || n > MAX {
+        return Err(bad(format!(
+            "Range({a}, {b}, {d}) is empty-stepped or too long"
+        )));
+    }
+    let n = n.max(0.0) as usize;
+    Ok(if all_int {
+        let (a, d) = (a as i64, d as i64);
+        Const::ints(vec![n], (0..n as i64).map(|i| a + i * d).collect())
+    } else {
+        Const::f32(vec![n], (0..n).map(|i| (a + i as f64 * d) as f32).collect())
+    })
+}
+
+/// `ScatterND(data, indices, updates)` without reduction: copies of `data` with the slices
+/// named by the last axis of `indices` replaced (Swin's shifted-window mask is built this way
+/// from constants).
+fn scatter_nd(
+    data: &Const,
+    indices: &Const,
+    updates: &Const,
+    reduction: &str,
+) -> Result<Const, Problem> {
+    if reduction != "none" {
+        return Err(bad(format!("ScatterND with reduction {reduction:?}")));
+    }
+    let q = *indices
+        .dims
+        .last()
+        .ok_or_else(|| bad("ScatterND indices are a scalar".into()))?;
+    if q > data.dims.len() {
+        return Err(bad(format!(
+            "ScatterND index depth {q} exceeds the data's rank {}",
+            data.dims.len()
+        )));
+    }
+    let slice: usize = numel(&data.dims[q..]);
+    let count = numel(&indices.dims[..indices.dims.len() - 1]);
+    if numel(&updates.dims) != count * slice {
+        return Err(bad(format!(
+            "ScatterND updates of shape {:?} do not fit indices {:?} into data {:?}",
+            updates.dims, indices.dims, data.dims
+        )));
+    }
+    let idx = indices.to_i64("ScatterND indices")?;
+    let st = strides(&data.dims);
+    let mut starts = Vec::with_capacity(count);
+    for k in 0..count {
+        let mut off = 0usize;
+        for (d, &i) in idx[k * q..][..q].iter().enumerate() {
+            let n = data.dims[d] as i64;
+            let j = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&j) {
+                return Err(bad(format!("ScatterND index {i} is out of range for {n}")));
+            }
+            off += j as usize * st[d];
+        }
+        starts.push(off);
+    }
+    let out = match (&data.data, &updates.data) {
+        (Data::I64(v), Data::I64(u)) => {
+            let mut v = v.clone();
+            for (k, &o) in starts.iter().enumerate() {
+                v[o..o + slice].copy_from_slice(&u[k * slice..][..slice]);
+            }
+            Data::I64(v)
+        }
+        _ => {
+            let (mut v, u) = (
+                data.to_f32("ScatterND data")?,
+                updates.to_f32("ScatterND updates")?,
+            );
+            for (k, &o) in starts.iter().enumerate() {
+                v[o..o + slice].copy_from_slice(&u[k * slice..][..slice]);
+            }
+            Data::F32(v)
+        }
+    };
+    Ok(Const {
+        dims: data.dims.clone(),
+        data: out,
+    })
+}
+
+/// An integer's truth value; a batch multiple is never zero (the batch is at least 1).
+fn truth(i: Int, op: &str) -> Result<i64, Problem> {
+    match i {
+        Int::Known(k) => Ok(k),
+        Int::Batch(k) if k != 0 => Ok(1),
+        Int::Batch(_) => Err(bad(format!("{op} of a zero batch multiple"))),
+    }
+}
+
+/// `Equal`, `Less`, `Greater` as 0/1 integers (ONNX bool). A batch-sized dimension compares
+/// with a number only where the answer holds for every batch size ≥ 1 (`n == -1` is false,
+/// as in `expand(n, -1, -1)`); otherwise the file's meaning depends on the batch, an error.
+fn compare(op: &str, a: &Const, b: &Const) -> Result<Const, Problem> {
+    let dims = numeric_broadcast(&a.dims, &b.dims)?;
+    let (ia, ib) = (broadcast_src(&a.dims, &dims), broadcast_src(&b.dims, &dims));
+    let v: Vec<Int> = match (&a.data, &b.data) {
+        (Data::I64(x), Data::I64(y)) => ia
+            .iter()
+            .zip(&ib)
+            .map(|(&i, &j)| compare_ints(op, x[i], y[j]).map(|t| Int::Known(t as i64)))
+            .collect::<Result<_, _>>()?,
+        _ => {
+            let (x, y) = (a.to_f32(op)?, b.to_f32(op)?);
+            ia.iter()
+                .zip(&ib)
+                .map(|(&i, &j)| {
+                    let t = match op {
+                        "Equal" => x[i] == y[j],
+                        "Less" => x[i] < y[j],
+                        _ => x[i] > y[j],
+                    };
+                    Int::Known(t as i64)
+                })
+                .collect()
+        }
+    };
+    Ok(Const {
+        dims,
+        data: Data::I64(v),
+    })
+}
+
+fn compare_ints(op: &str, x: Int, y: Int) -> Result<bool, Problem> {
+    let ord = match (x, y) {
+        (Int::Known(p), Int::Known(q)) => Some(p.cmp(&q)),
+        (Int::Batch(p), Int::Batch(q)) if p == q => Some(std::cmp::Ordering::Equal),
+        // k·n against m for every n ≥ 1: decided when m lies outside the reachable values
+        (Int::Batch(k), Int::Known(m)) if k > 0 && m < k => Some(std::cmp::Ordering::Greater),
+        (Int::Known(m), Int::Batch(k)) if k > 0 && m < k => Some(std::cmp::Ordering::Less),
+        _ => None,
+    };
+    let ord = ord.ok_or_else(|| {
+        bad(format!(
+            "{op} of {x:?} and {y:?} depends on the batch size, which is only known at run time"
+        ))
+    })?;
+    Ok(match op {
+        "Equal" => ord.is_eq(),
+        "Less" => ord.is_lt(),
+        _ => ord.is_gt(),
+    })
+}
+
+/// `Where(cond, x, y)` with numpy broadcasting; integers stay integers (shape lists keep their
+/// batch entries).
+fn where_(cond: &Const, x: &Const, y: &Const) -> Result<Const, Problem> {
+    let dims = numeric_broadcast(&numeric_broadcast(&cond.dims, &x.dims)?, &y.dims)?;
+    let ic = broadcast_src(&cond.dims, &dims);
+    let (ix, iy) = (broadcast_src(&x.dims, &dims), broadcast_src(&y.dims, &dims));
+    let pick: Vec<bool> = match &cond.data {
+        Data::I64(v) => ic
+            .iter()
+            .map(|&i| truth(v[i], "Where").map(|t| t != 0))
+            .collect::<Result<_, _>>()?,
+        Data::F32(v) => ic.iter().map(|&i| v[i] != 0.0).collect(),
+    };
+    let data = match (&x.data, &y.data) {
+        (Data::I64(a), Data::I64(b)) => Data::I64(
+            pick.iter()
+                .enumerate()
+                .map(|(k, &p)| if p { a[ix[k]] } else { b[iy[k]] })
+                .collect(),
+        ),
+        _ => {
+            let (a, b) = (x.to_f32("Where")?, y.to_f32("Where")?);
+            Data::F32(
+                pick.iter()
+                    .enumerate()
+                    .map(|(k, &p)| if p { a[ix[k]] } else { b[iy[k]] })
+                    .collect(),
+            )
+        }
+    };
+    Ok(Const { dims, data })
+}
+
+/// `Mod`: integers take the divisor's sign (Python's %, ONNX's default); `fmod` and floats
+/// take the dividend's (C's fmod).
+fn modulo(a: &Const, b: &Const, fmod: bool) -> Result<Const, Problem> {
+    let dims = numeric_broadcast(&a.dims, &b.dims)?;
+    let (ia, ib) = (broadcast_src(&a.dims, &dims), broadcast_src(&b.dims, &dims));
+    match (&a.data, &b.data) {
+        (Data::I64(_), Data::I64(_)) => {
+            let (x, y) = (a.to_i64("Mod")?, b.to_i64("Mod")?);
+            let v = ia
+                .iter()
+                .zip(&ib)
+                .map(|(&i, &j)| {
+                    let r = x[i]
+                        .checked_rem(y[j])
+                        .ok_or_else(|| bad("integer Mod by zero".into()))?;
+                    let r = if !fmod && r != 0 && (r < 0) != (y[j] < 0) {
+                        r + y[j]
+                    } else {
+                        r
+                    };
+                    Ok(Int::Known(r))
+                })
+                .collect::<Result<_, Problem>>()?;
+            Ok(Const {
+                dims,
+                data: Data::I64(v),
+            })
+        }
+        _ => {
+            let (x, y) = (a.to_f32("Mod")?, b.to_f32("Mod")?);
+            let v = ia.iter().zip(&ib).map(|(&i, &j)| x[i] % y[j]).collect();
+            Ok(Const::f32(dims, v))
+        }
+    }
+}
+
+/// A float function of each element (integers are converted first, as the exporters cast
+/// shape numbers to float before `Sqrt`).
+fn unary_float(x: &Const, op: &str, f: impl Fn(f32) -> f32) -> Result<Const, Problem> {
+    let v = x.to_f32(op)?;
+    Ok(Const::f32(x.dims.clone(), v.into_iter().map(f).collect()))
 }
 
 fn int_op(op: &str, x: Int, y: Int) -> Result<Int, Problem> {

@@ -111,6 +111,12 @@ pub fn broadcast(a: &[Int], b: &[Int]) -> Result<SymShape, Problem> {
             (x, y) if x == y => Ok(x),
             (Int::Known(1), y) => Ok(y),
             (x, Int::Known(1)) => Ok(x),
+            // a batch-sized dimension meeting its traced size written as a literal (a reshape
+            // kept as written, see `traced_batch_inside`): equal at the traced batch, the only
+            // batch such a graph runs at
+            (Int::Known(m), Int::Batch(k)) | (Int::Batch(k), Int::Known(m)) if m == k => {
+                Ok(Int::Known(m))
+            }
             (x, y) => Err(bad(format!(
                 "shapes {a:?} and {b:?} do not broadcast ({x:?} vs {y:?})"
             ))),
@@ -170,9 +176,60 @@ pub fn reshape(input: &[Int], target: &[Int], allowzero: bool) -> Result<SymShap
     if let Some(i) = infer {
         out[i] = div(product(input)?, product(&out)?)?;
     } else if product(input)? != product(&out)? {
-        return Err(bad(format!("cannot reshape {input:?} to {target:?}")));
+        out = traced_batch_inside(input, &out)
+            .ok_or_else(|| bad(format!("cannot reshape {input:?} to {target:?}")))?;
     }
     Ok(out)
+}
+
+/// A literal target traced at batch 1 for an input with a batch dimension (Swin's window
+/// partition `[N, 8, 8, 7, 7, C]` viewed as `[N·64, 49, C]`, written `[64, 49, C]`). The batch
+/// factor N (the outermost factor of the batch dimension, `k·N` with N outside) goes to the one
+/// target dimension that can hold it for every N: the product of the dimensions before it
+/// divides the product before the batch, and the product through it is a multiple of that.
+/// Where
+/// two dimensions qualify (`[L, N, E]` written `[L, E]` may be `[L·N, E]` or `[L, N·E]`, and
+/// PyTorch's attention writes both), nothing in the file says which, and the target is kept
+/// as written: the graph then runs at the traced batch only, as onnxruntime runs such files.
+/// None when the sizes disagree at the traced batch too.
+fn traced_batch_inside(input: &[Int], out: &[Int]) -> Option<SymShape> {
+    let mut batch = input
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d, Int::Batch(_)));
+    let (p, &Int::Batch(k)) = batch.next()? else {
+        return None;
+    };
+    if batch.next().is_some() || out.iter().any(|d| matches!(d, Int::Batch(_))) || k <= 0 {
+        return None;
+    }
+    let known = |s: &[Int]| match product(s) {
+        Ok(Int::Known(v)) => Some(v),
+        _ => None,
+    };
+    let before = known(&input[..p])?;
+    let total_in = before
+        .checked_mul(k)?
+        .checked_mul(known(&input[p + 1..])?)?;
+    if known(out)? != total_in {
+        return None; // the sizes disagree even at the traced batch
+    }
+    let places: Vec<usize> = (0..out.len())
+        .filter(|&j| {
+            let (Some(q0), Some(q1)) = (known(&out[..j]), known(&out[..=j])) else {
+                return false;
+            };
+            q0 > 0 && before % q0 == 0 && q1 % before == 0
+        })
+        .collect();
+    let mut fixed = out.to_vec();
+    if let [j] = places[..] {
+        let Int::Known(m) = out[j] else {
+            return None;
+        };
+        fixed[j] = Int::Batch(m);
+    }
+    Some(fixed)
 }
 
 /// An engine `Reshape` target turning `input` into `output`: fixed dims literally, a batch-sized
@@ -203,6 +260,26 @@ mod tests {
     use Int::{Batch as B, Known as K};
 
     #[test]
+    fn a_traced_batch_inside_the_shape_is_placed_only_when_one_reading_fits() {
+        // [4, N, 6] as [2, 12]: only [2, 12·N] keeps the batch's group whole for every N
+        let one = reshape(&[K(4), B(1), K(6)], &[K(2), K(12)], false).unwrap();
+        assert_eq!(one, [K(2), B(12)]);
+        assert_eq!(
+            reshape_target(&[K(4), B(1), K(6)], &one).unwrap(),
+            vec![2, -1]
+        );
+        // nn.MultiheadAttention, sequence first: [L, N, E] written [L, 12, 64] may be
+        // [L·N, 12, 64] or [L, 12·N, 64], and [L, N, E] written [L, E] may be [L·N, E] or
+        // [L, N·E]: kept as written, so the graph runs at the traced batch
+        let heads = reshape(&[K(197), B(1), K(768)], &[K(197), K(12), K(64)], false).unwrap();
+        assert_eq!(heads, [K(197), K(12), K(64)]);
+        let flat = reshape(&[K(17), B(1), K(16)], &[K(17), K(16)], false).unwrap();
+        assert_eq!(flat, [K(17), K(16)]);
+        // sizes that disagree at the traced batch stay an error
+        assert!(reshape(&[K(197), B(1), K(768)], &[K(196), K(12), K(64)], false).is_err());
+    }
+
+    #[test]
     fn flatten_idiom_keeps_batch_dynamic() {
         let x = [B(1), K(1280), K(1), K(1)];
         let out = reshape(&x, &[B(1), K(-1)], false).unwrap();
@@ -221,8 +298,18 @@ mod tests {
             reshape(&x, &[K(1), K(-1)], false).unwrap(),
             vec![B(1), K(512)]
         );
-        // a leading literal that is not the traced batch size keeps its meaning
-        assert!(reshape(&x, &[K(2), K(256)], false).is_err());
+        // a leading literal that is not the traced batch size: the only reading that works
+        // for every batch is that the batch's group is the leading dimension (Swin's window
+        // partition, [N, 8, 8, 7, 7, 96] written [64, 49, 96])
+        assert_eq!(
+            reshape(&x, &[K(2), K(256)], false).unwrap(),
+            vec![B(2), K(256)]
+        );
+        let windows = [B(1), K(8), K(8), K(7), K(7), K(96)];
+        assert_eq!(
+            reshape(&windows, &[K(64), K(49), K(96)], false).unwrap(),
+            vec![B(64), K(49), K(96)]
+        );
     }
 
     #[test]
