@@ -679,59 +679,94 @@ fn layer_norm_and_gelu_match_onnxruntime() {
     );
 }
 
+/// Runs a transformer fixture (`<name>.onnx`, a batch of 2 inputs, onnxruntime's logits per
+/// item, PyTorch's float64 gradient of logit 1 of item 0) item by item: logits within 1e-5 of
+/// onnxruntime's, the input gradient within 1e-4 (relative to its largest entry) of
+/// PyTorch's. Both exporters write attention reshapes as literals traced at batch 1 whose
+/// batch placement the file does not determine (`[L, N, E]` as `[L, E]` may be `[L·N, E]` or
+/// `[L, N·E]`), so such graphs run at batch 1, as onnxruntime runs them; a batch of 2 must
+/// then be a clear error, not a wrong answer. Returns the op counts.
+fn check_transformer(name: &str) -> BTreeMap<&'static str, usize> {
+    let m = import_onnx(&fixture(&format!("{name}.onnx"))).unwrap();
+    let counts = op_counts(&m);
+    let g = Graph::from_def(m.def).unwrap();
+    let x = npy_f32(&format!("{name}.input.npy")); // (2, 3, 32, 32)
+    let want = npy_f32(&format!("{name}.output.npy")); // (2, 5)
+    let item = 3 * 32 * 32;
+    let (input, out) = (g.inputs()[0], g.outputs()[0]);
+    for i in 0..2 {
+        let xi = Tensor::new(vec![1, 3, 32, 32], x.data()[i * item..][..item].to_vec()).unwrap();
+        let pass = g
+            .forward(&[xi], &ForwardOptions::eval_for_backward())
+            .unwrap();
+        let y = pass.get(out).unwrap();
+        let err = rel_err(y.data(), &want.data()[i * 5..][..5]);
+        assert!(
+            err < 1e-5,
+            "{name} item {i}: logits differ from onnxruntime by {err:e}"
+        );
+        if i == 0 {
+            let mut seed = Tensor::zeros(&[1, 5]);
+            seed.data_mut()[1] = 1.0;
+            let req = BackwardRequest {
+                seeds: vec![(out, seed)],
+                param_grads: false,
+                value_grads: vec![input],
+            };
+            let grads = g.backward(&pass, &req).unwrap();
+            let grad = npy_f32(&format!("{name}.grad.npy"));
+            let err = rel_err(grads.values[&input].data(), &grad.data()[..item]);
+            eprintln!("{name}: input gradient vs PyTorch float64: relative error {err:e}");
+            assert!(err < 1e-4, "{name}: input gradient differs by {err:e}");
+        }
+    }
+    match g.forward(&[x], &ForwardOptions::eval()) {
+        // a graph whose reshapes all placed the batch runs the batch; its logits must agree
+        Ok(pass) => {
+            let err = rel_err(pass.get(out).unwrap().data(), want.data());
+            assert!(err < 1e-5, "{name} at batch 2: logits differ by {err:e}");
+        }
+        Err(e) => assert!(e.to_string().contains("reshape"), "{name}: {e}"),
+    }
+    counts
+}
+
 /// A tiny torchvision ViT from both exporters: the legacy one expands the class token to the
 /// batch through Equal/Where shape arithmetic (folded at import, then `RepeatBatch`), the
-/// default one concatenates the bare parameter (also `RepeatBatch`). Both write the
-/// sequence-first attention's reshapes as literals traced at batch 1 (`[L, N, E]` as `[L, E]`
-/// may mean `[L·N, E]` or `[L, N·E]`), so, like onnxruntime, the graph runs at batch 1: each
-/// item's logits within 1e-5 of onnxruntime's, the input gradient of logit 1 of item 0 within
-/// 1e-4 (relative to its largest entry) of PyTorch's float64 gradient, and a batch of 2 is a
-/// clear error naming a node, not a wrong answer.
+/// default one concatenates the bare parameter (also `RepeatBatch`).
 #[test]
 fn vision_transformer_from_both_exporters_matches_onnxruntime_and_torch() {
     for name in ["vit_legacy", "vit_dynamo"] {
-        let m = import_onnx(&fixture(&format!("{name}.onnx"))).unwrap();
-        let counts = op_counts(&m);
+        let counts = check_transformer(name);
         for kind in ["RepeatBatch", "LayerNorm", "Softmax", "MatMul"] {
             assert!(counts.contains_key(kind), "{name}: no {kind} in {counts:?}");
         }
-        let g = Graph::from_def(m.def).unwrap();
-        let x = npy_f32(&format!("{name}.input.npy")); // (2, 3, 32, 32)
-        let want = npy_f32(&format!("{name}.output.npy")); // (2, 5)
-        let item = 3 * 32 * 32;
-        let input = g.inputs()[0];
-        let out = g.outputs()[0];
-        for i in 0..2 {
-            let xi =
-                Tensor::new(vec![1, 3, 32, 32], x.data()[i * item..][..item].to_vec()).unwrap();
-            let pass = g
-                .forward(&[xi], &ForwardOptions::eval_for_backward())
-                .unwrap();
-            let y = pass.get(out).unwrap();
-            let err = rel_err(y.data(), &want.data()[i * 5..][..5]);
-            assert!(
-                err < 1e-5,
-                "{name} item {i}: logits differ from onnxruntime by {err:e}"
-            );
-            if i == 0 {
-                let mut seed = Tensor::zeros(&[1, 5]);
-                seed.data_mut()[1] = 1.0;
-                let req = BackwardRequest {
-                    seeds: vec![(out, seed)],
-                    param_grads: false,
-                    value_grads: vec![input],
-                };
-                let grads = g.backward(&pass, &req).unwrap();
-                let grad = npy_f32(&format!("{name}.grad.npy"));
-                let err = rel_err(grads.values[&input].data(), &grad.data()[..item]);
-                eprintln!("{name}: input gradient vs PyTorch float64: relative error {err:e}");
-                assert!(err < 1e-4, "{name}: input gradient differs by {err:e}");
-            }
+    }
+}
+
+/// A tiny torchvision Swin Transformer from both exporters: the shifted-window mask (slice
+/// assignments folded through ScatterND and Range), torch.roll (Slice + Concat of run-time
+/// values), patch merging (step-2 Slices) and, from the default exporter, the `as_strided`
+/// Gather after the pool (a reshape).
+#[test]
+fn swin_transformer_from_both_exporters_matches_onnxruntime_and_torch() {
+    for name in ["swin_legacy", "swin_dynamo"] {
+        let counts = check_transformer(name);
+        for kind in ["Slice", "Concat", "LayerNorm", "Softmax"] {
+            assert!(counts.contains_key(kind), "{name}: no {kind} in {counts:?}");
         }
-        let e = g
-            .forward(&[x], &ForwardOptions::eval())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("reshape"), "{name}: {e}");
+    }
+}
+
+/// A tiny torchvision MaxViT from both exporters: attention written as `Einsum` (batched
+/// matrix products, one with its second operand transposed).
+#[test]
+fn maxvit_from_both_exporters_matches_onnxruntime_and_torch() {
+    for name in ["maxvit_legacy", "maxvit_dynamo"] {
+        let counts = check_transformer(name);
+        assert!(
+            counts.get("MatMul").is_some_and(|&c| c >= 2),
+            "{name}: {counts:?}"
+        );
     }
 }

@@ -38,6 +38,13 @@
      traced as literals with the batch inside `[L, N, E]`). Input batch 2; the output is
      onnxruntime's, run on each item (the default export's literals fix the batch at 1);
      `<name>.grad.npy` is PyTorch's float64 gradient of logit 1 of item 0 w.r.t. the input.
+   - swin_legacy / swin_dynamo: a tiny torchvision Swin Transformer (32x32 input, 4x4 patches,
+     width 8, two stages of 2 blocks, 4x4 windows: shifted windows with their attention mask
+     built by slice assignment (ScatterND/Range on constants), torch.roll as Slice + Concat,
+     patch merging as step-2 Slices, and the default exporter's `as_strided` Gather after the
+     pool), same files and references as vit_*.
+   - maxvit_legacy / maxvit_dynamo: a tiny torchvision MaxViT (32x32 input, one block of
+     width 16, partition 2, head size 8): attention written as `Einsum`, same files.
    `--only NAME` remakes one of these (each has its own seed, so the others do not change).
 2. EfficientNet-Lite0 (the shared pretrained model): an input made from a uint8 array
    `effnet.input_u8.npy` [1, 3, 224, 224] as x = (u8 - 128) / 64 (exact in f32), the
@@ -308,6 +315,38 @@ def gelu_op() -> None:
     save("opset20_gelu", nodes, inits, value("input", ["N", 4, 3, 5]), value("out", ["N", 4, 3, 5]), 20, x)
 
 
+def transformer_fixtures(stem: str, model, size: int, classes: int) -> None:
+    """`<stem>_legacy` and `<stem>_dynamo`: `model` through both exporters at batch 1, a batch of
+    2 inputs, onnxruntime's logits per item and PyTorch's float64 gradient of logit 1 of item 0."""
+    import torch
+
+    x = torch.randn(2, 3, size, size)
+    xd = x.double().requires_grad_(True)
+    model.double()(xd)[0, 1].backward()
+    model.float()
+    for name, kw in ((f"{stem}_legacy", {"dynamo": False, "opset_version": 17}), (f"{stem}_dynamo", {})):
+        path = os.path.join(OUT, name + ".onnx")
+        torch.onnx.export(model, (x[:1],), path, input_names=["input"], output_names=["logits"], **kw)
+        onnx.save(onnx.load(path), path)  # external data (if any) folded into the one file
+        if os.path.exists(path + ".data"):
+            os.remove(path + ".data")
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        y = np.concatenate([sess.run(None, {"input": x[i:i + 1].numpy()})[0] for i in range(2)])
+        assert y.shape == (2, classes)
+        np.save(os.path.join(OUT, name + ".input.npy"), x.numpy())
+        np.save(os.path.join(OUT, name + ".output.npy"), y.astype(np.float32))
+        np.save(os.path.join(OUT, name + ".grad.npy"), xd.grad.numpy().astype(np.float32))
+        print(f"{name}: {os.path.getsize(path)} bytes, output {y.shape}")
+
+
+def redraw_zero_heads(model) -> None:
+    import torch
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and not m.weight.any():
+                torch.nn.init.normal_(m.weight, std=0.02)
+
+
 def vit_tiny() -> None:
     import torch
     import torchvision
@@ -316,29 +355,38 @@ def vit_tiny() -> None:
     model = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
         num_classes=5).eval()
+    redraw_zero_heads(model)
     with torch.no_grad():
-        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
         torch.nn.init.normal_(model.class_token, std=0.5)
-    x = torch.randn(2, 3, 32, 32)
-    xd = x.double().requires_grad_(True)
-    model.double()(xd)[0, 1].backward()
-    model.float()
-    for name, kw in (("vit_legacy", {"dynamo": False, "opset_version": 17}), ("vit_dynamo", {})):
-        path = os.path.join(OUT, name + ".onnx")
-        torch.onnx.export(model, (x[:1],), path, input_names=["input"], output_names=["logits"], **kw)
-        onnx.save(onnx.load(path), path)  # external data (if any) folded into the one file
-        if os.path.exists(path + ".data"):
-            os.remove(path + ".data")
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        y = np.concatenate([sess.run(None, {"input": x[i:i + 1].numpy()})[0] for i in range(2)])
-        np.save(os.path.join(OUT, name + ".input.npy"), x.numpy())
-        np.save(os.path.join(OUT, name + ".output.npy"), y.astype(np.float32))
-        np.save(os.path.join(OUT, name + ".grad.npy"), xd.grad.numpy().astype(np.float32))
-        print(f"{name}: {os.path.getsize(path)} bytes, output {y.shape}")
+    transformer_fixtures("vit", model, 32, 5)
+
+
+def swin_tiny() -> None:
+    import torch
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(20261211)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2], num_heads=[2, 2],
+                            window_size=[4, 4], stochastic_depth_prob=0.0, num_classes=5).eval()
+    redraw_zero_heads(model)
+    transformer_fixtures("swin", model, 32, 5)
+
+
+def maxvit_tiny() -> None:
+    import torch
+    from torchvision.models.maxvit import MaxVit
+
+    torch.manual_seed(20261212)
+    model = MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16],
+                   block_layers=[1], head_dim=8, stochastic_depth_prob=0.0, num_classes=5).eval()
+    redraw_zero_heads(model)
+    transformer_fixtures("maxvit", model, 32, 5)
 
 
 ONLY = {
     "vit": vit_tiny,
+    "swin": swin_tiny,
+    "maxvit": maxvit_tiny,
     "layer_norm": lambda: (layer_norm_block(), gelu_op()),
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),

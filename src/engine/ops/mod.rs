@@ -32,6 +32,11 @@ pub use shape::PadSpec;
 use super::error::OpError;
 use super::tensor::Tensor;
 
+/// Serde's default for a slice's step.
+fn one() -> usize {
+    1
+}
+
 /// One node's operation. Input order is part of each variant's contract.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -82,11 +87,14 @@ pub enum Op {
     MatMul,
     /// Inputs: a, b with numpy broadcasting.
     Binary(BinaryOp),
-    /// `x[.., start..end, ..]` along `axis` (step 1; ONNX Split and Slice on run-time values).
+    /// `x[.., start..end:step, ..]` along `axis` (ONNX Split, Slice and Gather on run-time
+    /// values; `step` ≥ 1, absent from descriptions written before it existed).
     Slice {
         axis: usize,
         start: usize,
         end: usize,
+        #[serde(default = "one")]
+        step: usize,
     },
     /// Concatenation of all inputs along `axis`.
     Concat {
@@ -240,7 +248,12 @@ impl Op {
             Op::MatMul => linear::matmul_output_shape(x, inputs[1]),
             Op::Binary(_) => elementwise::broadcast_shape(x, inputs[1]),
             Op::Concat { axis } => shape::concat_output_shape(*axis, inputs),
-            Op::Slice { axis, start, end } => shape::slice_output_shape(*axis, *start, *end, x),
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => shape::slice_output_shape(*axis, *start, *end, *step, x),
             Op::RepeatBatch => shape::repeat_batch_output_shape(x, inputs[1]),
         }
     }
@@ -316,9 +329,12 @@ impl Op {
             Op::MatMul => OpOutput::plain(linear::matmul_forward(x, inputs[1])?),
             Op::Binary(b) => OpOutput::plain(elementwise::forward(*b, x, inputs[1])?),
             Op::Concat { axis } => OpOutput::plain(shape::concat_forward(*axis, inputs)?),
-            Op::Slice { axis, start, end } => {
-                OpOutput::plain(shape::slice_forward(*axis, *start, *end, x)?)
-            }
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => OpOutput::plain(shape::slice_forward(*axis, *start, *end, *step, x)?),
             Op::RepeatBatch => OpOutput::plain(shape::repeat_batch_forward(x, inputs[1])?),
             Op::Dropout { p } => {
                 if training && *p > 0.0 {
@@ -388,9 +404,19 @@ impl Op {
                 .into_iter()
                 .map(Some)
                 .collect(),
-            Op::Slice { axis, start, end } => {
-                only_x(shape::slice_backward(*axis, *start, *end, x.shape(), d_y)?)
-            }
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => only_x(shape::slice_backward(
+                *axis,
+                *start,
+                *end,
+                *step,
+                x.shape(),
+                d_y,
+            )?),
             Op::RepeatBatch => vec![Some(shape::repeat_batch_backward(x.shape(), d_y)?), None],
             Op::Dropout { .. } => match saved {
                 Saved::Mask(mask) => only_x(dropout::backward(mask, d_y)?),

@@ -438,69 +438,88 @@ pub fn repeat_batch_backward(x_shape: &[usize], d_y: &Tensor) -> Result<Tensor, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Slice (one axis, step 1)
+// Slice (one axis, positive step)
 
-/// `x` with `axis` cut to `start..end`.
+/// `x` with `axis` cut to `start..end` by `step` (ceil((end − start) / step) entries).
 pub fn slice_output_shape(
     axis: usize,
     start: usize,
     end: usize,
+    step: usize,
     x: &[usize],
 ) -> Result<Vec<usize>, OpError> {
     check_axis(axis, x)?;
-    if start > end || end > x[axis] {
+    if start > end || end > x[axis] || step == 0 {
         crate::op_bail!(
-            "slice {start}..{end} of axis {axis} lies outside its {} entries",
+            "slice {start}..{end} by {step} of axis {axis} lies outside its {} entries",
             x[axis]
         );
     }
     let mut out = x.to_vec();
-    out[axis] = end - start;
+    out[axis] = (end - start).div_ceil(step);
     Ok(out)
 }
 
-/// (outer, the input's row along `axis` and inward, the output's row) in elements.
-fn slice_rows(axis: usize, start: usize, end: usize, x: &[usize]) -> (usize, usize, usize) {
+/// (outer, inner, the input's entries along `axis`) of a slice of `x`.
+fn slice_extents(axis: usize, x: &[usize]) -> (usize, usize, usize) {
     let inner: usize = x[axis + 1..].iter().product();
     let outer: usize = x[..axis].iter().product();
-    (outer, x[axis] * inner, (end - start) * inner)
+    (outer, inner, x[axis])
 }
 
-/// y = x[.., start..end, ..] along `axis` (ONNX Split and Slice with step 1).
-pub fn slice_forward(axis: usize, start: usize, end: usize, x: &Tensor) -> Result<Tensor, OpError> {
-    let out_shape = slice_output_shape(axis, start, end, x.shape())?;
-    let (outer, row_in, row_out) = slice_rows(axis, start, end, x.shape());
-    let offset = row_in / x.shape()[axis].max(1) * start;
+/// y = x[.., start..end:step, ..] along `axis` (ONNX Split, Slice and Gather of run-time values).
+pub fn slice_forward(
+    axis: usize,
+    start: usize,
+    end: usize,
+    step: usize,
+    x: &Tensor,
+) -> Result<Tensor, OpError> {
+    let out_shape = slice_output_shape(axis, start, end, step, x.shape())?;
+    let (outer, inner, along) = slice_extents(axis, x.shape());
+    let picked = out_shape[axis];
     let mut data = Vec::new();
     data.try_reserve_exact(numel_of(&out_shape)?)
         .map_err(|_| OpError("cannot allocate a slice's output".into()))?;
     for o in 0..outer {
-        data.extend_from_slice(&x.data()[o * row_in + offset..][..row_out]);
+        let row = &x.data()[o * along * inner..][..along * inner];
+        if step == 1 {
+            data.extend_from_slice(&row[start * inner..][..picked * inner]);
+        } else {
+            for i in 0..picked {
+                data.extend_from_slice(&row[(start + i * step) * inner..][..inner]);
+            }
+        }
     }
     Tensor::new(out_shape, data)
 }
 
-/// d_x: d_y at `start..end` of `axis`, zero elsewhere.
+/// d_x: d_y at the sliced entries of `axis`, zero elsewhere.
 pub fn slice_backward(
     axis: usize,
     start: usize,
     end: usize,
+    step: usize,
     x_shape: &[usize],
     d_y: &Tensor,
 ) -> Result<Tensor, OpError> {
-    let out_shape = slice_output_shape(axis, start, end, x_shape)?;
+    let out_shape = slice_output_shape(axis, start, end, step, x_shape)?;
     if d_y.shape() != out_shape.as_slice() {
         crate::op_bail!(
             "slice gradient has shape {:?}, expected {out_shape:?}",
             d_y.shape()
         );
     }
-    let (outer, row_in, row_out) = slice_rows(axis, start, end, x_shape);
-    let offset = row_in / x_shape[axis].max(1) * start;
+    let (outer, inner, along) = slice_extents(axis, x_shape);
+    let picked = out_shape[axis];
     let mut g = Tensor::try_zeros(x_shape)?;
     let gd = g.data_mut();
     for o in 0..outer {
-        gd[o * row_in + offset..][..row_out].copy_from_slice(&d_y.data()[o * row_out..][..row_out]);
+        let src = &d_y.data()[o * picked * inner..][..picked * inner];
+        let row = &mut gd[o * along * inner..][..along * inner];
+        for (i, chunk) in src.chunks_exact(inner.max(1)).enumerate() {
+            row[(start + i * step) * inner..][..inner].copy_from_slice(chunk);
+        }
     }
     Ok(g)
 }
@@ -816,18 +835,18 @@ mod tests {
     fn slice_values_and_errors() {
         // (2, 3): columns 1..3
         let x = t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let y = slice_forward(1, 1, 3, &x).unwrap();
+        let y = slice_forward(1, 1, 3, 1, &x).unwrap();
         assert_eq!(y.shape(), &[2, 2]);
         assert_eq!(y.data(), &[2.0, 3.0, 5.0, 6.0]);
-        let y = slice_forward(0, 1, 2, &x).unwrap();
+        let y = slice_forward(0, 1, 2, 1, &x).unwrap();
         assert_eq!(y.data(), &[4.0, 5.0, 6.0]);
-        assert_eq!(slice_forward(1, 2, 2, &x).unwrap().shape(), &[2, 0]);
-        assert!(slice_forward(1, 2, 4, &x).is_err());
-        assert!(slice_forward(1, 2, 1, &x).is_err());
-        assert!(slice_forward(2, 0, 1, &x).is_err());
-        let g = slice_backward(1, 1, 3, &[2, 3], &t(&[2, 2], &[1.0, 2.0, 3.0, 4.0])).unwrap();
+        assert_eq!(slice_forward(1, 2, 2, 1, &x).unwrap().shape(), &[2, 0]);
+        assert!(slice_forward(1, 2, 4, 1, &x).is_err());
+        assert!(slice_forward(1, 2, 1, 1, &x).is_err());
+        assert!(slice_forward(2, 0, 1, 1, &x).is_err());
+        let g = slice_backward(1, 1, 3, 1, &[2, 3], &t(&[2, 2], &[1.0, 2.0, 3.0, 4.0])).unwrap();
         assert_eq!(g.data(), &[0.0, 1.0, 2.0, 0.0, 3.0, 4.0]);
-        assert!(slice_backward(1, 1, 3, &[2, 3], &t(&[2, 1], &[1.0, 2.0])).is_err());
+        assert!(slice_backward(1, 1, 3, 1, &[2, 3], &t(&[2, 1], &[1.0, 2.0])).is_err());
     }
 
     /// Splitting and concatenating again is the identity, on every axis.
@@ -837,9 +856,37 @@ mod tests {
         for axis in 0..4 {
             let d = x.shape()[axis];
             let cut = d / 2;
-            let a = slice_forward(axis, 0, cut, &x).unwrap();
-            let b = slice_forward(axis, cut, d, &x).unwrap();
+            let a = slice_forward(axis, 0, cut, 1, &x).unwrap();
+            let b = slice_forward(axis, cut, d, 1, &x).unwrap();
             assert_eq!(concat_forward(axis, &[&a, &b]).unwrap(), x, "axis {axis}");
+        }
+    }
+
+    /// Every second entry from 1 (Swin's patch merging, `x[:, 1::2]`) and a step past the end.
+    #[test]
+    fn strided_slices_pick_and_scatter_their_entries() {
+        let x = Tensor::new(vec![2, 5, 1], (0..10).map(|v| v as f32).collect()).unwrap();
+        let y = slice_forward(1, 1, 5, 2, &x).unwrap();
+        assert_eq!(y.shape(), [2, 2, 1]);
+        assert_eq!(y.data(), [1.0, 3.0, 6.0, 8.0]);
+        let one = slice_forward(1, 0, 5, 7, &x).unwrap();
+        assert_eq!(one.data(), [0.0, 5.0]);
+        let g = slice_backward(1, 1, 5, 2, x.shape(), &y).unwrap();
+        assert_eq!(g.data(), [0.0, 1.0, 0.0, 3.0, 0.0, 0.0, 6.0, 0.0, 8.0, 0.0]);
+        assert!(slice_forward(1, 0, 5, 0, &x).is_err());
+        for axis in 0..3 {
+            assert_op_gradients(
+                &Op::Slice {
+                    axis,
+                    start: 0,
+                    end: 3,
+                    step: 2,
+                },
+                &[test_tensor(&[3, 4, 5], 13)],
+                &[true],
+                Mode::Eval,
+                1e-2,
+            );
         }
     }
 
@@ -851,6 +898,7 @@ mod tests {
                     axis,
                     start: 1,
                     end: 3,
+                    step: 1,
                 },
                 &[test_tensor(&[3, 4, 5], 12)],
                 &[true],

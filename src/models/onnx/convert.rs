@@ -69,6 +69,7 @@ const SUPPORTED: &[&str] = &[
     "Pow",
     "Range",
     "ScatterND",
+    "Einsum",
 ];
 
 /// What the importer knows about a value.
@@ -498,7 +499,12 @@ impl Importer {
             if !out.is_empty() {
                 self.def.nodes.push(NodeDef {
                     name: format!("{}/{k}", node_label(n)),
-                    op: Op::Slice { axis, start, end },
+                    op: Op::Slice {
+                        axis,
+                        start,
+                        end,
+                        step: 1,
+                    },
                     inputs: vec![x.clone()],
                     output: out.clone(),
                 });
@@ -689,6 +695,7 @@ impl Importer {
             "MatMul" => self.matmul(n),
             "Gather" => self.gather(n, a),
             "Slice" => self.slice(n, a),
+            "Einsum" => self.einsum(n, a),
             "Expand" => self.expand(n),
             "Concat" => {
                 let mut names = Vec::new();
@@ -1015,15 +1022,30 @@ impl Importer {
     fn gather(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let (x, s) = self.value(self.required(n, 0)?, false)?;
         let axis = shape::axis(a.int("axis", 0), s.len())?;
-        let Int::Known(len) = s[axis] else {
-            return Err(bad(format!(
-                "gathers along axis {axis}, the batch axis; only fixed-size axes are supported"
-            )));
-        };
         let idx = self
             .const_input(n, 1, "the indices")?
             .ok_or_else(|| bad("has no indices"))?
             .clone();
+        let len = match s[axis] {
+            Int::Known(len) => len,
+            Int::Batch(m) => {
+                // PyTorch's default exporter writes `as_strided` after adaptive pooling as a
+                // Gather of the whole flattened value at the traced batch: indices 0..m in
+                // order, shaped like the result. That is a reshape.
+                let in_order = idx.to_i64("the indices").ok().is_some_and(|v| {
+                    v.len() as i64 == m && v.iter().enumerate().all(|(i, &j)| j == i as i64)
+                });
+                if s.len() == 1 && in_order {
+                    let target: Vec<Int> = idx.dims.iter().map(|&d| Int::Known(d as i64)).collect();
+                    let out = shape::reshape(&s, &target, false)?;
+                    let engine = shape::reshape_target(&s, &out)?;
+                    return Ok((Op::Reshape { shape: engine }, vec![x], out));
+                }
+                return Err(bad(format!(
+                    "gathers along axis {axis}, the batch axis; only fixed-size axes are supported"
+                )));
+            }
+        };
         if idx.dims.len() > 1 {
             return Err(bad(format!(
                 "has indices of shape {:?}; only a scalar or a list is supported",
@@ -1056,14 +1078,28 @@ impl Importer {
         for (k, &(start, end)) in runs.iter().enumerate() {
             if runs.len() == 1 && idx.dims.len() == 1 {
                 // one run of a list: the Slice is the result
-                return Ok((Op::Slice { axis, start, end }, vec![x], picked));
+                return Ok((
+                    Op::Slice {
+                        axis,
+                        start,
+                        end,
+                        step: 1,
+                    },
+                    vec![x],
+                    picked,
+                ));
             }
             let name = format!("{out}/part{k}");
             let mut ps = s.clone();
             ps[axis] = Int::Known((end - start) as i64);
             self.def.nodes.push(NodeDef {
                 name: format!("{}/slice{k}", node_label(n)),
-                op: Op::Slice { axis, start, end },
+                op: Op::Slice {
+                    axis,
+                    start,
+                    end,
+                    step: 1,
+                },
                 inputs: vec![x.clone()],
                 output: name.clone(),
             });
@@ -1080,9 +1116,9 @@ impl Importer {
         Ok((Op::Reshape { shape: engine }, parts, dropped))
     }
 
-    /// `Slice` of a run-time value with constant starts, ends and axes and unit steps (Swin's
-    /// `torch.roll` and window bookkeeping): one engine `Slice` per cut axis, chained. The batch
-    /// axis can only be taken whole.
+    /// `Slice` of a run-time value with constant starts, ends, axes and positive steps (Swin's
+    /// `torch.roll`, window bookkeeping and patch merging `x[:, 0::2, 1::2]`): one engine
+    /// `Slice` per cut axis, chained. The batch axis can only be taken whole.
     fn slice(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let (x, s) = self.value(self.required(n, 0)?, false)?;
         let list = |imp: &Self, i: usize, name: &str| -> Result<Option<Vec<i64>>, Problem> {
@@ -1100,47 +1136,121 @@ impl Importer {
         if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
             return Err(bad("has starts, ends, axes and steps of different lengths"));
         }
-        let mut cuts = Vec::new(); // (axis, start, end)
+        let mut cuts = Vec::new(); // (axis, start, end, step, entries)
         for (((&st, &en), &ax), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
             let axis = shape::axis(ax, s.len())?;
-            if step != 1 {
+            if step < 1 {
                 return Err(bad(format!(
-                    "steps by {step} along axis {axis}; only step 1 is supported"
+                    "steps by {step} along axis {axis}; only positive steps are supported"
                 )));
             }
             let len = match s[axis] {
                 Int::Known(len) => len,
                 Int::Batch(_) => {
-                    if st == 0 && en >= i64::from(i32::MAX) {
+                    if st == 0 && en >= i64::from(i32::MAX) && step == 1 {
                         continue; // the whole batch
                     }
                     return Err(bad(format!("cuts the batch axis {axis}")));
                 }
             };
-            let picked = fold::slice_range(st, en, 1, len)?;
-            let start = picked.first().copied().unwrap_or(0);
-            cuts.push((axis, start, start + picked.len()));
+            let picked = fold::slice_range(st, en, step, len)?;
+            let first = picked.first().copied().unwrap_or(0);
+            let last = picked.last().map_or(first, |&l| l + 1);
+            cuts.push((axis, first, last, step as usize, picked.len()));
         }
-        let Some((&last, rest)) = cuts.split_last() else {
-            return Ok((Op::Identity, vec![x], s));
-        };
         let out = n.output.first().cloned().unwrap_or_default();
         let (mut cur, mut cur_shape) = (x, s);
-        for (k, &(axis, start, end)) in rest.iter().enumerate() {
+        for (k, &(axis, start, end, step, entries)) in cuts.iter().enumerate() {
+            cur_shape[axis] = Int::Known(entries as i64);
+            let op = Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            };
+            if k + 1 == cuts.len() {
+                return Ok((op, vec![cur], cur_shape));
+            }
             let name = format!("{out}/cut{k}");
-            cur_shape[axis] = Int::Known((end - start) as i64);
             self.def.nodes.push(NodeDef {
                 name: format!("{}/cut{k}", node_label(n)),
-                op: Op::Slice { axis, start, end },
+                op,
                 inputs: vec![cur],
                 output: name.clone(),
             });
             self.vals.insert(name.clone(), Val::Dyn(cur_shape.clone()));
             cur = name;
         }
-        let (axis, start, end) = last;
-        cur_shape[axis] = Int::Known((end - start) as i64);
-        Ok((Op::Slice { axis, start, end }, vec![cur], cur_shape))
+        Ok((Op::Identity, vec![cur], cur_shape)) // nothing cut
+    }
+
+    /// `Einsum` of two operands that is a batched matrix product (MaxViT's attention:
+    /// `B G H I D, B G H J D -> B G H I J` and `B G H I J, B G H J D -> B G H I D`): the same
+    /// leading letters in all three terms, then `i k, k j -> i j` or `i k, j k -> i j` (the
+    /// second operand's last two axes swapped first). Other equations are refused with the
+    /// equation named.
+    fn einsum(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let eq = a.string("equation", "");
+        let refuse = || {
+            bad(format!(
+                "has equation {eq:?}; only batched matrix products (\"..ik,..kj->..ij\" or \
+                 \"..ik,..jk->..ij\") are supported"
+            ))
+        };
+        let compact: String = eq.chars().filter(|c| !c.is_whitespace()).collect();
+        let (lhs, out) = compact.split_once("->").ok_or_else(refuse)?;
+        let (ta, tb) = lhs.split_once(',').ok_or_else(refuse)?;
+        let (ta, tb, to): (Vec<char>, Vec<char>, Vec<char>) = (
+            ta.chars().collect(),
+            tb.chars().collect(),
+            out.chars().collect(),
+        );
+        let r = ta.len();
+        let letters_ok = [&ta, &tb, &to]
+            .iter()
+            .all(|t| t.iter().all(|c| c.is_ascii_alphabetic()));
+        if !letters_ok || r < 2 || tb.len() != r || to.len() != r || n.input.len() != 2 {
+            return Err(refuse());
+        }
+        let batch = &ta[..r - 2];
+        let (i, k) = (ta[r - 2], ta[r - 1]);
+        let (b_last2, o_last2) = ((tb[r - 2], tb[r - 1]), (to[r - 2], to[r - 1]));
+        if &tb[..r - 2] != batch || &to[..r - 2] != batch || o_last2.0 != i || i == k {
+            return Err(refuse());
+        }
+        let j = o_last2.1;
+        let transposed = match b_last2 {
+            (kk, jj) if kk == k && jj == j && j != k && j != i => false,
+            (jj, kk) if kk == k && jj == j && j != k && j != i => true,
+            _ => return Err(refuse()),
+        };
+        let (x, xs) = self.value(self.required(n, 0)?, false)?;
+        let (mut y, mut ys) = self.value(self.required(n, 1)?, false)?;
+        if transposed {
+            let mut perm: Vec<usize> = (0..r).collect();
+            perm.swap(r - 2, r - 1);
+            let name = format!("{}/rhs_t", n.output.first().cloned().unwrap_or_default());
+            ys.swap(r - 2, r - 1);
+            self.def.nodes.push(NodeDef {
+                name: format!("{}/transpose", node_label(n)),
+                op: Op::Transpose { perm },
+                inputs: vec![y],
+                output: name.clone(),
+            });
+            self.vals.insert(name.clone(), Val::Dyn(ys.clone()));
+            y = name;
+        }
+        if xs[r - 1] != ys[r - 2] {
+            return Err(bad(format!(
+                "contracts {:?} with {:?} in {eq:?}",
+                xs[r - 1],
+                ys[r - 2]
+            )));
+        }
+        let mut out_shape = shape::broadcast(&xs[..r - 2], &ys[..r - 2])?;
+        out_shape.push(xs[r - 2]);
+        out_shape.push(ys[r - 1]);
+        Ok((Op::MatMul, vec![x, y], out_shape))
     }
 
     /// `Expand` of a value to a shape known at import time: where nothing grows it is the

@@ -848,6 +848,75 @@ mod tests {
         assert_eq!(m, Const::f32(vec![2, 3], vec![-1., 0., 1., 2., 3., 4.]));
     }
 
+    /// `expand(n, -1, -1)`'s shape arithmetic with a batch-sized entry, Mod's two sign rules,
+    /// Range, and ScatterND as Swin's mask builds it.
+    #[test]
+    fn comparisons_where_mod_range_and_scatter() {
+        let n = no_attrs();
+        let a = Attrs::of(&n);
+        let shape = Const {
+            dims: vec![3],
+            data: Data::I64(vec![Int::Batch(1), Int::Known(-1), Int::Known(5)]),
+        };
+        let minus1 = Const::ints(vec![], vec![-1]);
+        let eq = fold("Equal", &a, 13, &[Some(&shape), Some(&minus1)]).unwrap();
+        assert_eq!(eq, Const::ints(vec![3], vec![0, 1, 0]));
+        let ones = Const::ints(vec![3], vec![1, 1, 1]);
+        let w = fold("Where", &a, 13, &[Some(&eq), Some(&ones), Some(&shape)]).unwrap();
+        assert_eq!(
+            w.data,
+            Data::I64(vec![Int::Batch(1), Int::Known(1), Int::Known(5)])
+        );
+        // a batch multiple against a positive number is not decided by the file
+        let five = Const::ints(vec![], vec![5]);
+        assert!(fold("Equal", &a, 13, &[Some(&shape), Some(&five)]).is_err());
+        let (x, y) = (
+            Const::ints(vec![2], vec![-7, 7]),
+            Const::ints(vec![], vec![3]),
+        );
+        assert_eq!(
+            fold("Mod", &a, 13, &[Some(&x), Some(&y)]).unwrap(),
+            Const::ints(vec![2], vec![2, 1])
+        );
+        let zero = Const::ints(vec![], vec![0]);
+        assert!(fold("Mod", &a, 13, &[Some(&x), Some(&zero)]).is_err());
+        let r = fold(
+            "Range",
+            &a,
+            13,
+            &[
+                Some(&Const::ints(vec![], vec![1])),
+                Some(&Const::ints(vec![], vec![8])),
+                Some(&y),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r, Const::ints(vec![3], vec![1, 4, 7]));
+        let huge = Const::ints(vec![], vec![1 << 40]);
+        let one = Const::ints(vec![], vec![1]);
+        assert!(fold("Range", &a, 13, &[Some(&zero), Some(&huge), Some(&one)]).is_err());
+        let data = Const::f32(vec![2, 3], vec![0.0; 6]);
+        let idx = Const::ints(vec![1, 1], vec![1]);
+        let upd = Const::f32(vec![1, 3], vec![1.0, 2.0, 3.0]);
+        let sc = fold("ScatterND", &a, 13, &[Some(&data), Some(&idx), Some(&upd)]).unwrap();
+        assert_eq!(
+            sc,
+            Const::f32(vec![2, 3], vec![0.0, 0.0, 0.0, 1.0, 2.0, 3.0])
+        );
+        let bad_idx = Const::ints(vec![1, 1], vec![2]);
+        assert!(
+            fold(
+                "ScatterND",
+                &a,
+                13,
+                &[Some(&data), Some(&bad_idx), Some(&upd)]
+            )
+            .is_err()
+        );
+        let sq = fold("Sqrt", &a, 13, &[Some(&Const::ints(vec![], vec![64]))]).unwrap();
+        assert_eq!(sq, Const::f32(vec![], vec![8.0]));
+    }
+
     #[test]
     fn slice_negative_step() {
         assert_eq!(slice_range(-1, i64::MIN, -1, 3).unwrap(), vec![2, 1, 0]);
