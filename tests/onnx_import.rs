@@ -500,7 +500,7 @@ fn every_unsupported_op_is_named_at_once() {
     let mut m = model_bytes("torch_flatten.onnx");
     let g = m.graph.as_mut().unwrap();
     g.node[2].op_type = Some("LSTM".into());
-    g.node[3].op_type = Some("Einsum".into());
+    g.node[3].op_type = Some("NonMaxSuppression".into());
     let err = import_model(&m).unwrap_err();
     let Problem::Unsupported(list) = &err.problem else {
         panic!("{err}")
@@ -508,8 +508,24 @@ fn every_unsupported_op_is_named_at_once() {
     assert_eq!(list.len(), 2);
     let msg = err.to_string();
     assert!(
-        msg.contains("LSTM (node 'relu')") && msg.contains("Einsum (node 'pool')"),
+        msg.contains("LSTM (node 'relu')") && msg.contains("NonMaxSuppression (node 'pool')"),
         "{msg}"
+    );
+}
+
+/// An Einsum that is not a batched matrix product is refused with its equation named.
+#[test]
+fn an_einsum_other_than_a_batched_product_is_refused_by_equation() {
+    let mut m = model_bytes("maxvit_legacy.onnx");
+    let g = m.graph.as_mut().unwrap();
+    let node = g.node.iter_mut().find(|n| n.op_type() == "Einsum").unwrap();
+    for a in node.attribute.iter_mut().filter(|a| a.name() == "equation") {
+        a.s = Some(b"bghid,bghjd->bgij".to_vec());
+    }
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(
+        err.contains("bghid,bghjd->bgij") && err.contains("Einsum"),
+        "{err}"
     );
 }
 
