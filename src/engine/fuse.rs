@@ -688,6 +688,24 @@ mod tests {
         (y, grads.values.remove(&input).unwrap())
     }
 
+    /// The fused graph `f` against the original `g` at input x: outputs within 1e-5 and input
+    /// gradients within 1e-4 (relative to the largest entry), the gradient not all zero.
+    fn assert_same_outputs_and_input_grads(g: &Graph, f: &Graph, x: &Tensor) {
+        let (y0, gx0) = output_and_input_grad(g, x);
+        let (y1, gx1) = output_and_input_grad(f, x);
+        assert!(
+            rel_diff(&y1, &y0) <= 1e-5,
+            "outputs differ by {}",
+            rel_diff(&y1, &y0)
+        );
+        assert!(gx0.max_abs() > 0.0);
+        assert!(
+            rel_diff(&gx1, &gx0) <= 1e-4,
+            "gradients differ by {}",
+            rel_diff(&gx1, &gx0)
+        );
+    }
+
     #[test]
     fn folds_pad_batch_norm_and_activations_exactly() {
         let g = small_net();
@@ -719,19 +737,10 @@ mod tests {
         assert!(f.param_id("bn1.g").is_none() && f.param_id("w1").is_none());
 
         // inputs with values spread around the clip bounds
-        let x = test_tensor(&[2, 3, 9, 9], 7).map(|v| 4.0 * v);
-        let (y0, gx0) = output_and_input_grad(&g, &x);
-        let (y1, gx1) = output_and_input_grad(&f, &x);
-        assert!(
-            rel_diff(&y1, &y0) <= 1e-5,
-            "outputs differ by {}",
-            rel_diff(&y1, &y0)
-        );
-        assert!(gx0.max_abs() > 0.0);
-        assert!(
-            rel_diff(&gx1, &gx0) <= 1e-4,
-            "gradients differ by {}",
-            rel_diff(&gx1, &gx0)
+        assert_same_outputs_and_input_grads(
+            &g,
+            &f,
+            &test_tensor(&[2, 3, 9, 9], 7).map(|v| 4.0 * v),
         );
     }
 
@@ -801,19 +810,7 @@ mod tests {
         // inputs spread around the ReLU kinks; the gradient reaches x through the convolutions
         // and through the shortcut (b's fourth input)
         let x = test_tensor(&[2, 4, 6, 6], 11).map(|v| 3.0 * v);
-        let (y0, gx0) = output_and_input_grad(&g, &x);
-        let (y1, gx1) = output_and_input_grad(&f, &x);
-        assert!(
-            rel_diff(&y1, &y0) <= 1e-5,
-            "outputs differ by {}",
-            rel_diff(&y1, &y0)
-        );
-        assert!(gx0.max_abs() > 0.0);
-        assert!(
-            rel_diff(&gx1, &gx0) <= 1e-4,
-            "gradients differ by {}",
-            rel_diff(&gx1, &gx0)
-        );
+        assert_same_outputs_and_input_grads(&g, &f, &x);
 
         // keeping a convolution's own output keeps its Add; keeping the join's value keeps
         // the activation after it apart (the join is then the fused node's output)

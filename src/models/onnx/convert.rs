@@ -15,7 +15,8 @@ use crate::engine::ops::{
 };
 use crate::engine::{GraphDef, Tensor};
 
-/// Every operator type the importer accepts (some only on import-time constants).
+/// Operator types the importer accepts besides [`FOLDABLE`] (which it also maps to engine ops
+/// where their inputs are run-time values, as far as `map` says).
 const SUPPORTED: &[&str] = &[
     "Conv",
     "BatchNormalization",
@@ -29,46 +30,18 @@ const SUPPORTED: &[&str] = &[
     "Erf",
     "Gelu",
     "LayerNormalization",
-    "Mul",
-    "Add",
-    "Sub",
-    "Div",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
     "ReduceMean",
     "Split",
     "Pad",
-    "Flatten",
-    "Reshape",
     "Gemm",
     "MatMul",
-    "Concat",
     "Dropout",
     "Softmax",
-    "Identity",
     "Constant",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
     "Shape",
-    "Gather",
-    "Cast",
-    "Slice",
-    "ConstantOfShape",
-    "Expand",
-    "Equal",
-    "Less",
-    "Greater",
-    "Not",
-    "Where",
-    "Mod",
-    "Sqrt",
-    "Reciprocal",
-    "Neg",
-    "Pow",
-    "Range",
-    "ScatterND",
     "Einsum",
 ];
 
@@ -176,7 +149,7 @@ fn check_supported(g: &GraphProto) -> Result<(), Problem> {
         .iter()
         .filter(|n| {
             let std_domain = matches!(n.domain(), "" | "ai.onnx");
-            !std_domain || !SUPPORTED.contains(&n.op_type())
+            !std_domain || !(SUPPORTED.contains(&n.op_type()) || FOLDABLE.contains(&n.op_type()))
         })
         .map(|n| UnsupportedNode {
             op_type: match n.domain() {
@@ -300,6 +273,24 @@ impl Importer {
         Ok((name, declared))
     }
 
+    /// Adds an engine node computing `output` (of symbolic shape `shape`) from `inputs`.
+    fn push_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: Vec<String>,
+        output: &str,
+        shape: SymShape,
+    ) {
+        self.def.nodes.push(NodeDef {
+            name,
+            op,
+            inputs,
+            output: output.to_string(),
+        });
+        self.vals.insert(output.to_string(), Val::Dyn(shape));
+    }
+
     fn konst(&self, name: &str) -> Option<&Const> {
         match self.vals.get(name) {
             Some(Val::Const(c)) => Some(c),
@@ -393,13 +384,7 @@ impl Importer {
             return Ok(());
         }
         let (engine_op, inputs, shape) = self.map(n, op, &attrs)?;
-        self.def.nodes.push(NodeDef {
-            name: node_label(n),
-            op: engine_op,
-            inputs,
-            output: out.clone(),
-        });
-        self.vals.insert(out, Val::Dyn(shape));
+        self.push_node(node_label(n), engine_op, inputs, &out, shape);
         Ok(())
     }
 
@@ -497,18 +482,14 @@ impl Importer {
             let mut shape_k = s.clone();
             shape_k[axis] = Int::Known(len);
             if !out.is_empty() {
-                self.def.nodes.push(NodeDef {
-                    name: format!("{}/{k}", node_label(n)),
-                    op: Op::Slice {
-                        axis,
-                        start,
-                        end,
-                        step: 1,
-                    },
-                    inputs: vec![x.clone()],
-                    output: out.clone(),
-                });
-                self.vals.insert(out.clone(), Val::Dyn(shape_k));
+                let op = Op::Slice {
+                    axis,
+                    start,
+                    end,
+                    step: 1,
+                };
+                let label = format!("{}/{k}", node_label(n));
+                self.push_node(label, op, vec![x.clone()], out, shape_k);
             }
             start = end;
         }
@@ -581,13 +562,8 @@ impl Importer {
         // keepdims=0: the pool under its own name, then (N, C, 1, 1) -> (N, C)
         let out = n.output.first().cloned().unwrap_or_default();
         let pool_name = format!("{out}/pooled");
-        self.def.nodes.push(NodeDef {
-            name: format!("{}/pool", node_label(n)),
-            op: Op::GlobalAvgPool,
-            inputs: vec![x],
-            output: pool_name.clone(),
-        });
-        self.vals.insert(pool_name.clone(), Val::Dyn(pooled));
+        let label = format!("{}/pool", node_label(n));
+        self.push_node(label, Op::GlobalAvgPool, vec![x], &pool_name, pooled);
         Ok((Op::Flatten { axis: 1 }, vec![pool_name], vec![s[0], s[1]]))
     }
 
@@ -1005,13 +981,8 @@ impl Importer {
         let mut s = self.sym_shape(name)?;
         let out = format!("{}/{name}/batch", node_label(n));
         s[0] = Int::Batch(1);
-        self.def.nodes.push(NodeDef {
-            name: out.clone(),
-            op: Op::RepeatBatch,
-            inputs: vec![name.to_string(), self.input.clone()],
-            output: out.clone(),
-        });
-        self.vals.insert(out.clone(), Val::Dyn(s));
+        let inputs = vec![name.to_string(), self.input.clone()];
+        self.push_node(out.clone(), Op::RepeatBatch, inputs, &out, s);
         Ok(out)
     }
 
@@ -1092,18 +1063,19 @@ impl Importer {
             let name = format!("{out}/part{k}");
             let mut ps = s.clone();
             ps[axis] = Int::Known((end - start) as i64);
-            self.def.nodes.push(NodeDef {
-                name: format!("{}/slice{k}", node_label(n)),
-                op: Op::Slice {
-                    axis,
-                    start,
-                    end,
-                    step: 1,
-                },
-                inputs: vec![x.clone()],
-                output: name.clone(),
-            });
-            self.vals.insert(name.clone(), Val::Dyn(ps));
+            let op = Op::Slice {
+                axis,
+                start,
+                end,
+                step: 1,
+            };
+            self.push_node(
+                format!("{}/slice{k}", node_label(n)),
+                op,
+                vec![x.clone()],
+                &name,
+                ps,
+            );
             parts.push(name);
         }
         if idx.dims.len() == 1 {
@@ -1172,13 +1144,8 @@ impl Importer {
                 return Ok((op, vec![cur], cur_shape));
             }
             let name = format!("{out}/cut{k}");
-            self.def.nodes.push(NodeDef {
-                name: format!("{}/cut{k}", node_label(n)),
-                op,
-                inputs: vec![cur],
-                output: name.clone(),
-            });
-            self.vals.insert(name.clone(), Val::Dyn(cur_shape.clone()));
+            let label = format!("{}/cut{k}", node_label(n));
+            self.push_node(label, op, vec![cur], &name, cur_shape.clone());
             cur = name;
         }
         Ok((Op::Identity, vec![cur], cur_shape)) // nothing cut
@@ -1231,13 +1198,8 @@ impl Importer {
             perm.swap(r - 2, r - 1);
             let name = format!("{}/rhs_t", n.output.first().cloned().unwrap_or_default());
             ys.swap(r - 2, r - 1);
-            self.def.nodes.push(NodeDef {
-                name: format!("{}/transpose", node_label(n)),
-                op: Op::Transpose { perm },
-                inputs: vec![y],
-                output: name.clone(),
-            });
-            self.vals.insert(name.clone(), Val::Dyn(ys.clone()));
+            let label = format!("{}/transpose", node_label(n));
+            self.push_node(label, Op::Transpose { perm }, vec![y], &name, ys.clone());
             y = name;
         }
         if xs[r - 1] != ys[r - 2] {
