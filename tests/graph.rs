@@ -171,6 +171,32 @@ fn wrong_input_shape_is_an_error_and_batch_is_dynamic() {
     assert_eq!(pass.get(fc).unwrap().shape(), &[4, 2]);
 }
 
+/// A graph whose shapes only work at the declared batch (a reshape to a literal traced at
+/// batch 1) says so, and a batch of 2 is an error naming the reshape; the small CNN runs any
+/// batch.
+#[test]
+fn max_batch_follows_the_shapes() {
+    assert_eq!(build(small_def()).max_batch(), usize::MAX);
+    let mut d = GraphDef::default();
+    d.inputs.push(InputDef {
+        name: "x".into(),
+        shape: vec![1, 2, 4],
+    });
+    d.push("rows", Op::Reshape { shape: vec![4, 2] }, &["x"]);
+    d.outputs.push("rows".into());
+    let g = build(d);
+    assert_eq!(g.max_batch(), 1);
+    let err = g
+        .forward(&[test_tensor(&[2, 2, 4], 3)], &ForwardOptions::eval())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rows"), "{err}");
+    assert!(
+        g.forward(&[test_tensor(&[1, 2, 4], 3)], &ForwardOptions::eval())
+            .is_ok()
+    );
+}
+
 #[test]
 fn outputs_only_pass_frees_intermediates() {
     let g = build(small_def());

@@ -736,13 +736,19 @@ fn check_transformer(name: &str) -> BTreeMap<&'static str, usize> {
             assert!(err < 1e-4, "{name}: input gradient differs by {err:e}");
         }
     }
+    // the graph knows from its shapes alone whether it runs a batch (callers that batch
+    // images, such as the explanation scores, run them one at a time otherwise)
     match g.forward(&[x], &ForwardOptions::eval()) {
         // a graph whose reshapes all placed the batch runs the batch; its logits must agree
         Ok(pass) => {
             let err = rel_err(pass.get(out).unwrap().data(), want.data());
             assert!(err < 1e-5, "{name} at batch 2: logits differ by {err:e}");
+            assert_eq!(g.max_batch(), usize::MAX, "{name}");
         }
-        Err(e) => assert!(e.to_string().contains("reshape"), "{name}: {e}"),
+        Err(e) => {
+            assert!(e.to_string().contains("reshape"), "{name}: {e}");
+            assert_eq!(g.max_batch(), 1, "{name}");
+        }
     }
     counts
 }

@@ -114,6 +114,9 @@ pub struct Graph {
     pub(super) inference_only: bool,
     /// Convolutions whose activation a `Keep::Backward` pass computes in the same kernel.
     fused_pairs: ConvActivationPairs,
+    /// The largest batch the shapes allow: 1 for a graph that only works at its declared batch
+    /// (an imported file whose reshape targets were traced at batch 1), else `usize::MAX`.
+    max_batch: usize,
 }
 
 /// Which values a forward pass keeps besides the graph outputs.
@@ -240,6 +243,25 @@ fn node_error(node: &NodeDef, msg: impl Into<String>) -> GraphError {
         op: node.op.kind_name().to_string(),
         msg: msg.into(),
     }
+}
+
+/// Whether every node's shapes still check with each input's batch (dimension 0) one larger
+/// than declared: shape inference only, no computation.
+fn shapes_allow_another_batch(values: &[ValueInfo], inputs: &[ValueId], nodes: &[Node]) -> bool {
+    let mut shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape.clone()).collect();
+    for &i in inputs {
+        if let Some(b) = shapes[i].first_mut() {
+            *b += 1;
+        }
+    }
+    for node in nodes {
+        let ins: Vec<&[usize]> = node.inputs.iter().map(|&v| shapes[v].as_slice()).collect();
+        match node.op.output_shape(&ins) {
+            Ok(s) => shapes[node.output] = s,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 impl Graph {
@@ -396,6 +418,11 @@ impl Graph {
             out_ids.push(id);
         }
         let fused_pairs = ConvActivationPairs::find(&graph_nodes, values.len(), &out_ids);
+        let max_batch = if shapes_allow_another_batch(&values, &input_ids, &graph_nodes) {
+            usize::MAX
+        } else {
+            1
+        };
         Ok(Graph {
             values,
             nodes: graph_nodes,
@@ -406,7 +433,15 @@ impl Graph {
             inference: InferenceCache::default(),
             inference_only: false,
             fused_pairs,
+            max_batch,
         })
+    }
+
+    /// The largest batch a forward pass can take: 1 when the graph's shapes only work at the
+    /// declared batch (callers that batch images then run them one at a time), else
+    /// `usize::MAX`.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
     }
 
     pub fn values(&self) -> &[ValueInfo] {

@@ -14,7 +14,7 @@
 
 use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
-use super::util::{batch_of, check_batch};
+use super::util::batch_of;
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
 use crate::engine::graph::ValueId;
 use crate::engine::{Keep, Op, Tensor};
@@ -157,7 +157,7 @@ impl Explainer<'_> {
     ) -> ExplainResult<CamResult> {
         let chw = single_image_dims(x)?;
         let [c, h, w] = chw;
-        let batch = check_batch(opts.batch)?;
+        let batch = self.batch_size(opts.batch)?;
         let layer = self.cam_layer(layer)?;
         let scored = self.run(x, Keep::Values(vec![layer]))?;
         let t = self

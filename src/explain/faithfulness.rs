@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
-use super::util::{batch_of, check_batch, gaussian_blur};
+use super::util::{batch_of, gaussian_blur};
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
 use crate::engine::graph::ValueKind;
 use crate::engine::{Graph, Op, Tensor, init};
@@ -102,7 +102,7 @@ impl Explainer<'_> {
     ) -> ExplainResult<Curve> {
         let chw = single_image_dims(x)?;
         let [c, h, w] = chw;
-        let batch = check_batch(opts.batch)?;
+        let batch = self.batch_size(opts.batch)?;
         if (map.height, map.width) != (h, w) {
             return Err(ExplainError::invalid(format!(
                 "the map is {}x{} but the input is {h}x{w}",

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
-use super::util::{batch_of, check_batch, gaussian_blur};
+use super::util::{batch_of, gaussian_blur};
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
 use crate::engine::graph::{ValueId, ValueKind};
 use crate::engine::ops::{Activation, ForwardCtx, Saved};
@@ -156,7 +156,7 @@ impl Explainer<'_> {
         ctl: Control,
     ) -> ExplainResult<GradientMap> {
         let chw = single_image_dims(x)?;
-        let batch = check_batch(opts.batch)?;
+        let batch = self.batch_size(opts.batch)?;
         if opts.samples == 0 {
             return Err(ExplainError::invalid(
                 "SmoothGrad needs at least one sample",
@@ -202,7 +202,7 @@ impl Explainer<'_> {
         ctl: Control,
     ) -> ExplainResult<IntegratedGradients> {
         let chw = single_image_dims(x)?;
-        let batch = check_batch(opts.batch)?;
+        let batch = self.batch_size(opts.batch)?;
         if opts.steps == 0 {
             return Err(ExplainError::invalid(
                 "Integrated Gradients needs at least one step",

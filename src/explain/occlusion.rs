@@ -4,7 +4,7 @@
 use super::gradient::fill_image;
 use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
-use super::util::{batch_of, check_batch};
+use super::util::batch_of;
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
 use crate::engine::Tensor;
 
@@ -62,7 +62,7 @@ impl Explainer<'_> {
     ) -> ExplainResult<OcclusionResult> {
         let chw = single_image_dims(x)?;
         let [_, h, w] = chw;
-        let batch = check_batch(opts.batch)?;
+        let batch = self.batch_size(opts.batch)?;
         if opts.patch == 0 || opts.stride == 0 || opts.patch > h.min(w) {
             return Err(ExplainError::invalid(format!(
                 "occlusion patch {} / stride {} do not fit a {h}x{w} image",

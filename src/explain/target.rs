@@ -145,6 +145,14 @@ pub struct Explainer<'g> {
     pub head: ScoreHead,
 }
 
+impl Explainer<'_> {
+    /// The images per forward pass for a batch size option: the option, or 1 for a graph that
+    /// runs at its traced batch only (see [`Graph::max_batch`]).
+    pub(crate) fn batch_size(&self, asked: usize) -> ExplainResult<usize> {
+        Ok(super::util::check_batch(asked)?.min(self.graph.max_batch()))
+    }
+}
+
 /// One forward pass and the logits of each batch item.
 pub(crate) struct Scored {
     pub pass: ForwardPass,
