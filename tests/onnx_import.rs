@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use convscope::engine::{BackwardRequest, ForwardOptions, Graph, Op, Tensor};
+use convscope::engine::{BackwardRequest, ForwardOptions, ForwardPass, Graph, Op, Tensor};
 use convscope::models::onnx::proto::{self, ModelProto, StringStringEntryProto, TensorProto};
 use convscope::models::onnx::{ImportedModel, Problem, import_onnx, import_onnx_bytes};
 use ndarray::ArrayD;
@@ -35,6 +35,19 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// The gradient of `seed` · output with respect to the input, through a pass kept for
+/// backward (a graph with one input and one output).
+fn input_gradient(g: &Graph, pass: &ForwardPass, seed: Tensor) -> Tensor {
+    let (input, out) = (g.inputs()[0], g.outputs()[0]);
+    let req = BackwardRequest {
+        seeds: vec![(out, seed)],
+        param_grads: false,
+        value_grads: vec![input],
+    };
+    let mut grads = g.backward(pass, &req).unwrap();
+    grads.values.remove(&input).unwrap()
 }
 
 fn op_counts(m: &ImportedModel) -> BTreeMap<&'static str, usize> {
@@ -134,17 +147,9 @@ fn effnet_input_gradient_matches_torch() {
     let pass = g
         .forward(&[effnet_input()], &ForwardOptions::eval_for_backward())
         .unwrap();
-    let out = g.outputs()[0];
     let mut seed = Tensor::zeros(&[1, 1000]);
     seed.data_mut()[CLASS] = 1.0;
-    let input = g.inputs()[0];
-    let req = BackwardRequest {
-        seeds: vec![(out, seed)],
-        param_grads: false,
-        value_grads: vec![input],
-    };
-    let grads = g.backward(&pass, &req).unwrap();
-    let d_x = &grads.values[&input]; // (1, 3, 224, 224)
+    let d_x = &input_gradient(&g, &pass, seed); // (1, 3, 224, 224)
     let (lo, hi) = (80usize, 144usize);
     let mut window = Vec::new();
     for c in 0..3 {
@@ -527,6 +532,15 @@ fn an_einsum_other_than_a_batched_product_is_refused_by_equation() {
         err.contains("bghid,bghjd->bgij") && err.contains("Einsum"),
         "{err}"
     );
+    // a batched-product equation of another rank than its operands: refused, not a panic
+    let mut m = model_bytes("maxvit_legacy.onnx");
+    let g = m.graph.as_mut().unwrap();
+    let node = g.node.iter_mut().find(|n| n.op_type() == "Einsum").unwrap();
+    for a in node.attribute.iter_mut().filter(|a| a.name() == "equation") {
+        a.s = Some(b"abghid,abghjd->abghij".to_vec());
+    }
+    let err = import_model(&m).unwrap_err().to_string();
+    assert!(err.contains("ranks 5 and 5"), "{err}");
 }
 
 #[test]
@@ -622,18 +636,7 @@ fn reduce_mean_input_gradient_matches_finite_differences() {
         .unwrap();
     let y = pass.get(out).unwrap();
     let seed = Tensor::new(y.shape().to_vec(), vec![1.0; y.numel()]).unwrap();
-    let input = g.inputs()[0];
-    let grads = g
-        .backward(
-            &pass,
-            &BackwardRequest {
-                seeds: vec![(out, seed)],
-                param_grads: false,
-                value_grads: vec![input],
-            },
-        )
-        .unwrap();
-    let dx = &grads.values[&input];
+    let dx = &input_gradient(&g, &pass, seed);
     assert_eq!(dx.shape(), x.shape());
     let h = 1e-2f32;
     let mut fd = Vec::with_capacity(x.numel());
@@ -709,7 +712,7 @@ fn check_transformer(name: &str) -> BTreeMap<&'static str, usize> {
     let x = npy_f32(&format!("{name}.input.npy")); // (2, 3, 32, 32)
     let want = npy_f32(&format!("{name}.output.npy")); // (2, 5)
     let item = 3 * 32 * 32;
-    let (input, out) = (g.inputs()[0], g.outputs()[0]);
+    let out = g.outputs()[0];
     for i in 0..2 {
         let xi = Tensor::new(vec![1, 3, 32, 32], x.data()[i * item..][..item].to_vec()).unwrap();
         let pass = g
@@ -724,14 +727,9 @@ fn check_transformer(name: &str) -> BTreeMap<&'static str, usize> {
         if i == 0 {
             let mut seed = Tensor::zeros(&[1, 5]);
             seed.data_mut()[1] = 1.0;
-            let req = BackwardRequest {
-                seeds: vec![(out, seed)],
-                param_grads: false,
-                value_grads: vec![input],
-            };
-            let grads = g.backward(&pass, &req).unwrap();
+            let d_x = input_gradient(&g, &pass, seed);
             let grad = npy_f32(&format!("{name}.grad.npy"));
-            let err = rel_err(grads.values[&input].data(), &grad.data()[..item]);
+            let err = rel_err(d_x.data(), &grad.data()[..item]);
             eprintln!("{name}: input gradient vs PyTorch float64: relative error {err:e}");
             assert!(err < 1e-4, "{name}: input gradient differs by {err:e}");
         }

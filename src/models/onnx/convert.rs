@@ -1026,13 +1026,7 @@ impl Importer {
         let ids: Vec<usize> = idx
             .to_i64("the indices")?
             .into_iter()
-            .map(|i| {
-                let j = if i < 0 { i + len } else { i };
-                (0..len)
-                    .contains(&j)
-                    .then_some(j as usize)
-                    .ok_or_else(|| bad(format!("index {i} is out of range for {len}")))
-            })
+            .map(|i| fold::index_in(i, len, "index"))
             .collect::<Result<_, _>>()?;
         // runs of consecutive indices, each one Slice
         let mut runs: Vec<(usize, usize)> = Vec::new();
@@ -1042,24 +1036,21 @@ impl Importer {
                 _ => runs.push((i, i + 1)),
             }
         }
-        let out = n.output.first().cloned().unwrap_or_default();
-        let mut parts = Vec::new();
         let mut picked = s.clone();
         picked[axis] = Int::Known(ids.len() as i64);
+        if let (&[(start, end)], 1) = (runs.as_slice(), idx.dims.len()) {
+            // one run of a list: the Slice is the result
+            let op = Op::Slice {
+                axis,
+                start,
+                end,
+                step: 1,
+            };
+            return Ok((op, vec![x], picked));
+        }
+        let out = n.output.first().cloned().unwrap_or_default();
+        let mut parts = Vec::new();
         for (k, &(start, end)) in runs.iter().enumerate() {
-            if runs.len() == 1 && idx.dims.len() == 1 {
-                // one run of a list: the Slice is the result
-                return Ok((
-                    Op::Slice {
-                        axis,
-                        start,
-                        end,
-                        step: 1,
-                    },
-                    vec![x],
-                    picked,
-                ));
-            }
             let name = format!("{out}/part{k}");
             let mut ps = s.clone();
             ps[axis] = Int::Known((end - start) as i64);
@@ -1093,21 +1084,12 @@ impl Importer {
     /// `Slice` per cut axis, chained. The batch axis can only be taken whole.
     fn slice(&mut self, n: &NodeProto, a: &Attrs) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let (x, s) = self.value(self.required(n, 0)?, false)?;
-        let list = |imp: &Self, i: usize, name: &str| -> Result<Option<Vec<i64>>, Problem> {
-            if imp.opset < 10 {
-                return Ok(a.ints(name));
-            }
-            imp.const_input(n, i, name)?
-                .map(|c| c.to_i64(name))
-                .transpose()
-        };
-        let starts = list(self, 1, "starts")?.ok_or_else(|| bad("has no starts"))?;
-        let ends = list(self, 2, "ends")?.ok_or_else(|| bad("has no ends"))?;
-        let axes = list(self, 3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
-        let steps = list(self, 4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
-        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-            return Err(bad("has starts, ends, axes and steps of different lengths"));
+        // starts, ends, axes and steps must be known now (inputs 1..=4 from opset 10)
+        let mut refs: Vec<Option<&Const>> = vec![None];
+        for i in 1..n.input.len() {
+            refs.push(self.const_input(n, i, "a slice bound")?);
         }
+        let [starts, ends, axes, steps] = fold::slice_params(a, self.opset, &refs)?;
         let mut cuts = Vec::new(); // (axis, start, end, step, entries)
         for (((&st, &en), &ax), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
             let axis = shape::axis(ax, s.len())?;
@@ -1180,19 +1162,27 @@ impl Importer {
             return Err(refuse());
         }
         let batch = &ta[..r - 2];
-        let (i, k) = (ta[r - 2], ta[r - 1]);
-        let (b_last2, o_last2) = ((tb[r - 2], tb[r - 1]), (to[r - 2], to[r - 1]));
-        if &tb[..r - 2] != batch || &to[..r - 2] != batch || o_last2.0 != i || i == k {
+        let (i, k, j) = (ta[r - 2], ta[r - 1], to[r - 1]);
+        if &tb[..r - 2] != batch || &to[..r - 2] != batch || to[r - 2] != i {
             return Err(refuse());
         }
-        let j = o_last2.1;
-        let transposed = match b_last2 {
-            (kk, jj) if kk == k && jj == j && j != k && j != i => false,
-            (jj, kk) if kk == k && jj == j && j != k && j != i => true,
+        if i == k || j == k || j == i {
+            return Err(refuse());
+        }
+        let transposed = match (tb[r - 2], tb[r - 1]) {
+            (kk, jj) if kk == k && jj == j => false,
+            (jj, kk) if kk == k && jj == j => true,
             _ => return Err(refuse()),
         };
         let (x, xs) = self.value(self.required(n, 0)?, false)?;
         let (mut y, mut ys) = self.value(self.required(n, 1)?, false)?;
+        if xs.len() != r || ys.len() != r {
+            return Err(bad(format!(
+                "has operands of ranks {} and {} for the rank-{r} equation {eq:?}",
+                xs.len(),
+                ys.len()
+            )));
+        }
         if transposed {
             let mut perm: Vec<usize> = (0..r).collect();
             perm.swap(r - 2, r - 1);
@@ -1235,8 +1225,8 @@ impl Importer {
             return Ok((Op::Identity, vec![x], s));
         }
         let grows_batch_only = out.len() == xs.len()
-            && out[0] == Int::Batch(1)
-            && xs[0] == Int::Known(1)
+            && out.first() == Some(&Int::Batch(1))
+            && xs.first() == Some(&Int::Known(1))
             && out[1..] == xs[1..];
         if grows_batch_only && self.konst(x_name).is_some() {
             let (x, _) = self.value(x_name, false)?;

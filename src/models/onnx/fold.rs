@@ -188,7 +188,8 @@ pub fn fold(
             Data::F32(v) => Ok(Const::f32(x.dims.clone(), v.iter().map(|&f| -f).collect())),
         },
         "Pow" => {
-            let (e, dims) = (input(1)?, numeric_broadcast(&x.dims, &input(1)?.dims)?);
+            let e = input(1)?;
+            let dims = numeric_broadcast(&x.dims, &e.dims)?;
             let (a, b) = (x.to_f32(op)?, e.to_f32(op)?);
             let (ia, ib) = (broadcast_src(&x.dims, &dims), broadcast_src(&e.dims, &dims));
             let v: Vec<f32> = ia.iter().zip(&ib).map(|(&i, &j)| a[i].powf(b[j])).collect();
@@ -274,19 +275,23 @@ pub fn squeeze_shape(dims: &[Int], axes: Option<&[i64]>) -> Result<SymShape, Pro
         .collect())
 }
 
+/// An ONNX index into an axis of length `n` (negative counts from the end) as a position;
+/// `what` names it in the error.
+pub fn index_in(i: i64, n: i64, what: &str) -> Result<usize, Problem> {
+    let j = if i < 0 { i + n } else { i };
+    (0..n)
+        .contains(&j)
+        .then_some(j as usize)
+        .ok_or_else(|| bad(format!("{what} {i} is out of range for {n}")))
+}
+
 fn gather(x: &Const, idx: &Const, axis: i64) -> Result<Const, Problem> {
     let a = shape::axis(axis, x.dims.len())?;
     let n = x.dims[a] as i64;
     let ids: Vec<usize> = idx
         .to_i64("Gather indices")?
         .into_iter()
-        .map(|i| {
-            let j = if i < 0 { i + n } else { i };
-            (0..n)
-                .contains(&j)
-                .then_some(j as usize)
-                .ok_or_else(|| bad(format!("Gather index {i} is out of range for {n}")))
-        })
+        .map(|i| index_in(i, n, "Gather index"))
         .collect::<Result<_, _>>()?;
     let outer = numel(&x.dims[..a]);
     let inner = numel(&x.dims[a + 1..]);
@@ -326,12 +331,13 @@ fn cast(x: &Const, to: i64) -> Result<Const, Problem> {
     })
 }
 
-fn slice(
-    x: &Const,
+/// A Slice's `(starts, ends, axes, steps)`, equal in length: attributes before opset 10,
+/// constant inputs 1..=4 from 10 on (axes default to 0.., steps to 1).
+pub fn slice_params(
     attrs: &Attrs,
     opset: i64,
     inputs: &[Option<&Const>],
-) -> Result<Const, Problem> {
+) -> Result<[Vec<i64>; 4], Problem> {
     let list = |i: usize, name: &str| -> Result<Option<Vec<i64>>, Problem> {
         if opset < 10 {
             return Ok(attrs.ints(name));
@@ -352,6 +358,16 @@ fn slice(
             "Slice starts, ends, axes and steps differ in length".into()
         ));
     }
+    Ok([starts, ends, axes, steps])
+}
+
+fn slice(
+    x: &Const,
+    attrs: &Attrs,
+    opset: i64,
+    inputs: &[Option<&Const>],
+) -> Result<Const, Problem> {
+    let [starts, ends, axes, steps] = slice_params(attrs, opset, inputs)?;
     let mut picks: Vec<Vec<usize>> = x.dims.iter().map(|&d| (0..d).collect()).collect();
     for (((&s, &e), &a), &st) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
         let a = shape::axis(a, x.dims.len())?;
@@ -584,33 +600,25 @@ fn scatter_nd(
     for k in 0..count {
         let mut off = 0usize;
         for (d, &i) in idx[k * q..][..q].iter().enumerate() {
-            let n = data.dims[d] as i64;
-            let j = if i < 0 { i + n } else { i };
-            if !(0..n).contains(&j) {
-                return Err(bad(format!("ScatterND index {i} is out of range for {n}")));
-            }
-            off += j as usize * st[d];
+            off += index_in(i, data.dims[d] as i64, "ScatterND index")? * st[d];
         }
         starts.push(off);
     }
+    // each start's slice of v replaced by the next `slice` elements of u
+    fn scatter<T: Copy>(mut v: Vec<T>, u: &[T], starts: &[usize], slice: usize) -> Vec<T> {
+        for (&o, part) in starts.iter().zip(u.chunks_exact(slice.max(1))) {
+            v[o..o + slice].copy_from_slice(&part[..slice]);
+        }
+        v
+    }
     let out = match (&data.data, &updates.data) {
-        (Data::I64(v), Data::I64(u)) => {
-            let mut v = v.clone();
-            for (k, &o) in starts.iter().enumerate() {
-                v[o..o + slice].copy_from_slice(&u[k * slice..][..slice]);
-            }
-            Data::I64(v)
-        }
-        _ => {
-            let (mut v, u) = (
-                data.to_f32("ScatterND data")?,
-                updates.to_f32("ScatterND updates")?,
-            );
-            for (k, &o) in starts.iter().enumerate() {
-                v[o..o + slice].copy_from_slice(&u[k * slice..][..slice]);
-            }
-            Data::F32(v)
-        }
+        (Data::I64(v), Data::I64(u)) => Data::I64(scatter(v.clone(), u, &starts, slice)),
+        _ => Data::F32(scatter(
+            data.to_f32("ScatterND data")?,
+            &updates.to_f32("ScatterND updates")?,
+            &starts,
+            slice,
+        )),
     };
     Ok(Const {
         dims: data.dims.clone(),
@@ -694,21 +702,18 @@ fn where_(cond: &Const, x: &Const, y: &Const) -> Result<Const, Problem> {
             .collect::<Result<_, _>>()?,
         Data::F32(v) => ic.iter().map(|&i| v[i] != 0.0).collect(),
     };
+    // element k from a (at ix[k]) where pick[k], else from b (at iy[k])
+    fn choose<T: Copy>(pick: &[bool], a: &[T], ix: &[usize], b: &[T], iy: &[usize]) -> Vec<T> {
+        pick.iter()
+            .enumerate()
+            .map(|(k, &p)| if p { a[ix[k]] } else { b[iy[k]] })
+            .collect()
+    }
     let data = match (&x.data, &y.data) {
-        (Data::I64(a), Data::I64(b)) => Data::I64(
-            pick.iter()
-                .enumerate()
-                .map(|(k, &p)| if p { a[ix[k]] } else { b[iy[k]] })
-                .collect(),
-        ),
+        (Data::I64(a), Data::I64(b)) => Data::I64(choose(&pick, a, &ix, b, &iy)),
         _ => {
             let (a, b) = (x.to_f32("Where")?, y.to_f32("Where")?);
-            Data::F32(
-                pick.iter()
-                    .enumerate()
-                    .map(|(k, &p)| if p { a[ix[k]] } else { b[iy[k]] })
-                    .collect(),
-            )
+            Data::F32(choose(&pick, &a, &ix, &b, &iy))
         }
     };
     Ok(Const { dims, data })

@@ -187,8 +187,7 @@ pub fn reshape(input: &[Int], target: &[Int], allowzero: bool) -> Result<SymShap
 /// factor N (the outermost factor of the batch dimension, `k·N` with N outside) goes to the one
 /// target dimension that can hold it for every N: the product of the dimensions before it
 /// divides the product before the batch, and the product through it is a multiple of that.
-/// Where
-/// two dimensions qualify (`[L, N, E]` written `[L, E]` may be `[L·N, E]` or `[L, N·E]`, and
+/// Where two dimensions qualify (`[L, N, E]` written `[L, E]` may be `[L·N, E]` or `[L, N·E]`, and
 /// PyTorch's attention writes both), nothing in the file says which, and the target is kept
 /// as written: the graph then runs at the traced batch only, as onnxruntime runs such files.
 /// None when the sizes disagree at the traced batch too.
