@@ -51,6 +51,9 @@ pub const LAYERS: &[Layer] = &[
     ("smile_conv2_b1", 1, 16, 64, 64, 16, 5, 1, 2, 1),
     ("smile_conv3_b1", 1, 16, 32, 32, 32, 3, 1, 1, 1),
     ("smile_conv4_b1", 1, 32, 32, 32, 32, 3, 1, 1, 1),
+    ("vgg_conv1_1", 1, 3, 224, 224, 64, 3, 1, 1, 1),
+    ("conv3x3_128_28", 1, 128, 28, 28, 128, 3, 1, 1, 1),
+    ("conv3x3_512_7", 1, 512, 7, 7, 512, 3, 1, 1, 1),
 ];
 
 /// Per-node forward medians of an ONNX model's fused inference graph, slowest first.
@@ -129,6 +132,7 @@ fn profile_model(path: &str, runs: usize) {
 }
 
 fn main() {
+    common::init();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--model") {
         let path = args.get(i + 1).expect("--model takes a path");

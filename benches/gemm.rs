@@ -27,6 +27,7 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
+    common::init();
     if let Ok(spec) = std::env::var("MM_CHILD") {
         run_mm_child(&spec);
         return;

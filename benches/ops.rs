@@ -38,6 +38,7 @@ fn report(name: &str, op: &Op, inputs: &[Tensor], mode: Mode) {
 }
 
 fn main() {
+    common::init();
     println!("threads: {}", rayon::current_num_threads());
     smile_ops();
     let x = test_tensor(&[8, 64, 56, 56], 1);

@@ -3,6 +3,7 @@
 //! Layers (dependencies point downwards only): `app`, `cli` → `explain`, `train`, `render`,
 //! `data`, `models` → `engine`.
 
+pub mod allocator;
 #[cfg(feature = "gui")]
 pub mod app;
 pub mod cli;

@@ -2,6 +2,18 @@
 
 use std::time::Instant;
 
+/// The allocator and settings the `convscope` binary runs with (`convscope::allocator`): a
+/// benchmark on the system allocator measured the GEMM paths' column buffers page-faulting in
+/// on every call, which the application never does (an im2col convolution looked 2–3x slower
+/// than in a training step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Call first in every benchmark's `main`.
+pub fn init() {
+    convscope::allocator::keep_freed_pages_mapped();
+}
+
 /// `BENCH_RUNS` from the environment, or `default`.
 pub fn bench_runs(default: usize) -> usize {
     std::env::var("BENCH_RUNS")

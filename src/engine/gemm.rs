@@ -139,7 +139,13 @@ struct Product<'a> {
 /// The `gemm` crate's own kernels for `level`, called directly: the crate picks its kernels by
 /// what the CPU has and cannot be capped, so `CONVSCOPE_SIMD=avx2` on an AVX-512 machine would
 /// otherwise still multiply with AVX-512. Each arm is what `gemm::gemm` runs for that level
-/// (`gemm_common::gemm_def!`): the same driver, micro-kernels and SIMD token.
+/// (`gemm_common::gemm_def!`): the same driver, micro-kernels and SIMD token. Like `gemm::gemm`
+/// it multiplies a row-major product as its transpose, dstᵀ `[n, m]` = bᵀ @ aᵀ: the
+/// micro-kernels load and store whole vectors down a column, so the destination's unit stride
+/// must run along the driver's rows. Called the other way round (session 8 to 9), every store
+/// of a register tile was a strided scatter and the packing of the operands was chosen for
+/// the wrong sides: the smile CNN's 16x75x4096 product ran at 30 GFLOP/s on one core at AVX2
+/// instead of 55, the 1024³ square at AVX-512 at 62 instead of 143 (`benches/gemm.rs`).
 ///
 /// # Safety
 /// As `gemm::gemm`: every element the views address lies inside their data; `dst` holds the
@@ -170,19 +176,20 @@ unsafe fn gemm_at(level: Level, p: Product<'_>) {
                     { ukr::H_N },
                 >(
                     token,
-                    m,
+                    // dstᵀ = bᵀ @ aᵀ: m' = n, n' = m; (cs, rs) of each operand's transpose
                     n,
+                    m,
                     k,
                     p.dst,
-                    1,
                     n as isize,
+                    1,
                     p.beta != 0.0,
-                    p.a.data.as_ptr(),
-                    p.a.cs as isize,
-                    p.a.rs as isize,
                     p.b.data.as_ptr(),
-                    p.b.cs as isize,
                     p.b.rs as isize,
+                    p.b.cs as isize,
+                    p.a.data.as_ptr(),
+                    p.a.rs as isize,
+                    p.a.cs as isize,
                     p.beta,
                     p.alpha,
                     false,

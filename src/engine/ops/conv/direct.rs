@@ -128,16 +128,28 @@ pub(super) fn backward_x_applies(g: &Geom) -> bool {
 /// Measured on the smile CNN (batch 32, one thread, CPU time): 5x5 16→16 @64² 10.0 ms against
 /// 17.7 ms for the blocked GEMM + col2im path, batch 1 0.30 against 0.55 ms; but 3x3 16→32 and
 /// 32→32 @32² 2.35 / 4.36 against 2.17 / 4.39 ms (a 3x3 kernel gives the GEMM path a long
-/// enough inner dimension).
+/// enough inner dimension; the same at AVX2, BENCHMARKS.md "Session 10").
 pub(super) fn prefers_backward_x(g: &Geom) -> bool {
     backward_x_applies(g) && g.kh * g.kw > 9
 }
 
+/// The most channels a 3x3 direct forward correlation sums over where it runs instead of
+/// im2col + GEMM. Measured at batch 32, 2 threads (`benches/conv.rs`, BENCHMARKS.md "Session
+/// 10"): the smile CNN's 32→32 @32² 9.7–10.8 → 5.7–8.5 ms at AVX2 and 5.7–5.9 → 4.7–4.8 ms
+/// at AVX-512; its 16→32, ResNet50's 64→64 @56² and VGG16's 3→64 @224² even; 512→512 @7²
+/// 2.3–3.1 → 2.8–17 ms (worse).
+const DIRECT_3X3_MAX_SUM: usize = 64;
+
 /// Whether the forward pass should take [`forward`]: stride 1, not depthwise, a kernel larger
-/// than 3x3 (the same trade as [`prefers_backward_x`]): smile conv2 (16→16 5x5 @64², batch 32,
-/// 2 threads) 6.6–7.0 → 4.9–5.2 ms against im2col + GEMM (BENCHMARKS.md "Session 4").
+/// than 3x3 (the same trade as [`prefers_backward_x`]: smile conv2, 16→16 5x5 @64², batch 32,
+/// 2 threads, 6.6–7.0 → 4.9–5.2 ms against im2col + GEMM, BENCHMARKS.md "Session 4"), or a 3x3
+/// kernel over at most [`DIRECT_3X3_MAX_SUM`] input channels.
 pub(super) fn prefers_forward(g: &Geom) -> bool {
-    g.sh == 1 && g.sw == 1 && !g.is_depthwise() && g.kh * g.kw > 9
+    let taps = g.kh * g.kw;
+    g.sh == 1
+        && g.sw == 1
+        && !g.is_depthwise()
+        && (taps > 9 || (taps == 9 && g.cg <= DIRECT_3X3_MAX_SUM))
 }
 
 /// Kernel blocks of DIRECT_CB output channels, tap-major: `(sum_ch, kh·kw, DIRECT_CB)`, zero
