@@ -258,6 +258,47 @@ def reduce_mean_channels() -> None:
     print("reduce_mean_channels")
 
 
+def reduce_ops(opset: int) -> None:
+    """Every reduction over channel, row and column axes, with and without keepdims: axes as
+    attributes (opset 13, but ReduceSum's input) or inputs (opset 18)."""
+    rng = np.random.default_rng(20261210 + opset)
+    nodes, inits = [], [init("conv_w", (rng.standard_normal((4, 3, 3, 3)) * 0.5).astype(np.float32))]
+    nodes.append(helper.make_node("Conv", ["input", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1]))
+
+    def reduce(op: str, src: str, out: str, axes, keepdims: int) -> None:
+        as_input = opset >= 18 or op == "ReduceSum"
+        if as_input:
+            nodes.append(const_node(f"{out}_axes", np.array(axes, np.int64)))
+            nodes.append(helper.make_node(op, [src, f"{out}_axes"], [out], name=out, keepdims=keepdims))
+        else:
+            nodes.append(helper.make_node(op, [src], [out], name=out, axes=axes, keepdims=keepdims))
+
+    for op, out in [("ReduceSum", "sum"), ("ReduceMean", "mean"), ("ReduceMax", "max"),
+                    ("ReduceMin", "min"), ("ReduceL2", "l2")]:
+        reduce(op, "conv", out, [1], 1)  # (N, 1, 6, 5) each
+    nodes.append(helper.make_node("Concat", ["sum", "mean", "max", "min", "l2"], ["cat"], name="cat", axis=1))
+    reduce("ReduceMax", "cat", "row_max", [-1], 0)  # (N, 5, 6)
+    reduce("ReduceL2", "cat", "col_l2", [2], 0)  # (N, 5, 5)
+    reduce("ReduceMin", "row_max", "rows_min", [2], 1)  # (N, 5, 1)
+    reduce("ReduceSum", "col_l2", "cols_sum", [2], 1)  # (N, 5, 1)
+    nodes.append(helper.make_node("Add", ["rows_min", "cols_sum"], ["both"], name="both"))
+    reduce("ReduceMean", "both", "logits", [2], 0)  # (N, 5)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    save(f"opset{opset}_reduce_ops", nodes, inits, value("input", ["N", 3, 6, 5]),
+         value("logits", ["N", 5]), opset, x)
+
+
+def reduce_batch_axis() -> None:
+    nodes = [helper.make_node("ReduceSum", ["input"], ["total"], name="batch_sum", axes=[0], keepdims=1)]
+    graph = helper.make_graph(nodes, "reduce_batch_axis", [value("input", ["N", 3])],
+                              [value("total", [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(OUT, "reduce_batch_axis.onnx"))
+    print("reduce_batch_axis")
+
+
 def split(opset: int) -> None:
     rng = np.random.default_rng(20261207 + opset)
     r = lambda *shape: (rng.standard_normal(shape) * 0.5).astype(np.float32)  # noqa: E731
@@ -390,6 +431,7 @@ ONLY = {
     "layer_norm": lambda: (layer_norm_block(), gelu_op()),
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
+    "reduce_ops": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis()),
 }
 
 

@@ -17,6 +17,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod norm;
 pub mod pool;
+pub mod reduce;
 pub mod shape;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ pub use elementwise::BinaryOp;
 pub use linear::GemmSpec;
 pub use norm::BatchNormSpec;
 pub use pool::Pool2dSpec;
+pub use reduce::{ReduceKind, ReduceSpec};
 pub use shape::PadSpec;
 
 use super::error::OpError;
@@ -62,6 +64,8 @@ pub enum Op {
     AvgPool2d(Pool2dSpec),
     /// `[n, c, h, w]` → `[n, c, 1, 1]`.
     GlobalAvgPool,
+    /// Sum / mean / max / min / L2 norm over any axes. Input: x (any rank).
+    Reduce(ReduceSpec),
     /// Constant padding of any dimensions. Input: x.
     Pad(PadSpec),
     /// `[d0, .., d(axis-1), d(axis), ..]` → `[d0 * .. * d(axis-1), d(axis) * ..]` (ONNX Flatten).
@@ -116,7 +120,7 @@ pub enum Op {
 pub enum Saved {
     #[default]
     None,
-    /// Flat input index of each max-pool output's winner.
+    /// Flat input index of each max-pool or Max / Min reduction output's winner.
     Argmax(Vec<u32>),
     /// Per-channel statistics used by this batch norm pass (batch or running ones).
     BatchNorm { mean: Vec<f32>, inv_std: Vec<f32> },
@@ -172,6 +176,7 @@ impl Op {
             Op::MaxPool2d(_) => "MaxPool2d",
             Op::AvgPool2d(_) => "AvgPool2d",
             Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::Reduce(r) => r.kind.name(),
             Op::Pad(_) => "Pad",
             Op::Flatten { .. } => "Flatten",
             Op::Reshape { .. } => "Reshape",
@@ -240,6 +245,7 @@ impl Op {
             Op::Softmax { axis } => shape::check_axis(*axis, x).map(|_| x.to_vec()),
             Op::MaxPool2d(s) | Op::AvgPool2d(s) => pool::output_shape(s, x),
             Op::GlobalAvgPool => pool::global_output_shape(x),
+            Op::Reduce(r) => reduce::output_shape(r, x),
             Op::Pad(s) => shape::pad_output_shape(s, x),
             Op::Flatten { axis } => shape::flatten_output_shape(*axis, x),
             Op::Reshape { shape } => shape::reshape_output_shape(shape, x),
@@ -310,6 +316,14 @@ impl Op {
             }
             Op::AvgPool2d(s) => OpOutput::plain(pool::avg_forward(s, x)?),
             Op::GlobalAvgPool => OpOutput::plain(pool::global_avg_forward(x)?),
+            Op::Reduce(r) => {
+                let (y, winners) = reduce::forward(r, x)?;
+                OpOutput {
+                    y,
+                    saved: Saved::Argmax(winners),
+                    running_stats: None,
+                }
+            }
             Op::Pad(s) => OpOutput::plain(shape::pad_forward(s, x)?),
             Op::Flatten { axis } => OpOutput::plain(
                 x.clone()
@@ -390,6 +404,13 @@ impl Op {
             }
             Op::AvgPool2d(s) => only_x(pool::avg_backward(s, x.shape(), d_y)?),
             Op::GlobalAvgPool => only_x(pool::global_avg_backward(x.shape(), d_y)?),
+            Op::Reduce(r) => {
+                let winners = match saved {
+                    Saved::Argmax(w) => w.as_slice(),
+                    _ => &[],
+                };
+                only_x(reduce::backward(r, x, y, winners, d_y)?)
+            }
             Op::Pad(s) => only_x(shape::pad_backward(s, x.shape(), d_y)?),
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity => {
                 only_x(d_y.clone().reshaped(x.shape().to_vec())?)

@@ -12,6 +12,7 @@ use super::{ImportedModel, Problem, UnsupportedNode};
 use crate::engine::graph::{InputDef, NodeDef};
 use crate::engine::ops::{
     Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, Op, PadSpec, Padding2d, Pool2dSpec,
+    ReduceKind, ReduceSpec,
 };
 use crate::engine::{GraphDef, Tensor};
 
@@ -33,7 +34,11 @@ const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "ReduceSum",
     "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceL2",
     "Split",
     "Pad",
     "Gemm",
@@ -528,16 +533,22 @@ impl Importer {
     /// input from 18 on, where PyTorch's default exporter writes `(-1, -2)`). `keepdims=1` is the
     /// engine's global average pool; `keepdims=0` is that pool, then a reshape to `(N, C)`. Any
     /// other axes are refused with the axes named (no general reduction op yet).
-    fn reduce_mean(
+    /// ReduceSum / Mean / Max / Min / L2 over constant axes (an attribute, or an input from
+    /// opset 13 for ReduceSum and 18 for the others). Averaging both spatial axes of an NCHW
+    /// value (adaptive average pooling to 1x1) runs as `GlobalAvgPool`; the batch axis cannot
+    /// be reduced (each image is explained on its own).
+    fn reduce(
         &mut self,
         n: &NodeProto,
         a: &Attrs,
+        kind: ReduceKind,
     ) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let (x, s) = self.value(self.required(n, 0)?, false)?;
-        let axes = match self.ints_attr_or_input(n, a, "axes", 1, 18)? {
+        let axes_since = if kind == ReduceKind::Sum { 13 } else { 18 };
+        let axes = match self.ints_attr_or_input(n, a, "axes", 1, axes_since)? {
             Some(v) if !v.is_empty() => v,
             // no axes: every axis (or none at all with noop_with_empty_axes)
-            _ if self.opset >= 18 && a.int("noop_with_empty_axes", 0) != 0 => {
+            _ if self.opset >= axes_since && a.int("noop_with_empty_axes", 0) != 0 => {
                 return Ok((Op::Identity, vec![x], s));
             }
             _ => (0..s.len() as i64).collect(),
@@ -548,23 +559,39 @@ impl Importer {
             .collect::<Result<_, _>>()?;
         norm.sort_unstable();
         norm.dedup();
-        if s.len() != 4 || norm != [2, 3] {
+        let keepdims = a.int("keepdims", 1) != 0;
+        if let Some(&batch) = norm.iter().find(|&&d| matches!(s[d], Int::Batch(_))) {
             return Err(bad(format!(
-                "averages over axes {axes:?} of a rank-{} value; only the two spatial axes of an \
-                 NCHW value (adaptive average pooling to 1x1) are supported",
-                s.len()
+                "reduces axis {batch} of {axes:?}, the batch axis; only axes of one image can be                  reduced"
             )));
         }
-        let pooled = vec![s[0], s[1], Int::Known(1), Int::Known(1)];
-        if a.int("keepdims", 1) != 0 {
-            return Ok((Op::GlobalAvgPool, vec![x], pooled));
+        if kind == ReduceKind::Mean && s.len() == 4 && norm == [2, 3] {
+            let pooled = vec![s[0], s[1], Int::Known(1), Int::Known(1)];
+            if keepdims {
+                return Ok((Op::GlobalAvgPool, vec![x], pooled));
+            }
+            // keepdims=0: the pool under its own name, then (N, C, 1, 1) -> (N, C)
+            let out = n.output.first().cloned().unwrap_or_default();
+            let pool_name = format!("{out}/pooled");
+            let label = format!("{}/pool", node_label(n));
+            self.push_node(label, Op::GlobalAvgPool, vec![x], &pool_name, pooled);
+            return Ok((Op::Flatten { axis: 1 }, vec![pool_name], vec![s[0], s[1]]));
         }
-        // keepdims=0: the pool under its own name, then (N, C, 1, 1) -> (N, C)
-        let out = n.output.first().cloned().unwrap_or_default();
-        let pool_name = format!("{out}/pooled");
-        let label = format!("{}/pool", node_label(n));
-        self.push_node(label, Op::GlobalAvgPool, vec![x], &pool_name, pooled);
-        Ok((Op::Flatten { axis: 1 }, vec![pool_name], vec![s[0], s[1]]))
+        let out: SymShape = s
+            .iter()
+            .enumerate()
+            .filter_map(|(d, &dim)| match (norm.contains(&d), keepdims) {
+                (false, _) => Some(dim),
+                (true, true) => Some(Int::Known(1)),
+                (true, false) => None,
+            })
+            .collect();
+        let spec = ReduceSpec {
+            kind,
+            axes: norm,
+            keepdims,
+        };
+        Ok((Op::Reduce(spec), vec![x], out))
     }
 
     fn map(
@@ -607,7 +634,11 @@ impl Importer {
                     vec![s[0], s[1], Int::Known(1), Int::Known(1)],
                 ))
             }
-            "ReduceMean" => self.reduce_mean(n, a),
+            "ReduceSum" => self.reduce(n, a, ReduceKind::Sum),
+            "ReduceMean" => self.reduce(n, a, ReduceKind::Mean),
+            "ReduceMax" => self.reduce(n, a, ReduceKind::Max),
+            "ReduceMin" => self.reduce(n, a, ReduceKind::Min),
+            "ReduceL2" => self.reduce(n, a, ReduceKind::L2),
             "LayerNormalization" => self.layer_norm(n, a),
             "Pad" => self.pad(n, a),
             "Flatten" => {
