@@ -15,6 +15,7 @@ ONNX models are built directly with onnx.helper (a single Conv node, weights as 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -29,31 +30,21 @@ from onnx import TensorProto, helper, numpy_helper
 
 THREADS = 2
 
-# (name, n, c_in, h, w, c_out, k, stride, pad, groups) -- keep in step with benches/conv.rs
-LAYERS = [
-    ("conv3x3_64_56", 1, 64, 56, 56, 64, 3, 1, 1, 1),
-    ("conv3x3_256_14", 1, 256, 14, 14, 256, 3, 1, 1, 1),
-    ("dw3x3_144_56_s1", 1, 144, 56, 56, 144, 3, 1, 1, 144),
-    ("dw3x3_144_56_s2", 1, 144, 56, 56, 144, 3, 2, 1, 144),
-    ("mb_pw_16_96_112", 1, 16, 112, 112, 96, 1, 1, 0, 1),
-    ("mb_pw_24_144_56", 1, 24, 56, 56, 144, 1, 1, 0, 1),
-    ("mb_pw_144_24_56", 1, 144, 56, 56, 24, 1, 1, 0, 1),
-    ("mb_pw_960_320_7", 1, 960, 7, 7, 320, 1, 1, 0, 1),
-    ("dw3x3_96_112_s2", 1, 96, 112, 112, 96, 3, 2, 1, 96),
-    ("dw3x3_960_7_s1", 1, 960, 7, 7, 960, 3, 1, 1, 960),
-    ("dw5x5_144_56_s2", 1, 144, 56, 56, 144, 5, 2, 2, 144),
-    ("stem3x3_s2_224", 1, 3, 224, 224, 32, 3, 2, 1, 1),
-    ("smile_conv1_b32", 32, 3, 64, 64, 16, 5, 1, 2, 1),
-    ("smile_conv2_b32", 32, 16, 64, 64, 16, 5, 1, 2, 1),
-    ("smile_conv3_b32", 32, 16, 32, 32, 32, 3, 1, 1, 1),
-    ("smile_conv4_b32", 32, 32, 32, 32, 32, 3, 1, 1, 1),
-    ("vgg_conv1_1", 1, 3, 224, 224, 64, 3, 1, 1, 1),
-    ("conv3x3_128_28", 1, 128, 28, 28, 128, 3, 1, 1, 1),
-    ("conv3x3_512_7", 1, 512, 7, 7, 512, 3, 1, 1, 1),
-    ("r50_pw_64_256_56", 1, 64, 56, 56, 256, 1, 1, 0, 1),
-    ("r50_pw_256_64_56", 1, 256, 56, 56, 64, 1, 1, 0, 1),
-    ("r50_pw_1024_256_14", 1, 1024, 14, 14, 256, 1, 1, 0, 1),
-]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rust_layers():
+    """benches/conv.rs's LAYERS, read from its source so that both sides time one table:
+    (name, n, c_in, h, w, c_out, k, stride, pad, groups)."""
+    with open(os.path.join(ROOT, "benches", "conv.rs")) as f:
+        src = f.read()
+    table = src[src.index("pub const LAYERS"):]
+    table = table[:table.index("];")]
+    return [(name, *(int(v) for v in nums.split(",") if v.strip()))
+            for name, nums in re.findall(r'\("(\w+)",([\d,\s]+)\)', table)]
+
+
+LAYERS = rust_layers()
 
 
 def median_ms(fn, runs):

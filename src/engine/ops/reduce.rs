@@ -222,6 +222,14 @@ mod tests {
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
     use crate::engine::ops::{Mode, Op};
 
+    const EVERY_KIND: [ReduceKind; 5] = [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::L2,
+    ];
+
     fn spec(kind: ReduceKind, axes: &[usize], keepdims: bool) -> ReduceSpec {
         ReduceSpec {
             kind,
@@ -235,13 +243,7 @@ mod tests {
     fn middle_axis_matches_a_direct_loop() {
         let x = test_tensor(&[2, 3, 4], 5);
         let xd = x.data();
-        for kind in [
-            ReduceKind::Sum,
-            ReduceKind::Mean,
-            ReduceKind::Max,
-            ReduceKind::Min,
-            ReduceKind::L2,
-        ] {
+        for kind in EVERY_KIND {
             let (y, _) = forward(&spec(kind, &[1], false), &x).unwrap();
             assert_eq!(y.shape(), &[2, 4]);
             for a in 0..2 {
@@ -276,13 +278,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         for (axes, keepdims) in [(vec![1], false), (vec![0, 2], true), (vec![2], false)] {
-            for kind in [
-                ReduceKind::Sum,
-                ReduceKind::Mean,
-                ReduceKind::Max,
-                ReduceKind::Min,
-                ReduceKind::L2,
-            ] {
+            for kind in EVERY_KIND {
                 let x = test_tensor(&[2, 3, 4], 11);
                 let op = Op::Reduce(spec(kind, &axes, keepdims));
                 assert_op_gradients(&op, &[x], &[true], Mode::Eval, 1e-2);
