@@ -686,6 +686,19 @@ fn reductions_match_onnxruntime_and_finite_differences() {
     }
 }
 
+/// A LayerNorm written out as the legacy exporter does below opset 17 (ReduceMean, Sub, Pow 2,
+/// Sqrt, Div, scale and shift), then Reciprocal and Neg, all of run-time values: output within
+/// 1e-5 of onnxruntime and the input gradient within 1e-2 of finite differences (step 1e-3).
+#[test]
+fn decomposed_layer_norm_and_runtime_unary_ops_match_onnxruntime() {
+    let name = "opset13_decomposed_layer_norm";
+    let m = check_against_onnxruntime(name);
+    for kind in ["ReduceMean", "Pow", "Sqrt", "Reciprocal", "Neg"] {
+        assert!(kinds(&m).contains(&kind), "{:?}", kinds(&m));
+    }
+    assert_input_gradient_matches_finite_differences(name, 1e-3);
+}
+
 /// A reduction over the batch axis is refused with the node named.
 #[test]
 fn reduction_over_the_batch_axis_is_refused_by_name() {

@@ -288,6 +288,37 @@ def reduce_ops(opset: int) -> None:
          value("logits", ["N", 5]), opset, x)
 
 
+def decomposed_layer_norm() -> None:
+    """A LayerNorm written out as the legacy exporter does below opset 17 (ReduceMean, Sub,
+    Pow 2, Sqrt, Div), then Reciprocal and Neg of run-time values: z − 1 / (z² + 1)."""
+    rng = np.random.default_rng(20261211)
+    f = lambda v: np.array(v, np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["mu"], name="mean", axes=[-1], keepdims=1),
+        helper.make_node("Sub", ["input", "mu"], ["centred"], name="centre"),
+        const_node("two", f(2.0)),
+        helper.make_node("Pow", ["centred", "two"], ["sq"], name="square"),
+        helper.make_node("ReduceMean", ["sq"], ["var"], name="variance", axes=[-1], keepdims=1),
+        const_node("eps", f(1e-5)),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"], name="add_eps"),
+        helper.make_node("Sqrt", ["var_eps"], ["std"], name="std"),
+        helper.make_node("Div", ["centred", "std"], ["normed"], name="normalise"),
+        helper.make_node("Mul", ["normed", "gamma"], ["scaled"], name="scale"),
+        helper.make_node("Add", ["scaled", "beta"], ["z"], name="shift"),
+        helper.make_node("Pow", ["z", "two"], ["z_sq"], name="z_square"),
+        const_node("one", f(1.0)),
+        helper.make_node("Add", ["z_sq", "one"], ["z_sq1"], name="z_sq_plus_1"),
+        helper.make_node("Reciprocal", ["z_sq1"], ["inv"], name="inverse"),
+        helper.make_node("Neg", ["inv"], ["neg_inv"], name="negate"),
+        helper.make_node("Add", ["z", "neg_inv"], ["out"], name="output"),
+    ]
+    inits = [init("gamma", (1.0 + rng.standard_normal(8) * 0.2).astype(np.float32)),
+             init("beta", (rng.standard_normal(8) * 0.2).astype(np.float32))]
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    save("opset13_decomposed_layer_norm", nodes, inits, value("input", ["N", 5, 8]),
+         value("out", ["N", 5, 8]), 13, x)
+
+
 def reduce_batch_axis() -> None:
     nodes = [helper.make_node("ReduceSum", ["input"], ["total"], name="batch_sum", axes=[0], keepdims=1)]
     graph = helper.make_graph(nodes, "reduce_batch_axis", [value("input", ["N", 3])],
@@ -431,7 +462,7 @@ ONLY = {
     "layer_norm": lambda: (layer_norm_block(), gelu_op()),
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
-    "reduce_ops": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis()),
+    "reduce_ops": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm()),
 }
 
 

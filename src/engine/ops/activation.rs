@@ -37,6 +37,16 @@ pub enum Activation {
     Gelu {
         tanh: bool,
     },
+    /// √x (ONNX Sqrt of a run-time value: a LayerNorm written out by an exporter).
+    Sqrt,
+    /// 1 / x.
+    Reciprocal,
+    /// −x.
+    Neg,
+    /// x^exponent for a constant exponent (ONNX Pow with a constant scalar exponent).
+    Pow {
+        exponent: f32,
+    },
 }
 
 impl Activation {
@@ -52,6 +62,10 @@ impl Activation {
             Activation::Silu => "Silu",
             Activation::Erf => "Erf",
             Activation::Gelu { .. } => "Gelu",
+            Activation::Sqrt => "Sqrt",
+            Activation::Reciprocal => "Reciprocal",
+            Activation::Neg => "Neg",
+            Activation::Pow { .. } => "Pow",
         }
     }
 }
@@ -118,6 +132,22 @@ macro_rules! specialise {
                 let $a = Activation::Gelu { tanh };
                 $body
             }
+            Activation::Sqrt => {
+                let $a = Activation::Sqrt;
+                $body
+            }
+            Activation::Reciprocal => {
+                let $a = Activation::Reciprocal;
+                $body
+            }
+            Activation::Neg => {
+                let $a = Activation::Neg;
+                $body
+            }
+            Activation::Pow { exponent } => {
+                let $a = Activation::Pow { exponent };
+                $body
+            }
         }
     };
 }
@@ -146,6 +176,12 @@ impl Activation {
             Activation::Gelu { tanh: true } => {
                 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)).tanh())
             }
+            Activation::Sqrt => x.sqrt(),
+            Activation::Reciprocal => 1.0 / x,
+            Activation::Neg => -x,
+            // the square (a written-out LayerNorm's variance) without a libm call
+            Activation::Pow { exponent } if exponent == 2.0 => x * x,
+            Activation::Pow { exponent } => x.powf(exponent),
         }
     }
 
@@ -196,6 +232,12 @@ impl Activation {
                 0.5 * (1.0 + t)
                     + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x)
             }
+            // ½ / √x (infinite at 0, as PyTorch's)
+            Activation::Sqrt => 0.5 / y,
+            Activation::Reciprocal => -y * y,
+            Activation::Neg => -1.0,
+            Activation::Pow { exponent } if exponent == 2.0 => 2.0 * x,
+            Activation::Pow { exponent } => exponent * x.powf(exponent - 1.0),
         }
     }
 }
@@ -345,7 +387,7 @@ mod tests {
     use crate::engine::gradcheck::{assert_op_gradients, test_tensor};
     use crate::engine::ops::{Mode, Op};
 
-    const ALL: [Activation; 13] = [
+    const ALL: [Activation; 16] = [
         Activation::Relu,
         Activation::Clip { min: 0.0, max: 6.0 },
         Activation::Clip {
@@ -368,6 +410,9 @@ mod tests {
         Activation::Erf,
         Activation::Gelu { tanh: false },
         Activation::Gelu { tanh: true },
+        Activation::Neg,
+        Activation::Pow { exponent: 2.0 },
+        Activation::Pow { exponent: 3.0 },
     ];
 
     /// Inputs spread over [-4, 4] that avoid every kink (0, ±3, clip bounds, hard-sigmoid
@@ -396,6 +441,24 @@ mod tests {
             let x = smooth_inputs(act);
             assert_op_gradients(&Op::Activation(act), &[x], &[true], Mode::Eval, 1e-2);
         }
+    }
+
+    /// The unary ops defined on positive numbers only (or with a pole at 0), on [0.5, 4.5].
+    #[test]
+    fn gradients_of_positive_domain_ops() {
+        for act in [
+            Activation::Sqrt,
+            Activation::Reciprocal,
+            Activation::Pow { exponent: 0.5 },
+            Activation::Pow { exponent: -1.5 },
+        ] {
+            let x = test_tensor(&[2, 3, 4], 4).map(|v| 2.5 + 2.0 * v);
+            assert_op_gradients(&Op::Activation(act), &[x], &[true], Mode::Eval, 1e-2);
+        }
+        assert_eq!(Activation::Sqrt.apply(4.0), 2.0);
+        assert_eq!(Activation::Reciprocal.apply(4.0), 0.25);
+        assert_eq!(Activation::Pow { exponent: 2.0 }.apply(-3.0), 9.0);
+        assert_eq!(Activation::Neg.apply(2.0), -2.0);
     }
 
     #[test]

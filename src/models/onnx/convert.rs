@@ -606,7 +606,7 @@ impl Importer {
             "BatchNormalization" => self.batch_norm(n, a),
             "MaxPool" | "AveragePool" => self.pool(n, a, op == "MaxPool"),
             "Relu" | "Sigmoid" | "Tanh" | "HardSwish" | "LeakyRelu" | "HardSigmoid" | "Clip"
-            | "Erf" | "Gelu" => {
+            | "Erf" | "Gelu" | "Sqrt" | "Reciprocal" | "Neg" | "Pow" => {
                 let act = self.activation(n, op, a)?;
                 let (x, s) = self.value(x_name, false)?;
                 Ok((Op::Activation(act), vec![x], s))
@@ -797,6 +797,18 @@ impl Importer {
             "Tanh" => Activation::Tanh,
             "HardSwish" => Activation::HardSwish,
             "Erf" => Activation::Erf,
+            "Sqrt" => Activation::Sqrt,
+            "Reciprocal" => Activation::Reciprocal,
+            "Neg" => Activation::Neg,
+            "Pow" => {
+                let exponent = self
+                    .const_input(n, 1, "the exponent")?
+                    .ok_or_else(|| {
+                        bad("raises to a run-time exponent; only a constant exponent is supported")
+                    })?
+                    .scalar_f32("the exponent")?;
+                Activation::Pow { exponent }
+            }
             "Gelu" => match a.string("approximate", "none").as_str() {
                 "none" => Activation::Gelu { tanh: false },
                 "tanh" => Activation::Gelu { tanh: true },
