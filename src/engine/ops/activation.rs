@@ -180,7 +180,7 @@ impl Activation {
             Activation::Reciprocal => 1.0 / x,
             Activation::Neg => -x,
             // the square (a written-out LayerNorm's variance) without a libm call
-            Activation::Pow { exponent } if exponent == 2.0 => x * x,
+            Activation::Pow { exponent: 2.0 } => x * x,
             Activation::Pow { exponent } => x.powf(exponent),
         }
     }
@@ -236,7 +236,7 @@ impl Activation {
             Activation::Sqrt => 0.5 / y,
             Activation::Reciprocal => -y * y,
             Activation::Neg => -1.0,
-            Activation::Pow { exponent } if exponent == 2.0 => 2.0 * x,
+            Activation::Pow { exponent: 2.0 } => 2.0 * x,
             Activation::Pow { exponent } => exponent * x.powf(exponent - 1.0),
         }
     }
