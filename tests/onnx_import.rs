@@ -699,6 +699,34 @@ fn decomposed_layer_norm_and_runtime_unary_ops_match_onnxruntime() {
     assert_input_gradient_matches_finite_differences(name, 1e-3);
 }
 
+/// Nearest upsampling by whole factors from Resize with scales (opset 13, half_pixel), Resize
+/// with sizes (opset 11, asymmetric + floor) and Upsample (opset 9): outputs within 1e-5 of
+/// onnxruntime, input gradients within 1e-2 of finite differences (step 1e-3).
+#[test]
+fn nearest_resizes_match_onnxruntime_and_finite_differences() {
+    for name in [
+        "opset13_resize_scales",
+        "opset11_resize_sizes",
+        "opset9_upsample",
+    ] {
+        let m = check_against_onnxruntime(name);
+        assert!(kinds(&m).contains(&"Upsample"), "{name}: {:?}", kinds(&m));
+        assert_input_gradient_matches_finite_differences(name, 1e-3);
+    }
+}
+
+/// A bilinear Resize is refused with the node and the mode named.
+#[test]
+fn bilinear_resize_is_refused_by_name() {
+    let err = import_onnx(&fixture("resize_linear.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bilinear_up") && err.contains("\"linear\""),
+        "{err}"
+    );
+}
+
 /// A reduction over the batch axis is refused with the node named.
 #[test]
 fn reduction_over_the_batch_axis_is_refused_by_name() {

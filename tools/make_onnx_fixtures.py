@@ -319,6 +319,42 @@ def decomposed_layer_norm() -> None:
          value("out", ["N", 5, 8]), 13, x)
 
 
+def resize_nearest() -> None:
+    """Nearest upsampling by whole factors in its three spellings: Resize with scales (opset 13,
+    half_pixel), Resize with sizes (opset 11, asymmetric + floor as PyTorch's nn.Upsample
+    exports), Upsample with a scales input (opset 9); and a bilinear Resize that is refused."""
+    rng = np.random.default_rng(20261212)
+    w = init("conv_w", (rng.standard_normal((2, 3, 3, 3)) * 0.5).astype(np.float32))
+    conv = helper.make_node("Conv", ["input", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1])
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    f32 = lambda v: np.array(v, np.float32)  # noqa: E731
+    cases = [
+        ("opset13_resize_scales", 13, [const_node("roi", f32([])), const_node("scales", f32([1, 1, 2, 3])),
+                                       helper.make_node("Resize", ["conv", "roi", "scales"], ["up"], name="up",
+                                                        mode="nearest")], [2, 2, 8, 15]),
+        ("opset11_resize_sizes", 11, [const_node("roi", f32([])), const_node("scales", f32([])),
+                                      const_node("sizes", np.array([2, 2, 12, 10], np.int64)),
+                                      helper.make_node("Resize", ["conv", "roi", "scales", "sizes"], ["up"],
+                                                       name="up", mode="nearest",
+                                                       coordinate_transformation_mode="asymmetric",
+                                                       nearest_mode="floor")], [2, 2, 12, 10]),
+        ("opset9_upsample", 9, [const_node("scales", f32([1, 1, 2, 2])),
+                                helper.make_node("Upsample", ["conv", "scales"], ["up"], name="up",
+                                                 mode="nearest")], [2, 2, 8, 10]),
+    ]
+    for name, opset, nodes, out in cases:
+        save(name, [conv] + nodes, [w], value("input", ["N", 3, 4, 5]), value("up", ["N"] + out[1:]), opset, x)
+    nodes = [conv, const_node("roi", f32([])), const_node("scales", f32([1, 1, 2, 2])),
+             helper.make_node("Resize", ["conv", "roi", "scales"], ["up"], name="bilinear_up", mode="linear")]
+    graph = helper.make_graph(nodes, "resize_linear", [value("input", ["N", 3, 4, 5])],
+                              [value("up", ["N", 2, 8, 10])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(OUT, "resize_linear.onnx"))
+    print("resize_linear")
+
+
 def reduce_batch_axis() -> None:
     nodes = [helper.make_node("ReduceSum", ["input"], ["total"], name="batch_sum", axes=[0], keepdims=1)]
     graph = helper.make_graph(nodes, "reduce_batch_axis", [value("input", ["N", 3])],
@@ -462,7 +498,8 @@ ONLY = {
     "layer_norm": lambda: (layer_norm_block(), gelu_op()),
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
-    "reduce_ops": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm()),
+    "reduce_resize": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm(),
+                                 resize_nearest()),
 }
 
 

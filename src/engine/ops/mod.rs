@@ -19,6 +19,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod shape;
+pub mod upsample;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,7 @@ pub use norm::BatchNormSpec;
 pub use pool::Pool2dSpec;
 pub use reduce::{ReduceKind, ReduceSpec};
 pub use shape::PadSpec;
+pub use upsample::UpsampleSpec;
 
 use super::error::OpError;
 use super::tensor::Tensor;
@@ -66,6 +68,8 @@ pub enum Op {
     GlobalAvgPool,
     /// Sum / mean / max / min / L2 norm over any axes. Input: x (any rank).
     Reduce(ReduceSpec),
+    /// Nearest-neighbour upsampling by whole factors: `[n, c, h, w]` → `[n, c, h·sh, w·sw]`.
+    Upsample(UpsampleSpec),
     /// Constant padding of any dimensions. Input: x.
     Pad(PadSpec),
     /// `[d0, .., d(axis-1), d(axis), ..]` → `[d0 * .. * d(axis-1), d(axis) * ..]` (ONNX Flatten).
@@ -177,6 +181,7 @@ impl Op {
             Op::AvgPool2d(_) => "AvgPool2d",
             Op::GlobalAvgPool => "GlobalAvgPool",
             Op::Reduce(r) => r.kind.name(),
+            Op::Upsample(_) => "Upsample",
             Op::Pad(_) => "Pad",
             Op::Flatten { .. } => "Flatten",
             Op::Reshape { .. } => "Reshape",
@@ -246,6 +251,7 @@ impl Op {
             Op::MaxPool2d(s) | Op::AvgPool2d(s) => pool::output_shape(s, x),
             Op::GlobalAvgPool => pool::global_output_shape(x),
             Op::Reduce(r) => reduce::output_shape(r, x),
+            Op::Upsample(u) => upsample::output_shape(u, x),
             Op::Pad(s) => shape::pad_output_shape(s, x),
             Op::Flatten { axis } => shape::flatten_output_shape(*axis, x),
             Op::Reshape { shape } => shape::reshape_output_shape(shape, x),
@@ -316,6 +322,7 @@ impl Op {
             }
             Op::AvgPool2d(s) => OpOutput::plain(pool::avg_forward(s, x)?),
             Op::GlobalAvgPool => OpOutput::plain(pool::global_avg_forward(x)?),
+            Op::Upsample(u) => OpOutput::plain(upsample::forward(u, x)?),
             Op::Reduce(r) => {
                 let (y, winners) = reduce::forward(r, x)?;
                 OpOutput {
@@ -404,6 +411,7 @@ impl Op {
             }
             Op::AvgPool2d(s) => only_x(pool::avg_backward(s, x.shape(), d_y)?),
             Op::GlobalAvgPool => only_x(pool::global_avg_backward(x.shape(), d_y)?),
+            Op::Upsample(u) => only_x(upsample::backward(u, x.shape(), d_y)?),
             Op::Reduce(r) => {
                 let winners = match saved {
                     Saved::Argmax(w) => w.as_slice(),

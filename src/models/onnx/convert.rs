@@ -12,7 +12,7 @@ use super::{ImportedModel, Problem, UnsupportedNode};
 use crate::engine::graph::{InputDef, NodeDef};
 use crate::engine::ops::{
     Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, Op, PadSpec, Padding2d, Pool2dSpec,
-    ReduceKind, ReduceSpec,
+    ReduceKind, ReduceSpec, UpsampleSpec,
 };
 use crate::engine::{GraphDef, Tensor};
 
@@ -39,6 +39,8 @@ const SUPPORTED: &[&str] = &[
     "ReduceMax",
     "ReduceMin",
     "ReduceL2",
+    "Resize",
+    "Upsample",
     "Split",
     "Pad",
     "Gemm",
@@ -594,6 +596,106 @@ impl Importer {
         Ok((Op::Reduce(spec), vec![x], out))
     }
 
+    /// Resize (opset 10+) and Upsample (opsets 7–9) in nearest mode by whole factors of
+    /// height and width, from scales or (Resize, opset 11+) target sizes. With whole factors
+    /// the nearest source of output pixel i is i / factor under `half_pixel` and
+    /// `pytorch_half_pixel` whatever the rounding mode, and under `asymmetric` with
+    /// `nearest_mode = floor` (PyTorch's nn.Upsample export); other modes are refused by name.
+    fn resize(
+        &mut self,
+        n: &NodeProto,
+        a: &Attrs,
+        op: &str,
+    ) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let (x, s) = self.value(self.required(n, 0)?, false)?;
+        if s.len() != 4 {
+            return Err(bad(format!(
+                "resizes a rank-{} value; only NCHW images are supported",
+                s.len()
+            )));
+        }
+        let mode = a.string("mode", "nearest");
+        if mode != "nearest" {
+            return Err(bad(format!(
+                "resizes in mode {mode:?}; only \"nearest\" is supported"
+            )));
+        }
+        if op == "Resize" && self.opset >= 11 {
+            let coords = a.string("coordinate_transformation_mode", "half_pixel");
+            let rounding = a.string("nearest_mode", "round_prefer_floor");
+            let exact = matches!(coords.as_str(), "half_pixel" | "pytorch_half_pixel")
+                || (coords == "asymmetric" && rounding == "floor");
+            if !exact {
+                return Err(bad(format!(
+                    "resizes with coordinate_transformation_mode {coords:?} and nearest_mode \
+                     {rounding:?}; only half_pixel, pytorch_half_pixel, or asymmetric with floor \
+                     are supported"
+                )));
+            }
+        }
+        // scales: an attribute (Upsample before opset 9), input 1 (Upsample 9, Resize 10) or
+        // input 2 (Resize 11+); sizes: input 3 (Resize 11+)
+        let scales = match (op, self.opset) {
+            ("Upsample", o) if o < 9 => a.floats("scales"),
+            ("Upsample", _) | (_, 10) => self
+                .const_input(n, 1, "the scales")?
+                .map(|c| c.to_f32("scales"))
+                .transpose()?,
+            _ => self
+                .const_input(n, 2, "the scales")?
+                .map(|c| c.to_f32("scales"))
+                .transpose()?
+                .filter(|v| !v.is_empty()),
+        };
+        let factors: Vec<f32> = match scales {
+            Some(v) => v,
+            None => {
+                let sizes = self
+                    .const_input(n, 3, "the sizes")?
+                    .ok_or_else(|| bad("has neither scales nor sizes"))?
+                    .to_i64("sizes")?;
+                if sizes.len() != 4 {
+                    return Err(bad(format!("has sizes {sizes:?}; four are needed")));
+                }
+                let mut f = vec![1.0; 4];
+                for d in 2..4 {
+                    let Int::Known(have) = s[d] else {
+                        return Err(bad("resizes a plane whose size depends on the batch"));
+                    };
+                    if have <= 0 || sizes[d] < 0 || sizes[d] % have != 0 {
+                        return Err(bad(format!(
+                            "resizes {have} pixels to {}; only whole factors are supported",
+                            sizes[d]
+                        )));
+                    }
+                    f[d] = (sizes[d] / have) as f32;
+                }
+                f
+            }
+        };
+        let whole = |v: f32| v >= 1.0 && v.fract() == 0.0 && v <= 4096.0;
+        if factors.len() != 4
+            || factors[0] != 1.0
+            || factors[1] != 1.0
+            || !whole(factors[2])
+            || !whole(factors[3])
+        {
+            return Err(bad(format!(
+                "resizes by {factors:?}; only whole factors ≥ 1 of height and width are supported"
+            )));
+        }
+        let spec = UpsampleSpec {
+            sh: factors[2] as usize,
+            sw: factors[3] as usize,
+        };
+        let scale = |d: Int, f: usize| match d {
+            Int::Known(v) => Ok(Int::Known(v * f as i64)),
+            _ => Err(bad("resizes a plane whose size depends on the batch")),
+        };
+        let out = vec![s[0], s[1], scale(s[2], spec.sh)?, scale(s[3], spec.sw)?];
+        Ok((Op::Upsample(spec), vec![x], out))
+    }
+
     fn map(
         &mut self,
         n: &NodeProto,
@@ -634,6 +736,7 @@ impl Importer {
                     vec![s[0], s[1], Int::Known(1), Int::Known(1)],
                 ))
             }
+            "Resize" | "Upsample" => self.resize(n, a, op),
             "ReduceSum" => self.reduce(n, a, ReduceKind::Sum),
             "ReduceMean" => self.reduce(n, a, ReduceKind::Mean),
             "ReduceMax" => self.reduce(n, a, ReduceKind::Max),
