@@ -727,6 +727,21 @@ fn bilinear_resize_is_refused_by_name() {
     );
 }
 
+/// A classifier ending in LogSoftmax (opset 13 over the last axis, opset 11 over axis 1):
+/// outputs within 1e-5 of onnxruntime, input gradients within 1e-2 of finite differences
+/// (step 1e-3), and explanations score the logits before it, as they do before a Softmax.
+#[test]
+fn log_softmax_matches_onnxruntime_and_explains_its_logits() {
+    for name in ["opset13_log_softmax", "opset11_log_softmax"] {
+        let m = check_against_onnxruntime(name);
+        assert_eq!(kinds(&m).last(), Some(&"LogSoftmax"), "{name}");
+        assert_input_gradient_matches_finite_differences(name, 1e-3);
+        let g = Graph::from_def(m.def.clone()).unwrap();
+        let head = convscope::explain::ScoreHead::find(&g).unwrap();
+        assert_eq!(g.value(head.value).name, "logits", "{name}");
+    }
+}
+
 /// A reduction over the batch axis is refused with the node named.
 #[test]
 fn reduction_over_the_batch_axis_is_refused_by_name() {

@@ -355,6 +355,24 @@ def resize_nearest() -> None:
     print("resize_linear")
 
 
+def log_softmax() -> None:
+    """A classifier ending in LogSoftmax (trained with NLL loss), over the last axis at opset 13
+    and over axis 1 of a 2-D value at opset 11."""
+    rng = np.random.default_rng(20261213)
+    for opset, axis in [(13, -1), (11, 1)]:
+        nodes = [
+            helper.make_node("Conv", ["input", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Flatten", ["conv"], ["flat"], name="flatten", axis=1),
+            helper.make_node("Gemm", ["flat", "fc_w"], ["logits"], name="fc", transB=1),
+            helper.make_node("LogSoftmax", ["logits"], ["log_probs"], name="log_probs", axis=axis),
+        ]
+        inits = [init("conv_w", (rng.standard_normal((2, 3, 3, 3)) * 0.5).astype(np.float32)),
+                 init("fc_w", (rng.standard_normal((4, 2 * 4 * 4)) * 0.3).astype(np.float32))]
+        x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+        save(f"opset{opset}_log_softmax", nodes, inits, value("input", ["N", 3, 4, 4]),
+             value("log_probs", ["N", 4]), opset, x)
+
+
 def reduce_batch_axis() -> None:
     nodes = [helper.make_node("ReduceSum", ["input"], ["total"], name="batch_sum", axes=[0], keepdims=1)]
     graph = helper.make_graph(nodes, "reduce_batch_axis", [value("input", ["N", 3])],
@@ -499,7 +517,7 @@ ONLY = {
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
     "reduce_resize": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm(),
-                                 resize_nearest()),
+                                 resize_nearest(), log_softmax()),
 }
 
 

@@ -47,7 +47,9 @@ impl ScoreHead {
             .ok_or_else(|| ExplainError::invalid("the graph has no output to explain"))?;
         while let Some(node) = graph.producer(value) {
             match node.op {
-                Op::Softmax { .. } | Op::Activation(Activation::Sigmoid) => value = node.inputs[0],
+                Op::Softmax { .. }
+                | Op::LogSoftmax { .. }
+                | Op::Activation(Activation::Sigmoid) => value = node.inputs[0],
                 _ => break,
             }
         }

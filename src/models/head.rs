@@ -59,7 +59,7 @@ fn find_classifier(model: &Model) -> Result<Classifier, ModelError> {
     let mut at = producer(out).ok_or_else(|| no_head("no node produces the output"))?;
     while matches!(
         d.nodes[at].op,
-        Op::Softmax { .. } | Op::Identity | Op::Dropout { .. }
+        Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Identity | Op::Dropout { .. }
     ) {
         remove.push(at);
         let input = &d.nodes[at].inputs[0];

@@ -282,6 +282,16 @@ fn split_at_axis(axis: usize, shape: &[usize]) -> (usize, usize, usize) {
 
 /// Softmax along `axis` (numerically stable: the maximum is subtracted first).
 pub fn softmax_forward(axis: usize, x: &Tensor) -> Result<Tensor, OpError> {
+    softmax_forward_as(axis, x, false)
+}
+
+/// Log-softmax along `axis`: (x − max) − ln Σ exp(x − max), never through ln(softmax), so
+/// that tiny probabilities keep their log.
+pub fn log_softmax_forward(axis: usize, x: &Tensor) -> Result<Tensor, OpError> {
+    softmax_forward_as(axis, x, true)
+}
+
+fn softmax_forward_as(axis: usize, x: &Tensor, log: bool) -> Result<Tensor, OpError> {
     check_axis(axis, x.shape())?;
     let (_outer, len, inner) = split_at_axis(axis, x.shape());
     let mut y = x.data().to_vec();
@@ -291,13 +301,13 @@ pub fn softmax_forward(axis: usize, x: &Tensor) -> Result<Tensor, OpError> {
     // (outer, len, inner): each block is independent
     y.par_chunks_mut(len * inner)
         .with_min_len(rows_per_task(len * inner))
-        .for_each(|block| softmax_block(block, inner));
+        .for_each(|block| softmax_block(block, inner, log));
     Tensor::new(x.shape().to_vec(), y)
 }
 
-/// In-place softmax over the first axis of one `(len, inner)` block, walking rows so that
-/// memory is read contiguously.
-fn softmax_block(block: &mut [f32], inner: usize) {
+/// In-place softmax (or log-softmax) over the first axis of one `(len, inner)` block, walking
+/// rows so that memory is read contiguously.
+fn softmax_block(block: &mut [f32], inner: usize, log: bool) {
     // (inner): running maximum, then running sum of exponentials
     let mut max = vec![f32::NEG_INFINITY; inner];
     for row in block.chunks(inner) {
@@ -306,6 +316,21 @@ fn softmax_block(block: &mut [f32], inner: usize) {
         }
     }
     let mut sum = vec![0.0f32; inner];
+    if log {
+        for row in block.chunks(inner) {
+            for ((&v, &m), s) in row.iter().zip(&max).zip(sum.iter_mut()) {
+                *s += (v - m).exp();
+            }
+        }
+        // (inner): ln Σ exp(x) = max + ln Σ exp(x − max)
+        let lse: Vec<f32> = max.iter().zip(&sum).map(|(&m, &s)| m + s.ln()).collect();
+        for row in block.chunks_mut(inner) {
+            for (v, &l) in row.iter_mut().zip(&lse) {
+                *v -= l;
+            }
+        }
+        return;
+    }
     for row in block.chunks_mut(inner) {
         for ((v, &m), s) in row.iter_mut().zip(&max).zip(sum.iter_mut()) {
             *v = (*v - m).exp();
@@ -339,8 +364,22 @@ pub fn softmax_naive(axis: usize, x: &Tensor) -> Result<Tensor, OpError> {
     Tensor::new(x.shape().to_vec(), y)
 }
 
-/// d_x = y * (d_y - sum(d_y * y, axis)).
+/// d_x of softmax along `axis` from its output y and d_y: y · (d_y − Σ_axis d_y · y).
 pub fn softmax_backward(axis: usize, y: &Tensor, d_y: &Tensor) -> Result<Tensor, OpError> {
+    softmax_backward_as(axis, y, d_y, false)
+}
+
+/// d_x of log-softmax along `axis` from its output y and d_y: d_y − exp(y) · Σ_axis d_y.
+pub fn log_softmax_backward(axis: usize, y: &Tensor, d_y: &Tensor) -> Result<Tensor, OpError> {
+    softmax_backward_as(axis, y, d_y, true)
+}
+
+fn softmax_backward_as(
+    axis: usize,
+    y: &Tensor,
+    d_y: &Tensor,
+    log: bool,
+) -> Result<Tensor, OpError> {
     check_axis(axis, y.shape())?;
     if y.shape() != d_y.shape() {
         crate::op_bail!(
@@ -360,11 +399,11 @@ pub fn softmax_backward(axis: usize, y: &Tensor, d_y: &Tensor) -> Result<Tensor,
         .zip(y.data().par_chunks(block).zip(d_y.data().par_chunks(block)))
         .with_min_len(rows_per_task(block))
         .for_each(|(dx, (yb, gb))| {
-            // (inner): Σ_k d_y * y along the axis
+            // (inner): Σ_k d_y · y along the axis (softmax) or Σ_k d_y (log-softmax)
             let mut dot = vec![0.0f32; inner];
             for (yr, gr) in yb.chunks(inner).zip(gb.chunks(inner)) {
                 for ((d, &yv), &g) in dot.iter_mut().zip(yr).zip(gr) {
-                    *d += yv * g;
+                    *d += if log { g } else { yv * g };
                 }
             }
             for ((dr, yr), gr) in dx
@@ -373,7 +412,7 @@ pub fn softmax_backward(axis: usize, y: &Tensor, d_y: &Tensor) -> Result<Tensor,
                 .zip(gb.chunks(inner))
             {
                 for (((o, &yv), &g), &d) in dr.iter_mut().zip(yr).zip(gr).zip(&dot) {
-                    *o = yv * (g - d);
+                    *o = if log { g - yv.exp() * d } else { yv * (g - d) };
                 }
             }
         });
@@ -525,7 +564,26 @@ mod tests {
         for axis in 0..3 {
             let x = test_tensor(&[2, 3, 4], 9 + axis as u64);
             assert_op_gradients(&Op::Softmax { axis }, &[x], &[true], Mode::Eval, 1e-2);
+            let x = test_tensor(&[2, 3, 4], 19 + axis as u64);
+            assert_op_gradients(&Op::LogSoftmax { axis }, &[x], &[true], Mode::Eval, 1e-2);
         }
+    }
+
+    /// Log-softmax equals ln(softmax) where that is representable, and stays finite where the
+    /// probability underflows.
+    #[test]
+    fn log_softmax_is_the_log_of_softmax() {
+        let x = test_tensor(&[3, 5], 2).map(|v| v * 6.0);
+        let (p, lp) = (
+            softmax_forward(1, &x).unwrap(),
+            log_softmax_forward(1, &x).unwrap(),
+        );
+        for (&p, &lp) in p.data().iter().zip(lp.data()) {
+            assert!((p.ln() - lp).abs() < 1e-5, "{p} {lp}");
+        }
+        let far = Tensor::new(vec![1, 2], vec![0.0, -200.0]).unwrap();
+        let lp = log_softmax_forward(1, &far).unwrap();
+        assert_eq!(lp.data(), &[0.0, -200.0]);
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub enum Op {
     Softmax {
         axis: usize,
     },
+    /// Log-softmax along `axis` (a classifier trained with NLL loss ends in it).
+    LogSoftmax {
+        axis: usize,
+    },
     Identity,
 }
 
@@ -194,6 +198,7 @@ impl Op {
             Op::RepeatBatch => "RepeatBatch",
             Op::Dropout { .. } => "Dropout",
             Op::Softmax { .. } => "Softmax",
+            Op::LogSoftmax { .. } => "LogSoftmax",
             Op::Identity => "Identity",
         }
     }
@@ -247,7 +252,9 @@ impl Op {
                 layer_norm::output_shape(*axis, x, inputs[1], inputs.get(2).copied())
             }
             Op::Activation(_) | Op::Dropout { .. } | Op::Identity => Ok(x.to_vec()),
-            Op::Softmax { axis } => shape::check_axis(*axis, x).map(|_| x.to_vec()),
+            Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+                shape::check_axis(*axis, x).map(|_| x.to_vec())
+            }
             Op::MaxPool2d(s) | Op::AvgPool2d(s) => pool::output_shape(s, x),
             Op::GlobalAvgPool => pool::global_output_shape(x),
             Op::Reduce(r) => reduce::output_shape(r, x),
@@ -370,6 +377,7 @@ impl Op {
                 }
             }
             Op::Softmax { axis } => OpOutput::plain(activation::softmax_forward(*axis, x)?),
+            Op::LogSoftmax { axis } => OpOutput::plain(activation::log_softmax_forward(*axis, x)?),
             Op::Identity => OpOutput::plain(x.clone()),
         })
     }
@@ -452,6 +460,7 @@ impl Op {
                 _ => only_x(d_y.clone()),
             },
             Op::Softmax { axis } => only_x(activation::softmax_backward(*axis, y, d_y)?),
+            Op::LogSoftmax { axis } => only_x(activation::log_softmax_backward(*axis, y, d_y)?),
         })
     }
 

@@ -47,6 +47,7 @@ const SUPPORTED: &[&str] = &[
     "MatMul",
     "Dropout",
     "Softmax",
+    "LogSoftmax",
     "Constant",
     "Shape",
     "Einsum",
@@ -858,7 +859,7 @@ impl Importer {
                 let (x, s) = self.value(x_name, false)?;
                 Ok((Op::Dropout { p }, vec![x], s))
             }
-            "Softmax" => {
+            "Softmax" | "LogSoftmax" => {
                 let (x, s) = self.value(x_name, false)?;
                 let default = if self.opset < 13 { 1 } else { -1 };
                 let axis = shape::axis(a.int("axis", default), s.len())?;
@@ -871,7 +872,12 @@ impl Importer {
                         s.len()
                     )));
                 }
-                Ok((Op::Softmax { axis }, vec![x], s))
+                let op = if op == "Softmax" {
+                    Op::Softmax { axis }
+                } else {
+                    Op::LogSoftmax { axis }
+                };
+                Ok((op, vec![x], s))
             }
             "Identity" => {
                 let (x, s) = self.value(x_name, false)?;
