@@ -152,6 +152,14 @@ pub fn output_shape(spec: &Pool2dSpec, x: &[usize]) -> Result<Vec<usize>, OpErro
     Ok(vec![n, c, g.oh, g.ow])
 }
 
+/// Whether `v` replaces `best` as a window's maximum: larger, or a NaN over a number (NaN
+/// propagates, as in PyTorch); ties keep the earlier winner. Max pooling and the Max / Min
+/// reductions (`reduce.rs`) share this rule.
+#[inline(always)]
+pub(super) fn max_wins(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
 /// `[n, c, 1, 1]` for x `[n, c, h, w]`.
 pub fn global_output_shape(x: &[usize]) -> Result<Vec<usize>, OpError> {
     let [n, c, h, w] = dims4(x)?;
@@ -223,7 +231,7 @@ fn max_plane(g: &Geometry, xp: &[f32], base: usize, yp: &mut [f32], ap: &mut [u3
                 let row = &xp[iy * g.w..(iy + 1) * g.w];
                 for (ix, &v) in row.iter().enumerate().take(c.hi).skip(c.lo) {
                     // select, not branch: winners are unpredictable on real data
-                    let wins = v > best || (v.is_nan() && !best.is_nan());
+                    let wins = max_wins(v, best);
                     best = if wins { v } else { best };
                     at = if wins { iy * g.w + ix } else { at };
                 }
@@ -315,7 +323,7 @@ simd::kernel! {
                         continue;
                     }
                     for (i, ((y, a), &v)) in ys.iter_mut().zip(ats.iter_mut()).zip(taps).enumerate() {
-                        let wins = v > *y || (v.is_nan() && !y.is_nan());
+                        let wins = max_wins(v, *y);
                         *y = if wins { v } else { *y };
                         *a = if wins { cell0 + (i * sw) as u32 } else { *a };
                     }
@@ -351,7 +359,7 @@ simd::kernel! {
                 let mut best = p0[0];
                 let mut at = 0u32;
                 for (k, v) in [(1u32, p0[1]), (w as u32, p1[0]), (w as u32 + 1, p1[1])] {
-                    let wins = v > best || (v.is_nan() && !best.is_nan());
+                    let wins = max_wins(v, best);
                     best = if wins { v } else { best };
                     at = if wins { k } else { at };
                 }

@@ -10,8 +10,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::OpError;
-use crate::engine::tensor::{Tensor, checked_numel};
+use crate::engine::tensor::Tensor;
 use crate::op_bail;
+
+use super::pool::max_wins;
 
 /// Which reduction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +68,7 @@ pub fn output_shape(spec: &ReduceSpec, x: &[usize]) -> Result<Vec<usize>, OpErro
     if let Some(&a) = spec.axes.iter().find(|&&a| a >= x.len()) {
         op_bail!("reduction axis {a} is out of range for rank {}", x.len());
     }
-    let count: usize = spec.axes.iter().map(|&a| x[a]).product();
-    if count == 0 && spec.kind != ReduceKind::Sum && spec.kind != ReduceKind::L2 {
+    if reduced_count(spec, x) == 0 && spec.kind != ReduceKind::Sum && spec.kind != ReduceKind::L2 {
         op_bail!(
             "{} over axes {:?} of shape {x:?} has no elements to reduce",
             spec.kind.name(),
@@ -122,7 +123,8 @@ fn for_each_element(spec: &ReduceSpec, x: &[usize], mut f: impl FnMut(usize, usi
 /// y (see [`output_shape`]) and, for Max / Min, the flat input index of each output's winner.
 pub fn forward(spec: &ReduceSpec, x: &Tensor) -> Result<(Tensor, Vec<u32>), OpError> {
     let shape = output_shape(spec, x.shape())?;
-    let n_out = checked_numel(&shape).unwrap_or(usize::MAX);
+    // never more elements than x
+    let n_out: usize = shape.iter().product();
     let xd = x.data();
     let winners = matches!(spec.kind, ReduceKind::Max | ReduceKind::Min);
     if winners && u32::try_from(xd.len()).is_err() {
@@ -134,9 +136,10 @@ pub fn forward(spec: &ReduceSpec, x: &Tensor) -> Result<(Tensor, Vec<u32>), OpEr
     }
     if winners {
         let mut best: Vec<Option<u32>> = vec![None; n_out];
+        // max pooling's rule; for Min on negated values (a negated NaN is still NaN)
         let beats = |v: f32, b: f32| match spec.kind {
-            ReduceKind::Max => v > b || (v.is_nan() && !b.is_nan()),
-            _ => v < b || (v.is_nan() && !b.is_nan()),
+            ReduceKind::Max => max_wins(v, b),
+            _ => max_wins(-v, -b),
         };
         for_each_element(spec, x.shape(), |i, o| match best[o] {
             Some(b) if !beats(xd[i], xd[b as usize]) => {}
@@ -166,7 +169,8 @@ pub fn forward(spec: &ReduceSpec, x: &Tensor) -> Result<(Tensor, Vec<u32>), OpEr
     Ok((Tensor::new(shape, y)?, Vec::new()))
 }
 
-/// Input elements per output element.
+/// Input elements per output element (the product of the reduced axes' sizes; axes checked
+/// by the caller or by [`output_shape`]).
 fn reduced_count(spec: &ReduceSpec, x: &[usize]) -> usize {
     spec.axes.iter().map(|&a| x[a]).product()
 }

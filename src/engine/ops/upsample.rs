@@ -29,8 +29,11 @@ pub fn output_shape(s: &UpsampleSpec, x: &[usize]) -> Result<Vec<usize>, OpError
             s.sw
         );
     }
-    let out = vec![n, c, h.saturating_mul(s.sh), w.saturating_mul(s.sw)];
-    if checked_numel(&out).is_none() || h.checked_mul(s.sh).is_none() {
+    let out = match (h.checked_mul(s.sh), w.checked_mul(s.sw)) {
+        (Some(oh), Some(ow)) => vec![n, c, oh, ow],
+        _ => op_bail!("upsampling {x:?} by {}x{} overflows", s.sh, s.sw),
+    };
+    if checked_numel(&out).is_none() {
         op_bail!("upsampling {x:?} by {}x{} overflows", s.sh, s.sw);
     }
     Ok(out)

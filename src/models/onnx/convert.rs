@@ -609,12 +609,11 @@ impl Importer {
         op: &str,
     ) -> Result<(Op, Vec<String>, SymShape), Problem> {
         let (x, s) = self.value(self.required(n, 0)?, false)?;
-        if s.len() != 4 {
+        let &[batch, channels, Int::Known(h), Int::Known(w)] = s.as_slice() else {
             return Err(bad(format!(
-                "resizes a rank-{} value; only NCHW images are supported",
-                s.len()
+                "resizes a value of shape {s:?}; only NCHW images of a fixed size are supported"
             )));
-        }
+        };
         let mode = a.string("mode", "nearest");
         if mode != "nearest" {
             return Err(bad(format!(
@@ -658,11 +657,14 @@ impl Importer {
                 if sizes.len() != 4 {
                     return Err(bad(format!("has sizes {sizes:?}; four are needed")));
                 }
+                if matches!(channels, Int::Known(c) if c != sizes[1]) {
+                    return Err(bad(format!(
+                        "resizes {channels:?} channels to {}; only height and width can change",
+                        sizes[1]
+                    )));
+                }
                 let mut f = vec![1.0; 4];
-                for d in 2..4 {
-                    let Int::Known(have) = s[d] else {
-                        return Err(bad("resizes a plane whose size depends on the batch"));
-                    };
+                for (d, have) in [(2, h), (3, w)] {
                     if have <= 0 || sizes[d] < 0 || sizes[d] % have != 0 {
                         return Err(bad(format!(
                             "resizes {have} pixels to {}; only whole factors are supported",
@@ -689,11 +691,12 @@ impl Importer {
             sh: factors[2] as usize,
             sw: factors[3] as usize,
         };
-        let scale = |d: Int, f: usize| match d {
-            Int::Known(v) => Ok(Int::Known(v * f as i64)),
-            _ => Err(bad("resizes a plane whose size depends on the batch")),
-        };
-        let out = vec![s[0], s[1], scale(s[2], spec.sh)?, scale(s[3], spec.sw)?];
+        let out = vec![
+            batch,
+            channels,
+            Int::Known(h * spec.sh as i64),
+            Int::Known(w * spec.sw as i64),
+        ];
         Ok((Op::Upsample(spec), vec![x], out))
     }
 
