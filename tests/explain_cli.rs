@@ -361,3 +361,56 @@ fn bad_input_messages() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("nope.png"), "{}", stderr(&o));
 }
+
+/// Token layers and attention rollout from the command line: on the tiny ViT fixture, Grad-CAM
+/// picks the last block's first norm (patch tokens behind a class token) and writes its 4x4
+/// raw map, attention rollout writes one; on a CNN, rollout is one sentence and a non-zero exit.
+#[test]
+fn transformer_methods_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("face.png");
+    write_face(&img, 1);
+    let out = tmp.path().join("out");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/vit_legacy.onnx");
+    for (method, layer) in [
+        (
+            "gradcam",
+            Value::from("/encoder/layers/encoder_layer_1/ln_1/LayerNormalization_output_0"),
+        ),
+        ("attention-rollout", Value::Null),
+    ] {
+        let o = convscope(&[
+            "explain",
+            "--model",
+            s(&model),
+            "--method",
+            method,
+            "--out",
+            s(&out),
+            "--raw",
+            "--json",
+            s(&img),
+        ]);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let l = &json_lines(&o)[0];
+        assert_eq!(l["layer"], layer, "{method}");
+        let raw = read(&out.join(format!("face.{method}.raw.npy")));
+        assert_eq!(raw.shape(), &[4, 4], "{method}");
+        assert!(raw.iter().any(|&v| v > 0.0), "{method}: all-zero map");
+        assert_unit_map(&out.join(format!("face.{method}.npy")), 32, 32);
+    }
+    let o = convscope(&[
+        "explain",
+        "--model",
+        "smile-cnn",
+        "--method",
+        "attention-rollout",
+        "--out",
+        s(&out),
+        s(&img),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("no attention softmax"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+}

@@ -408,3 +408,90 @@ fn the_model_photos_panel_and_settings_come_back_after_a_restart() {
     assert!(names.contains(&"rocket.png".to_string()), "{names:?}");
     assert_eq!(h2.state().settings.panel, PanelKind::Layers);
 }
+
+/// A vision transformer in the window: the tiny ViT fixture dropped in, its Grad-CAM runs at
+/// the last block's first norm (patch tokens read onto the 4x4 grid), the Layers panel shows
+/// that token layer as channel maps; then its preprocessing is edited in the Preprocessing
+/// window, applied (the photos are prepared again with it) and saved beside the file, and the
+/// saved sidecar holds the edit.
+#[test]
+fn a_vision_transformer_shows_token_maps_and_its_preprocessing_is_edited() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("tiny_vit.onnx");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/vit_legacy.onnx"),
+        &model,
+    )
+    .expect("copy the fixture");
+    let mut h = harness(AppSettings::default());
+    wait_for(&mut h, "the first map", 240, |a| {
+        explained_photo(a).is_some()
+    });
+    drop_files(&mut h, std::slice::from_ref(&model));
+    wait_for(&mut h, "the ViT and its photo", 240, |a| {
+        a.workspace
+            .model
+            .as_ref()
+            .is_some_and(|m| m.name == "tiny_vit.onnx")
+            && !a.workspace.is_busy()
+            && !a.workspace.photos.is_empty()
+    });
+    let norm = "/encoder/layers/encoder_layer_1/ln_1/LayerNormalization_output_0";
+    assert!(
+        h.state()
+            .workspace
+            .model
+            .as_ref()
+            .is_some_and(|m| m.spatial_layers.iter().any(|l| l == norm)),
+        "the token layer is a CAM layer choice"
+    );
+    h.get_by_label("method").click();
+    h.run_steps(3);
+    h.get_by_label("Grad-CAM").click();
+    wait_for(&mut h, "Grad-CAM on the ViT", 240, |a| {
+        a.explain
+            .explanation()
+            .is_some_and(|e| e.method == Method::GradCam && e.layer.as_deref() == Some(norm))
+            && !a.explain.is_busy()
+    });
+    let raw = h
+        .state()
+        .explain
+        .explanation()
+        .map(|e| e.raw.shape().to_vec());
+    assert_eq!(raw, Some(vec![4, 4]));
+
+    // the token layer in the Layers panel: a grid of 4x4 channel maps
+    h.get_by_label("Layers").click();
+    h.run_steps(3);
+    // (the row is far down the table: selected as a click on it does)
+    h.state_mut().layers.select_layer(norm);
+    wait_for(&mut h, "the token layer's grid", 240, |a| {
+        a.layers.has_grid() && !a.layers.is_busy()
+    });
+
+    // preprocessing: squash → shorter side ×256/224 and centre crop, applied, then saved
+    h.get_by_label("Preprocessing").click();
+    h.run_steps(3);
+    h.get_by_label("resize").click();
+    h.run_steps(3);
+    h.get_by_label("shorter side ×256/224, centre crop").click();
+    h.run_steps(3);
+    h.get_by_label("Apply to the photos").click();
+    wait_for(&mut h, "the photos prepared again", 240, |a| {
+        !a.workspace.is_busy()
+            && a.workspace.model.as_ref().is_some_and(|m| {
+                m.model.description.preprocess.resize == convscope::models::Resize::ShorterSideCrop
+            })
+    });
+    assert_eq!(
+        h.state().workspace.photos[0].photo.input.shape(),
+        &[1, 3, 32, 32]
+    );
+    h.get_by_label("Save beside the model").click();
+    h.run_steps(3);
+    let sidecar = dir.path().join("tiny_vit.preset.ron");
+    let text = std::fs::read_to_string(&sidecar).expect("the sidecar was written");
+    assert!(text.contains("ShorterSideCrop"), "{text}");
+    h.get_by_label_contains("saved to");
+}

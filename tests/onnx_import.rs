@@ -715,14 +715,28 @@ fn nearest_resizes_match_onnxruntime_and_finite_differences() {
     }
 }
 
-/// A bilinear Resize is refused with the node and the mode named.
+/// Bilinear resizing from Resize with scales (opset 13, half_pixel, a non-whole 1.5), with
+/// sizes (opset 11, align_corners; pytorch_half_pixel shrinking to 3x2) and Upsample in
+/// bilinear mode (opset 9, asymmetric): outputs within 1e-5 of onnxruntime, input gradients
+/// within 1e-2 of finite differences (step 1e-3). A cubic Resize is refused with the node and
+/// the mode named.
 #[test]
-fn bilinear_resize_is_refused_by_name() {
-    let err = import_onnx(&fixture("resize_linear.onnx"))
+fn bilinear_resizes_match_onnxruntime_and_finite_differences() {
+    for name in [
+        "opset13_resize_linear",
+        "opset11_resize_linear_align",
+        "opset11_resize_linear_down",
+        "opset9_upsample_bilinear",
+    ] {
+        let m = check_against_onnxruntime(name);
+        assert!(kinds(&m).contains(&"Bilinear"), "{name}: {:?}", kinds(&m));
+        assert_input_gradient_matches_finite_differences(name, 1e-3);
+    }
+    let err = import_onnx(&fixture("resize_cubic.onnx"))
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("bilinear_up") && err.contains("\"linear\""),
+        err.contains("cubic_up") && err.contains("\"cubic\""),
         "{err}"
     );
 }
@@ -878,4 +892,139 @@ fn maxvit_from_both_exporters_matches_onnxruntime_and_torch() {
             "{name}: {counts:?}"
         );
     }
+}
+
+/// Grad-CAM at a token layer, found without a reshape transform: on the tiny ViT (patch tokens
+/// behind a class token) and Swin (channels-last maps; windows partitioned and, in the second
+/// block of each stage, shifted) from both exporters, the default layer is the last block's
+/// first norm, read back onto the patch grid, and the map of logit 1 equals pytorch-grad-cam's
+/// at that layer with its reshape transform (`tools/make_onnx_fixtures.py`, float64) within
+/// 1e-3 of the map's largest value.
+#[test]
+fn grad_cam_at_token_layers_matches_pytorch_grad_cam() {
+    use convscope::explain::Explainer;
+    use convscope::explain::Target;
+    use convscope::explain::cam::GradCamVariant;
+    for (name, reference) in [
+        ("vit_legacy", "vit"),
+        ("vit_dynamo", "vit"),
+        ("swin_legacy", "swin"),
+        ("swin_dynamo", "swin"),
+    ] {
+        let m = import_onnx(&fixture(&format!("{name}.onnx"))).unwrap();
+        let g = Graph::from_def(m.def).unwrap();
+        let x = npy_f32(&format!("{name}.input.npy"));
+        let x0 = Tensor::new(vec![1, 3, 32, 32], x.data()[..3 * 32 * 32].to_vec()).unwrap();
+        let ex = Explainer::new(&g).unwrap();
+        let layer = ex.default_cam_layer().unwrap();
+        let cam = ex
+            .grad_cam(&x0, Target::Class(1), None, GradCamVariant::GradCam)
+            .unwrap();
+        let want = npy_f32(&format!("{reference}.gradcam_raw.npy")); // (4, 4)
+        assert_eq!(
+            (cam.raw.height, cam.raw.width),
+            (4, 4),
+            "{name}: layer {}",
+            g.value(layer).name
+        );
+        let err = rel_err(&cam.raw.data, want.data());
+        eprintln!(
+            "{name}: Grad-CAM at {} vs pytorch-grad-cam: {err:e} of the largest value",
+            g.value(layer).name
+        );
+        assert!(err < 1e-3, "{name}: Grad-CAM differs by {err:e}");
+        assert!(want.data().iter().any(|&v| v > 0.0), "{name}: empty map");
+    }
+}
+
+/// Swin's shifted windows read back onto the grid: in the tiny Swin's second block (shift 2 on
+/// an 8x8 grid, `torch.roll` exported as slices and a concatenation, then the window partition
+/// as reshapes and a transpose), the windowed tokens `[4 windows, 16, c]` that enter the
+/// attention hold the block's normalised map in another order; read as channel planes, both
+/// are the same map, element for element.
+#[test]
+fn swin_windowed_tokens_read_back_unshifted() {
+    use convscope::engine::Keep;
+    use convscope::explain::layout::Layouts;
+    let m = import_onnx(&fixture("swin_legacy.onnx")).unwrap();
+    let g = Graph::from_def(m.def).unwrap();
+    let node_output = |name: &str| {
+        g.nodes()
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+            .output
+    };
+    let norm = node_output("/features/features.1/features.1.1/norm1/LayerNormalization");
+    let windows = node_output("/features/features.1/features.1.1/attn/Reshape_3");
+    assert_eq!(g.value(windows).shape, vec![4, 16, 8]);
+    // the roll is really in between: the first window's first token is not grid pixel 0
+    let shifted = g.nodes().iter().any(|n| {
+        n.name
+            .starts_with("/features/features.1/features.1.1/attn/Concat")
+            && matches!(n.op, Op::Concat { axis: 1 })
+    });
+    assert!(shifted, "no roll in the shifted block");
+    let layouts = Layouts::of(&g);
+    let x = npy_f32("swin_legacy.input.npy");
+    let x0 = Tensor::new(vec![1, 3, 32, 32], x.data()[..3 * 32 * 32].to_vec()).unwrap();
+    let pass = g
+        .forward(
+            &[x0],
+            &ForwardOptions {
+                keep: Keep::Values(vec![norm, windows]),
+                ..ForwardOptions::eval()
+            },
+        )
+        .unwrap();
+    let read = |v| {
+        layouts
+            .get(&g, v)
+            .unwrap()
+            .to_planes(pass.get(v).unwrap())
+            .unwrap()
+    };
+    let (a, b) = (read(norm), read(windows));
+    assert_eq!(a.shape(), &[1, 8, 8, 8]);
+    assert_eq!(a.shape(), b.shape());
+    assert_eq!(a.data(), b.data());
+    // and the raw window order differs from the grid order (the test would pass vacuously
+    // if the roll and partition were the identity)
+    assert_ne!(
+        pass.get(windows).unwrap().data(),
+        pass.get(norm).unwrap().data()
+    );
+}
+
+/// Attention rollout on the tiny ViT from both exporters equals a float64 reference computed
+/// from each block's own `nn.MultiheadAttention` weights (`tools/make_onnx_fixtures.py`) within
+/// 1e-5 of its largest value; on Swin (attention within windows) it is refused with a sentence
+/// that says why.
+#[test]
+fn attention_rollout_matches_a_pytorch_reference() {
+    use convscope::explain::Explainer;
+    let want = npy_f32("vit.rollout.npy"); // (4, 4)
+    for name in ["vit_legacy", "vit_dynamo"] {
+        let m = import_onnx(&fixture(&format!("{name}.onnx"))).unwrap();
+        let g = Graph::from_def(m.def).unwrap();
+        let x = npy_f32(&format!("{name}.input.npy"));
+        let x0 = Tensor::new(vec![1, 3, 32, 32], x.data()[..3 * 32 * 32].to_vec()).unwrap();
+        let ex = Explainer::new(&g).unwrap();
+        let r = ex.attention_rollout(&x0).unwrap();
+        assert_eq!(r.layers.len(), 2, "{name}: one softmax per block");
+        assert_eq!((r.raw.height, r.raw.width), (4, 4));
+        let err = rel_err(&r.raw.data, want.data());
+        eprintln!("{name}: attention rollout vs PyTorch float64: {err:e} of the largest value");
+        assert!(err < 1e-5, "{name}: rollout differs by {err:e}");
+        assert_eq!((r.map.height, r.map.width), (32, 32));
+    }
+    let m = import_onnx(&fixture("swin_legacy.onnx")).unwrap();
+    let g = Graph::from_def(m.def).unwrap();
+    let x0 = Tensor::zeros(&[1, 3, 32, 32]);
+    let e = Explainer::new(&g)
+        .unwrap()
+        .attention_rollout(&x0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("within windows of 16 tokens"), "{e}");
 }

@@ -364,13 +364,12 @@ fn resize_is_bit_identical_to_pil() {
     );
 }
 
-#[test]
-fn upscaling_a_patch_is_bit_identical_to_pil() {
+/// coffee.png's 7x5 patch at PIL crop box (100, 100, 107, 105): x 100..107, y 100..105.
+fn coffee_patch() -> Image {
     let coffee = decode(&shared("data/images/coffee.png"));
     let Pixels::U8(p) = &coffee.pixels else {
         panic!("coffee.png is 8-bit")
     };
-    // PIL crop box (100, 100, 107, 105): x 100..107, y 100..105
     let (h, w) = (coffee.height, coffee.width);
     let mut patch = Vec::new(); // (3, 5, 7)
     for ch in 0..3 {
@@ -378,12 +377,17 @@ fn upscaling_a_patch_is_bit_identical_to_pil() {
             patch.extend_from_slice(&p[(ch * h + y) * w + 100..(ch * h + y) * w + 107]);
         }
     }
-    let patch = Image {
+    Image {
         pixels: Pixels::U8(patch),
         channels: 3,
         height: 5,
         width: 7,
-    };
+    }
+}
+
+#[test]
+fn upscaling_a_patch_is_bit_identical_to_pil() {
+    let patch = coffee_patch();
     assert_eq!(
         differences(&patch.resized(11, 16), "predict/coffee_patch_up.npy"),
         0
@@ -423,4 +427,70 @@ fn fuzz_pad_overflow_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("overflow"), "{e}");
+}
+
+/// PIL's BICUBIC, bit for bit: a downscale by non-integer factors and a small upscale.
+#[test]
+fn bicubic_resize_is_bit_identical_to_pil() {
+    use convscope::models::description::Filter;
+    let rocket = decode(&shared("data/images/rocket.png"));
+    assert_eq!(
+        differences(
+            &rocket.resized_with(Filter::Bicubic, 47, 31),
+            "predict/rocket_bicubic31x47.npy"
+        ),
+        0
+    );
+    let patch = coffee_patch();
+    assert_eq!(
+        differences(
+            &patch.resized_with(Filter::Bicubic, 11, 16),
+            "predict/coffee_patch_up_bicubic.npy"
+        ),
+        0
+    );
+}
+
+/// The presets of torchvision models (by name) resize and crop as torchvision's own transform
+/// does on the PIL image: swin_t (shorter side 232, bicubic, crop 224) and inception_v3 (342,
+/// bilinear, 299), bit for bit.
+#[test]
+fn torchvision_presets_match_torchvision_transforms() {
+    use convscope::models::torchvision;
+    let chelsea = decode(&shared("data/images/chelsea.png"));
+    for name in ["swin_t", "inception_v3"] {
+        let preset = torchvision::preset(name).unwrap().model_preset().preprocess;
+        let ours = fit(&chelsea, &preset);
+        assert_eq!(
+            differences(&ours, &format!("predict/chelsea_{name}.npy")),
+            0,
+            "{name}"
+        );
+    }
+}
+
+/// A file named after a torchvision model gets that model's preset (summary says so); the same
+/// file under another name gets the guess from its shapes.
+#[test]
+fn a_file_named_after_a_torchvision_model_gets_its_transform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(&shared("data/models/efficientnet_lite0.onnx")).to_path_buf();
+    let named = tmp.path().join("resnet50.onnx");
+    std::fs::copy(&src, &named).unwrap();
+    let o = convscope(&["summary", "--model", named.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("torchvision's transform for resnet50 (IMAGENET1K_V2)")
+            && out.contains("ShorterSideTo { shorter: 232 }"),
+        "{out}"
+    );
+    let other = tmp.path().join("net.onnx");
+    std::fs::copy(&src, &other).unwrap();
+    let o = convscope(&["summary", "--model", other.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("guessed from the shapes"),
+        "{}",
+        stdout(&o)
+    );
 }

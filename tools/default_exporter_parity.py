@@ -33,7 +33,9 @@ DEFAULT = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", 
            "mnasnet0_5", "squeezenet1_0", "googlenet", "regnet_x_400mf", "convnext_tiny"]
 
 
-def export(name: str, path: str, legacy: bool) -> None:
+def build(name: str):
+    """The random-weight torchvision model every script of the zoo exports (seed 0; zero
+    classifier heads re-drawn from N(0, 0.02))."""
     import torch
     import torchvision
     torch.manual_seed(0)
@@ -43,6 +45,12 @@ def export(name: str, path: str, legacy: bool) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.Linear) and not m.weight.any():
                 torch.nn.init.normal_(m.weight, std=0.02)
+    return model
+
+
+def export(name: str, path: str, legacy: bool) -> None:
+    import torch
+    model = build(name)
     size = 299 if name == "inception_v3" else 224
     x = torch.randn(1, 3, size, size)
     if legacy:

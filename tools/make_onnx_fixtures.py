@@ -345,14 +345,48 @@ def resize_nearest() -> None:
     for name, opset, nodes, out in cases:
         save(name, [conv] + nodes, [w], value("input", ["N", 3, 4, 5]), value("up", ["N"] + out[1:]), opset, x)
     nodes = [conv, const_node("roi", f32([])), const_node("scales", f32([1, 1, 2, 2])),
-             helper.make_node("Resize", ["conv", "roi", "scales"], ["up"], name="bilinear_up", mode="linear")]
-    graph = helper.make_graph(nodes, "resize_linear", [value("input", ["N", 3, 4, 5])],
+             helper.make_node("Resize", ["conv", "roi", "scales"], ["up"], name="cubic_up", mode="cubic")]
+    graph = helper.make_graph(nodes, "resize_cubic", [value("input", ["N", 3, 4, 5])],
                               [value("up", ["N", 2, 8, 10])], initializer=[w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    onnx.save(model, os.path.join(OUT, "resize_linear.onnx"))
-    print("resize_linear")
+    onnx.save(model, os.path.join(OUT, "resize_cubic.onnx"))
+    print("resize_cubic")
+
+
+def resize_linear() -> None:
+    """Bilinear resizing in the spellings exporters write: Resize with scales (opset 13,
+    half_pixel: PyTorch's align_corners=False), Resize with sizes (opset 11, align_corners;
+    and pytorch_half_pixel shrinking to 3x2), Upsample in bilinear mode (opset 9, asymmetric)."""
+    rng = np.random.default_rng(20261214)
+    w = init("conv_w", (rng.standard_normal((2, 3, 3, 3)) * 0.5).astype(np.float32))
+    conv = helper.make_node("Conv", ["input", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1])
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    f32 = lambda v: np.array(v, np.float32)  # noqa: E731
+    i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+    cases = [
+        ("opset13_resize_linear", 13, [const_node("roi", f32([])), const_node("scales", f32([1, 1, 2, 1.5])),
+                                       helper.make_node("Resize", ["conv", "roi", "scales"], ["up"], name="up",
+                                                        mode="linear")], [2, 2, 8, 7]),
+        ("opset11_resize_linear_align", 11, [const_node("roi", f32([])), const_node("scales", f32([])),
+                                             const_node("sizes", i64([2, 2, 7, 9])),
+                                             helper.make_node("Resize", ["conv", "roi", "scales", "sizes"], ["up"],
+                                                              name="up", mode="linear",
+                                                              coordinate_transformation_mode="align_corners")],
+         [2, 2, 7, 9]),
+        ("opset11_resize_linear_down", 11, [const_node("roi", f32([])), const_node("scales", f32([])),
+                                            const_node("sizes", i64([2, 2, 3, 2])),
+                                            helper.make_node("Resize", ["conv", "roi", "scales", "sizes"], ["up"],
+                                                             name="up", mode="linear",
+                                                             coordinate_transformation_mode="pytorch_half_pixel")],
+         [2, 2, 3, 2]),
+        ("opset9_upsample_bilinear", 9, [const_node("scales", f32([1, 1, 2, 3])),
+                                         helper.make_node("Upsample", ["conv", "scales"], ["up"], name="up",
+                                                          mode="linear")], [2, 2, 8, 15]),
+    ]
+    for name, opset, nodes, out in cases:
+        save(name, [conv] + nodes, [w], value("input", ["N", 3, 4, 5]), value("up", ["N"] + out[1:]), opset, x)
 
 
 def log_softmax() -> None:
@@ -465,6 +499,72 @@ def transformer_fixtures(stem: str, model, size: int, classes: int) -> None:
         print(f"{name}: {os.path.getsize(path)} bytes, output {y.shape}")
 
 
+def grad_cam_raw(model, layer, reshape_transform, x, cls: int) -> np.ndarray:
+    """pytorch-grad-cam's (pip package `grad-cam`) Grad-CAM of logit `cls` for item 0 of `x` at
+    `layer` with `reshape_transform`, in float64, before its min-max scaling and resize:
+    ReLU(Σ_k mean(∂y/∂A_k) · A_k) at the layer's grid `(h, w)`."""
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    xd = torch.from_numpy(np.asarray(x)[:1]).double()
+    model.double()
+    targets = [ClassifierOutputTarget(cls)]
+    cam = GradCAM(model=model, target_layers=[layer], reshape_transform=reshape_transform)
+    cam(input_tensor=xd, targets=targets)  # runs the hooks: activations and gradients kept
+    acts = cam.activations_and_grads.activations[0].cpu().numpy()
+    grads = cam.activations_and_grads.gradients[0].cpu().numpy()
+    raw = np.maximum(cam.get_cam_image(xd, layer, targets, acts, grads, False), 0)[0]
+    model.float()
+    return raw
+
+
+def vit_rollout_reference(model, x) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020, heads averaged, (A + I)/2 with rows
+    re-normalised, R = Â_L ⋯ Â_1) of a torchvision ViT for item 0 of `x`: the class token's row
+    over the patch tokens. The attention matrices come from each block's own
+    `nn.MultiheadAttention` (need_weights=True) on its `ln_1` output, in float64, not from an
+    exported graph."""
+    import torch
+
+    xd = torch.from_numpy(np.asarray(x)[:1]).double()
+    model.double()
+    normed = []
+    hooks = [layer.ln_1.register_forward_hook(lambda m, i, o: normed.append(o))
+             for layer in model.encoder.layers]
+    with torch.no_grad():
+        model(xd)
+        t = normed[0].shape[1]
+        r = np.eye(t)
+        for layer, y in zip(model.encoder.layers, normed):
+            _, w = layer.self_attention(y, y, y, need_weights=True, average_attn_weights=False)
+            a = w[0].numpy().mean(0) + np.eye(t)
+            a /= a.sum(-1, keepdims=True)
+            r = a @ r
+    for h in hooks:
+        h.remove()
+    model.float()
+    return r[0, 1:]
+
+
+def token_grad_cam(stem: str, model, layer, reshape_transform) -> None:
+    """`<stem>.gradcam_raw.npy`: [`grad_cam_raw`] of logit 1 for item 0 of
+    `<stem>_legacy.input.npy` (the same input as both exports)."""
+    x = np.load(os.path.join(OUT, f"{stem}_legacy.input.npy"))
+    raw = grad_cam_raw(model, layer, reshape_transform, x, 1)
+    np.save(os.path.join(OUT, f"{stem}.gradcam_raw.npy"), raw.astype(np.float32))
+    print(f"{stem}: Grad-CAM {raw.shape}, max {raw.max():.4g}")
+
+
+def vit_rollout(stem: str, model, grid: int) -> None:
+    """`<stem>.rollout.npy`: [`vit_rollout_reference`] for item 0 of `<stem>_legacy.input.npy`,
+    on the `(grid, grid)` patch grid."""
+    x = np.load(os.path.join(OUT, f"{stem}_legacy.input.npy"))
+    out = vit_rollout_reference(model, x).reshape(grid, grid)
+    np.save(os.path.join(OUT, f"{stem}.rollout.npy"), out.astype(np.float32))
+    print(f"{stem}: rollout {out.shape}, sum {out.sum():.4g}")
+
+
 def redraw_zero_heads(model) -> None:
     import torch
     with torch.no_grad():
@@ -485,6 +585,10 @@ def vit_tiny() -> None:
     with torch.no_grad():
         torch.nn.init.normal_(model.class_token, std=0.5)
     transformer_fixtures("vit", model, 32, 5)
+    # pytorch-grad-cam's ViT recipe: the last block's first norm, class token dropped
+    token_grad_cam("vit", model, model.encoder.layers[-1].ln_1,
+                   lambda t: t[:, 1:, :].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2))
+    vit_rollout("vit", model, 4)
 
 
 def swin_tiny() -> None:
@@ -496,6 +600,8 @@ def swin_tiny() -> None:
                             window_size=[4, 4], stochastic_depth_prob=0.0, num_classes=5).eval()
     redraw_zero_heads(model)
     transformer_fixtures("swin", model, 32, 5)
+    # pytorch-grad-cam's Swin recipe: the last block's first norm, channels-last to first
+    token_grad_cam("swin", model, model.features[-1][-1].norm1, lambda t: t.permute(0, 3, 1, 2))
 
 
 def maxvit_tiny() -> None:
@@ -517,7 +623,7 @@ ONLY = {
     "split": lambda: (split(13), split(18)),
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
     "reduce_resize": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm(),
-                                 resize_nearest(), log_softmax()),
+                                 resize_nearest(), resize_linear(), log_softmax()),
 }
 
 

@@ -33,3 +33,16 @@ shot dataset 60 CONVSCOPE_PANEL=dataset CONVSCOPE_AUTOSTART=training
 shot dream 75 CONVSCOPE_PANEL=dream CONVSCOPE_AUTOSTART=dream
 shot simd-fallback 20 CONVSCOPE_PANEL=explain CONVSCOPE_SIMD=neon
 shot training-software-rendering 40 CONVSCOPE_PANEL=training CONVSCOPE_AUTOSTART=training CONVSCOPE_FRAME_TIMES=1
+# vision transformers and the preprocessing window (issue 14). The ViT-B/16 file has random
+# weights (no pretrained transformer can be downloaded here): the maps show the mechanism — the
+# tokens read back onto the 14x14 patch grid — not what a trained ViT looks at.
+VIT=target/default-exporter/legacy_vit_b_16.onnx
+if [ -f "$VIT" ]; then
+  shot explain-vit-gradcam 60 CONVSCOPE_PANEL=explain CONVSCOPE_OPEN="$VIT" CONVSCOPE_METHOD=gradcam
+  shot explain-vit-rollout 60 CONVSCOPE_PANEL=explain CONVSCOPE_OPEN="$VIT" CONVSCOPE_METHOD=attention-rollout
+  shot layers-vit-tokens 60 CONVSCOPE_PANEL=layers CONVSCOPE_OPEN="$VIT" \
+    CONVSCOPE_LAYER=/encoder/layers/encoder_layer_11/ln_1/LayerNormalization_output_0
+else
+  echo "skipped the ViT screenshots: $VIT is missing (python tools/default_exporter_parity.py --legacy vit_b_16)"
+fi
+shot preprocessing 20 CONVSCOPE_PANEL=explain CONVSCOPE_PREPROCESSING=1

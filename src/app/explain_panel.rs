@@ -12,7 +12,6 @@ use super::photo::Photo;
 use super::texture::Picture;
 use super::widgets::{self, choice_combo, class_picker, path_field, progress};
 use super::workspace::{PhotoSpec, Workspace};
-use crate::explain::activations::spatial_values;
 use crate::explain::faithfulness::{CurveOptions, randomise_top_layers, spearman, ssim};
 use crate::explain::method::{Explanation, FaithfulnessScores, Method, MethodOptions};
 use crate::explain::{Control, Explainer, Map, Progress, Target};
@@ -428,10 +427,7 @@ impl ExplainPanel {
         }
         if let Some(model) = &ws.model {
             ui.add_enabled_ui(settings.method.uses_layer(), |ui| {
-                let names: Vec<String> = spatial_values(&model.model.graph)
-                    .into_iter()
-                    .map(|v| model.model.graph.value(v).name.clone())
-                    .collect();
+                let names = &model.spatial_layers;
                 let current = settings
                     .layer
                     .clone()

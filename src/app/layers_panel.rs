@@ -14,6 +14,7 @@ use super::widgets::{self, choice_combo, class_picker};
 use super::workspace::Workspace;
 use crate::explain::activations::{Normalisation, channel_maps};
 use crate::explain::cam::GradCamVariant;
+use crate::explain::layout::Layouts;
 use crate::explain::{Explainer, Map, Target};
 use crate::models::Model;
 use crate::render::colormap::Colormap;
@@ -141,7 +142,14 @@ fn compute(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg>) {
             .next()
             .ok_or("the layer produced nothing")?;
         let shape = a.shape().to_vec();
-        if shape.len() != 4 {
+        // a layer on the image grid, read as channel planes [1, c, h, w] (token and
+        // channel-last layers included)
+        let layout = Layouts::of(&model.graph).get(&model.graph, id);
+        let planes = match layout {
+            Some(l) => Some(l.to_planes(&a).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let Some(a) = planes else {
             let mut top: Vec<(usize, f32)> = a.data().iter().copied().enumerate().collect();
             top.sort_by(|x, y| y.1.total_cmp(&x.1));
             top.truncate(20);
@@ -155,9 +163,9 @@ fn compute(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg>) {
                 top_values: top,
                 class: None,
             });
-        }
-        let c = shape[1];
-        let plane = shape[2] * shape[3];
+        };
+        let [_, c, ph, pw] = a.dims4().map_err(|e| e.to_string())?;
+        let plane = ph * pw;
         let means: Vec<f32> = (0..c)
             .map(|k| a.data()[k * plane..(k + 1) * plane].iter().sum::<f32>() / plane.max(1) as f32)
             .collect();

@@ -11,6 +11,7 @@ mod frame_stats;
 mod jobs;
 mod layers_panel;
 mod photo;
+mod preset_window;
 mod renderer;
 mod texture;
 mod train_panel;
@@ -80,6 +81,8 @@ pub struct ConvscopeApp {
     pub train: TrainPanel,
     pub dataset: DatasetPanel,
     pub dream: DreamPanel,
+    /// The open model's preprocessing, editable.
+    pub preset: preset_window::PresetWindow,
     /// Messages for the person, newest last; each can be dismissed.
     pub errors: Vec<String>,
     frames: frame_stats::FrameStats,
@@ -142,6 +145,7 @@ impl ConvscopeApp {
             train: TrainPanel::default(),
             dataset: DatasetPanel::default(),
             dream: DreamPanel::default(),
+            preset: preset_window::PresetWindow::default(),
             errors: Vec::new(),
             frames: frame_stats::FrameStats::with_log(log),
             fell_back: false,
@@ -163,7 +167,9 @@ impl ConvscopeApp {
     /// Start-up switches for screenshots and the frame-time benchmark (tools/screenshots.sh,
     /// tools/bench_frames.sh): `CONVSCOPE_PANEL` (explain, layers, training, dataset, dream),
     /// `CONVSCOPE_LAYER` (a layer to open in the layers panel), `CONVSCOPE_AUTOSTART`
-    /// (`training` or `dream`), `CONVSCOPE_FRAME_TIMES` (the frame-time overlay on).
+    /// (`training` or `dream`), `CONVSCOPE_FRAME_TIMES` (the frame-time overlay on),
+    /// `CONVSCOPE_OPEN` (models and photos to open, `:`-separated), `CONVSCOPE_METHOD` (the
+    /// explanation method's CLI name), `CONVSCOPE_PREPROCESSING` (the preprocessing window open).
     fn apply_start_env(&mut self, ctx: &egui::Context) {
         if let Ok(p) = std::env::var("CONVSCOPE_PANEL")
             && let Some(kind) = PanelKind::ALL
@@ -174,6 +180,24 @@ impl ConvscopeApp {
         }
         if let Ok(layer) = std::env::var("CONVSCOPE_LAYER") {
             self.layers.select_layer(&layer);
+        }
+        // models and photos to open, as if dropped (paths joined as in PATH)
+        if let Some(paths) = std::env::var_os("CONVSCOPE_OPEN") {
+            let paths: Vec<_> = std::env::split_paths(&paths).collect();
+            let errors = self.workspace.open_paths(ctx, paths);
+            self.errors.extend(errors);
+        }
+        if let Ok(name) = std::env::var("CONVSCOPE_METHOD") {
+            match crate::explain::Method::from_name(&name) {
+                Some(m) => self.settings.explain.method = m,
+                None => self.errors.push(format!(
+                    "CONVSCOPE_METHOD={name} is no method; methods: {}",
+                    crate::explain::Method::names()
+                )),
+            }
+        }
+        if std::env::var_os("CONVSCOPE_PREPROCESSING").is_some() {
+            self.preset.open = true;
         }
         match std::env::var("CONVSCOPE_AUTOSTART").as_deref() {
             Ok("training") => self.train.start(ctx, &self.settings.train),
@@ -211,8 +235,16 @@ impl ConvscopeApp {
             }
             ui.separator();
             match &self.workspace.model {
-                Some(m) => ui.label(format!("model: {}", m.name)),
-                None => ui.label("model: loading…"),
+                Some(m) => {
+                    ui.label(format!("model: {}", m.name));
+                    ui.toggle_value(&mut self.preset.open, "Preprocessing")
+                        .on_hover_text(
+                            "how photos become the model's input: size, crop, filter, mean and std",
+                        );
+                }
+                None => {
+                    ui.label("model: loading…");
+                }
             };
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 ui.checkbox(&mut self.settings.show_frame_times, "frame times");
@@ -344,6 +376,7 @@ impl eframe::App for ConvscopeApp {
             PanelKind::Dataset => self.dataset.ui(ui),
             PanelKind::Dream => self.dream.ui(ui, &self.workspace, &mut self.settings.dream),
         });
+        self.preset.show(&ctx, &mut self.workspace, &mut errors);
         self.errors.extend(errors);
         let hovering = ctx.input(|i| !i.raw.hovered_files.is_empty());
         if hovering {

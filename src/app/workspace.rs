@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{Job, Reporter};
 use super::photo::Photo;
 use crate::engine::Tensor;
+use crate::explain::activations::spatial_values;
 use crate::models::bundled::{self, SAMPLE_IMAGES};
 use crate::models::scores::{probabilities, scores, top_k};
 use crate::models::summary::{NodeRow, rows};
@@ -46,16 +47,24 @@ pub struct LoadedModel {
     pub name: String,
     pub model: Arc<Model>,
     pub rows: Vec<NodeRow>,
+    /// Names of the layers on the image grid (the CAM layer choices), found once: following
+    /// layouts through a large transformer takes longer than a frame.
+    pub spatial_layers: Vec<String>,
 }
 
 impl LoadedModel {
     pub fn new(spec: Option<ModelSpec>, name: String, model: Model) -> Self {
         let rows = rows(&model.graph);
+        let spatial_layers = spatial_values(&model.graph)
+            .into_iter()
+            .map(|v| model.graph.value(v).name.clone())
+            .collect();
         Self {
             spec,
             name,
             model: Arc::new(model),
             rows,
+            spatial_layers,
         }
     }
 
@@ -222,6 +231,24 @@ impl Workspace {
         self.model = Some(loaded.clone());
         self.generation += 1;
         self.start(ctx, Ok(loaded), photos)
+    }
+
+    /// Uses `preprocess` for the open model from now on and prepares every photo again.
+    pub fn set_preprocess(
+        &mut self,
+        ctx: &egui::Context,
+        preprocess: crate::models::Preprocess,
+    ) -> Result<(), String> {
+        if self.job.is_some() {
+            return Err("the model or photos are still opening; apply the preprocessing when they are ready".into());
+        }
+        crate::models::preprocess::validate(&preprocess).map_err(|e| e.to_string())?;
+        // taken out of the workspace so that the model is cloned only if a worker still holds it
+        let Some(mut loaded) = self.model.take() else {
+            return Err("no model is open".into());
+        };
+        Arc::make_mut(&mut loaded.model).description.preprocess = preprocess;
+        self.use_model(ctx, loaded)
     }
 
     /// Adds photos (classified by the current model, or by the one being opened).

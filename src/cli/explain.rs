@@ -47,7 +47,7 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// saliency, smoothgrad, integrated-gradients, gradient-x-input, guided-backprop, gradcam,
-    /// gradcam++, scorecam or occlusion.
+    /// gradcam++, scorecam, occlusion or attention-rollout (vision transformers).
     #[arg(long)]
     pub method: String,
     /// The layer of a CAM method (default: the last spatial layer; `convscope summary` lists

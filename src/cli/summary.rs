@@ -74,10 +74,11 @@ pub fn run(args: &SummaryArgs) -> CliResult<()> {
         rows.len()
     );
     println!(
-        "preprocessing ({origin}): {}x{} {:?}, x*{} then mean {:?} std {:?}, {:?} {:?}; {} class labels",
+        "preprocessing ({origin}): {}x{} {:?} {:?}, x*{} then mean {:?} std {:?}, {:?} {:?}; {} class labels",
         pre.size[0],
         pre.size[1],
         pre.resize,
+        pre.filter,
         pre.scale,
         pre.mean,
         pre.std,

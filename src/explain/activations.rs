@@ -1,5 +1,6 @@
 //! Activations of any value for an input, and their channels as maps for grids.
 
+use super::layout::Layouts;
 use super::map::Map;
 use super::target::Explainer;
 use super::{ExplainError, ExplainResult};
@@ -16,15 +17,11 @@ pub enum Normalisation {
     PerLayer,
 }
 
-/// The 4-D node outputs `[n, c, h, w]` of a graph, in topological order (the layer browser's
-/// list and the CAM layer candidates).
+/// The node outputs on the image grid (4-D maps, channel-last maps, patch tokens; see
+/// [`super::layout`]), in topological order (the layer browser's list and the CAM layer
+/// candidates).
 pub fn spatial_values(graph: &Graph) -> Vec<ValueId> {
-    graph
-        .nodes()
-        .iter()
-        .map(|n| n.output)
-        .filter(|&v| graph.value(v).shape.len() == 4)
-        .collect()
+    Layouts::of(graph).spatial_values(graph)
 }
 
 impl Explainer<'_> {

@@ -1,4 +1,5 @@
-//! The CAM family: class activation maps at a 4-D layer `[1, k, h, w]`.
+//! The CAM family: class activation maps at a layer on the image grid, read as channel planes
+//! `[1, k, h, w]` ([`super::layout`]: NCHW maps, channel-last maps, patch tokens).
 //!
 //! - Grad-CAM: ReLU(Σ_k α_k A_k), α_k the spatial mean of ∂y_c/∂A_k.
 //! - Grad-CAM++ (closed form with the exp-free higher-order terms, as pytorch-grad-cam):
@@ -12,6 +13,7 @@
 //! The raw map stays at the layer's resolution; `map` is its bilinear upsampling to the input
 //! (half-pixel centres) scaled by (g − min)/(max − min).
 
+use super::layout::{Layouts, PixelLayout};
 use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
 use super::util::batch_of;
@@ -56,10 +58,31 @@ impl Default for ScoreCamOptions {
 }
 
 impl Explainer<'_> {
-    /// The default CAM layer: the input of the first global pooling / flatten / reshape that
-    /// consumes a 4-D value, else the last 4-D node output with more than one pixel.
+    /// The default CAM layer. In a transformer (a graph with attention softmaxes), the output
+    /// of the last LayerNorm before the last attention softmax that lies on the image grid:
+    /// the last block's first norm, where the gradient still reaches every token (after the
+    /// last attention only the class token or the pooled tokens matter), as pytorch-grad-cam
+    /// recommends for ViT and Swin. Otherwise the input of the first global pooling / flatten /
+    /// reshape that consumes a 4-D value, else the last 4-D node output with more than one
+    /// pixel.
     pub fn default_cam_layer(&self) -> ExplainResult<ValueId> {
         let g = self.graph;
+        let last_softmax = g.nodes().iter().rposition(|n| {
+            matches!(n.op, Op::Softmax { .. }) && g.value(n.output).shape.len() >= 3
+        });
+        if let Some(last) = last_softmax {
+            let layouts = Layouts::of(g);
+            let norm = g.nodes()[..last].iter().rev().find(|n| {
+                matches!(n.op, Op::LayerNorm { .. })
+                    && matches!(
+                        layouts.get(g, n.output),
+                        Some(PixelLayout::ChannelLast { .. })
+                    )
+            });
+            if let Some(norm) = norm {
+                return Ok(norm.output);
+            }
+        }
         for node in g.nodes() {
             let consumes_map = matches!(
                 node.op,
@@ -80,7 +103,8 @@ impl Explainer<'_> {
             .ok_or_else(|| ExplainError::invalid("the model has no 4-D layer for a CAM"))
     }
 
-    fn cam_layer(&self, layer: Option<ValueId>) -> ExplainResult<ValueId> {
+    /// The CAM layer (default: [`Self::default_cam_layer`]) and how it lies on the grid.
+    fn cam_layer(&self, layer: Option<ValueId>) -> ExplainResult<(ValueId, PixelLayout)> {
         let layer = match layer {
             Some(l) => l,
             None => self.default_cam_layer()?,
@@ -90,13 +114,16 @@ impl Explainer<'_> {
             .values()
             .get(layer)
             .ok_or_else(|| ExplainError::invalid(format!("unknown value id {layer}")))?;
-        if info.shape.len() != 4 {
-            return Err(ExplainError::invalid(format!(
-                "a CAM needs a 4-D layer [n, k, h, w]; '{}' has shape {:?}",
-                info.name, info.shape
-            )));
-        }
-        Ok(layer)
+        let layout = Layouts::of(self.graph)
+            .get(self.graph, layer)
+            .ok_or_else(|| {
+                ExplainError::invalid(format!(
+                    "a CAM needs a layer on the image grid (a 4-D map [n, k, h, w], a channels-last \
+                 map or patch tokens); '{}' has shape {:?} and is not one",
+                    info.name, info.shape
+                ))
+            })?;
+        Ok((layer, layout))
     }
 
     /// Grad-CAM or Grad-CAM++ of one image at `layer` (default: [`Self::default_cam_layer`]).
@@ -108,22 +135,19 @@ impl Explainer<'_> {
         variant: GradCamVariant,
     ) -> ExplainResult<CamResult> {
         let [_, h, w] = single_image_dims(x)?;
-        let layer = self.cam_layer(layer)?;
+        let (layer, layout) = self.cam_layer(layer)?;
         let (scored, grads, t) = self.forward_backward(x, Some(target), None, &[layer])?;
         let a = self
             .graph
             .lookup(&scored.pass, layer)
             .ok_or_else(|| ExplainError::invalid("the forward pass lost the CAM layer"))?;
-        let [_, k, lh, lw] = a.dims4()?;
-        let zero;
         let g = match grads.values.get(&layer) {
-            Some(g) => g,
-            None => {
-                // The score does not depend on this layer: all gradients are zero.
-                zero = Tensor::zeros(a.shape());
-                &zero
-            }
+            Some(g) => layout.to_planes(g)?,
+            // The score does not depend on this layer: all gradients are zero.
+            None => Tensor::zeros(layout.to_planes(a)?.shape()),
         };
+        let a = layout.to_planes(a)?; // [1, k, lh, lw]
+        let [_, k, lh, lw] = a.dims4()?;
         let plane = lh * lw;
         let weights: Vec<f32> = (0..k)
             .map(|ch| {
@@ -158,7 +182,7 @@ impl Explainer<'_> {
         let chw = single_image_dims(x)?;
         let [c, h, w] = chw;
         let batch = self.batch_size(opts.batch)?;
-        let layer = self.cam_layer(layer)?;
+        let (layer, layout) = self.cam_layer(layer)?;
         let scored = self.run(x, Keep::Values(vec![layer]))?;
         let t = self
             .head
@@ -167,6 +191,7 @@ impl Explainer<'_> {
             .graph
             .lookup(&scored.pass, layer)
             .ok_or_else(|| ExplainError::invalid("the forward pass lost the CAM layer"))?;
+        let a = layout.to_planes(a)?; // [1, k, lh, lw]
         let [_, k, lh, lw] = a.dims4()?;
         let plane = lh * lw;
         let channels = strongest_channels(a.data(), k, plane, opts.max_channels);

@@ -35,6 +35,7 @@ use crate::engine::graph::ValueId;
 use crate::engine::optim::{Optimizer, OptimizerConfig};
 use crate::engine::{BackwardRequest, ForwardOptions, Graph, Keep, Param, Tensor};
 use crate::models::Preprocess;
+use crate::models::description::Filter;
 use crate::models::preprocess::resize_f32;
 
 /// What one term of the objective measures.
@@ -712,7 +713,7 @@ pub fn rgb_planes(img: &image::RgbImage, size: usize) -> ExplainResult<Vec<f32>>
     Ok(if (h, w) == (size, size) {
         planes
     } else {
-        resize_f32(&planes, 3, h, w, size, size)
+        resize_f32(Filter::Bilinear, &planes, [3, h, w], [size, size])
     })
 }
 
@@ -807,8 +808,8 @@ pub fn deep_dream(
     let (mut detail, mut prev) = (vec![0.0f32; 3 * sizes[0].0 * sizes[0].1], sizes[0]);
     let mut img = Vec::new();
     for (o, &(h, w)) in sizes.iter().enumerate() {
-        let base = resize_f32(&photo, 3, h0, w0, h, w);
-        let detail_here = resize_f32(&detail, 3, prev.0, prev.1, h, w);
+        let base = resize_f32(Filter::Bilinear, &photo, [3, h0, w0], [h, w]);
+        let detail_here = resize_f32(Filter::Bilinear, &detail, [3, prev.0, prev.1], [h, w]);
         img = base.iter().zip(&detail_here).map(|(a, b)| a + b).collect();
         for step in 0..opts.steps_per_octave {
             ctl.step(o * opts.steps_per_octave + step, total)?;

@@ -5,14 +5,15 @@
 //!
 //! `Explanation::raw` follows DESIGN.md's `--raw` definition: the un-normalised map, for CAM
 //! methods at the layer's resolution `[h', w']`, for gradient methods the attribution `[c, h, w]`
-//! (the input gradient for saliency), and for occlusion the score drop per patch position
-//! `[rows, cols]`.
+//! (the input gradient for saliency), for occlusion the score drop per patch position
+//! `[rows, cols]`, and for attention rollout the class token's share of each patch `[gh, gw]`.
 
 use serde::{Deserialize, Serialize};
 
 use super::cam::{GradCamVariant, ScoreCamOptions};
 use super::faithfulness::CurveOptions;
 use super::gradient::{IntegratedGradientsOptions, SmoothGradOptions};
+use super::layout::Layouts;
 use super::map::Map;
 use super::occlusion::OcclusionOptions;
 use super::target::{Explainer, ResolvedTarget, Target};
@@ -32,10 +33,12 @@ pub enum Method {
     GradCamPlusPlus,
     ScoreCam,
     Occlusion,
+    /// Transformers only; class-agnostic.
+    AttentionRollout,
 }
 
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Saliency,
         Method::SmoothGrad,
         Method::IntegratedGradients,
@@ -45,6 +48,7 @@ impl Method {
         Method::GradCamPlusPlus,
         Method::ScoreCam,
         Method::Occlusion,
+        Method::AttentionRollout,
     ];
 
     /// The command-line name (also the file name part `<stem>.<name>.png`).
@@ -59,6 +63,7 @@ impl Method {
             Method::GradCamPlusPlus => "gradcam++",
             Method::ScoreCam => "scorecam",
             Method::Occlusion => "occlusion",
+            Method::AttentionRollout => "attention-rollout",
         }
     }
 
@@ -86,6 +91,7 @@ impl Method {
             Method::GradCamPlusPlus => "Grad-CAM++",
             Method::ScoreCam => "Score-CAM",
             Method::Occlusion => "Occlusion",
+            Method::AttentionRollout => "Attention rollout",
         }
     }
 
@@ -199,6 +205,10 @@ impl Explainer<'_> {
                 let occ = self.occlusion(x, class, &o, control)?;
                 (occ.map, occ.raw.to_tensor())
             }
+            Method::AttentionRollout => {
+                let r = self.attention_rollout(x)?;
+                (r.map, r.raw.to_tensor())
+            }
         };
         Ok(Explanation {
             method,
@@ -218,6 +228,10 @@ impl Explainer<'_> {
         method: Method,
         layer: Option<ValueId>,
     ) -> ExplainResult<Option<ValueId>> {
+        if method == Method::AttentionRollout {
+            // a model without attention fails here, before any image
+            self.attention_layers()?;
+        }
         if !method.uses_layer() {
             return Ok(None);
         }
@@ -227,8 +241,9 @@ impl Explainer<'_> {
         }))
     }
 
-    /// `layer` if a CAM can use it: a 4-D value computed from the input (not a parameter)
-    /// with more than one pixel; else an error naming the layer and its shape.
+    /// `layer` if a CAM can use it: a value computed from the input (not a parameter) on the
+    /// image grid ([`super::layout`]) with more than one pixel; else an error naming the
+    /// layer and its shape.
     fn check_cam_layer(&self, layer: ValueId, method: Method) -> ExplainResult<ValueId> {
         let info = self
             .graph
@@ -242,10 +257,12 @@ impl Explainer<'_> {
                 method.label()
             )));
         }
-        let spatial = matches!(info.shape.as_slice(), &[_, _, h, w] if h * w > 1);
-        if !spatial {
+        let grid = Layouts::of(self.graph)
+            .get(self.graph, layer)
+            .map(|l| l.grid());
+        if grid.is_none_or(|(h, w)| h * w <= 1) {
             return Err(ExplainError::invalid(format!(
-                "layer '{}' has shape {:?} without spatial dimensions; {} needs a 4-D layer [n, k, h, w] with more than one pixel",
+                "layer '{}' has shape {:?} without spatial dimensions; {} needs a layer on the image grid with more than one pixel (a 4-D map [n, k, h, w], a channels-last map or patch tokens)",
                 info.name,
                 info.shape,
                 method.label()
@@ -354,9 +371,14 @@ mod tests {
             ..MethodOptions::default()
         };
         for m in Method::ALL {
-            let e = ex
-                .explain(&x, m, Target::Top, None, &opts, Control::default())
-                .unwrap();
+            let e = ex.explain(&x, m, Target::Top, None, &opts, Control::default());
+            if m == Method::AttentionRollout {
+                // a CNN: refused with the reason (tests/onnx_import.rs runs it on ViTs)
+                let e = e.unwrap_err().to_string();
+                assert!(e.contains("no attention softmax"), "{e}");
+                continue;
+            }
+            let e = e.unwrap();
             assert_eq!((e.map.height, e.map.width), (6, 6), "{m}");
             assert!(
                 e.map.data.iter().all(|v| (0.0..=1.0).contains(v)),

@@ -14,9 +14,11 @@ pub mod cam;
 pub mod dream;
 pub mod faithfulness;
 pub mod gradient;
+pub mod layout;
 pub mod map;
 pub mod method;
 pub mod occlusion;
+pub mod rollout;
 pub mod target;
 mod util;
 

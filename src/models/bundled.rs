@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::labels::{ModelPreset, PresetOrigin};
 use super::onnx::{ImportedModel, import_onnx, import_onnx_bytes};
+use super::torchvision;
 use super::{Model, ModelDescription, ModelError};
 use crate::engine::Graph;
 
@@ -69,6 +70,7 @@ pub fn with_preset(
 }
 
 /// Imports an ONNX file with its sidecar preset (`x.onnx` → `x.preset.ron`) if there is one,
+/// else torchvision's transform for the model the file says it is ([`torchvision::identify`]),
 /// else a preset guessed from the shapes.
 pub fn open_onnx(path: &Path) -> Result<(Model, PresetOrigin), ModelError> {
     let imported = import_onnx(path).map_err(|e| ModelError::Other(e.to_string()))?;
@@ -77,13 +79,21 @@ pub fn open_onnx(path: &Path) -> Result<(Model, PresetOrigin), ModelError> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
     let sidecar = ModelPreset::read_sidecar(path)?;
+    let metadata = imported.metadata.clone();
     let graph = Graph::from_def(imported.def)?;
+    let outputs = outputs_per_example(&graph);
     let (preset, origin) = match sidecar {
         Some((preset, file)) => (preset, PresetOrigin::Sidecar(file)),
-        None => (
-            ModelPreset::guess(graph.input_shape(), outputs_per_example(&graph)),
-            PresetOrigin::Guessed,
-        ),
+        None => match torchvision::identify(path, &metadata, graph.input_shape(), outputs) {
+            Some(tv) => (
+                tv.model_preset(),
+                PresetOrigin::Torchvision(format!("{} ({})", tv.name, tv.weights)),
+            ),
+            None => (
+                ModelPreset::guess(graph.input_shape(), outputs),
+                PresetOrigin::Guessed,
+            ),
+        },
     };
     let description = ModelDescription::from_graph(&name, &graph, preset.preprocess, preset.labels);
     Ok((Model { description, graph }, origin))

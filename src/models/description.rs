@@ -35,6 +35,19 @@ pub enum Resize {
     Squash,
     /// Resize the shorter side to `size · 256/224`, then crop the centre (torchvision eval).
     ShorterSideCrop,
+    /// Resize the shorter side to `shorter`, then crop the centre to `size`: torchvision's
+    /// `Resize(shorter)` + `CenterCrop(size)` with any pair (its weights' transforms use 232,
+    /// 236, 342, ... as well as 256 for 224).
+    ShorterSideTo { shorter: usize },
+}
+
+/// The resampling filter of the resize, as PIL's (antialiased when shrinking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Filter {
+    #[default]
+    Bilinear,
+    /// Keys' cubic with a = −0.5 (PIL's BICUBIC; torchvision's Swin, MaxViT, EfficientNet-B0).
+    Bicubic,
 }
 
 /// Channel order the model expects.
@@ -59,6 +72,9 @@ pub enum Layout {
 pub struct Preprocess {
     pub size: [usize; 2],
     pub resize: Resize,
+    /// Absent from presets written before it existed (bilinear).
+    #[serde(default)]
+    pub filter: Filter,
     pub scale: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -73,6 +89,7 @@ impl Preprocess {
         Self {
             size: [224, 224],
             resize: Resize::ShorterSideCrop,
+            filter: Filter::Bilinear,
             scale: 1.0 / 255.0,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
@@ -86,6 +103,7 @@ impl Preprocess {
         Self {
             size: [64, 64],
             resize: Resize::Squash,
+            filter: Filter::Bilinear,
             scale: 1.0 / 255.0,
             mean: [0.0; 3],
             std: [1.0; 3],

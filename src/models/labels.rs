@@ -35,6 +35,8 @@ pub enum PresetOrigin {
     Sidecar(PathBuf),
     /// Guessed from the shapes; `--write-preset` saves it for editing.
     Guessed,
+    /// torchvision's evaluation transform of the model the file names (name and weights).
+    Torchvision(String),
 }
 
 impl std::fmt::Display for PresetOrigin {
@@ -43,6 +45,7 @@ impl std::fmt::Display for PresetOrigin {
             Self::Builtin => f.write_str("built in"),
             Self::Sidecar(p) => write!(f, "from {}", p.display()),
             Self::Guessed => f.write_str("guessed from the shapes"),
+            Self::Torchvision(m) => write!(f, "torchvision's transform for {m}, named by the file"),
         }
     }
 }
@@ -128,10 +131,11 @@ impl ModelPreset {
         Ok(Some((preset, path)))
     }
 
-    /// Writes the sidecar of `model`; returns its path.
+    /// Writes the sidecar of `model` atomically (a full disk leaves the old one whole);
+    /// returns its path.
     pub fn write_sidecar(&self, model: &Path) -> Result<PathBuf, ModelError> {
         let path = Self::sidecar_path(model);
-        std::fs::write(&path, self.to_ron()?)
+        super::write_file_atomically(&path, self.to_ron()?.as_bytes())
             .map_err(|e| ModelError::file(&path, format!("cannot write: {e}")))?;
         Ok(path)
     }

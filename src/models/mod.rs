@@ -10,6 +10,7 @@ pub mod preprocess;
 pub mod presets;
 pub mod scores;
 pub mod summary;
+pub mod torchvision;
 
 use std::path::{Path, PathBuf};
 

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use super::ModelError;
-use super::description::{Channels, Layout, Preprocess, Resize};
+use super::description::{Channels, Filter, Layout, Preprocess, Resize};
 use crate::data::folder::decode_planes;
 use crate::data::preprocess::convert_channels;
 use crate::engine::Tensor;
@@ -28,13 +28,22 @@ pub struct AxisTaps {
 }
 
 impl AxisTaps {
-    /// PIL's `precompute_coeffs` for the bilinear (triangle) filter over the whole axis:
-    /// output `i` is centred at source coordinate `(i + 0.5)·in/out`; when shrinking, the
-    /// filter is stretched by `in/out` so that it averages every pixel it covers.
+    /// PIL's `precompute_coeffs` for the bilinear (triangle) filter over the whole axis.
     pub fn triangle(n_in: usize, n_out: usize) -> Self {
+        Self::new(Filter::Bilinear, n_in, n_out)
+    }
+
+    /// PIL's `precompute_coeffs` for `filter` over the whole axis: output `i` is centred at
+    /// source coordinate `(i + 0.5)·in/out`; when shrinking, the filter is stretched by
+    /// `in/out` so that it averages every pixel it covers.
+    pub fn new(filter: Filter, n_in: usize, n_out: usize) -> Self {
+        let (kernel, support): (fn(f64) -> f64, f64) = match filter {
+            Filter::Bilinear => (triangle, 1.0),
+            Filter::Bicubic => (bicubic, 2.0),
+        };
         let scale = n_in as f64 / n_out as f64;
         let filterscale = scale.max(1.0);
-        let support = filterscale; // triangle support 1, stretched
+        let support = support * filterscale;
         let taps = (0..n_out)
             .map(|i| {
                 let center = (i as f64 + 0.5) * scale;
@@ -42,7 +51,7 @@ impl AxisTaps {
                 let xmin = ((center - support + 0.5) as i64).max(0) as usize;
                 let xmax = ((center + support + 0.5) as i64).clamp(0, n_in as i64) as usize;
                 let mut w: Vec<f64> = (xmin..xmax.max(xmin))
-                    .map(|x| triangle((x as f64 - center + 0.5) / filterscale))
+                    .map(|x| kernel((x as f64 - center + 0.5) / filterscale))
                     .collect();
                 let total: f64 = w.iter().sum();
                 if total != 0.0 {
@@ -81,17 +90,35 @@ fn triangle(x: f64) -> f64 {
     if x < 1.0 { 1.0 - x } else { 0.0 }
 }
 
+/// PIL's `bicubic_filter`: Keys' cubic convolution with a = −0.5, support 2.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
 /// PIL's `clip8`: the fixed-point sum (with its rounding half-unit already added) to a byte.
 fn clip8(acc: i64) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Antialiased bilinear resize of 8-bit planes `(c, h, w)` to `(c, oh, ow)`, bit-identical to
-/// PIL: horizontal pass first (rounded to bytes), then vertical; an axis whose size does not
-/// change is not resampled.
-pub fn resize_u8(src: &[u8], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<u8> {
+/// Antialiased resize of 8-bit planes `(c, h, w)` to `(c, oh, ow)` with `filter`,
+/// bit-identical to PIL: horizontal pass first (rounded to bytes), then vertical; an axis whose
+/// size does not change is not resampled.
+pub fn resize_u8(
+    filter: Filter,
+    src: &[u8],
+    [c, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+) -> Vec<u8> {
     let horizontal = if ow != w {
-        let taps = AxisTaps::triangle(w, ow).fixed_point();
+        let taps = AxisTaps::new(filter, w, ow).fixed_point();
         let mut out = vec![0u8; c * h * ow]; // (c, h, ow)
         for (row_in, row_out) in src.chunks_exact(w).zip(out.chunks_exact_mut(ow)) {
             for (dst, (start, k)) in row_out.iter_mut().zip(&taps) {
@@ -109,7 +136,7 @@ pub fn resize_u8(src: &[u8], c: usize, h: usize, w: usize, oh: usize, ow: usize)
     if oh == h {
         return horizontal;
     }
-    let taps = AxisTaps::triangle(h, oh).fixed_point();
+    let taps = AxisTaps::new(filter, h, oh).fixed_point();
     let mut out = vec![0u8; c * oh * ow]; // (c, oh, ow)
     for ch in 0..c {
         let plane = &horizontal[ch * h * ow..(ch + 1) * h * ow]; // (h, ow)
@@ -130,9 +157,14 @@ pub fn resize_u8(src: &[u8], c: usize, h: usize, w: usize, oh: usize, ow: usize)
 }
 
 /// The same filter in `f32` for planes `(c, h, w)` of any range (no intermediate rounding).
-pub fn resize_f32(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+pub fn resize_f32(
+    filter: Filter,
+    src: &[f32],
+    [c, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+) -> Vec<f32> {
     let horizontal = if ow != w {
-        let taps = AxisTaps::triangle(w, ow);
+        let taps = AxisTaps::new(filter, w, ow);
         let mut out = vec![0f32; c * h * ow]; // (c, h, ow)
         for (row_in, row_out) in src.chunks_exact(w).zip(out.chunks_exact_mut(ow)) {
             for (dst, (start, k)) in row_out.iter_mut().zip(&taps.taps) {
@@ -150,7 +182,7 @@ pub fn resize_f32(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usiz
     if oh == h {
         return horizontal;
     }
-    let taps = AxisTaps::triangle(h, oh);
+    let taps = AxisTaps::new(filter, h, oh);
     let mut out = vec![0f32; c * oh * ow]; // (c, oh, ow)
     for ch in 0..c {
         let plane = &horizontal[ch * h * ow..(ch + 1) * h * ow]; // (h, ow)
@@ -220,12 +252,18 @@ impl Image {
         }
     }
 
-    /// Resized to `(oh, ow)` with the PIL-like filter.
+    /// Resized to `(oh, ow)` with PIL's bilinear filter.
     pub fn resized(&self, oh: usize, ow: usize) -> Self {
-        let (c, h, w) = (self.channels, self.height, self.width);
+        self.resized_with(Filter::Bilinear, oh, ow)
+    }
+
+    /// Resized to `(oh, ow)` with PIL's `filter`.
+    pub fn resized_with(&self, filter: Filter, oh: usize, ow: usize) -> Self {
+        let chw = [self.channels, self.height, self.width];
+        let c = self.channels;
         let pixels = match &self.pixels {
-            Pixels::U8(p) => Pixels::U8(resize_u8(p, c, h, w, oh, ow)),
-            Pixels::F32(p) => Pixels::F32(resize_f32(p, c, h, w, oh, ow)),
+            Pixels::U8(p) => Pixels::U8(resize_u8(filter, p, chw, [oh, ow])),
+            Pixels::F32(p) => Pixels::F32(resize_f32(filter, p, chw, [oh, ow])),
         };
         Self {
             pixels,
@@ -235,28 +273,38 @@ impl Image {
         }
     }
 
-    /// The window `[top, top + oh) × [left, left + ow)`; the caller keeps it inside the image.
-    fn cropped(&self, top: usize, left: usize, oh: usize, ow: usize) -> Self {
-        fn crop<T: Copy>(p: &[T], c: usize, h: usize, w: usize, win: [usize; 4]) -> Vec<T> {
-            let [top, left, oh, ow] = win;
-            let mut out = Vec::with_capacity(c * oh * ow); // (c, oh, ow)
+    /// torchvision's `CenterCrop((oh, ow))`: the window at offsets rounded half to even; an
+    /// axis shorter than the crop is first padded with zeros, `(d // 2, (d + 1) // 2)`.
+    fn centre_crop(&self, oh: usize, ow: usize) -> Self {
+        /// (zeros before the image, first image index) along one axis
+        fn offsets(n: usize, want: usize) -> (usize, usize) {
+            if want > n {
+                ((want - n) / 2, 0)
+            } else {
+                (0, round_half_even((n - want) as f64 / 2.0))
+            }
+        }
+        fn crop<T: Copy + Default>(p: &[T], [c, h, w]: [usize; 3], oh: usize, ow: usize) -> Vec<T> {
+            let ((pad_y, top), (pad_x, left)) = (offsets(h, oh), offsets(w, ow));
+            let (rows, cols) = (h.min(oh), w.min(ow)); // image rows and columns kept
+            let mut out = vec![T::default(); c * oh * ow]; // (c, oh, ow)
             for ch in 0..c {
-                for y in top..top + oh {
-                    let row = (ch * h + y) * w;
-                    out.extend_from_slice(&p[row + left..row + left + ow]);
+                for y in 0..rows {
+                    let src = (ch * h + top + y) * w + left;
+                    let dst = (ch * oh + pad_y + y) * ow + pad_x;
+                    out[dst..dst + cols].copy_from_slice(&p[src..src + cols]);
                 }
             }
             out
         }
-        let (c, h, w) = (self.channels, self.height, self.width);
-        let win = [top, left, oh, ow];
+        let chw = [self.channels, self.height, self.width];
         let pixels = match &self.pixels {
-            Pixels::U8(p) => Pixels::U8(crop(p, c, h, w, win)),
-            Pixels::F32(p) => Pixels::F32(crop(p, c, h, w, win)),
+            Pixels::U8(p) => Pixels::U8(crop(p, chw, oh, ow)),
+            Pixels::F32(p) => Pixels::F32(crop(p, chw, oh, ow)),
         };
         Self {
             pixels,
-            channels: c,
+            channels: self.channels,
             height: oh,
             width: ow,
         }
@@ -295,19 +343,17 @@ fn shorter_side_size(h: usize, w: usize, short: usize) -> (usize, usize) {
 /// Resizes (and crops) an image to the preset's size.
 pub fn fit(image: &Image, preset: &Preprocess) -> Image {
     let [oh, ow] = preset.size;
-    match preset.resize {
-        Resize::Squash => image.resized(oh, ow),
-        Resize::ShorterSideCrop => {
-            // torchvision eval: Resize(size·256/224) then CenterCrop(size); the shorter side
-            // target covers both crop dimensions.
-            let short = (oh.max(ow) as f64 * 256.0 / 224.0) as usize;
-            let (rh, rw) = shorter_side_size(image.height, image.width, short);
-            let resized = image.resized(rh, rw);
-            let top = round_half_even((rh - oh) as f64 / 2.0);
-            let left = round_half_even((rw - ow) as f64 / 2.0);
-            resized.cropped(top, left, oh, ow)
-        }
-    }
+    let short = match preset.resize {
+        Resize::Squash => return image.resized_with(preset.filter, oh, ow),
+        // torchvision eval: Resize(size·256/224) then CenterCrop(size); the shorter side
+        // target covers both crop dimensions.
+        Resize::ShorterSideCrop => (oh.max(ow) as f64 * 256.0 / 224.0) as usize,
+        Resize::ShorterSideTo { shorter } => shorter,
+    };
+    let (rh, rw) = shorter_side_size(image.height, image.width, short.max(1));
+    image
+        .resized_with(preset.filter, rh, rw)
+        .centre_crop(oh, ow)
 }
 
 /// Checks a preset before it touches pixels; the message names the bad field.
@@ -416,21 +462,29 @@ mod tests {
         let src: Vec<u8> = (0..c * h * w).map(|i| ((i * 37) % 256) as u8).collect();
         let srcf: Vec<f32> = src.iter().map(|&v| v as f32).collect();
         for (oh, ow) in [(4, 5), (20, 30), (9, 6)] {
-            let a = resize_u8(&src, c, h, w, oh, ow);
-            let b = resize_f32(&srcf, c, h, w, oh, ow);
+            let a = resize_u8(Filter::Bilinear, &src, [c, h, w], [oh, ow]);
+            let b = resize_f32(Filter::Bilinear, &srcf, [c, h, w], [oh, ow]);
             for (x, y) in a.iter().zip(&b) {
                 // two roundings to bytes: at most one unit each
                 assert!((*x as f32 - y).abs() <= 1.0 + 1e-3, "{x} vs {y}");
             }
         }
-        assert_eq!(resize_u8(&src, c, h, w, h, w), src);
+        assert_eq!(resize_u8(Filter::Bilinear, &src, [c, h, w], [h, w]), src);
     }
 
     #[test]
     fn constant_images_stay_constant() {
         let src = vec![200u8; 3 * 10 * 7];
-        assert!(resize_u8(&src, 3, 10, 7, 3, 4).iter().all(|&v| v == 200));
-        assert!(resize_u8(&src, 3, 10, 7, 23, 19).iter().all(|&v| v == 200));
+        assert!(
+            resize_u8(Filter::Bilinear, &src, [3, 10, 7], [3, 4])
+                .iter()
+                .all(|&v| v == 200)
+        );
+        assert!(
+            resize_u8(Filter::Bilinear, &src, [3, 10, 7], [23, 19])
+                .iter()
+                .all(|&v| v == 200)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - ops never panic on user-influenced data: shape problems are [`OpError`]s.
 
 pub mod activation;
+pub mod bilinear;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
@@ -24,6 +25,7 @@ pub mod upsample;
 use serde::{Deserialize, Serialize};
 
 pub use activation::Activation;
+pub use bilinear::{BilinearSpec, Coordinates};
 pub use conv::{Conv2dSpec, FusedActivation, FusedConvSpec, Padding2d};
 pub use elementwise::BinaryOp;
 pub use linear::GemmSpec;
@@ -70,6 +72,8 @@ pub enum Op {
     Reduce(ReduceSpec),
     /// Nearest-neighbour upsampling by whole factors: `[n, c, h, w]` → `[n, c, h·sh, w·sw]`.
     Upsample(UpsampleSpec),
+    /// Bilinear resizing to any size: `[n, c, h, w]` → `[n, c, out_h, out_w]`.
+    Bilinear(BilinearSpec),
     /// Constant padding of any dimensions. Input: x.
     Pad(PadSpec),
     /// `[d0, .., d(axis-1), d(axis), ..]` → `[d0 * .. * d(axis-1), d(axis) * ..]` (ONNX Flatten).
@@ -186,6 +190,7 @@ impl Op {
             Op::GlobalAvgPool => "GlobalAvgPool",
             Op::Reduce(r) => r.kind.name(),
             Op::Upsample(_) => "Upsample",
+            Op::Bilinear(_) => "Bilinear",
             Op::Pad(_) => "Pad",
             Op::Flatten { .. } => "Flatten",
             Op::Reshape { .. } => "Reshape",
@@ -259,6 +264,7 @@ impl Op {
             Op::GlobalAvgPool => pool::global_output_shape(x),
             Op::Reduce(r) => reduce::output_shape(r, x),
             Op::Upsample(u) => upsample::output_shape(u, x),
+            Op::Bilinear(b) => bilinear::output_shape(b, x),
             Op::Pad(s) => shape::pad_output_shape(s, x),
             Op::Flatten { axis } => shape::flatten_output_shape(*axis, x),
             Op::Reshape { shape } => shape::reshape_output_shape(shape, x),
@@ -330,6 +336,7 @@ impl Op {
             Op::AvgPool2d(s) => OpOutput::plain(pool::avg_forward(s, x)?),
             Op::GlobalAvgPool => OpOutput::plain(pool::global_avg_forward(x)?),
             Op::Upsample(u) => OpOutput::plain(upsample::forward(u, x)?),
+            Op::Bilinear(b) => OpOutput::plain(bilinear::forward(b, x)?),
             Op::Reduce(r) => {
                 let (y, winners) = reduce::forward(r, x)?;
                 OpOutput {
@@ -420,6 +427,7 @@ impl Op {
             Op::AvgPool2d(s) => only_x(pool::avg_backward(s, x.shape(), d_y)?),
             Op::GlobalAvgPool => only_x(pool::global_avg_backward(x.shape(), d_y)?),
             Op::Upsample(u) => only_x(upsample::backward(u, x.shape(), d_y)?),
+            Op::Bilinear(b) => only_x(bilinear::backward(b, x.shape(), d_y)?),
             Op::Reduce(r) => {
                 let winners = match saved {
                     Saved::Argmax(w) => w.as_slice(),

@@ -11,8 +11,8 @@ use super::tensor::{self, Const, Int};
 use super::{ImportedModel, Problem, UnsupportedNode};
 use crate::engine::graph::{InputDef, NodeDef};
 use crate::engine::ops::{
-    Activation, BatchNormSpec, BinaryOp, Conv2dSpec, GemmSpec, Op, PadSpec, Padding2d, Pool2dSpec,
-    ReduceKind, ReduceSpec, UpsampleSpec,
+    Activation, BatchNormSpec, BilinearSpec, BinaryOp, Conv2dSpec, Coordinates, GemmSpec, Op,
+    PadSpec, Padding2d, Pool2dSpec, ReduceKind, ReduceSpec, UpsampleSpec,
 };
 use crate::engine::{GraphDef, Tensor};
 
@@ -140,6 +140,7 @@ pub fn import_graph(
         input_shape,
         output_names,
         opset,
+        metadata: Vec::new(),
     })
 }
 
@@ -597,11 +598,16 @@ impl Importer {
         Ok((Op::Reduce(spec), vec![x], out))
     }
 
-    /// Resize (opset 10+) and Upsample (opsets 7–9) in nearest mode by whole factors of
-    /// height and width, from scales or (Resize, opset 11+) target sizes. With whole factors
-    /// the nearest source of output pixel i is i / factor under `half_pixel` and
-    /// `pytorch_half_pixel` whatever the rounding mode, and under `asymmetric` with
-    /// `nearest_mode = floor` (PyTorch's nn.Upsample export); other modes are refused by name.
+    /// Resize (opset 10+) and Upsample (opsets 7–9), from scales or (Resize, opset 11+) target
+    /// sizes, of height and width only:
+    /// - `nearest` by whole factors: the nearest source of output pixel i is i / factor under
+    ///   `half_pixel` and `pytorch_half_pixel` whatever the rounding mode, and under
+    ///   `asymmetric` with `nearest_mode = floor` (PyTorch's nn.Upsample export);
+    /// - `linear` (`bilinear` in Upsample) to any size, with `half_pixel`,
+    ///   `pytorch_half_pixel`, `align_corners` or `asymmetric` coordinates (Upsample and Resize
+    ///   10: asymmetric), without antialiasing.
+    ///
+    /// Other modes are refused by name.
     fn resize(
         &mut self,
         n: &NodeProto,
@@ -615,13 +621,18 @@ impl Importer {
             )));
         };
         let mode = a.string("mode", "nearest");
-        if mode != "nearest" {
+        let linear = matches!(mode.as_str(), "linear" | "bilinear");
+        if mode != "nearest" && !linear {
             return Err(bad(format!(
-                "resizes in mode {mode:?}; only \"nearest\" is supported"
+                "resizes in mode {mode:?}; only \"nearest\" and \"linear\" are supported"
             )));
         }
-        if op == "Resize" && self.opset >= 11 {
-            let coords = a.string("coordinate_transformation_mode", "half_pixel");
+        let coords = if op == "Resize" && self.opset >= 11 {
+            a.string("coordinate_transformation_mode", "half_pixel")
+        } else {
+            "asymmetric".to_string()
+        };
+        if !linear && op == "Resize" && self.opset >= 11 {
             let rounding = a.string("nearest_mode", "round_prefer_floor");
             let exact = matches!(coords.as_str(), "half_pixel" | "pytorch_half_pixel")
                 || (coords == "asymmetric" && rounding == "floor");
@@ -647,8 +658,8 @@ impl Importer {
                 .transpose()?
                 .filter(|v| !v.is_empty()),
         };
-        let factors: Vec<f32> = match scales {
-            Some(v) => v,
+        let sizes = match scales {
+            Some(_) => None,
             None => {
                 let sizes = self
                     .const_input(n, 3, "the sizes")?
@@ -663,6 +674,73 @@ impl Importer {
                         sizes[1]
                     )));
                 }
+                Some(sizes)
+            }
+        };
+        if let Some(v) = &scales
+            && (v.len() != 4 || v[0] != 1.0 || v[1] != 1.0)
+        {
+            return Err(bad(format!(
+                "resizes by {v:?}; only height and width can change"
+            )));
+        }
+        if linear {
+            if a.int("antialias", 0) != 0 {
+                return Err(bad(
+                    "resizes with antialias = 1; only antialias = 0 is supported",
+                ));
+            }
+            let coordinates = match coords.as_str() {
+                "half_pixel" => Coordinates::HalfPixel,
+                "pytorch_half_pixel" => Coordinates::PytorchHalfPixel,
+                "align_corners" => Coordinates::AlignCorners,
+                "asymmetric" => Coordinates::Asymmetric,
+                other => {
+                    return Err(bad(format!(
+                        "resizes linearly with coordinate_transformation_mode {other:?}; only \
+                         half_pixel, pytorch_half_pixel, align_corners and asymmetric are supported"
+                    )));
+                }
+            };
+            // the output size, and the scales the coordinates use: given ones as given, else
+            // out / in (ONNX's rule)
+            let (out_h, out_w, scale_h, scale_w) = match (&scales, &sizes) {
+                (Some(v), _) => {
+                    let size = |have: i64, f: f32| (have as f64 * f as f64).floor();
+                    (size(h, v[2]), size(w, v[3]), v[2], v[3])
+                }
+                (None, Some(z)) => (
+                    z[2] as f64,
+                    z[3] as f64,
+                    z[2] as f32 / h.max(1) as f32,
+                    z[3] as f32 / w.max(1) as f32,
+                ),
+                (None, None) => return Err(bad("has neither scales nor sizes")),
+            };
+            let fits = |v: f64| (1.0..=65_536.0).contains(&v);
+            if !fits(out_h) || !fits(out_w) || h <= 0 || w <= 0 {
+                return Err(bad(format!(
+                    "resizes {h}x{w} pixels to {out_h}x{out_w}; sizes from 1 to 65536 are supported"
+                )));
+            }
+            let spec = BilinearSpec {
+                out_h: out_h as usize,
+                out_w: out_w as usize,
+                scale_h,
+                scale_w,
+                coordinates,
+            };
+            let out = vec![
+                batch,
+                channels,
+                Int::Known(out_h as i64),
+                Int::Known(out_w as i64),
+            ];
+            return Ok((Op::Bilinear(spec), vec![x], out));
+        }
+        let factors: Vec<f32> = match (scales, sizes) {
+            (Some(v), _) => v,
+            (None, Some(sizes)) => {
                 let mut f = vec![1.0; 4];
                 for (d, have) in [(2, h), (3, w)] {
                     if have <= 0 || sizes[d] < 0 || sizes[d] % have != 0 {
@@ -675,16 +753,13 @@ impl Importer {
                 }
                 f
             }
+            (None, None) => return Err(bad("has neither scales nor sizes")),
         };
         let whole = |v: f32| v >= 1.0 && v.fract() == 0.0 && v <= 4096.0;
-        if factors.len() != 4
-            || factors[0] != 1.0
-            || factors[1] != 1.0
-            || !whole(factors[2])
-            || !whole(factors[3])
-        {
+        if !whole(factors[2]) || !whole(factors[3]) {
             return Err(bad(format!(
-                "resizes by {factors:?}; only whole factors ≥ 1 of height and width are supported"
+                "resizes by {factors:?}; only whole factors ≥ 1 of height and width are supported \
+                 in nearest mode"
             )));
         }
         let spec = UpsampleSpec {

@@ -34,6 +34,9 @@ pub struct ImportedModel {
     pub output_names: Vec<String>,
     /// The default-domain opset the file was exported with.
     pub opset: i64,
+    /// The file's metadata (`metadata_props`, then the graph's and the model's doc strings
+    /// and the graph's name): where a file may say which model it is.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// An operator the importer cannot map, with the node that uses it.
@@ -128,7 +131,26 @@ fn import_proto(
         .graph
         .as_ref()
         .ok_or_else(|| Problem::Invalid("it holds no graph".into()))?;
-    convert::import_graph(graph, opset, base_dir)
+    let mut imported = convert::import_graph(graph, opset, base_dir)?;
+    imported.metadata = model
+        .metadata_props
+        .iter()
+        .map(|e| {
+            (
+                e.key.clone().unwrap_or_default(),
+                e.value.clone().unwrap_or_default(),
+            )
+        })
+        .chain(
+            graph
+                .doc_string
+                .clone()
+                .map(|d| ("graph doc_string".into(), d)),
+        )
+        .chain(model.doc_string.clone().map(|d| ("doc_string".into(), d)))
+        .chain(graph.name.clone().map(|n| ("graph name".into(), n)))
+        .collect();
+    Ok(imported)
 }
 
 #[cfg(test)]
