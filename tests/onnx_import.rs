@@ -1028,3 +1028,18 @@ fn attention_rollout_matches_a_pytorch_reference() {
         .to_string();
     assert!(e.contains("within windows of 16 tokens"), "{e}");
 }
+
+/// Comparisons and Where on run-time values, as attention masks are written (Greater, Less,
+/// Equal, Not, then Where with a constant −∞ side before a Softmax): outputs within 1e-5 of
+/// onnxruntime (the −∞ kept as the lowest float gives the same zero weights), input gradients
+/// within 1e-2 of finite differences (step 1e-3; no value sits within a step of a threshold).
+#[test]
+fn runtime_comparisons_and_where_match_onnxruntime() {
+    let name = "opset13_where_mask";
+    let m = check_against_onnxruntime(name);
+    let k = kinds(&m);
+    for kind in ["Greater", "Less", "Equal", "Where", "Softmax"] {
+        assert!(k.contains(&kind), "no {kind} in {k:?}");
+    }
+    assert_input_gradient_matches_finite_differences(name, 1e-3);
+}

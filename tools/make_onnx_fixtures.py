@@ -389,6 +389,31 @@ def resize_linear() -> None:
         save(name, [conv] + nodes, [w], value("input", ["N", 3, 4, 5]), value("up", ["N"] + out[1:]), opset, x)
 
 
+def where_mask() -> None:
+    """Comparisons and Where on run-time values, as an attention mask is written: outside
+    -2 ≤ y ≤ 0.8 (Greater, Less, Equal of the two, Not) a convolution's output is replaced by
+    -inf (Where with a constant side) before a Softmax over the last axis, whose weights then
+    scale the values (opset 13)."""
+    rng = np.random.default_rng(20261215)
+    f32 = lambda v: np.array(v, np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        const_node("hi", f32(0.8)), const_node("lo", f32(-2.0)), const_node("minus_inf", f32(-np.inf)),
+        helper.make_node("Greater", ["y", "hi"], ["above"], name="above"),
+        helper.make_node("Less", ["y", "lo"], ["below"], name="below"),
+        helper.make_node("Equal", ["above", "below"], ["inside"], name="inside"),
+        helper.make_node("Not", ["inside"], ["outside"], name="outside"),
+        helper.make_node("Where", ["outside", "minus_inf", "y"], ["masked"], name="mask"),
+        helper.make_node("Softmax", ["masked"], ["weights"], name="softmax", axis=-1),
+        helper.make_node("Mul", ["weights", "y"], ["out"], name="weighted"),
+    ]
+    inits = [init("conv_w", (rng.standard_normal((2, 3, 3, 3)) * 0.15).astype(np.float32))]
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    save("opset13_where_mask", nodes, inits, value("input", ["N", 3, 4, 5]), value("out", ["N", 2, 4, 5]), 13, x)
+    y = np.load(os.path.join(OUT, "opset13_where_mask.output.npy"))
+    assert np.isfinite(y).all(), "a row with every entry masked: pick another seed"
+
+
 def log_softmax() -> None:
     """A classifier ending in LogSoftmax (trained with NLL loss), over the last axis at opset 13
     and over axis 1 of a 2-D value at opset 11."""
@@ -624,6 +649,7 @@ ONLY = {
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
     "reduce_resize": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm(),
                                  resize_nearest(), resize_linear(), log_softmax()),
+    "where": where_mask,
 }
 
 

@@ -169,7 +169,7 @@ fn step(op: &Op, ins: &[(Option<&PixelLayout>, &[usize])], out: &[usize]) -> Opt
         | Op::Softmax { .. }
         | Op::LogSoftmax { .. } => (in_shape == out).then(|| first.cloned()).flatten(),
         // the residual join: the layout of whichever operand has the output's shape and one
-        Op::Binary(_) => ins
+        Op::Binary(_) | Op::Where => ins
             .iter()
             .find(|(l, s)| l.is_some() && *s == out)
             .and_then(|(l, _)| l.cloned()),

@@ -22,6 +22,12 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// 1 where a = b, else 0 (ONNX Equal on run-time values); no gradient.
+    Equal,
+    /// 1 where a < b, else 0; no gradient.
+    Less,
+    /// 1 where a > b, else 0; no gradient.
+    Greater,
 }
 
 impl BinaryOp {
@@ -31,6 +37,9 @@ impl BinaryOp {
             BinaryOp::Sub => "Sub",
             BinaryOp::Mul => "Mul",
             BinaryOp::Div => "Div",
+            BinaryOp::Equal => "Equal",
+            BinaryOp::Less => "Less",
+            BinaryOp::Greater => "Greater",
         }
     }
 
@@ -41,6 +50,9 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Equal => f32::from(a == b),
+            BinaryOp::Less => f32::from(a < b),
+            BinaryOp::Greater => f32::from(a > b),
         }
     }
 }
@@ -152,6 +164,9 @@ pub fn forward(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> 
         BinaryOp::Sub => forward_with(op, |u, v| u - v, a, b),
         BinaryOp::Mul => forward_with(op, |u, v| u * v, a, b),
         BinaryOp::Div => forward_with(op, |u, v| u / v, a, b),
+        BinaryOp::Equal => forward_with(op, |u, v| f32::from(u == v), a, b),
+        BinaryOp::Less => forward_with(op, |u, v| f32::from(u < v), a, b),
+        BinaryOp::Greater => forward_with(op, |u, v| f32::from(u > v), a, b),
     }
 }
 
@@ -339,12 +354,19 @@ pub fn backward(
         );
     }
     let need = |i: usize| needs.get(i).copied().unwrap_or(false);
+    if matches!(op, BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater) {
+        // a comparison is piecewise constant: zero gradient almost everywhere
+        let zeros = |want: bool, shape: &[usize]| want.then(|| Tensor::zeros(shape));
+        return Ok(vec![zeros(need(0), a.shape()), zeros(need(1), b.shape())]);
+    }
     let d_a = if need(0) {
         // d(a op b)/da: 1 for Add/Sub, b for Mul, 1/b for Div
         let full = match op {
             BinaryOp::Add | BinaryOp::Sub => d_y.clone(),
             BinaryOp::Mul => forward(BinaryOp::Mul, d_y, b)?,
             BinaryOp::Div => forward(BinaryOp::Div, d_y, b)?,
+            // (returned above; a comparison's gradient is zero)
+            BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater => d_y.map(|_| 0.0),
         };
         Some(reduce_to_shape(&full, a.shape())?)
     } else {
@@ -363,6 +385,8 @@ pub fn backward(
                 )?;
                 forward(BinaryOp::Div, &dy_y, b)?
             }
+            // (returned above; a comparison's gradient is zero)
+            BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater => d_y.map(|_| 0.0),
         };
         Some(reduce_to_shape(&full, b.shape())?)
     } else {

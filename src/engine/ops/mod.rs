@@ -19,6 +19,7 @@ pub mod linear;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod select;
 pub mod shape;
 pub mod upsample;
 
@@ -99,6 +100,8 @@ pub enum Op {
     MatMul,
     /// Inputs: a, b with numpy broadcasting.
     Binary(BinaryOp),
+    /// Inputs: cond, a, b with numpy broadcasting: a where cond ≠ 0, else b (ONNX Where).
+    Where,
     /// `x[.., start..end:step, ..]` along `axis` (ONNX Split, Slice and Gather on run-time
     /// values; `step` ≥ 1, absent from descriptions written before it existed).
     Slice {
@@ -198,6 +201,7 @@ impl Op {
             Op::Gemm(_) => "Gemm",
             Op::MatMul => "MatMul",
             Op::Binary(b) => b.name(),
+            Op::Where => "Where",
             Op::Concat { .. } => "Concat",
             Op::Slice { .. } => "Slice",
             Op::RepeatBatch => "RepeatBatch",
@@ -218,6 +222,7 @@ impl Op {
             Op::BatchNorm2d(_) => (5, 5),
             Op::Gemm(_) | Op::LayerNorm { .. } => (2, 3),
             Op::MatMul | Op::Binary(_) | Op::RepeatBatch => (2, 2),
+            Op::Where => (3, 3),
             Op::Concat { .. } => (1, usize::MAX),
             _ => (1, 1),
         }
@@ -272,6 +277,7 @@ impl Op {
             Op::Gemm(s) => linear::gemm_output_shape(s, x, inputs[1], inputs.get(2).copied()),
             Op::MatMul => linear::matmul_output_shape(x, inputs[1]),
             Op::Binary(_) => elementwise::broadcast_shape(x, inputs[1]),
+            Op::Where => select::output_shape(x, inputs[1], inputs[2]),
             Op::Concat { axis } => shape::concat_output_shape(*axis, inputs),
             Op::Slice {
                 axis,
@@ -363,6 +369,7 @@ impl Op {
             )?),
             Op::MatMul => OpOutput::plain(linear::matmul_forward(x, inputs[1])?),
             Op::Binary(b) => OpOutput::plain(elementwise::forward(*b, x, inputs[1])?),
+            Op::Where => OpOutput::plain(select::forward(x, inputs[1], inputs[2])?),
             Op::Concat { axis } => OpOutput::plain(shape::concat_forward(*axis, inputs)?),
             Op::Slice {
                 axis,
@@ -445,6 +452,7 @@ impl Op {
             }
             Op::MatMul => linear::matmul_backward(x, inputs[1], d_y, needs)?,
             Op::Binary(b) => elementwise::backward(*b, x, inputs[1], y, d_y, needs)?,
+            Op::Where => select::backward(x, inputs[1], inputs[2], d_y, needs)?,
             Op::Concat { axis } => shape::concat_backward(*axis, inputs, d_y)?
                 .into_iter()
                 .map(Some)

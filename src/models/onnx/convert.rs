@@ -347,6 +347,40 @@ impl Importer {
         Ok(())
     }
 
+    /// A new scalar parameter `name` holding `v` (fixed, not trained).
+    fn scalar_param(&mut self, name: &str, v: f32) -> Result<String, Problem> {
+        if !self.params.contains(name) {
+            let t = Tensor::new(vec![], vec![v]).map_err(|e| bad(format!("{name}: {e}")))?;
+            self.def.param(name, t, false);
+            self.params.insert(name.to_string());
+            self.vals.insert(name.to_string(), Val::Dyn(Vec::new()));
+        }
+        Ok(name.to_string())
+    }
+
+    /// `Where(cond, a, b)` with a run-time input. A constant side may be ±∞ (PyTorch's
+    /// `masked_fill(-inf)`): it becomes ±`f32::MAX`, which gives the same softmax weights (0)
+    /// and keeps the no-infinities rule for parameters.
+    fn where_(&mut self, n: &NodeProto) -> Result<(Op, Vec<String>, SymShape), Problem> {
+        let mut names = Vec::with_capacity(3);
+        let mut shapes = Vec::with_capacity(3);
+        for i in 0..3 {
+            let name = self.required(n, i)?;
+            if let Some(Val::Const(c)) = self.vals.get_mut(name)
+                && let tensor::Data::F32(v) = &mut c.data
+            {
+                for x in v.iter_mut().filter(|x| x.is_infinite()) {
+                    *x = f32::MAX.copysign(*x);
+                }
+            }
+            let (v, s) = self.value(name, false)?;
+            names.push(v);
+            shapes.push(s);
+        }
+        let s = shape::broadcast(&shape::broadcast(&shapes[0], &shapes[1])?, &shapes[2])?;
+        Ok((Op::Where, names, s))
+    }
+
     /// An engine input: a run-time value, or a constant as a parameter with the given role.
     fn value(&mut self, name: &str, trainable: bool) -> Result<(String, SymShape), Problem> {
         let s = self.sym_shape(name)?;
@@ -804,6 +838,24 @@ impl Importer {
                 let s = shape::broadcast(&xs, &ys)?;
                 Ok((Op::Binary(b_op), vec![x, y], s))
             }
+            "Equal" | "Less" | "Greater" => {
+                let b_op = match op {
+                    "Equal" => BinaryOp::Equal,
+                    "Less" => BinaryOp::Less,
+                    _ => BinaryOp::Greater,
+                };
+                let (x, xs) = self.value(x_name, false)?;
+                let (y, ys) = self.value(self.required(n, 1)?, false)?;
+                let s = shape::broadcast(&xs, &ys)?;
+                Ok((Op::Binary(b_op), vec![x, y], s))
+            }
+            // not b = (b == 0) on the 0/1 floats that comparisons give
+            "Not" => {
+                let (x, s) = self.value(x_name, false)?;
+                let zero = self.scalar_param(&format!("{x}/not_zero"), 0.0)?;
+                Ok((Op::Binary(BinaryOp::Equal), vec![x, zero], s))
+            }
+            "Where" => self.where_(n),
             "GlobalAveragePool" => {
                 let (x, s) = self.value(x_name, false)?;
                 if s.len() != 4 {
