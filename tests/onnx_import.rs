@@ -1043,3 +1043,14 @@ fn runtime_comparisons_and_where_match_onnxruntime() {
     }
     assert_input_gradient_matches_finite_differences(name, 1e-3);
 }
+
+/// Expand of a run-time value along a dimension of known size (a per-column mean spread back
+/// over the rows): outputs within 1e-5 of onnxruntime, input gradients within 1e-2 of finite
+/// differences (step 1e-3), at batch 2.
+#[test]
+fn runtime_expand_matches_onnxruntime() {
+    let name = "opset13_expand_runtime";
+    let m = check_against_onnxruntime(name);
+    assert!(kinds(&m).contains(&"Add"), "{:?}", kinds(&m));
+    assert_input_gradient_matches_finite_differences(name, 1e-3);
+}

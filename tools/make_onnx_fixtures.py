@@ -414,6 +414,22 @@ def where_mask() -> None:
     assert np.isfinite(y).all(), "a row with every entry masked: pick another seed"
 
 
+def expand_runtime() -> None:
+    """Expand of a run-time value along a dimension of known size (a per-column mean spread
+    back over the rows, opset 13), then used with the value it came from."""
+    rng = np.random.default_rng(20261216)
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["y"], ["m"], name="column_mean", axes=[2], keepdims=1),
+        const_node("shape", np.array([1, 2, 4, 5], np.int64)),
+        helper.make_node("Expand", ["m", "shape"], ["e"], name="spread"),
+        helper.make_node("Mul", ["e", "y"], ["out"], name="scaled"),
+    ]
+    inits = [init("conv_w", (rng.standard_normal((2, 3, 3, 3)) * 0.5).astype(np.float32))]
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    save("opset13_expand_runtime", nodes, inits, value("input", ["N", 3, 4, 5]), value("out", ["N", 2, 4, 5]), 13, x)
+
+
 def log_softmax() -> None:
     """A classifier ending in LogSoftmax (trained with NLL loss), over the last axis at opset 13
     and over axis 1 of a 2-D value at opset 11."""
@@ -649,7 +665,7 @@ ONLY = {
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
     "reduce_resize": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm(),
                                  resize_nearest(), resize_linear(), log_softmax()),
-    "where": where_mask,
+    "where": lambda: (where_mask(), expand_runtime()),
 }
 
 

@@ -1514,9 +1514,41 @@ impl Importer {
             let (x, _) = self.value(x_name, false)?;
             return Ok((Op::RepeatBatch, vec![x, self.input.clone()], out));
         }
+        // growing along dimensions of known size only: x + zeros of those sizes (1 where the
+        // output keeps x's run-time batch), whose broadcast is the expansion and whose
+        // gradient sums back to x
+        let padded = out.len() - xs.len();
+        let grows_batch = out.iter().enumerate().any(|(d, o)| {
+            matches!(o, Int::Batch(_)) && (d < padded || matches!(xs[d - padded], Int::Known(1)))
+        });
+        if !grows_batch {
+            let mut dims = Vec::with_capacity(out.len());
+            for o in &out {
+                dims.push(match o {
+                    Int::Known(k) if *k >= 0 => *k as usize,
+                    Int::Batch(_) => 1,
+                    _ => {
+                        return Err(bad(format!(
+                            "expands to {out:?}; only sizes known at import time are supported"
+                        )));
+                    }
+                });
+            }
+            let numel = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= 1 << 28)
+                .ok_or_else(|| bad(format!("expands to {out:?}, which is too large")))?;
+            let (x, _) = self.value(x_name, false)?;
+            let zeros = format!("{}/expand_zeros", node_label(n));
+            let t = Tensor::new(dims, vec![0.0; numel]).map_err(|e| bad(e.to_string()))?;
+            self.def.param(&zeros, t, false);
+            self.params.insert(zeros.clone());
+            return Ok((Op::Binary(BinaryOp::Add), vec![x, zeros], out));
+        }
         Err(bad(format!(
-            "broadcasts a run-time value of shape {xs:?} to {out:?}; only a constant growing \
-             along the batch is supported"
+            "broadcasts a run-time value of shape {xs:?} to {out:?}; only a constant grows \
+             along the run-time batch"
         )))
     }
 
