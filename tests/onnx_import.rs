@@ -1054,3 +1054,34 @@ fn runtime_expand_matches_onnxruntime() {
     assert!(kinds(&m).contains(&"Add"), "{:?}", kinds(&m));
     assert_input_gradient_matches_finite_differences(name, 1e-3);
 }
+
+/// A CNN whose file leaves the input's height and width open (`dynamic_axes` on H and W) is
+/// imported at a given size (a preset's; 224x224 by default) and then matches onnxruntime run
+/// at that size within 1e-5; an open channel count is still refused with its position named.
+#[test]
+fn open_height_and_width_resolve_to_the_given_size() {
+    use convscope::models::onnx::import_onnx_sized;
+    let name = "opset13_open_spatial";
+    let m = import_onnx(&fixture(&format!("{name}.onnx"))).unwrap();
+    assert_eq!(m.input_shape, vec![1, 3, 224, 224]);
+    let m = import_onnx_sized(&fixture(&format!("{name}.onnx")), [6, 7]).unwrap();
+    assert_eq!(m.input_shape, vec![1, 3, 6, 7]);
+    let g = Graph::from_def(m.def).unwrap();
+    let x = npy_f32(&format!("{name}.input.npy")); // (2, 3, 6, 7)
+    let want = npy_f32(&format!("{name}.output.npy"));
+    let pass = g.forward(&[x], &ForwardOptions::eval()).unwrap();
+    let got = pass.get(g.outputs()[0]).unwrap();
+    let err = rel_err(got.data(), want.data());
+    assert!(err < 1e-5, "{name}: differs from onnxruntime by {err:e}");
+    // the channel count left open: refused, position named
+    use convscope::models::onnx::proto::tensor_shape_proto::dimension::Value as D;
+    use convscope::models::onnx::proto::type_proto::Value as T;
+    let mut proto = model_bytes(&format!("{name}.onnx"));
+    let input = &mut proto.graph.as_mut().unwrap().input[0];
+    let Some(T::TensorType(tt)) = input.r#type.as_mut().unwrap().value.as_mut() else {
+        panic!("the input is a tensor")
+    };
+    tt.shape.as_mut().unwrap().dim[1].value = Some(D::DimParam("C".into()));
+    let err = import_model(&proto).unwrap_err().to_string();
+    assert!(err.contains("position 1"), "{err}");
+}

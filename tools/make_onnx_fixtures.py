@@ -430,6 +430,21 @@ def expand_runtime() -> None:
     save("opset13_expand_runtime", nodes, inits, value("input", ["N", 3, 4, 5]), value("out", ["N", 2, 4, 5]), 13, x)
 
 
+def open_spatial() -> None:
+    """A CNN exported with its input's height and width left open (`dynamic_axes` on H and W):
+    conv, global average pool; onnxruntime's output at 6x7 (opset 13)."""
+    rng = np.random.default_rng(20261217)
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["y"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["out"], name="pool"),
+    ]
+    inits = [init("conv_w", (rng.standard_normal((4, 3, 3, 3)) * 0.5).astype(np.float32))]
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    save("opset13_open_spatial", nodes, inits, value("input", ["N", 3, "H", "W"]), value("out", ["N", 4, 1, 1]),
+         13, x)
+
+
 def log_softmax() -> None:
     """A classifier ending in LogSoftmax (trained with NLL loss), over the last axis at opset 13
     and over axis 1 of a 2-D value at opset 11."""
@@ -665,7 +680,7 @@ ONLY = {
     "reduce_mean": lambda: (reduce_mean(13), reduce_mean(18), reduce_mean_channels()),
     "reduce_resize": lambda: (reduce_ops(13), reduce_ops(18), reduce_batch_axis(), decomposed_layer_norm(),
                                  resize_nearest(), resize_linear(), log_softmax()),
-    "where": lambda: (where_mask(), expand_runtime()),
+    "where": lambda: (where_mask(), expand_runtime(), open_spatial()),
 }
 
 

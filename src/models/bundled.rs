@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::labels::{ModelPreset, PresetOrigin};
-use super::onnx::{ImportedModel, import_onnx, import_onnx_bytes};
+use super::onnx::{ImportedModel, OPEN_SPATIAL_DEFAULT, import_onnx_bytes, import_onnx_sized};
 use super::torchvision;
 use super::{Model, ModelDescription, ModelError};
 use crate::engine::Graph;
@@ -73,12 +73,17 @@ pub fn with_preset(
 /// else torchvision's transform for the model the file says it is ([`torchvision::identify`]),
 /// else a preset guessed from the shapes.
 pub fn open_onnx(path: &Path) -> Result<(Model, PresetOrigin), ModelError> {
-    let imported = import_onnx(path).map_err(|e| ModelError::Other(e.to_string()))?;
+    let sidecar = ModelPreset::read_sidecar(path)?;
+    // a file that leaves its input's height and width open is imported at the preset's size
+    let spatial = sidecar
+        .as_ref()
+        .map_or(OPEN_SPATIAL_DEFAULT, |(p, _)| p.preprocess.size);
+    let imported =
+        import_onnx_sized(path, spatial).map_err(|e| ModelError::Other(e.to_string()))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
-    let sidecar = ModelPreset::read_sidecar(path)?;
     let metadata = imported.metadata.clone();
     let graph = Graph::from_def(imported.def)?;
     let outputs = outputs_per_example(&graph);

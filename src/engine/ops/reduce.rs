@@ -100,24 +100,8 @@ fn output_strides(spec: &ReduceSpec, x: &[usize]) -> Vec<usize> {
 }
 
 /// Calls `f(input flat index, output flat index)` for every element of x in row-major order.
-fn for_each_element(spec: &ReduceSpec, x: &[usize], mut f: impl FnMut(usize, usize)) {
-    let strides = output_strides(spec, x);
-    let numel: usize = x.iter().product();
-    let mut idx = vec![0usize; x.len()];
-    let mut out = 0usize;
-    for i in 0..numel {
-        f(i, out);
-        // odometer: the last dimension moves fastest
-        for d in (0..x.len()).rev() {
-            idx[d] += 1;
-            out += strides[d];
-            if idx[d] < x[d] {
-                break;
-            }
-            out -= strides[d] * idx[d];
-            idx[d] = 0;
-        }
-    }
+fn for_each_element(spec: &ReduceSpec, x: &[usize], f: impl FnMut(usize, usize)) {
+    super::shape::walk_strided(x, &output_strides(spec, x), f);
 }
 
 /// y (see [`output_shape`]) and, for Max / Min, the flat input index of each output's winner.

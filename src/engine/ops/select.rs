@@ -5,6 +5,7 @@
 
 use crate::engine::error::OpError;
 use crate::engine::ops::elementwise::{broadcast_shape, reduce_to_shape};
+use crate::engine::ops::shape::walk_strided;
 use crate::engine::tensor::Tensor;
 
 /// The broadcast shape of condition, a and b.
@@ -23,23 +24,8 @@ fn source_indices(shape: &[usize], out: &[usize]) -> Vec<usize> {
         strides[lead + d] = if shape[d] == 1 { 0 } else { stride };
         stride *= shape[d];
     }
-    let total: usize = out.iter().product();
-    let mut index = vec![0usize; out.len()];
-    let mut flat = 0usize;
-    let mut src = Vec::with_capacity(total);
-    for _ in 0..total {
-        src.push(flat);
-        // the next multi-index, odometer style
-        for d in (0..out.len()).rev() {
-            index[d] += 1;
-            flat += strides[d];
-            if index[d] < out[d] {
-                break;
-            }
-            flat -= strides[d] * out[d];
-            index[d] = 0;
-        }
-    }
+    let mut src = Vec::with_capacity(out.iter().product());
+    walk_strided(out, &strides, |_, j| src.push(j));
     src
 }
 

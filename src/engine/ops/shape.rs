@@ -616,6 +616,28 @@ pub fn concat_backward(
     Ok(grads)
 }
 
+/// Calls `f(i, j)` for every element of a tensor of `dims` in row-major order: `i` its flat
+/// index, `j` the sum of its index along each dimension times `strides` (the flat index of the
+/// element it reads in a reduced or broadcast tensor; a stride of 0 repeats).
+pub(crate) fn walk_strided(dims: &[usize], strides: &[usize], mut f: impl FnMut(usize, usize)) {
+    let numel: usize = dims.iter().product();
+    let mut idx = vec![0usize; dims.len()];
+    let mut j = 0usize;
+    for i in 0..numel {
+        f(i, j);
+        // odometer: the last dimension moves fastest
+        for d in (0..dims.len()).rev() {
+            idx[d] += 1;
+            j += strides[d];
+            if idx[d] < dims[d] {
+                break;
+            }
+            j -= strides[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

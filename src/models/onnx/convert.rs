@@ -66,6 +66,8 @@ fn bad(msg: impl Into<String>) -> Problem {
 }
 
 struct Importer {
+    /// Height and width for an image input whose file leaves them open.
+    spatial: [usize; 2],
     opset: i64,
     vals: HashMap<String, Val>,
     def: GraphDef,
@@ -83,9 +85,11 @@ pub fn import_graph(
     g: &GraphProto,
     opset: i64,
     base_dir: Option<&Path>,
+    spatial: [usize; 2],
 ) -> Result<ImportedModel, Problem> {
     check_supported(g)?;
     let mut imp = Importer {
+        spatial,
         opset,
         vals: HashMap::new(),
         def: GraphDef::default(),
@@ -224,7 +228,12 @@ fn topo_order(g: &GraphProto, known: &HashMap<String, Val>) -> Result<Vec<usize>
 }
 
 /// The declared symbolic shape of a graph input: dimension 0 is the batch.
-fn input_shape(v: &ValueInfoProto) -> Result<SymShape, Problem> {
+/// The default height and width of an image input whose file leaves them open (ImageNet's).
+pub const OPEN_SPATIAL_DEFAULT: [usize; 2] = [224, 224];
+
+/// The graph input's shape: the batch symbolic; an image input `[n, c, h, w]` (or `[n, h, w,
+/// c]` with 1 or 3 channels) whose height and width the file leaves open gets `spatial`.
+fn input_shape(v: &ValueInfoProto, spatial: [usize; 2]) -> Result<SymShape, Problem> {
     let name = v.name();
     let Some(type_proto::Value::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
@@ -242,17 +251,30 @@ fn input_shape(v: &ValueInfoProto) -> Result<SymShape, Problem> {
             "the graph input '{name}' has no declared shape"
         )));
     }
+    use super::proto::tensor_shape_proto::dimension::Value as D;
+    let known = |i: usize| match dims.get(i).and_then(|d| d.value.as_ref()) {
+        Some(D::DimValue(v)) if *v > 0 => Some(*v),
+        _ => None,
+    };
+    // where an image's height and width sit: NCHW, or NHWC when only the last dim says 1 or 3
+    let spatial_at = match (dims.len(), known(1), known(3)) {
+        (4, Some(1 | 3), _) => Some(2),
+        (4, _, Some(1 | 3)) => Some(1),
+        (4, Some(_), _) => Some(2),
+        _ => None,
+    };
     dims.iter()
         .enumerate()
-        .map(|(i, d)| {
-            use super::proto::tensor_shape_proto::dimension::Value as D;
-            match (i, &d.value) {
-                (0, _) => Ok(Int::Batch(1)),
-                (_, Some(D::DimValue(v))) if *v > 0 => Ok(Int::Known(*v)),
-                _ => Err(bad(format!(
-                    "the graph input '{name}' has a symbolic or zero dimension at position {i}; only the batch (position 0) may be dynamic"
-                ))),
+        .map(|(i, d)| match (i, &d.value) {
+            (0, _) => Ok(Int::Batch(1)),
+            (_, Some(D::DimValue(v))) if *v > 0 => Ok(Int::Known(*v)),
+            (_, _) if spatial_at.is_some_and(|at| i == at || i == at + 1) => {
+                let at = spatial_at.unwrap_or(2);
+                Ok(Int::Known(spatial[i - at] as i64))
             }
+            _ => Err(bad(format!(
+                "the graph input '{name}' has a symbolic or zero dimension at position {i}; only the batch and an image's height and width may be left open"
+            ))),
         })
         .collect()
 }
@@ -270,7 +292,7 @@ impl Importer {
                 "the graph must have exactly one input, it has {names:?}"
             )));
         };
-        let sym = input_shape(input)?;
+        let sym = input_shape(input, self.spatial)?;
         let declared = shape::declared_shape(&sym);
         let name = input.name().to_string();
         self.def.inputs.push(InputDef {
@@ -826,20 +848,12 @@ impl Importer {
                 let (x, s) = self.value(x_name, false)?;
                 Ok((Op::Activation(act), vec![x], s))
             }
-            "Mul" | "Add" | "Sub" | "Div" => {
+            "Mul" | "Add" | "Sub" | "Div" | "Equal" | "Less" | "Greater" => {
                 let b_op = match op {
                     "Mul" => BinaryOp::Mul,
                     "Add" => BinaryOp::Add,
                     "Sub" => BinaryOp::Sub,
-                    _ => BinaryOp::Div,
-                };
-                let (x, xs) = self.value(x_name, false)?;
-                let (y, ys) = self.value(self.required(n, 1)?, false)?;
-                let s = shape::broadcast(&xs, &ys)?;
-                Ok((Op::Binary(b_op), vec![x, y], s))
-            }
-            "Equal" | "Less" | "Greater" => {
-                let b_op = match op {
+                    "Div" => BinaryOp::Div,
                     "Equal" => BinaryOp::Equal,
                     "Less" => BinaryOp::Less,
                     _ => BinaryOp::Greater,

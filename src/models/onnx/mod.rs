@@ -11,6 +11,7 @@ mod attrs;
 mod convert;
 mod fold;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub use convert::OPEN_SPATIAL_DEFAULT;
 pub mod proto;
 mod shape;
 mod stream;
@@ -83,6 +84,13 @@ pub struct ImportError {
 
 /// Imports an ONNX file; external data files are looked up beside it.
 pub fn import_onnx(path: &Path) -> Result<ImportedModel, ImportError> {
+    import_onnx_sized(path, convert::OPEN_SPATIAL_DEFAULT)
+}
+
+/// [`import_onnx`] with the height and width `[h, w]` that an image input whose file leaves
+/// them open (`dynamic_axes` on H and W) is imported at: the graph is static, so the size is
+/// fixed here (a preset's size; 224x224 by default).
+pub fn import_onnx_sized(path: &Path, spatial: [usize; 2]) -> Result<ImportedModel, ImportError> {
     let wrap = |problem: Problem| ImportError {
         file: path.display().to_string(),
         problem,
@@ -96,7 +104,7 @@ pub fn import_onnx(path: &Path) -> Result<ImportedModel, ImportError> {
     });
     // Streamed: the weights are read from the file as they are converted (memory).
     let model = stream::read_model(path).map_err(wrap)?;
-    import_proto(&model, base).map_err(wrap)
+    import_proto(&model, base, spatial).map_err(wrap)
 }
 
 /// Imports ONNX bytes; `base_dir` is where external data files live (`None` forbids them).
@@ -112,12 +120,13 @@ pub fn import_onnx_bytes(
 
 fn import_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedModel, Problem> {
     let model = proto::ModelProto::decode(bytes).map_err(|e| Problem::Decode(e.to_string()))?;
-    import_proto(&model, base_dir)
+    import_proto(&model, base_dir, convert::OPEN_SPATIAL_DEFAULT)
 }
 
 fn import_proto(
     model: &proto::ModelProto,
     base_dir: Option<&Path>,
+    spatial: [usize; 2],
 ) -> Result<ImportedModel, Problem> {
     let opset = model
         .opset_import
@@ -131,7 +140,7 @@ fn import_proto(
         .graph
         .as_ref()
         .ok_or_else(|| Problem::Invalid("it holds no graph".into()))?;
-    let mut imported = convert::import_graph(graph, opset, base_dir)?;
+    let mut imported = convert::import_graph(graph, opset, base_dir, spatial)?;
     imported.metadata = model
         .metadata_props
         .iter()
