@@ -14,7 +14,6 @@ use super::widgets::{self, choice_combo, class_picker};
 use super::workspace::Workspace;
 use crate::explain::activations::{Normalisation, channel_maps};
 use crate::explain::cam::GradCamVariant;
-use crate::explain::layout::Layouts;
 use crate::explain::{Explainer, Map, Target};
 use crate::models::Model;
 use crate::render::colormap::Colormap;
@@ -144,7 +143,7 @@ fn compute(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg>) {
         let shape = a.shape().to_vec();
         // a layer on the image grid, read as channel planes [1, c, h, w] (token and
         // channel-last layers included)
-        let layout = Layouts::of(&model.graph).get(&model.graph, id);
+        let layout = ex.layout(id);
         let planes = match layout {
             Some(l) => Some(l.to_planes(&a).map_err(|e| e.to_string())?),
             None => None,

@@ -13,7 +13,7 @@
 //! The raw map stays at the layer's resolution; `map` is its bilinear upsampling to the input
 //! (half-pixel centres) scaled by (g − min)/(max − min).
 
-use super::layout::{Layouts, PixelLayout};
+use super::layout::PixelLayout;
 use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
 use super::util::batch_of;
@@ -71,13 +71,9 @@ impl Explainer<'_> {
             matches!(n.op, Op::Softmax { .. }) && g.value(n.output).shape.len() >= 3
         });
         if let Some(last) = last_softmax {
-            let layouts = Layouts::of(g);
             let norm = g.nodes()[..last].iter().rev().find(|n| {
                 matches!(n.op, Op::LayerNorm { .. })
-                    && matches!(
-                        layouts.get(g, n.output),
-                        Some(PixelLayout::ChannelLast { .. })
-                    )
+                    && matches!(self.layout(n.output), Some(PixelLayout::ChannelLast { .. }))
             });
             if let Some(norm) = norm {
                 return Ok(norm.output);
@@ -114,15 +110,13 @@ impl Explainer<'_> {
             .values()
             .get(layer)
             .ok_or_else(|| ExplainError::invalid(format!("unknown value id {layer}")))?;
-        let layout = Layouts::of(self.graph)
-            .get(self.graph, layer)
-            .ok_or_else(|| {
-                ExplainError::invalid(format!(
-                    "a CAM needs a layer on the image grid (a 4-D map [n, k, h, w], a channels-last \
+        let layout = self.layout(layer).ok_or_else(|| {
+            ExplainError::invalid(format!(
+                "a CAM needs a layer on the image grid (a 4-D map [n, k, h, w], a channels-last \
                  map or patch tokens); '{}' has shape {:?} and is not one",
-                    info.name, info.shape
-                ))
-            })?;
+                info.name, info.shape
+            ))
+        })?;
         Ok((layer, layout))
     }
 
@@ -141,12 +135,12 @@ impl Explainer<'_> {
             .graph
             .lookup(&scored.pass, layer)
             .ok_or_else(|| ExplainError::invalid("the forward pass lost the CAM layer"))?;
+        let a = layout.to_planes(a)?; // [1, k, lh, lw]
         let g = match grads.values.get(&layer) {
             Some(g) => layout.to_planes(g)?,
             // The score does not depend on this layer: all gradients are zero.
-            None => Tensor::zeros(layout.to_planes(a)?.shape()),
+            None => Tensor::zeros(a.shape()),
         };
-        let a = layout.to_planes(a)?; // [1, k, lh, lw]
         let [_, k, lh, lw] = a.dims4()?;
         let plane = lh * lw;
         let weights: Vec<f32> = (0..k)

@@ -24,7 +24,7 @@ use crate::engine::graph::{ValueId, ValueKind};
 use crate::engine::{Graph, Op, Tensor};
 
 /// A row of a channel-last value that is no pixel (a class token, padding).
-const NO_PIXEL: u32 = u32::MAX;
+pub(crate) const NO_PIXEL: u32 = u32::MAX;
 
 /// How one value's elements map to channel planes on an `h × w` grid.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +91,7 @@ impl PixelLayout {
 }
 
 /// The layout of every value of a graph (index: [`ValueId`]).
+#[derive(Clone, Debug)]
 pub struct Layouts(Vec<Option<PixelLayout>>);
 
 impl Layouts {

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::cam::{GradCamVariant, ScoreCamOptions};
 use super::faithfulness::CurveOptions;
 use super::gradient::{IntegratedGradientsOptions, SmoothGradOptions};
-use super::layout::Layouts;
 use super::map::Map;
 use super::occlusion::OcclusionOptions;
 use super::target::{Explainer, ResolvedTarget, Target};
@@ -257,9 +256,7 @@ impl Explainer<'_> {
                 method.label()
             )));
         }
-        let grid = Layouts::of(self.graph)
-            .get(self.graph, layer)
-            .map(|l| l.grid());
+        let grid = self.layout(layer).map(|l| l.grid());
         if grid.is_none_or(|(h, w)| h * w <= 1) {
             return Err(ExplainError::invalid(format!(
                 "layer '{}' has shape {:?} without spatial dimensions; {} needs a layer on the image grid with more than one pixel (a 4-D map [n, k, h, w], a channels-last map or patch tokens)",

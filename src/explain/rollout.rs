@@ -11,7 +11,9 @@
 //! It needs attention over the whole token sequence (ViT, DeiT): windowed attention (Swin,
 //! MaxViT's blocks) is refused with a sentence naming why.
 
-use super::layout::{Layouts, PixelLayout};
+use std::sync::Arc;
+
+use super::layout::{NO_PIXEL, PixelLayout};
 use super::map::Map;
 use super::target::Explainer;
 use super::{ExplainError, ExplainResult, single_image_dims};
@@ -32,9 +34,11 @@ pub struct RolloutResult {
 /// The attention softmaxes of a graph and the token rows they attend over.
 pub(super) struct Attention {
     layers: Vec<ValueId>,
-    tokens: usize,
-    /// The token sequence's layout: which row is which patch (the class token has none).
-    layout: PixelLayout,
+    /// The patch grid `(h, w)` of the token sequence.
+    grid: (usize, usize),
+    /// Per token, its pixel on the grid ([`NO_PIXEL`] for a class token); as many as the
+    /// attention matrices have rows.
+    rows: Arc<[u32]>,
 }
 
 impl Explainer<'_> {
@@ -58,13 +62,12 @@ impl Explainer<'_> {
                 "attention rollout needs a transformer: this model has no attention softmax",
             ));
         };
-        let layouts = Layouts::of(g);
         // the token rows entering the first attention: the last channel-last value before it
-        let layout = g.nodes()[..first]
+        let (grid, rows) = g.nodes()[..first]
             .iter()
             .rev()
-            .find_map(|n| match layouts.get(g, n.output) {
-                Some(l @ PixelLayout::ChannelLast { .. }) => Some(l),
+            .find_map(|n| match self.layout(n.output) {
+                Some(PixelLayout::ChannelLast { h, w, rows }) => Some(((h, w), rows)),
                 _ => None,
             })
             .ok_or_else(|| {
@@ -72,11 +75,6 @@ impl Explainer<'_> {
                     "attention rollout found no token sequence on the image grid before the first attention",
                 )
             })?;
-        let PixelLayout::ChannelLast { rows, .. } = &layout else {
-            return Err(ExplainError::invalid(
-                "the token sequence is not channels-last",
-            ));
-        };
         let tokens = rows.len();
         let layers: Vec<ValueId> = softmaxes
             .iter()
@@ -90,18 +88,14 @@ impl Explainer<'_> {
                  within windows of {t} tokens (Swin-style), which rollout does not chain"
             )));
         }
-        Ok(Attention {
-            layers,
-            tokens,
-            layout,
-        })
+        Ok(Attention { layers, grid, rows })
     }
 
     /// Attention rollout of one image `x` `[1, c, h, w]`.
     pub fn attention_rollout(&self, x: &Tensor) -> ExplainResult<RolloutResult> {
         let [_, h, w] = single_image_dims(x)?;
         let att = self.attention_layers()?;
-        let t = att.tokens;
+        let (t, rows, (gh, gw)) = (att.rows.len(), &att.rows, att.grid);
         let scored = self.run(x, Keep::Values(att.layers.clone()))?;
         // R = I, then R ← Â_l · R layer by layer (f64: dozens of chained products)
         let mut r = identity(t);
@@ -113,14 +107,9 @@ impl Explainer<'_> {
             let fused = fuse_heads(a.data(), t)?;
             r = matmul(&fused, &r, t);
         }
-        let PixelLayout::ChannelLast { h: gh, w: gw, rows } = &att.layout else {
-            return Err(ExplainError::invalid(
-                "the token sequence is not channels-last",
-            ));
-        };
         // the class token: the first row without a pixel; else every patch row's mean
-        let patch_rows: Vec<usize> = (0..t).filter(|&i| rows[i] != u32::MAX).collect();
-        let from: Vec<usize> = match (0..t).find(|&i| rows[i] == u32::MAX) {
+        let patch_rows: Vec<usize> = (0..t).filter(|&i| rows[i] != NO_PIXEL).collect();
+        let from: Vec<usize> = match (0..t).find(|&i| rows[i] == NO_PIXEL) {
             Some(cls) => vec![cls],
             None => patch_rows.clone(),
         };
@@ -129,7 +118,7 @@ impl Explainer<'_> {
             let share: f64 = from.iter().map(|&i| r[i * t + j]).sum::<f64>() / from.len() as f64;
             grid[rows[j] as usize] += share as f32;
         }
-        let raw = Map::new(*gh, *gw, grid)?;
+        let raw = Map::new(gh, gw, grid)?;
         Ok(RolloutResult {
             layers: att.layers,
             map: raw.resize_bilinear(h, w).normalised(),

@@ -2,6 +2,9 @@
 //! pre-sigmoid values (logits); [`ScoreHead`] finds them behind a trailing Softmax or Sigmoid.
 //! For a model with a single logit, class 1 is the logit and class 0 its negation.
 
+use std::sync::OnceLock;
+
+use super::layout::{Layouts, PixelLayout};
 use super::{ExplainError, ExplainResult};
 use crate::engine::fuse::{InferenceGraph, names_of};
 use crate::engine::graph::ValueId;
@@ -145,6 +148,9 @@ fn argmax(v: &[f32]) -> usize {
 pub struct Explainer<'g> {
     pub graph: &'g Graph,
     pub head: ScoreHead,
+    /// Where each value lies on the image grid, followed through the graph once, when a
+    /// method first asks (the CAM layer checks, the CAMs and rollout all read it).
+    layouts: OnceLock<Layouts>,
 }
 
 impl Explainer<'_> {
@@ -179,7 +185,18 @@ impl<'g> Explainer<'g> {
         Ok(Self {
             head: ScoreHead::find(graph)?,
             graph,
+            layouts: OnceLock::new(),
         })
+    }
+
+    /// The layouts of every value of the graph ([`Layouts`]).
+    pub(crate) fn layouts(&self) -> &Layouts {
+        self.layouts.get_or_init(|| Layouts::of(self.graph))
+    }
+
+    /// How value `v` lies on the image grid, if it does ([`Layouts::get`]).
+    pub fn layout(&self, v: ValueId) -> Option<PixelLayout> {
+        self.layouts().get(self.graph, v)
     }
 
     /// A value by name, or an error naming it.

@@ -5,7 +5,7 @@
 
 use crate::engine::error::OpError;
 use crate::engine::ops::elementwise::{broadcast_shape, reduce_to_shape};
-use crate::engine::ops::shape::walk_strided;
+use crate::engine::ops::shape::broadcast_sources;
 use crate::engine::tensor::Tensor;
 
 /// The broadcast shape of condition, a and b.
@@ -13,29 +13,13 @@ pub fn output_shape(c: &[usize], a: &[usize], b: &[usize]) -> Result<Vec<usize>,
     broadcast_shape(&broadcast_shape(c, a)?, b)
 }
 
-/// For every element of `out`, the flat index of the element of `shape` it reads (numpy
-/// broadcasting: `shape` aligned to the right, size-1 dimensions repeated).
-fn source_indices(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let lead = out.len() - shape.len();
-    // the input's stride along each output dimension (0 where it broadcasts)
-    let mut strides = vec![0usize; out.len()];
-    let mut stride = 1;
-    for d in (0..shape.len()).rev() {
-        strides[lead + d] = if shape[d] == 1 { 0 } else { stride };
-        stride *= shape[d];
-    }
-    let mut src = Vec::with_capacity(out.iter().product());
-    walk_strided(out, &strides, |_, j| src.push(j));
-    src
-}
-
 /// y = a where c ≠ 0 else b, at the broadcast shape.
 pub fn forward(c: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     let out = output_shape(c.shape(), a.shape(), b.shape())?;
     let (ci, ai, bi) = (
-        source_indices(c.shape(), &out),
-        source_indices(a.shape(), &out),
-        source_indices(b.shape(), &out),
+        broadcast_sources(c.shape(), &out),
+        broadcast_sources(a.shape(), &out),
+        broadcast_sources(b.shape(), &out),
     );
     let data = ci
         .iter()
@@ -68,7 +52,7 @@ pub fn backward(
             d_y.shape()
         );
     }
-    let chosen: Vec<bool> = source_indices(c.shape(), &out)
+    let chosen: Vec<bool> = broadcast_sources(c.shape(), &out)
         .into_iter()
         .map(|k| c.data()[k] != 0.0)
         .collect();

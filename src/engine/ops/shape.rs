@@ -616,6 +616,23 @@ pub fn concat_backward(
     Ok(grads)
 }
 
+/// For every element of a tensor of `out` dims, the flat index of its source in a tensor of
+/// `shape` broadcast to `out` (numpy rules: `shape` aligned at the right, size-1 dimensions
+/// repeated).
+pub fn broadcast_sources(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let lead = out.len() - shape.len();
+    // the source's stride along each output dimension (0 where it broadcasts)
+    let mut strides = vec![0usize; out.len()];
+    let mut stride = 1;
+    for d in (0..shape.len()).rev() {
+        strides[lead + d] = if shape[d] == 1 { 0 } else { stride };
+        stride *= shape[d];
+    }
+    let mut src = Vec::with_capacity(out.iter().product());
+    walk_strided(out, &strides, |_, j| src.push(j));
+    src
+}
+
 /// Calls `f(i, j)` for every element of a tensor of `dims` in row-major order: `i` its flat
 /// index, `j` the sum of its index along each dimension times `strides` (the flat index of the
 /// element it reads in a reduced or broadcast tensor; a stride of 0 repeats).

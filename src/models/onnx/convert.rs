@@ -268,13 +268,13 @@ fn input_shape(v: &ValueInfoProto, spatial: [usize; 2]) -> Result<SymShape, Prob
         .map(|(i, d)| match (i, &d.value) {
             (0, _) => Ok(Int::Batch(1)),
             (_, Some(D::DimValue(v))) if *v > 0 => Ok(Int::Known(*v)),
-            (_, _) if spatial_at.is_some_and(|at| i == at || i == at + 1) => {
-                let at = spatial_at.unwrap_or(2);
-                Ok(Int::Known(spatial[i - at] as i64))
-            }
-            _ => Err(bad(format!(
-                "the graph input '{name}' has a symbolic or zero dimension at position {i}; only the batch and an image's height and width may be left open"
-            ))),
+            // height (0) or width (1) of an image left open: the given size
+            _ => match spatial_at.and_then(|at| i.checked_sub(at)).filter(|&k| k < 2) {
+                Some(k) => Ok(Int::Known(spatial[k] as i64)),
+                None => Err(bad(format!(
+                    "the graph input '{name}' has a symbolic or zero dimension at position {i}; only the batch and an image's height and width may be left open"
+                ))),
+            },
         })
         .collect()
 }

@@ -5,6 +5,7 @@ use super::Problem;
 use super::attrs::Attrs;
 use super::shape::{self, SymShape};
 use super::tensor::{self, Const, Data, Int};
+use crate::engine::ops::shape::broadcast_sources;
 
 /// Ops that [`fold`] evaluates when all their inputs are constants.
 pub const FOLDABLE: &[&str] = &[
@@ -62,19 +63,6 @@ fn known_shape(dims: &[usize]) -> SymShape {
 
 fn to_dims(s: &[Int], what: &str) -> Result<Vec<usize>, Problem> {
     s.iter().map(|&d| shape::known(d, what)).collect()
-}
-
-/// For each element of a tensor of `out` dims, the flat index of its source in a tensor of
-/// `inp` dims broadcast to `out` (numpy rules; `inp` aligned at the right).
-fn broadcast_src(inp: &[usize], out: &[usize]) -> Vec<usize> {
-    let off = out.len() - inp.len();
-    let mut in_strides = vec![0usize; out.len()];
-    let mut s = 1;
-    for i in (0..inp.len()).rev() {
-        in_strides[i + off] = if inp[i] == 1 { 0 } else { s };
-        s *= inp[i];
-    }
-    gather_multi(out, |d, k| k * in_strides[d])
 }
 
 /// Walks every multi-index of `dims` in row-major order, summing `f(dim, index)` per element.
@@ -191,7 +179,10 @@ pub fn fold(
             let e = input(1)?;
             let dims = numeric_broadcast(&x.dims, &e.dims)?;
             let (a, b) = (x.to_f32(op)?, e.to_f32(op)?);
-            let (ia, ib) = (broadcast_src(&x.dims, &dims), broadcast_src(&e.dims, &dims));
+            let (ia, ib) = (
+                broadcast_sources(&x.dims, &dims),
+                broadcast_sources(&e.dims, &dims),
+            );
             let v: Vec<f32> = ia.iter().zip(&ib).map(|(&i, &j)| a[i].powf(b[j])).collect();
             // an integer base keeps an integer result (ONNX: the output type is the base's)
             match x.data {
@@ -483,7 +474,7 @@ fn expand(x: &Const, shape_in: &Const) -> Result<Const, Problem> {
         &dims.iter().map(|&d| d as i64).collect::<Vec<_>>(),
     )?;
     Ok(Const {
-        data: x.data.pick(&broadcast_src(&x.dims, &dims)),
+        data: x.data.pick(&broadcast_sources(&x.dims, &dims)),
         dims,
     })
 }
@@ -508,7 +499,10 @@ fn transpose(x: &Const, perm: Option<Vec<i64>>) -> Result<Const, Problem> {
 
 fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, Problem> {
     let dims = numeric_broadcast(&a.dims, &b.dims)?;
-    let (ia, ib) = (broadcast_src(&a.dims, &dims), broadcast_src(&b.dims, &dims));
+    let (ia, ib) = (
+        broadcast_sources(&a.dims, &dims),
+        broadcast_sources(&b.dims, &dims),
+    );
     let data = match (&a.data, &b.data) {
         (Data::I64(x), Data::I64(y)) => Data::I64(
             ia.iter()
@@ -640,7 +634,10 @@ fn truth(i: Int, op: &str) -> Result<i64, Problem> {
 /// as in `expand(n, -1, -1)`); otherwise the file's meaning depends on the batch, an error.
 fn compare(op: &str, a: &Const, b: &Const) -> Result<Const, Problem> {
     let dims = numeric_broadcast(&a.dims, &b.dims)?;
-    let (ia, ib) = (broadcast_src(&a.dims, &dims), broadcast_src(&b.dims, &dims));
+    let (ia, ib) = (
+        broadcast_sources(&a.dims, &dims),
+        broadcast_sources(&b.dims, &dims),
+    );
     let v: Vec<Int> = match (&a.data, &b.data) {
         (Data::I64(x), Data::I64(y)) => ia
             .iter()
@@ -693,8 +690,11 @@ fn compare_ints(op: &str, x: Int, y: Int) -> Result<bool, Problem> {
 /// batch entries).
 fn where_(cond: &Const, x: &Const, y: &Const) -> Result<Const, Problem> {
     let dims = numeric_broadcast(&numeric_broadcast(&cond.dims, &x.dims)?, &y.dims)?;
-    let ic = broadcast_src(&cond.dims, &dims);
-    let (ix, iy) = (broadcast_src(&x.dims, &dims), broadcast_src(&y.dims, &dims));
+    let ic = broadcast_sources(&cond.dims, &dims);
+    let (ix, iy) = (
+        broadcast_sources(&x.dims, &dims),
+        broadcast_sources(&y.dims, &dims),
+    );
     let pick: Vec<bool> = match &cond.data {
         Data::I64(v) => ic
             .iter()
@@ -723,7 +723,10 @@ fn where_(cond: &Const, x: &Const, y: &Const) -> Result<Const, Problem> {
 /// take the dividend's (C's fmod).
 fn modulo(a: &Const, b: &Const, fmod: bool) -> Result<Const, Problem> {
     let dims = numeric_broadcast(&a.dims, &b.dims)?;
-    let (ia, ib) = (broadcast_src(&a.dims, &dims), broadcast_src(&b.dims, &dims));
+    let (ia, ib) = (
+        broadcast_sources(&a.dims, &dims),
+        broadcast_sources(&b.dims, &dims),
+    );
     match (&a.data, &b.data) {
         (Data::I64(_), Data::I64(_)) => {
             let (x, y) = (a.to_i64("Mod")?, b.to_i64("Mod")?);
