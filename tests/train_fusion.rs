@@ -170,3 +170,51 @@ fn an_excluded_activation_still_runs_on_its_own() {
         assert_eq!(yv, if zv > 0.0 { zv } else { 0.1 * zv });
     }
 }
+
+#[test]
+fn evaluation_passes_fuse_too_and_keep_what_they_are_asked_for() {
+    // Keep::Outputs and Keep::BackwardAnd fuse the same pairs as training; a listed
+    // pre-activation (conv_b) is computed and kept, its pair run apart; results bit-identical
+    // to the unfused Keep::All pass
+    let g = Graph::from_def(def()).unwrap();
+    let x = test_tensor(&[3, 3, 7, 6], 11);
+    let id = |name: &str| g.value_id(name).unwrap();
+    let plain = g
+        .forward(
+            std::slice::from_ref(&x),
+            &ForwardOptions::eval_for_backward(),
+        )
+        .unwrap();
+    let outputs = g
+        .forward(std::slice::from_ref(&x), &ForwardOptions::eval())
+        .unwrap();
+    let logits = id("logits");
+    assert_eq!(
+        bits(outputs.get(logits).unwrap()),
+        bits(plain.get(logits).unwrap())
+    );
+    assert!(
+        outputs.get(id("relu_a")).is_none(),
+        "an intermediate was kept"
+    );
+
+    let opts = ForwardOptions::eval_for_backward_keeping(vec![id("conv_b")]);
+    let fused = g.forward(std::slice::from_ref(&x), &opts).unwrap();
+    assert!(fused.get(id("conv_a")).is_none(), "conv_a was not fused");
+    for name in ["conv_b", "clip_b", "relu_a", "logits"] {
+        let (f, p) = (fused.get(id(name)).unwrap(), plain.get(id(name)).unwrap());
+        assert_eq!(bits(f), bits(p), "{name} differs");
+    }
+    let request = BackwardRequest {
+        seeds: vec![(logits, test_tensor(&[3, 2], 12))],
+        param_grads: false,
+        value_grads: vec![id("conv_a"), id("conv_b"), id("x")],
+    };
+    let gf = g.backward(&fused, &request).unwrap();
+    let gp = g.backward(&plain, &request).unwrap();
+    for name in ["conv_a", "conv_b", "x"] {
+        let (a, b) = (&gf.values[&id(name)], &gp.values[&id(name)]);
+        assert_eq!(bits(a), bits(b), "gradient of value {name} differs");
+        assert!(a.data().iter().any(|&v| v != 0.0), "{name}: all-zero");
+    }
+}

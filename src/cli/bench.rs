@@ -103,7 +103,7 @@ fn forward_ms(graph: &Graph, inputs: &[Tensor], runs: usize) -> CliResult<f64> {
 }
 
 fn forward_backward_ms(graph: &Graph, inputs: &[Tensor], runs: usize) -> CliResult<f64> {
-    let opts = ForwardOptions::eval_for_backward();
+    let opts = ForwardOptions::eval_for_backward_keeping(Vec::new());
     time_ms(runs, |_| {
         let pass = graph.forward(inputs, &opts)?;
         let mut seeds = Vec::new();

@@ -8,9 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::error::OpError;
 use super::error::{GraphError, GraphResult};
 use super::fuse::InferenceCache;
-use super::ops::{ForwardCtx, Mode, Op, Saved, conv};
+use super::ops::{ForwardCtx, Mode, Op, OpOutput, Saved, conv};
 use super::tensor::{Tensor, checked_numel, fmt_shape};
 use super::train_fusion::ConvActivationPairs;
 
@@ -112,7 +113,8 @@ pub struct Graph {
     pub(super) inference: InferenceCache,
     /// Made by the inference rewrite: batch norms are folded away, so it cannot train.
     pub(super) inference_only: bool,
-    /// Convolutions whose activation a `Keep::Backward` pass computes in the same kernel.
+    /// Convolutions whose activation a pass that does not keep every value computes in the
+    /// same kernel.
     fused_pairs: ConvActivationPairs,
     /// The largest batch the shapes allow: 1 for a graph that only works at its declared batch
     /// (an imported file whose reshape targets were traced at batch 1), else `usize::MAX`.
@@ -132,6 +134,9 @@ pub enum Keep {
     /// `engine::train_fusion`); gradients, seeds and backward results are the same as with
     /// `All`. Training passes use it.
     Backward,
+    /// What `backward` needs and these values: a convolution whose output is listed is not
+    /// fused with its activation, so that its own output is there to read.
+    BackwardAnd(Vec<ValueId>),
     /// The outputs and these values.
     Values(Vec<ValueId>),
 }
@@ -157,6 +162,15 @@ impl ForwardOptions {
         }
     }
 
+    /// Evaluation keeping what `backward` needs and `values` (faster than
+    /// [`Self::eval_for_backward`]: convolutions run their activations in their kernels).
+    pub fn eval_for_backward_keeping(values: Vec<ValueId>) -> Self {
+        Self {
+            keep: Keep::BackwardAnd(values),
+            ..Self::default()
+        }
+    }
+
     pub fn train(seed: u64) -> Self {
         Self {
             mode: Mode::Train,
@@ -176,8 +190,9 @@ pub struct ForwardPass {
     saved: Vec<Saved>,
     /// Batch norm running statistics computed in training: (mean param, var param, mean, var).
     running_updates: Vec<(ParamId, ParamId, Tensor, Tensor)>,
-    /// The graph's convolution + activation pairs ran as one kernel (`Keep::Backward`).
-    fused: bool,
+    /// Indexed by the convolution's `NodeId`: it ran its activation in its kernel, and its own
+    /// output was never stored (empty: no pair was fused).
+    fused: Vec<bool>,
 }
 
 impl ForwardPass {
@@ -208,7 +223,7 @@ impl ForwardPass {
             values,
             saved: Vec::new(),
             running_updates: Vec::new(),
-            fused: false,
+            fused: Vec::new(),
         }
     }
 
@@ -557,12 +572,25 @@ impl Graph {
         }
 
         // Last node that reads each value, so that unkept intermediates can be freed early.
-        let keep_all = matches!(opts.keep, Keep::All | Keep::Backward);
-        let fused = opts.keep == Keep::Backward && !self.fused_pairs.is_empty();
+        let keep_all = matches!(opts.keep, Keep::All | Keep::Backward | Keep::BackwardAnd(_));
         let mut kept: HashSet<ValueId> = self.outputs.iter().copied().collect();
-        if let Keep::Values(ids) = &opts.keep {
+        if let Keep::Values(ids) | Keep::BackwardAnd(ids) = &opts.keep {
             kept.extend(ids.iter().copied());
         }
+        // A convolution + activation pair runs as one kernel unless every value is kept or the
+        // caller asked for the convolution's own output (VGG16 at batch 1: the separate ReLU
+        // passes took 21 ms of a 250 ms forward pass).
+        let fused: Vec<bool> = if opts.keep == Keep::All || self.fused_pairs.is_empty() {
+            Vec::new()
+        } else {
+            (0..self.nodes.len())
+                .map(|c| {
+                    self.fused_pairs.activation_of(c).is_some()
+                        && !kept.contains(&self.nodes[c].output)
+                })
+                .collect()
+        };
+        let is_fused = |c: NodeId| fused.get(c).copied().unwrap_or(false);
         let mut last_use = vec![usize::MAX; self.values.len()];
         if !keep_all {
             for (n, node) in self.nodes.iter().enumerate() {
@@ -575,11 +603,13 @@ impl Graph {
         let mut saved = Vec::with_capacity(self.nodes.len());
         let mut running_updates = Vec::new();
         for (n, node) in self.nodes.iter().enumerate() {
-            if fused && self.fused_pairs.conv_of(n).is_some() {
+            if self.fused_pairs.conv_of(n).is_some_and(is_fused) {
                 // its output was computed by its convolution
                 saved.push(Saved::None);
                 continue;
             }
+            // the value the node's result is stored as: a fused convolution's is its activation's
+            let mut dest = node.output;
             let out = {
                 let mut ins: Vec<&Tensor> = Vec::with_capacity(node.inputs.len());
                 for &v in &node.inputs {
@@ -598,30 +628,26 @@ impl Graph {
                     mode: opts.mode,
                     seed: opts.seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 };
-                if fused
-                    && let (Op::Conv2d(spec), Some((a, act))) =
-                        (&node.op, self.fused_pairs.activation_of(n))
-                {
-                    let y =
-                        conv::forward_fused(spec, Some(act), ins[0], ins[1], ins.get(2).copied())
-                            .map_err(|e| GraphError::Node {
-                            node: node.name.clone(),
-                            op: node.op.kind_name().to_string(),
-                            msg: e.to_string(),
-                        })?;
-                    // (n, c_out, oh, ow): the activation's output; the convolution's is never stored
-                    values[self.nodes[a].output] = Some(y);
-                    saved.push(Saved::None);
-                    continue;
-                }
-                node.op.forward(&ins, ctx).map_err(|e| GraphError::Node {
+                let node_error = |e: OpError| GraphError::Node {
                     node: node.name.clone(),
                     op: node.op.kind_name().to_string(),
                     msg: {
                         let shown: Vec<String> = ins.iter().map(|t| fmt_shape(t.shape())).collect();
                         format!("{e} (input shapes {})", shown.join(", "))
                     },
-                })?
+                };
+                match (&node.op, self.fused_pairs.activation_of(n)) {
+                    (Op::Conv2d(spec), Some((a, act))) if is_fused(n) => {
+                        // (n, c_out, oh, ow): the activation's output; the convolution's is
+                        // never stored
+                        dest = self.nodes[a].output;
+                        let b = ins.get(2).copied();
+                        let y = conv::forward_fused(spec, Some(act), ins[0], ins[1], b)
+                            .map_err(node_error)?;
+                        OpOutput::plain(y)
+                    }
+                    _ => node.op.forward(&ins, ctx).map_err(node_error)?,
+                }
             };
             if let Some((mean, var)) = out.running_stats
                 && let (ValueKind::Param(pm), ValueKind::Param(pv)) = (
@@ -631,7 +657,7 @@ impl Graph {
             {
                 running_updates.push((pm, pv, mean, var));
             }
-            values[node.output] = Some(out.y);
+            values[dest] = Some(out.y);
             saved.push(out.saved);
             if !keep_all {
                 for &v in &node.inputs {
@@ -640,8 +666,8 @@ impl Graph {
                     }
                 }
                 // A value nobody reads and nobody asked for.
-                if last_use[node.output] == usize::MAX && !kept.contains(&node.output) {
-                    values[node.output] = None;
+                if last_use[dest] == usize::MAX && !kept.contains(&dest) {
+                    values[dest] = None;
                 }
             }
         }
@@ -688,7 +714,7 @@ impl Graph {
     }
 
     /// Back-propagates the seeds through the pass (which must have been run with
-    /// `Keep::All` or `Keep::Backward`). Only nodes between the seeds and the requested gradients are visited.
+    /// `Keep::All`, `Keep::Backward` or `Keep::BackwardAnd`). Only nodes between the seeds and the requested gradients are visited.
     pub fn backward(&self, pass: &ForwardPass, req: &BackwardRequest) -> GraphResult<Gradients> {
         on_pool(|| self.backward_on_pool(pass, req))
     }
@@ -736,7 +762,8 @@ impl Graph {
                     self.values[v].name
                 ))
             };
-            let fused_conv = self.fused_pairs.conv_of(node_id).filter(|_| pass.fused);
+            let ran_fused = |c: NodeId| pass.fused.get(c).copied().unwrap_or(false);
+            let fused_conv = self.fused_pairs.conv_of(node_id).filter(|&c| ran_fused(c));
             if let Some(c) = fused_conv
                 && let Some((_, act)) = self.fused_pairs.activation_of(c)
             {
@@ -755,7 +782,7 @@ impl Graph {
             let y = match self.fused_pairs.activation_of(node_id) {
                 // a convolution whose output was never stored: its backward reads only the
                 // shape of y, which the activation's output shares
-                Some((a, _)) if pass.fused => pass.get(self.nodes[a].output),
+                Some((a, _)) if ran_fused(node_id) => pass.get(self.nodes[a].output),
                 _ => pass.get(node.output),
             }
             .ok_or_else(|| missing(node.output))?;

@@ -7,6 +7,8 @@
 use crate::engine::simd;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use super::error::OpError;
 
@@ -45,10 +47,43 @@ simd::kernel! {
 /// Shapes beyond this are refused before any allocation: they come from hostile or broken files.
 pub const MAX_ELEMENTS: usize = 1 << 32;
 
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Default)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: Vec<f32>,
+    /// A kernel's prepared form of `data` ([`Tensor::prepared`]), made on first use and dropped
+    /// by every change through `&mut self`; a clone starts without one.
+    prepared: OnceLock<(Prepared, Vec<f32>)>,
+}
+
+/// What a tensor's prepared form is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// A `(c_out, c_in, 3, 3)` convolution weight's Winograd F(2x2, 3x3) transform: inference
+    /// passes would otherwise transform the same weights on every call (VGG16: 14.7 M weights
+    /// read and 26 M written per pass, and again for d_x).
+    Winograd2x2,
+}
+
+impl Clone for Tensor {
+    fn clone(&self) -> Self {
+        Self::from_parts(self.shape.clone(), self.data.clone())
+    }
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("data", &self.data)
+            .finish()
+    }
 }
 
 /// Number of elements of a shape, or `None` when it overflows or exceeds [`MAX_ELEMENTS`].
@@ -66,6 +101,31 @@ pub fn fmt_shape(shape: &[usize]) -> String {
 }
 
 impl Tensor {
+    /// The fields, lengths already checked by the caller.
+    fn from_parts(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        Self {
+            shape,
+            data,
+            prepared: OnceLock::new(),
+        }
+    }
+
+    /// The data's prepared form `kind`, made by `make` from the data on first use and kept
+    /// until the tensor changes. A tensor holds one prepared form: another kind is made afresh
+    /// on every call. `make` runs outside the cell's lock (it may use rayon, whose work
+    /// stealing could bring this same call back onto a thread waiting for the lock); two
+    /// first calls at once both make it and the first stored is kept.
+    pub fn prepared(&self, kind: Prepared, make: impl Fn(&[f32]) -> Vec<f32>) -> Cow<'_, [f32]> {
+        if self.prepared.get().is_none() {
+            // a lost race only drops the second copy
+            let _ = self.prepared.set((kind, make(&self.data)));
+        }
+        match self.prepared.get() {
+            Some((held, data)) if *held == kind => Cow::Borrowed(data),
+            _ => Cow::Owned(make(&self.data)),
+        }
+    }
+
     /// A tensor from a shape and its row-major data; the lengths must agree.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, OpError> {
         let n = checked_numel(&shape)
@@ -76,7 +136,7 @@ impl Tensor {
                 data.len()
             )));
         }
-        Ok(Self { shape, data })
+        Ok(Self::from_parts(shape, data))
     }
 
     /// Zeros of a shape. Panics only on shapes over [`MAX_ELEMENTS`], which callers derive from
@@ -88,26 +148,17 @@ impl Tensor {
     pub fn try_zeros(shape: &[usize]) -> Result<Self, OpError> {
         let n =
             checked_numel(shape).ok_or_else(|| OpError(format!("shape {shape:?} is too large")))?;
-        Ok(Self {
-            shape: shape.to_vec(),
-            data: vec![0.0; n],
-        })
+        Ok(Self::from_parts(shape.to_vec(), vec![0.0; n]))
     }
 
     pub fn full(shape: &[usize], value: f32) -> Self {
         let n: usize = shape.iter().product();
-        Self {
-            shape: shape.to_vec(),
-            data: vec![value; n],
-        }
+        Self::from_parts(shape.to_vec(), vec![value; n])
     }
 
     /// A rank-0 tensor holding one number.
     pub fn scalar(value: f32) -> Self {
-        Self {
-            shape: vec![],
-            data: vec![value],
-        }
+        Self::from_parts(vec![], vec![value])
     }
 
     /// Copies an ndarray array (any layout) into a contiguous tensor.
@@ -118,7 +169,7 @@ impl Tensor {
         } else {
             a.iter().copied().collect()
         };
-        Self { shape, data }
+        Self::from_parts(shape, data)
     }
 
     pub fn view(&self) -> ArrayViewD<'_, f32> {
@@ -148,6 +199,7 @@ impl Tensor {
     }
 
     pub fn data_mut(&mut self) -> &mut [f32] {
+        self.prepared.take(); // made from the old data
         &mut self.data
     }
 
@@ -167,14 +219,15 @@ impl Tensor {
 
     /// Element-wise map into a new tensor of the same shape.
     pub fn map(&self, f: impl Fn(f32) -> f32) -> Self {
-        Self {
-            shape: self.shape.clone(),
-            data: self.data.iter().map(|&v| f(v)).collect(),
-        }
+        Self::from_parts(
+            self.shape.clone(),
+            self.data.iter().map(|&v| f(v)).collect(),
+        )
     }
 
     /// `self += other` element-wise; shapes must be equal.
     pub fn add_assign(&mut self, other: &Tensor) -> Result<(), OpError> {
+        self.prepared.take(); // made from the old data
         if self.shape != other.shape {
             return Err(OpError(format!(
                 "cannot add shapes {:?} and {:?}",
@@ -213,6 +266,45 @@ pub fn dims4(shape: &[usize]) -> Result<[usize; 4], OpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prepared_form_is_kept_until_the_data_changes() {
+        let mut t = Tensor::new(vec![3], vec![1.0, 2.0, 3.0]).unwrap_or_default();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let double = |d: &[f32]| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            d.iter().map(|v| 2.0 * v).collect()
+        };
+        assert_eq!(
+            &*t.prepared(Prepared::Winograd2x2, double),
+            &[2.0, 4.0, 6.0]
+        );
+        assert_eq!(
+            &*t.prepared(Prepared::Winograd2x2, double),
+            &[2.0, 4.0, 6.0]
+        );
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "made twice"
+        );
+        assert!(
+            t.clone().prepared.get().is_none(),
+            "a clone shares the prepared form"
+        );
+        t.data_mut()[0] = 5.0;
+        assert_eq!(
+            &*t.prepared(Prepared::Winograd2x2, double),
+            &[10.0, 4.0, 6.0]
+        );
+        let other = Tensor::new(vec![3], vec![1.0, 1.0, 1.0]).unwrap_or_default();
+        t.add_assign(&other).unwrap_or_default();
+        assert_eq!(
+            &*t.prepared(Prepared::Winograd2x2, double),
+            &[12.0, 6.0, 8.0]
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
 
     /// Every position (in the vector lanes and in the tail) and every kind of non-finite
     /// value is found; extreme finite values (max, subnormal, -0) are not flagged.

@@ -579,14 +579,14 @@ fn forward_objective(
     let fast = explainer.fast_graph(&layers)?;
     let graph: &Graph = &fast;
     let fast_head = explainer.fast_id(graph, head.value)?;
+    let mut keep = layers
+        .iter()
+        .map(|&v| explainer.fast_id(graph, v))
+        .collect::<ExplainResult<Vec<_>>>()?;
+    keep.push(fast_head);
     let opts = if grad {
-        ForwardOptions::eval_for_backward()
+        ForwardOptions::eval_for_backward_keeping(keep)
     } else {
-        let mut keep = layers
-            .iter()
-            .map(|&v| explainer.fast_id(graph, v))
-            .collect::<ExplainResult<Vec<_>>>()?;
-        keep.push(fast_head);
         ForwardOptions {
             keep: Keep::Values(keep),
             ..ForwardOptions::eval()

@@ -218,6 +218,10 @@ impl<'g> Explainer<'g> {
                 v.push(self.head.value);
                 Keep::Values(v)
             }
+            Keep::BackwardAnd(mut v) => {
+                v.push(self.head.value);
+                Keep::BackwardAnd(v)
+            }
             Keep::All => Keep::All,
             Keep::Backward => Keep::Backward,
         };
@@ -285,9 +289,13 @@ impl<'g> Explainer<'g> {
         // back under the original graph's ids.
         let fast = self.fast_graph(values)?;
         let head = self.fast_id(&fast, self.head.value)?;
+        let fast_values = values
+            .iter()
+            .map(|&v| self.fast_id(&fast, v))
+            .collect::<ExplainResult<Vec<_>>>()?;
         let pass = fast.forward(
             std::slice::from_ref(x),
-            &ForwardOptions::eval_for_backward(),
+            &ForwardOptions::eval_for_backward_keeping(fast_values.clone()),
         )?;
         let logits_t = pass
             .get(head)
@@ -301,10 +309,6 @@ impl<'g> Explainer<'g> {
                 .resolve(target.unwrap_or_default(), &logits[..self.head.logits])?,
         };
         let seed = self.head.seed(&t, &shape)?;
-        let fast_values = values
-            .iter()
-            .map(|&v| self.fast_id(&fast, v))
-            .collect::<ExplainResult<Vec<_>>>()?;
         let req = BackwardRequest {
             seeds: vec![(head, seed)],
             param_grads: false,

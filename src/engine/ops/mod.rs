@@ -170,7 +170,7 @@ pub struct OpOutput {
 }
 
 impl OpOutput {
-    fn plain(y: Tensor) -> Self {
+    pub(crate) fn plain(y: Tensor) -> Self {
         Self {
             y,
             saved: Saved::None,

@@ -21,13 +21,15 @@
 //! sum), so results are bit-identical on any number of threads.
 
 use crate::engine::simd;
+use crate::engine::tensor::{Prepared, Tensor};
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ops::Range;
-use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
 use super::direct::Corr;
+use super::spare::Spare;
 use super::{
     ForwardOperands, FusedActivation, Geom, ItemChunks, batch_plan, bias_act_row, for_item_chunks,
 };
@@ -47,61 +49,70 @@ pub(super) fn applies(g: &Geom) -> bool {
 }
 
 /// Whether the forward pass should take [`forward`]: where it applies, with channels enough for
-/// the 16 GEMMs' inner dimension and tiles enough to pay for transforming the weights (about
-/// 1.2 ms for 512x512 kernels, more than the whole im2col convolution of a 7x7 plane). Measured
-/// per layer at batch 1 on 2 threads (BENCHMARKS.md "Session 6"), Winograd against the previous
-/// path: VGG16 64→64 @224² 9.9 against 21.1 ms, 512→512 @14² 2.9 against 3.7 ms; ResNet50
-/// 128→128 @28² 0.59 against 0.72 ms, 256→256 @14² 0.74 against 0.86 ms; but ResNet50 64→64
-/// @56² 0.76 against 0.73 ms, 512→512 @7² 2.0 against 0.94 ms and SqueezeNet's 64→256 @13²
-/// 0.35 against 0.23 ms.
+/// the 16 GEMMs' inner dimension and tiles enough to pay for the transforms. Measured per layer
+/// at batch 1 on 2 threads (BENCHMARKS.md "Session 6"), Winograd against the previous path:
+/// VGG16 64→64 @224² 9.9 against 21.1 ms, 512→512 @14² 2.9 against 3.7 ms; ResNet50 128→128
+/// @28² 0.59 against 0.72 ms, 256→256 @14² 0.74 against 0.86 ms; but ResNet50 64→64 @56² 0.76
+/// against 0.73 ms and SqueezeNet's 64→256 @13² 0.35 against 0.23 ms. Since the weights'
+/// transform is kept with the weight tensor ([`transformed`]; session 12), 512→512 @7² takes
+/// Winograd too: 1.4–2.4 against 2.4–3.4 ms at AVX2, 2.3–2.6 against 2.5–2.9 ms at AVX-512
+/// (single-convolution files through `convscope bench`, alternated).
 pub(super) fn prefers_forward(g: &Geom) -> bool {
     let channels = g.cg.min(g.og);
     let tiles = g.oh.div_ceil(2) * g.ow.div_ceil(2);
-    applies(g) && ((channels >= 128 && tiles >= 49) || (channels >= 64 && tiles >= 1024))
+    let wide = channels >= 256 && tiles >= 16;
+    applies(g) && (wide || (channels >= 128 && tiles >= 49) || (channels >= 64 && tiles >= 784))
 }
 
 /// Whether d_x should take [`backward_x`]: where the forward pass would and the mirrored
-/// padding is not negative ([`super::direct::backward_x_applies`]), on planes of at least 14x14
-/// tiles. On 14x14 planes the whole-plane GEMM + col2im d_x is as fast or faster: ResNet50's
-/// 256→256 0.86 against 1.17 ms (Winograd; `benches/conv.rs`), VGG16's 512→512 3.16 against
-/// 3.15 ms.
+/// padding is not negative ([`super::direct::backward_x_applies`]). With the transform kept
+/// (session 12) it also wins on small planes, where GEMM + col2im had been as fast: ResNet50's
+/// 256→256 @14² forward + d_x 4.1–4.8 against 6.1–7.7 ms at AVX2 (4.1–5.0 against 4.8–5.2 ms
+/// at AVX-512), VGG16's 512→512 @14² 17.5–20.5 against 16.2–21.7 ms.
 pub(super) fn prefers_backward_x(g: &Geom) -> bool {
-    prefers_forward(g)
-        && super::direct::backward_x_applies(g)
-        && g.oh.div_ceil(2) * g.ow.div_ceil(2) >= 196
+    prefers_forward(g) && super::direct::backward_x_applies(g)
 }
 
-/// y `(n, c_out, oh, ow)` = act(conv(x, w) + b) for the geometries of [`applies`].
-pub(super) fn forward(g: &Geom, ops: ForwardOperands<'_>, y: &mut [f32]) {
-    let ForwardOperands { x, w, b, act } = ops;
-    correlate(g, w, false, x, y, Epilogue { bias: b, act });
+/// U of the weight tensor `w` `(c_out, cg, 3, 3)` ([`transform_weights`]), kept with the tensor
+/// until it changes: an inference pass transforms each weight once, and d_x reads the forward
+/// pass's U.
+pub(super) fn transformed(w: &Tensor) -> Cow<'_, [f32]> {
+    let (c_out, cg) = match *w.shape() {
+        [c_out, cg, ..] => (c_out, cg),
+        _ => (0, 0),
+    };
+    w.prepared(Prepared::Winograd2x2, |w| transform_weights(w, c_out, cg))
+}
+
+/// y `(n, c_out, oh, ow)` = act(conv(x, w) + b) for the geometries of [`applies`], with `u` the
+/// transform of `ops.w` ([`transformed`]).
+pub(super) fn forward(g: &Geom, ops: ForwardOperands<'_>, u: &[f32], y: &mut [f32]) {
+    let ForwardOperands { x, b, act, .. } = ops;
+    correlate(g, u, false, x, y, Epilogue { bias: b, act });
 }
 
 /// d_x `(n, c_in, h, w)` from d_y `(n, c_out, oh, ow)` for the geometries of
-/// [`prefers_backward_x`].
-pub(super) fn backward_x(g: &Geom, w: &[f32], d_y: &[f32], d_x: &mut [f32]) {
+/// [`prefers_backward_x`], with `u` the weights' transform ([`transformed`]).
+pub(super) fn backward_x(g: &Geom, u: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     let plain = Epilogue {
         bias: None,
         act: None,
     };
-    correlate(g, w, true, d_y, d_x, plain);
+    correlate(g, u, true, d_y, d_x, plain);
 }
 
-/// The forward correlation (x → y) or, `turned`, d_x's (d_y → d_x), with w's transform.
+/// The forward correlation (x → y) or, `turned`, d_x's (d_y → d_x), with U the weights'
+/// transform.
 fn correlate(
     g: &Geom,
-    w: &[f32],
+    u: &[f32],
     turned: bool,
     inp: &[f32],
     out: &mut [f32],
     epilogue: Epilogue<'_>,
 ) {
-    let u = transform_weights(w, g.c_out, g.cg);
-    let kernels = Kernels {
-        u: &u.buf,
-        g,
-        turned,
-    };
+    debug_assert_eq!(u.len(), g.c_out * XI * g.cg);
+    let kernels = Kernels { u, g, turned };
     let (corr, io) = if turned {
         let io = ItemIo {
             in_item: g.y_item(),
@@ -130,11 +141,13 @@ pub(super) fn chunk_count(g: &Geom) -> usize {
 /// g = w[co, ci] of w `(c_out, cg, 3, 3)`, with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
 /// An output channel's 16 positions lie in one row so that channels transform in parallel,
 /// each writing its own slice; U_ξ of a group is then a strided `(og, cg)` matrix.
-fn transform_weights(w: &[f32], c_out: usize, cg: usize) -> Spare {
+pub(super) fn transform_weights(w: &[f32], c_out: usize, cg: usize) -> Vec<f32> {
     let row = XI * cg;
-    let mut u = Spare::take(&SPARE_WEIGHTS, c_out * row); // every element written below
-    u.buf
-        .par_chunks_mut(row)
+    let mut u = vec![0.0f32; c_out * row];
+    if row == 0 {
+        return u; // no input channels: nothing to transform (and no chunks of length 0)
+    }
+    u.par_chunks_mut(row)
         .zip(w.par_chunks(9 * cg))
         .for_each(|(u_co, w_co)| transform_weight_row(w_co, cg, u_co));
     u
@@ -330,37 +343,13 @@ fn run_items(
 }
 
 thread_local! {
-    /// The transformed weights and the chunk scratch of this thread's last call, kept for the
-    /// next: a fresh multi-MiB buffer per call is memory the kernel must map and zero again
-    /// (page faults), which made ResNet50's 3x3 layers slower with Winograd than without in a
-    /// whole forward pass, though faster in isolation (BENCHMARKS.md "Session 6"). Each holds
-    /// the largest size used so far on its thread (VGG16: 16 MiB of weights, 4 MiB of scratch).
-    static SPARE_WEIGHTS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// The chunk scratch of this thread's last call, kept for the next: a fresh multi-MiB
+    /// buffer per call is memory the kernel must map and zero again (page faults), which made
+    /// ResNet50's 3x3 layers slower with Winograd than without in a whole forward pass, though
+    /// faster in isolation (BENCHMARKS.md "Session 6"). It holds the largest size used so far
+    /// on its thread (VGG16: 4 MiB). The transformed weights stay with their tensor instead
+    /// ([`transformed`]).
     static SPARE_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// A buffer of `len` floats taken from a thread-local spare (contents unspecified) and given
-/// back when dropped. A call that finds the spare taken (a nested call on the same thread, by
-/// rayon's work stealing) allocates its own.
-struct Spare {
-    buf: Vec<f32>,
-    home: &'static LocalKey<Cell<Vec<f32>>>,
-}
-
-impl Spare {
-    fn take(home: &'static LocalKey<Cell<Vec<f32>>>, len: usize) -> Self {
-        let mut buf = home.with(Cell::take);
-        buf.resize(len, 0.0);
-        Self { buf, home }
-    }
-}
-
-impl Drop for Spare {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        // `with` fails only while the thread's locals are being destroyed: then let it go
-        let _ = self.home.try_with(|c| c.set(buf));
-    }
 }
 
 /// v `(sum_ch, 16, pc)`, pc = rows·tw: Bᵀ d B of the 4x4 patch under every tile of tile rows
