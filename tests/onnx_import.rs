@@ -477,6 +477,29 @@ fn garbage_bytes_are_refused() {
 }
 
 #[test]
+fn a_weight_that_does_not_fit_its_node_names_the_file() {
+    // conv_w's dims reordered (same element count): its input channels no longer fit the image
+    let mut m = model_bytes("torch_flatten.onnx");
+    let t = initializer(&mut m, "conv_w");
+    assert!(
+        t.dims[0] != t.dims[1],
+        "the test needs unequal channel counts"
+    );
+    t.dims.swap(0, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("misfit.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let err = convscope::models::bundled::open_onnx(&path)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("misfit.onnx") && err.contains("channels"),
+        "{err}"
+    );
+}
+
+#[test]
 fn raw_data_length_disagreeing_with_dims_is_refused() {
     let mut m = model_bytes("torch_flatten.onnx");
     initializer(&mut m, "conv_w")

@@ -114,6 +114,14 @@ fn stack(parts: Vec<Tensor>) -> CliResult<Tensor> {
             .unwrap_or_else(|| Tensor::zeros(&[0])));
     }
     let item = first.shape().to_vec();
+    if parts.iter().any(|t| t.rank() == 0) {
+        // a rank-0 value has no batch dimension to stack the inputs' values along
+        return Err(CliError(format!(
+            "the value is a single number per run (rank 0), so the {} inputs' values cannot be \
+             stacked along a batch dimension; ask for it one input at a time",
+            parts.len()
+        )));
+    }
     let mut shape = item.clone();
     shape[0] = parts.iter().map(|t| t.shape()[0]).sum();
     let mut data = Vec::with_capacity(first.numel() * parts.len());
@@ -153,7 +161,7 @@ pub fn run(args: &ActivationsArgs) -> CliResult<()> {
             .map(|input| activation(graph, id, input))
             .collect::<CliResult<Vec<_>>>()?
     };
-    let value = stack(parts)?;
+    let value = stack(parts).map_err(|e| CliError(format!("'{}': {}", args.layer, e.0)))?;
     super::explain::write_npy(&args.out, value.shape(), value.data())?;
     eprintln!(
         "wrote {} {} to {}",
@@ -185,5 +193,17 @@ mod tests {
         assert_eq!(s.data(), &[1.0, 1.0, 2.0, 2.0]);
         assert!(stack(vec![a, Tensor::full(&[1, 3], 0.0)]).is_err());
         assert!(stack(vec![]).is_err());
+    }
+
+    #[test]
+    fn rank_0_values_of_several_inputs_are_refused_in_a_sentence() {
+        let err = stack(vec![Tensor::scalar(1.0), Tensor::scalar(2.0)]);
+        let Err(CliError(msg)) = err else {
+            panic!("stacked rank-0 values");
+        };
+        assert!(msg.contains("rank 0") && msg.contains("2 inputs"), "{msg}");
+        // one input's rank-0 value is written as it is
+        let one = stack(vec![Tensor::scalar(3.0)]).map_err(|e| e.0);
+        assert_eq!(one, Ok(Tensor::scalar(3.0)));
     }
 }

@@ -85,7 +85,8 @@ pub fn open_onnx(path: &Path) -> Result<(Model, PresetOrigin), ModelError> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
     let metadata = imported.metadata.clone();
-    let graph = Graph::from_def(imported.def)?;
+    // the graph's own checks name a node; the user needs the file too
+    let graph = Graph::from_def(imported.def).map_err(|e| ModelError::file(path, e.to_string()))?;
     let outputs = outputs_per_example(&graph);
     let (preset, origin) = match sidecar {
         Some((preset, file)) => (preset, PresetOrigin::Sidecar(file)),
