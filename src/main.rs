@@ -13,5 +13,38 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     convscope::allocator::keep_freed_pages_mapped();
-    std::process::exit(convscope::cli::main());
+    let command = match convscope::cli::parse() {
+        Ok(command) => command,
+        Err(code) => std::process::exit(code),
+    };
+    // The instruction-set cap applies to every kernel of the process, so it is settled before
+    // any work: a command stops on a bad CONVSCOPE_SIMD; the window shows it and runs at the
+    // best level instead.
+    let simd = convscope::engine::simd::init_from_env();
+    let code = match command {
+        Some(command) => convscope::cli::run(command, simd),
+        None => window(simd.err().map(|e| e.to_string())),
+    };
+    std::process::exit(code);
+}
+
+/// No subcommand: the window, with the instruction-set error to show if there was one.
+#[cfg(feature = "gui")]
+fn window(simd_error: Option<String>) -> i32 {
+    match convscope::app::run(simd_error) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("convscope: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(not(feature = "gui"))]
+fn window(_simd_error: Option<String>) -> i32 {
+    eprintln!(
+        "convscope: this convscope was built without the window (feature `gui`); run a \
+         subcommand, see --help"
+    );
+    1
 }

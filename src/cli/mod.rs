@@ -81,41 +81,39 @@ pub enum Command {
     Dream(dream::DreamArgs),
 }
 
-/// Runs the command line; returns the process exit code.
-pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+/// What the command line asks for: `Ok(Some(command))`, or `Ok(None)` for the window (which
+/// `main` opens: this module never reaches into the app). `Err(code)` when clap has already
+/// printed help, the version or a usage error and the process should end with `code`.
+pub fn parse() -> Result<Option<Command>, i32> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli.command),
         Err(e) => {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2)
             let _ = e.print();
-            return e.exit_code();
+            Err(e.exit_code())
         }
-    };
-    // The instruction-set cap applies to every kernel of the process, so it is settled before
-    // any work: a bad CONVSCOPE_SIMD stops a command; the window shows it and runs at the best
-    // level instead.
-    let simd = crate::engine::simd::init_from_env();
-    if let (Err(e), Some(_)) = (&simd, &cli.command) {
+    }
+}
+
+/// Runs one subcommand under the instruction-set cap `simd` (settled by the caller before any
+/// work: a bad `CONVSCOPE_SIMD` stops a command); returns the process exit code.
+pub fn run(
+    command: Command,
+    simd: Result<crate::engine::simd::Level, crate::engine::simd::LevelError>,
+) -> i32 {
+    if let Err(e) = simd {
         eprintln!("convscope: {e}.");
         return 1;
     }
-    let result = match cli.command {
-        Some(Command::Summary(args)) => summary::run(&args),
-        Some(Command::Bench(args)) => bench::run(&args),
-        Some(Command::Train(args)) => train::run(&args),
-        Some(Command::Evaluate(args)) => evaluate::run(&args),
-        Some(Command::Predict(args)) => predict::run(&args),
-        Some(Command::Activations(args)) => activations::run(&args),
-        Some(Command::Explain(args)) => explain::run(&args),
-        Some(Command::Dream(args)) => dream::run(&args),
-        #[cfg(feature = "gui")]
-        None => crate::app::run(simd.err().map(|e| e.to_string())).map_err(CliError),
-        #[cfg(not(feature = "gui"))]
-        None => Err(CliError(
-            "this convscope was built without the window (feature `gui`); run a subcommand, \
-             see --help"
-                .to_string(),
-        )),
+    let result = match command {
+        Command::Summary(args) => summary::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
+        Command::Predict(args) => predict::run(&args),
+        Command::Activations(args) => activations::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Dream(args) => dream::run(&args),
     };
     match result {
         Ok(()) => 0,
