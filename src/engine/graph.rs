@@ -8,8 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::error::OpError;
-use super::error::{GraphError, GraphResult};
+use super::error::{GraphError, GraphResult, OpError};
 use super::fuse::InferenceCache;
 use super::ops::{ForwardCtx, Mode, Op, OpOutput, Saved, conv};
 use super::tensor::{Tensor, checked_numel, fmt_shape};

@@ -293,9 +293,12 @@ impl<'g> Explainer<'g> {
             .iter()
             .map(|&v| self.fast_id(&fast, v))
             .collect::<ExplainResult<Vec<_>>>()?;
+        // the logits are read below: kept by name, whatever the fusion of the pass leaves out
+        let mut keep = fast_values.clone();
+        keep.push(head);
         let pass = fast.forward(
             std::slice::from_ref(x),
-            &ForwardOptions::eval_for_backward_keeping(fast_values.clone()),
+            &ForwardOptions::eval_for_backward_keeping(keep),
         )?;
         let logits_t = pass
             .get(head)

@@ -137,7 +137,8 @@ pub(super) fn prefers_backward_x(g: &Geom) -> bool {
 /// im2col + GEMM. Measured at batch 32, 2 threads (`benches/conv.rs`, BENCHMARKS.md "Session
 /// 10"): the smile CNN's 32→32 @32² 9.7–10.8 → 5.7–8.5 ms at AVX2 and 5.7–5.9 → 4.7–4.8 ms
 /// at AVX-512; its 16→32, ResNet50's 64→64 @56² and VGG16's 3→64 @224² even; 512→512 @7²
-/// 2.3–3.1 → 2.8–17 ms (worse).
+/// 2.3–3.1 → 2.8–17 ms (worse). Winograd is tried first and has since taken ResNet50's
+/// 64→64 @56² (`winograd::prefers_forward`, session 12).
 const DIRECT_3X3_MAX_SUM: usize = 64;
 
 /// Whether the forward pass should take [`forward`]: stride 1, not depthwise, a kernel larger
