@@ -8,14 +8,14 @@ mod common;
 use std::path::Path;
 
 use convscope::data::{
-    Augment, Dataset, FolderOptions, ImageFolder, Loader, LoaderOptions, Preprocess, Split,
-    SyntheticFaces,
+    Augment, Channels, Dataset, FolderOptions, ImageFolder, Loader, LoaderOptions, Preprocess,
+    Split, SyntheticFaces,
 };
 
 fn faces(n: usize) -> Dataset {
     Dataset::Synthetic(
         SyntheticFaces::new(5, n)
-            .with_preprocess(Preprocess::new(3, 16, 16))
+            .with_preprocess(Preprocess::plain(Channels::Rgb, [16, 16]))
             .unwrap(),
     )
 }
@@ -191,7 +191,7 @@ fn files_failing_at_load_time_are_skipped_and_reported() {
     let opts_folder = FolderOptions {
         verify: false,
         test_fraction: 0.0,
-        preprocess: Preprocess::new(3, 6, 6),
+        preprocess: Preprocess::plain(Channels::Rgb, [6, 6]),
         ..FolderOptions::default()
     };
     let folder = ImageFolder::open(r, &opts_folder).unwrap();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use convscope::data::folder::decode_planes;
 use convscope::data::idx::write_idx;
 use convscope::data::{
-    CifarSet, Confound, DataError, FolderOptions, IdxSet, ImageFolder, Preprocess, Split,
+    Channels, CifarSet, Confound, DataError, FolderOptions, IdxSet, ImageFolder, Preprocess, Split,
     SyntheticFaces,
 };
 
@@ -157,7 +157,7 @@ fn synthetic_confounds_follow_the_label_and_masks_mark_their_region() {
 #[test]
 fn synthetic_preprocess_resizes_and_grays() {
     let set = SyntheticFaces::new(4, 2)
-        .with_preprocess(Preprocess::new(1, 32, 32))
+        .with_preprocess(Preprocess::plain(Channels::Gray, [32, 32]))
         .unwrap()
         .with_confound(Confound::BackgroundBrightness { correlation: 0.5 })
         .unwrap();
@@ -211,7 +211,7 @@ fn mixed_folder() -> tempfile::TempDir {
 fn all_opts() -> FolderOptions {
     FolderOptions {
         test_fraction: 0.0,
-        preprocess: Preprocess::new(3, 8, 8),
+        preprocess: Preprocess::plain(Channels::Rgb, [8, 8]),
         ..FolderOptions::default()
     }
 }
@@ -262,9 +262,11 @@ fn folder_channels_resize_and_normalisation() {
     assert_eq!(&t.data()[..64], &t.data()[64..128]);
     // Colour to one channel and a resize.
     let opts = FolderOptions {
-        preprocess: Preprocess::new(1, 4, 4)
-            .with_mean_std(vec![0.5], vec![0.5])
-            .unwrap(),
+        preprocess: Preprocess {
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            ..Preprocess::plain(Channels::Gray, [4, 4])
+        },
         ..all_opts()
     };
     let folder = ImageFolder::open(dir.path(), &opts).unwrap();

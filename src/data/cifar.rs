@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::folder::Split;
-use super::preprocess::Preprocess;
+use super::preprocess::{Channels, Preprocess};
 use super::{DataError, DataResult};
 use crate::engine::Tensor;
 
@@ -76,7 +76,7 @@ impl CifarSet {
         }
         Ok(Self {
             records,
-            preprocess: Preprocess::new(3, SIDE, SIDE),
+            preprocess: Preprocess::plain(Channels::Rgb, [SIDE, SIDE]),
         })
     }
 
@@ -136,6 +136,6 @@ impl CifarSet {
             ))
         })?;
         let planes = rec[1..].iter().map(|&v| v as f32 / 255.0).collect(); // (3, 32, 32)
-        self.preprocess.to_raw(planes, 3, SIDE, SIDE)
+        self.preprocess.raw_from_unit_planes(planes, 3, SIDE, SIDE)
     }
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::preprocess::Preprocess;
+use super::preprocess::{Channels, Preprocess};
 use super::rng::SplitMix64;
 use super::{DataError, DataResult, Skipped};
 use crate::engine::Tensor;
@@ -80,7 +80,7 @@ impl Default for FolderOptions {
     /// 3x64x64 in [0, 1], stratified 80/20 train/test split with seed 0, verified.
     fn default() -> Self {
         Self {
-            preprocess: Preprocess::new(3, 64, 64),
+            preprocess: Preprocess::plain(Channels::Rgb, [64, 64]),
             val_fraction: 0.0,
             test_fraction: 0.2,
             seed: 0,
@@ -314,7 +314,7 @@ impl FolderSplit {
     pub fn load_raw(&self, i: usize) -> DataResult<Tensor> {
         let item = self.item(i)?;
         let (planes, c, h, w) = decode_planes(&item.path)?;
-        self.preprocess.to_raw(planes, c, h, w)
+        self.preprocess.raw_from_unit_planes(planes, c, h, w)
     }
 }
 

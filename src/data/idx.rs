@@ -11,7 +11,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use super::preprocess::Preprocess;
+use super::preprocess::{Channels, Preprocess};
 use super::{DataError, DataResult};
 use crate::engine::Tensor;
 
@@ -135,7 +135,7 @@ impl IdxSet {
             rows,
             cols,
             n_classes: n_classes.max(2),
-            preprocess: Preprocess::new(1, rows, cols),
+            preprocess: Preprocess::plain(Channels::Gray, [rows, cols]),
         })
     }
 
@@ -187,6 +187,7 @@ impl IdxSet {
             ))
         })?;
         let planes = px.iter().map(|&v| v as f32 / 255.0).collect(); // (1, rows, cols)
-        self.preprocess.to_raw(planes, 1, self.rows, self.cols)
+        self.preprocess
+            .raw_from_unit_planes(planes, 1, self.rows, self.cols)
     }
 }

@@ -84,9 +84,9 @@ impl Dataset {
         }
     }
 
-    /// `[c, h, w]` of every sample.
+    /// The shape of every finished sample: `[c, h, w]` (NCHW) or `[h, w, c]` (NHWC).
     pub fn sample_shape(&self) -> [usize; 3] {
-        self.preprocess().shape()
+        self.preprocess().sample_shape()
     }
 
     /// A name for item `i` in reports: the file path, or `<kind>#<index>`.
@@ -101,7 +101,7 @@ impl Dataset {
         }
     }
 
-    /// Item `i` before normalisation, `[c, h, w]` in [0, 1].
+    /// Item `i` as a raw sample ([`Preprocess::raw`]): `[c, h, w]` in [0, 1], RGB order.
     pub fn load_raw(&self, i: usize) -> DataResult<Tensor> {
         match self {
             Dataset::Synthetic(s) => s.load_raw(i),
@@ -111,13 +111,12 @@ impl Dataset {
         }
     }
 
-    /// Item `i` fully preprocessed, `[c, h, w]`, and its label.
+    /// Item `i` fully preprocessed ([`Self::sample_shape`]), and its label.
     pub fn load(&self, i: usize) -> DataResult<(Tensor, usize)> {
         let label = self.label(i).ok_or_else(|| {
             DataError::invalid(format!("index {i} is out of range: {} items", self.len()))
         })?;
-        let mut x = self.load_raw(i)?;
-        self.preprocess().normalise(&mut x);
+        let x = self.preprocess().finish(&self.load_raw(i)?)?;
         Ok((x, label))
     }
 }
@@ -351,7 +350,7 @@ fn produce(
 }
 
 /// One sample: from the cache or decoded (and offered to the cache), then augmented and
-/// normalised.
+/// finished in the model's channel order, normalisation and layout.
 fn prepare(shared: &Shared, epoch: u64, i: usize) -> DataResult<Tensor> {
     let mut x = match shared.cache.get(i) {
         Some(t) => (*t).clone(),
@@ -367,8 +366,7 @@ fn prepare(shared: &Shared, epoch: u64, i: usize) -> DataResult<Tensor> {
             SplitMix64::for_item(shared.options.seed ^ epoch.rotate_left(32), 0xA06, i as u64);
         aug.apply(&mut x, &mut rng)?;
     }
-    shared.dataset.preprocess().normalise(&mut x);
-    Ok(x)
+    shared.dataset.preprocess().finish(&x)
 }
 
 /// Loads a chunk in parallel and stacks what loaded; `None` when nothing did.
@@ -377,9 +375,9 @@ fn build_batch(shared: &Shared, epoch: u64, chunk: &[usize]) -> DataResult<Optio
         .par_iter()
         .map(|&i| (i, prepare(shared, epoch, i)))
         .collect();
-    let [c, h, w] = shared.dataset.sample_shape();
-    let per = c * h * w;
-    let mut data = Vec::with_capacity(loaded.len() * per); // (n, c, h, w)
+    let shape = shared.dataset.sample_shape(); // [c, h, w] or [h, w, c]
+    let per: usize = shape.iter().product();
+    let mut data = Vec::with_capacity(loaded.len() * per); // (n, ...shape)
     let (mut labels, mut indices) = (Vec::new(), Vec::new());
     for (i, result) in loaded {
         match result {
@@ -390,7 +388,7 @@ fn build_batch(shared: &Shared, epoch: u64, chunk: &[usize]) -> DataResult<Optio
             }
             Ok(x) => {
                 return Err(DataError::invalid(format!(
-                    "{} loaded as {:?}, expected [{c}, {h}, {w}]",
+                    "{} loaded as {:?}, expected {shape:?}",
                     shared.dataset.item_name(i),
                     x.shape()
                 )));
@@ -401,7 +399,7 @@ fn build_batch(shared: &Shared, epoch: u64, chunk: &[usize]) -> DataResult<Optio
     if indices.is_empty() {
         return Ok(None);
     }
-    let x = Tensor::new(vec![indices.len(), c, h, w], data)?;
+    let x = Tensor::new([&[indices.len()][..], &shape].concat(), data)?;
     Ok(Some(Batch { x, labels, indices }))
 }
 

@@ -1,21 +1,25 @@
 //! Data sets for training and evaluation: the built-in synthetic smiles/frowns, image folders,
 //! MNIST-style IDX files, CIFAR-10 binary batches, splits, batching and augmentation.
 //!
-//! Every source yields single samples as `Tensor [c, h, w]` (f32, NCHW without the batch axis)
-//! plus a class index; [`loader::Loader`] stacks them into `[n, c, h, w]` batches. The pipeline
-//! of one sample is the same for every source:
+//! Every source yields single samples in the model's layout without the batch axis (`[c, h,
+//! w]` or `[h, w, c]`) plus a class index; [`loader::Loader`] stacks them into batches. The
+//! pipeline of one sample is the same for every source, and the same as prediction's
+//! ([`preprocess`]):
 //!
 //! ```text
-//! decode -> planes in [0, 1] (x / 255) -> channel conversion -> bilinear resize   (load_raw)
-//!        -> [cache] -> augmentation (loader only) -> optional (x - mean) / std     (normalise)
+//! decode -> planes in [0, 1] -> fit to the model's preset (PIL's resize, crop) -> channels
+//!        -> raw [c, h, w] in [0, 1]                                               (load_raw)
+//!        -> [cache] -> augmentation (loader only) -> order, scale, mean/std, layout (finish)
 //! ```
 //!
-//! This layer depends on `engine::Tensor` only, never on the engine's ops.
+//! This layer depends on `engine::Tensor` only, never on the engine's ops; `models` reads its
+//! preset types and image path, never the other way round.
 
 pub mod augment;
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod image;
 pub mod loader;
 pub mod preprocess;
 pub mod rng;
@@ -32,7 +36,7 @@ pub use cifar::CifarSet;
 pub use folder::{FolderOptions, FolderSplit, ImageFolder, Split};
 pub use idx::IdxSet;
 pub use loader::{Batch, BatchIter, Dataset, Loader, LoaderOptions};
-pub use preprocess::Preprocess;
+pub use preprocess::{Channels, Filter, Layout, Preprocess, Resize};
 pub use synthetic::{Confound, SyntheticFaces};
 
 /// What went wrong while reading a data set. Messages name the file or folder.

@@ -1,109 +1,248 @@
-//! Turning decoded pixels into the tensor a model asks for: channel conversion, bilinear resize,
-//! and the optional per-channel `(x - mean) / std`. Every source hands in planes already scaled
-//! to [0, 1] (8-bit data as x / 255).
+//! A model's preprocessing preset and the one image → tensor path that prediction,
+//! explanation, the window, the data loader, training and evaluation all take:
+//!
+//! ```text
+//! decode -> Image (bytes kept when 8-bit) -> fit: resize and crop (super::image)
+//!        -> channel conversion -> raw sample [c, h, w] in [0, 1], RGB order       (raw)
+//!        -> [cache] -> augmentation (training only, super::augment)
+//!        -> channel order, (pixel · scale − mean) / std, layout                  (finish)
+//! ```
+//!
+//! The preset is part of a model's description (`model.ron`), so the types live here, in the
+//! data layer, and `models` re-exports them.
 
+use serde::{Deserialize, Serialize};
+
+use super::image::{Image, fit};
 use super::{DataError, DataResult};
 use crate::engine::Tensor;
 
 /// ITU-R BT.601 luma weights, as PIL's `convert("L")` and torchvision's `Grayscale` use them.
 const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
-/// What one sample must look like: `[channels, height, width]`, then optional normalisation.
-#[derive(Debug, Clone, PartialEq)]
+/// How an image is resized to the model's input size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resize {
+    /// Resize the whole image to `size`, ignoring the aspect ratio.
+    Squash,
+    /// Resize the shorter side to `size · 256/224`, then crop the centre (torchvision eval).
+    ShorterSideCrop,
+    /// Resize the shorter side to `shorter`, then crop the centre to `size`: torchvision's
+    /// `Resize(shorter)` + `CenterCrop(size)` with any pair (its weights' transforms use 232,
+    /// 236, 342, ... as well as 256 for 224).
+    ShorterSideTo { shorter: usize },
+}
+
+/// The resampling filter of the resize, as PIL's (antialiased when shrinking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Filter {
+    #[default]
+    Bilinear,
+    /// Keys' cubic with a = −0.5 (PIL's BICUBIC; torchvision's Swin, MaxViT, EfficientNet-B0).
+    Bicubic,
+}
+
+/// Channel order the model expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Channels {
+    Rgb,
+    Bgr,
+    /// One channel: the image's luma.
+    Gray,
+}
+
+/// Memory layout of the input tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// Image → tensor: resize to `size` `[h, w]`, then per channel
+/// `x = (pixel · scale − mean[c]) / std[c]` with pixels in 0..=255.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
-    /// 1 (grayscale) or 3 (RGB). Colour images become luma for 1; gray ones are replicated for 3.
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-    /// Per-channel mean and standard deviation subtracted / divided after the x / 255 scaling;
-    /// `None` keeps values in [0, 1].
-    pub mean_std: Option<(Vec<f32>, Vec<f32>)>,
+    pub size: [usize; 2],
+    pub resize: Resize,
+    /// Absent from presets written before it existed (bilinear).
+    #[serde(default)]
+    pub filter: Filter,
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub channels: Channels,
+    pub layout: Layout,
 }
 
 impl Preprocess {
-    /// `[channels, height, width]` with values in [0, 1].
-    pub fn new(channels: usize, height: usize, width: usize) -> Self {
+    /// torchvision's ImageNet evaluation transform: 224×224 centre crop, x/255, ImageNet mean
+    /// and std, RGB, NCHW.
+    pub fn imagenet() -> Self {
+        Self {
+            size: [224, 224],
+            resize: Resize::ShorterSideCrop,
+            filter: Filter::Bilinear,
+            scale: 1.0 / 255.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            channels: Channels::Rgb,
+            layout: Layout::Nchw,
+        }
+    }
+
+    /// x/255 only (the smile CNN, Keras-book style): 64×64 squashed, RGB, NCHW.
+    pub fn unit() -> Self {
+        Self {
+            size: [64, 64],
+            resize: Resize::Squash,
+            filter: Filter::Bilinear,
+            scale: 1.0 / 255.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            channels: Channels::Rgb,
+            layout: Layout::Nchw,
+        }
+    }
+
+    /// x/255 only, squashed to `size` with `channels` (1 gray or 3 RGB), NCHW: what the data
+    /// sets give by default at their own size.
+    pub fn plain(channels: Channels, size: [usize; 2]) -> Self {
         Self {
             channels,
-            height,
-            width,
-            mean_std: None,
+            ..Self::unit().with_size(size)
         }
     }
 
-    /// Adds per-channel normalisation; lengths must equal `channels` and every std be > 0.
-    pub fn with_mean_std(mut self, mean: Vec<f32>, std: Vec<f32>) -> DataResult<Self> {
-        self.mean_std = Some((mean, std));
-        self.validate()?;
-        Ok(self)
+    pub fn with_size(mut self, size: [usize; 2]) -> Self {
+        self.size = size;
+        self
     }
 
-    /// The output shape of one sample, `[c, h, w]`.
-    pub fn shape(&self) -> [usize; 3] {
-        [self.channels, self.height, self.width]
+    /// Channels of the model's input: 1 for gray, 3 for RGB or BGR.
+    pub fn channel_count(&self) -> usize {
+        match self.channels {
+            Channels::Gray => 1,
+            Channels::Rgb | Channels::Bgr => 3,
+        }
     }
 
+    /// Checks the preset before it touches pixels; the message names the bad field.
     pub fn validate(&self) -> DataResult<()> {
-        if self.channels != 1 && self.channels != 3 {
+        if self.size[0] == 0 || self.size[1] == 0 {
             return Err(DataError::invalid(format!(
-                "preprocessing asks for {} channels; only 1 (gray) or 3 (RGB) are supported",
-                self.channels
+                "the preprocessing size {:?} is empty",
+                self.size
             )));
         }
-        if self.height == 0 || self.width == 0 {
+        if self.std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
+            || !self.scale.is_finite()
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
             return Err(DataError::invalid(format!(
-                "preprocessing asks for an empty image size {}x{}",
-                self.height, self.width
+                "the preprocessing scale {}, mean {:?} and std {:?} must be finite with std > 0",
+                self.scale, self.mean, self.std
             )));
-        }
-        if let Some((mean, std)) = &self.mean_std {
-            if mean.len() != self.channels || std.len() != self.channels {
-                return Err(DataError::invalid(format!(
-                    "mean has {} and std {} values for {} channels",
-                    mean.len(),
-                    std.len(),
-                    self.channels
-                )));
-            }
-            if std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
-                return Err(DataError::invalid(format!(
-                    "std {std:?} must be positive and finite"
-                )));
-            }
         }
         Ok(())
     }
 
-    /// Planes `(c_in, h, w)` in [0, 1] to the raw (un-normalised) sample `[channels, height,
-    /// width]`: channel conversion first (it is cheaper at the source size only when shrinking,
-    /// but doing it first keeps one code path), then bilinear resize, exact when sizes match.
-    pub fn to_raw(&self, planes: Vec<f32>, c_in: usize, h: usize, w: usize) -> DataResult<Tensor> {
+    /// `[c, h, w]` of a raw sample ([`Self::raw`]): always channels first, RGB order.
+    pub fn raw_shape(&self) -> [usize; 3] {
+        [self.channel_count(), self.size[0], self.size[1]]
+    }
+
+    /// The shape of one finished sample ([`Self::finish`]): `[c, h, w]` (NCHW) or `[h, w, c]`
+    /// (NHWC), the model's input without its batch axis.
+    pub fn sample_shape(&self) -> [usize; 3] {
+        let [c, h, w] = self.raw_shape();
+        match self.layout {
+            Layout::Nchw => [c, h, w],
+            Layout::Nhwc => [h, w, c],
+        }
+    }
+
+    /// The first half of the path: `image` fitted to the preset's size (resize and crop,
+    /// [`fit`]) and converted to its channel count, as a raw sample `[c, h, w]` in [0, 1]
+    /// (pixel / 255), RGB order. Training augments raw samples; the cache keeps them.
+    pub fn raw(&self, image: &Image) -> DataResult<Tensor> {
+        self.validate()?;
+        let c = self.channel_count();
+        let fitted = fit(image, self);
+        let (h, w) = (fitted.height, fitted.width);
+        // Channel conversion after resizing: PIL's convert("L") would come first, but luma is
+        // linear, so the order only changes rounding.
+        let planes = convert_channels(fitted.values(), fitted.channels, c, h * w)?; // (c, h, w), 0..=255
+        let unit: Vec<f32> = planes.iter().map(|v| v / 255.0).collect();
+        Ok(Tensor::new(vec![c, h, w], unit)?)
+    }
+
+    /// [`Self::raw`] of decoded planes `(c_in, h, w)` in [0, 1] (8-bit data, every value k/255,
+    /// is resized as bytes, as PIL would).
+    pub fn raw_from_unit_planes(
+        &self,
+        planes: Vec<f32>,
+        c_in: usize,
+        h: usize,
+        w: usize,
+    ) -> DataResult<Tensor> {
         if planes.len() != c_in * h * w || h == 0 || w == 0 {
             return Err(DataError::invalid(format!(
                 "pixel buffer of {} values does not match [{c_in}, {h}, {w}]",
                 planes.len()
             )));
         }
-        let planes = convert_channels(planes, c_in, self.channels, h * w)?; // (channels, h, w)
-        let out = if (h, w) == (self.height, self.width) {
-            planes
-        } else {
-            resize_bilinear(&planes, self.channels, h, w, self.height, self.width)
-        }; // (channels, height, width)
-        Ok(Tensor::new(self.shape().to_vec(), out)?)
+        self.raw(&Image::from_unit_planes(planes, c_in, h, w))
     }
 
-    /// Applies `(x - mean) / std` per channel in place on a `[c, h, w]` sample (no-op without
-    /// normalisation).
-    pub fn normalise(&self, sample: &mut Tensor) {
-        let Some((mean, std)) = &self.mean_std else {
-            return;
-        };
-        let plane = self.height * self.width;
-        for (c, chunk) in sample.data_mut().chunks_mut(plane).enumerate() {
-            let (m, s) = (mean[c % mean.len()], std[c % std.len()]);
-            chunk.iter_mut().for_each(|v| *v = (*v - m) / s);
+    /// The second half: a raw sample `[c, h, w]` in [0, 1] to what the model reads, in the
+    /// preset's channel order, `(pixel · scale − mean[c]) / std[c]` with pixel = 255·x (mean
+    /// and std indexed by the model's channel, i.e. after reordering), in its layout
+    /// ([`Self::sample_shape`]).
+    pub fn finish(&self, raw: &Tensor) -> DataResult<Tensor> {
+        let [c, h, w] = self.raw_shape();
+        if raw.shape() != [c, h, w] {
+            return Err(DataError::invalid(format!(
+                "a raw sample of shape {:?} does not fit the preprocessing's [{c}, {h}, {w}]",
+                raw.shape()
+            )));
         }
+        let order: &[usize] = match self.channels {
+            Channels::Bgr => &[2, 1, 0],
+            Channels::Rgb => &[0, 1, 2],
+            Channels::Gray => &[0],
+        };
+        let hw = h * w;
+        let x = raw.data();
+        let mut chw = vec![0f32; c * hw]; // (c, h, w), normalised
+        for (dst_c, &src_c) in order.iter().enumerate() {
+            let (m, s) = (self.mean[dst_c], self.std[dst_c]);
+            let src = &x[src_c * hw..][..hw];
+            for (d, &v) in chw[dst_c * hw..][..hw].iter_mut().zip(src) {
+                *d = (v * 255.0 * self.scale - m) / s;
+            }
+        }
+        let data = match self.layout {
+            Layout::Nchw => chw,
+            Layout::Nhwc => {
+                let mut hwc = vec![0f32; hw * c]; // (h, w, c)
+                for ch in 0..c {
+                    for i in 0..hw {
+                        hwc[i * c + ch] = chw[ch * hw + i];
+                    }
+                }
+                hwc
+            }
+        };
+        Ok(Tensor::new(self.sample_shape().to_vec(), data)?)
+    }
+
+    /// The whole path for one image: the model input `[1, c, h, w]` (NCHW) or `[1, h, w, c]`
+    /// (NHWC).
+    pub fn image_to_tensor(&self, image: &Image) -> DataResult<Tensor> {
+        let sample = self.finish(&self.raw(image)?)?;
+        let mut shape = vec![1];
+        shape.extend_from_slice(sample.shape());
+        Ok(sample.reshaped(shape)?)
     }
 }
 
@@ -131,95 +270,63 @@ pub fn convert_channels(
     }
 }
 
-/// Source taps and weights for bilinear sampling along one axis with half-pixel centres
-/// (PyTorch's `align_corners=False`, no antialiasing): output i samples source coordinate
-/// `(i + 0.5) * in / out - 0.5`, clamped to the edge.
-fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
-    let scale = n_in as f32 / n_out as f32;
-    (0..n_out)
-        .map(|i| {
-            let src = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(n_in - 1);
-            let i1 = (i0 + 1).min(n_in - 1);
-            (i0, i1, src - i0 as f32)
-        })
-        .collect()
-}
-
-/// Bilinear resize of `(c, h, w)` planes to `(c, oh, ow)`. Downscaling by more than 2x aliases
-/// (as PyTorch's `interpolate(antialias=False)` does); data sets here are near model size.
-pub fn resize_bilinear(
-    src: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-) -> Vec<f32> {
-    let ty = taps(h, oh);
-    let tx = taps(w, ow);
-    let mut out = vec![0.0f32; c * oh * ow]; // (c, oh, ow)
-    for ch in 0..c {
-        let plane = &src[ch * h * w..(ch + 1) * h * w];
-        let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
-        for (oy, &(y0, y1, fy)) in ty.iter().enumerate() {
-            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
-            for (ox, &(x0, x1, fx)) in tx.iter().enumerate() {
-                let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
-                let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
-                dst[oy * ow + ox] = top + (bottom - top) * fy;
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::data::image::Pixels;
 
     #[test]
     fn same_size_is_exact_and_gray_replicates() {
-        let p = Preprocess::new(3, 2, 2);
-        let t = p.to_raw(vec![0.1, 0.2, 0.3, 0.4], 1, 2, 2).unwrap();
+        let p = Preprocess::plain(Channels::Rgb, [2, 2]);
+        let t = p
+            .raw_from_unit_planes(vec![0.1, 0.2, 0.3, 0.4], 1, 2, 2)
+            .unwrap();
         assert_eq!(t.shape(), &[3, 2, 2]);
-        assert_eq!(t.data(), &[0.1, 0.2, 0.3, 0.4].repeat(3)[..]);
+        let want: Vec<f32> = [0.1f32, 0.2, 0.3, 0.4].repeat(3);
+        for (a, b) in t.data().iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 
     #[test]
     fn colour_to_gray_uses_luma() {
-        let p = Preprocess::new(1, 1, 1);
-        let t = p.to_raw(vec![1.0, 0.0, 0.0], 3, 1, 1).unwrap();
-        assert!((t.data()[0] - 0.299).abs() < 1e-6);
-    }
-
-    #[test]
-    fn upscale_2x_matches_half_pixel_bilinear() {
-        // PyTorch: F.interpolate(tensor([[[[0., 1.]]]]), size=(1, 4), mode="bilinear",
-        // align_corners=False) = [0, 0.25, 0.75, 1].
-        let out = resize_bilinear(&[0.0, 1.0], 1, 1, 2, 1, 4);
-        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
-        // Downscale by 2 averages pairs: [0, 1, 2, 3] -> [0.5, 2.5].
-        assert_eq!(
-            resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 1, 1, 4, 1, 2),
-            vec![0.5, 2.5]
-        );
-    }
-
-    #[test]
-    fn normalise_and_validation() {
-        let p = Preprocess::new(1, 1, 2)
-            .with_mean_std(vec![0.5], vec![0.25])
+        let p = Preprocess::plain(Channels::Gray, [1, 1]);
+        let t = p
+            .raw_from_unit_planes(vec![1.0, 0.0, 0.0], 3, 1, 1)
             .unwrap();
-        let mut t = Tensor::new(vec![1, 1, 2], vec![0.5, 1.0]).unwrap();
-        p.normalise(&mut t);
-        assert_eq!(t.data(), &[0.0, 2.0]);
-        assert!(Preprocess::new(2, 4, 4).validate().is_err());
-        assert!(
-            Preprocess::new(3, 4, 4)
-                .with_mean_std(vec![0.0], vec![1.0])
-                .is_err()
-        );
-        assert!(p.to_raw(vec![0.0; 3], 1, 2, 2).is_err());
+        assert!((t.data()[0] - 0.299).abs() < 1e-6);
+        assert!(p.raw_from_unit_planes(vec![0.0; 3], 1, 2, 2).is_err());
+    }
+
+    #[test]
+    fn layouts_channels_and_normalisation() {
+        // one 1x2 image: pixel 0 red, pixel 1 blue
+        let img = Image {
+            pixels: Pixels::U8(vec![255, 0, 0, 0, 0, 255]),
+            channels: 3,
+            height: 1,
+            width: 2,
+        };
+        let mut p = Preprocess::unit().with_size([1, 2]);
+        let t = p.image_to_tensor(&img).unwrap();
+        assert_eq!(t.shape(), &[1, 3, 1, 2]);
+        assert_eq!(t.data(), &[1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+        p.channels = Channels::Bgr;
+        p.layout = Layout::Nhwc;
+        p.mean = [0.5, 0.0, 0.0];
+        let t = p.image_to_tensor(&img).unwrap();
+        assert_eq!(t.shape(), &[1, 1, 2, 3]);
+        // (h, w, c) with c = b, g, r; mean 0.5 on the blue (first) channel
+        assert_eq!(t.data(), &[-0.5, 0.0, 1.0, 0.5, 0.0, 0.0]);
+        p.std = [0.0, 1.0, 1.0];
+        assert!(p.image_to_tensor(&img).is_err());
+    }
+
+    #[test]
+    fn finish_refuses_a_raw_sample_of_another_size() {
+        let p = Preprocess::unit().with_size([4, 4]);
+        let raw = Tensor::new(vec![3, 2, 2], vec![0.0; 12]).unwrap();
+        assert!(p.finish(&raw).is_err());
     }
 }

@@ -33,7 +33,7 @@
 //!   the mouth also rotates with the head but is the true cue, so it is left out on purpose;
 //! - no confound: all zeros.
 
-use super::preprocess::{Preprocess, resize_bilinear};
+use super::preprocess::{Channels, Preprocess};
 use super::rng::SplitMix64;
 use super::{DataError, DataResult};
 use crate::engine::Tensor;
@@ -116,7 +116,7 @@ impl SyntheticFaces {
             seed,
             len,
             confound: Confound::None,
-            preprocess: Preprocess::new(3, SIZE, SIZE),
+            preprocess: Preprocess::plain(Channels::Rgb, [SIZE, SIZE]),
         }
     }
 
@@ -199,21 +199,23 @@ impl SyntheticFaces {
     pub fn load_raw(&self, i: usize) -> DataResult<Tensor> {
         self.check_index(i)?;
         let face = self.draw(i);
-        self.preprocess.to_raw(face.pixels, 3, SIZE, SIZE)
+        self.preprocess
+            .raw_from_unit_planes(face.pixels, 3, SIZE, SIZE)
     }
 
     /// Where the confound of face `i` lives, `[h, w]` at the preprocessing size; see the module
     /// docs for the choice of region.
     pub fn confound_mask(&self, i: usize) -> DataResult<Tensor> {
         self.check_index(i)?;
-        let mask = self.draw(i).mask; // (64, 64)
-        let (h, w) = (self.preprocess.height, self.preprocess.width);
-        let mask = if (h, w) == (SIZE, SIZE) {
-            mask
-        } else {
-            resize_bilinear(&mask, 1, SIZE, SIZE, h, w)
+        let mask = self.draw(i).mask; // (64, 64) in [0, 1]
+        // the same fit as the face's pixels, so the region stays where the confound is drawn
+        let gray = Preprocess {
+            channels: Channels::Gray,
+            ..self.preprocess.clone()
         };
-        Ok(Tensor::new(vec![h, w], mask)?)
+        let raw = gray.raw_from_unit_planes(mask, 1, SIZE, SIZE)?; // (1, h, w)
+        let [_, h, w] = gray.raw_shape();
+        Ok(raw.reshaped(vec![h, w])?)
     }
 }
 

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use super::{TrainError, TrainResult};
 use crate::data::{
-    CifarSet, Confound, Dataset, FolderOptions, IdxSet, ImageFolder, Preprocess, Skipped, Split,
-    SyntheticFaces,
+    CifarSet, Confound, Dataset, FolderOptions, IdxSet, ImageFolder, Layout, Preprocess, Skipped,
+    Split, SyntheticFaces,
 };
-use crate::models::{self, Channels, Layout};
 
 /// Train, optional validation and test sets sharing one class list.
 #[derive(Clone, Debug)]
@@ -53,50 +52,29 @@ pub enum DataSpec {
     },
 }
 
-/// The data layer's preprocessing for a model: its input `[c, h, w]` and its normalisation,
-/// with the model's pixel scale folded into mean and std (the data layer always gives x/255).
-pub fn preprocess_for(graph_input: &[usize], p: &models::Preprocess) -> TrainResult<Preprocess> {
-    let [_, c, h, w] = match graph_input {
-        &[n, c, h, w] => [n, c, h, w],
-        s => {
+/// A model's preset made to fit its graph's input `graph_input` (`[n, c, h, w]` for an NCHW
+/// preset, `[n, h, w, c]` for NHWC): the size is the graph's, and the channel count must agree.
+/// Data sets, training and evaluation preprocess by it exactly as prediction does.
+pub fn preprocess_for(graph_input: &[usize], p: &Preprocess) -> TrainResult<Preprocess> {
+    p.validate()
+        .map_err(|e| TrainError::invalid(format!("the model's preprocessing: {e}")))?;
+    let [c, h, w] = match (graph_input, p.layout) {
+        (&[_, c, h, w], Layout::Nchw) => [c, h, w],
+        (&[_, h, w, c], Layout::Nhwc) => [c, h, w],
+        (s, layout) => {
             return Err(TrainError::invalid(format!(
-                "the model's input has shape {s:?}; image data needs [n, channels, height, width]"
+                "the model's input has shape {s:?}; image data with its {layout:?} preprocessing needs 4 axes"
             )));
         }
     };
-    if p.layout != Layout::Nchw || p.channels == Channels::Bgr {
-        return Err(TrainError::invalid(
-            "the model expects NHWC or BGR input; training and evaluation read RGB NCHW models only",
-        ));
-    }
-    if c != 1 && c != 3 {
+    if c != p.channel_count() {
         return Err(TrainError::invalid(format!(
-            "the model takes {c} input channels but images give 3 (RGB) or 1 (gray); only 1- or 3-channel models can read image data"
+            "the model takes {c} input channels but its preprocessing gives {} ({:?}); only 1- or 3-channel models can read image data",
+            p.channel_count(),
+            p.channels
         )));
     }
-    let described = if p.channels == Channels::Gray { 1 } else { 3 };
-    if described != c {
-        return Err(TrainError::invalid(format!(
-            "the model's input has {c} channels but its preprocessing describes {described}"
-        )));
-    }
-    let base = Preprocess::new(c, h, w);
-    // (x·scale − m)/s with x in 0..=255 equals (x/255 − m/(255·scale)) / (s/(255·scale)).
-    let k = 255.0 * p.scale;
-    if !(k.is_finite() && k > 0.0) {
-        return Err(TrainError::invalid(format!(
-            "the model's pixel scale {} is not a positive number",
-            p.scale
-        )));
-    }
-    let identity = (k - 1.0).abs() < 1e-6 && p.mean == [0.0; 3] && p.std == [1.0; 3];
-    if identity {
-        return Ok(base);
-    }
-    let mean: Vec<f32> = p.mean[..c].iter().map(|m| m / k).collect();
-    let std: Vec<f32> = p.std[..c].iter().map(|s| s / k).collect();
-    base.with_mean_std(mean, std)
-        .map_err(|e| TrainError::invalid(format!("the model's preprocessing: {e}")))
+    Ok(p.clone().with_size([h, w]))
 }
 
 fn non_empty(d: Dataset) -> Option<Dataset> {
@@ -105,7 +83,7 @@ fn non_empty(d: Dataset) -> Option<Dataset> {
 
 impl DataSpec {
     /// Builds the three sets for a model whose input is `graph_input` (e.g. `[1, 3, 64, 64]`).
-    pub fn build(&self, graph_input: &[usize], p: &models::Preprocess) -> TrainResult<TrainData> {
+    pub fn build(&self, graph_input: &[usize], p: &Preprocess) -> TrainResult<TrainData> {
         let pre = preprocess_for(graph_input, p)?;
         match self {
             DataSpec::Synthetic {
@@ -214,7 +192,7 @@ impl DataSpec {
 pub fn evaluation_folder(
     root: &std::path::Path,
     graph_input: &[usize],
-    p: &models::Preprocess,
+    p: &Preprocess,
 ) -> TrainResult<(Dataset, Vec<String>, Vec<Skipped>)> {
     let options = FolderOptions {
         preprocess: preprocess_for(graph_input, p)?,
@@ -240,27 +218,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scale_is_folded_into_mean_and_std() {
-        let mut p = models::Preprocess::unit();
-        assert_eq!(
-            preprocess_for(&[1, 3, 64, 64], &p).unwrap(),
-            Preprocess::new(3, 64, 64)
-        );
-        p.scale = 1.0; // raw 0..255 minus 127.5, divided by 127.5
-        p.mean = [127.5; 3];
-        p.std = [127.5; 3];
-        let got = preprocess_for(&[1, 3, 64, 64], &p).unwrap();
-        let (m, s) = got.mean_std.unwrap();
-        assert!((m[0] - 0.5).abs() < 1e-6 && (s[0] - 0.5).abs() < 1e-6);
+    fn the_preset_takes_the_graphs_size_in_either_layout() {
+        let mut p = Preprocess::imagenet();
+        let got = preprocess_for(&[1, 3, 96, 128], &p).unwrap();
+        assert_eq!(got, Preprocess::imagenet().with_size([96, 128]));
+        p.layout = Layout::Nhwc;
+        p.channels = crate::data::Channels::Bgr;
+        let got = preprocess_for(&[2, 96, 128, 3], &p).unwrap();
+        assert_eq!(got.size, [96, 128]);
+        assert_eq!(got.sample_shape(), [96, 128, 3]);
+        // an NHWC preset on an NCHW graph reads the channel count from the last axis
+        assert!(preprocess_for(&[1, 3, 96, 128], &p).is_err());
+        assert!(preprocess_for(&[1, 3, 96], &p).is_err());
     }
 
     #[test]
     fn odd_channel_counts_name_both_sides() {
-        let e = preprocess_for(&[1, 4, 64, 64], &models::Preprocess::unit())
+        let e = preprocess_for(&[1, 4, 64, 64], &Preprocess::unit())
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("4 input channels") && e.contains("3 (RGB)"),
+            e.contains("4 input channels") && e.contains("gives 3"),
             "{e}"
         );
     }
