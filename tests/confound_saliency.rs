@@ -72,7 +72,7 @@ fn confound_share(model: &Model, faces: &SyntheticFaces, method: Method) -> f64 
             .unwrap();
         let (on, all) = e
             .map
-            .data
+            .data()
             .iter()
             .zip(mask.data())
             .fold((0.0f64, 0.0f64), |(on, all), (&m, &k)| {

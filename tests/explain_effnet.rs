@@ -111,11 +111,11 @@ fn gradcam_gradcampp_saliency_match_pytorch() {
         load_f32("chelsea_gradcam_weights.npy").as_slice().unwrap(),
     );
     let e_raw = rel_err(
-        &cam.raw.data,
+        cam.raw.data(),
         load_f32("chelsea_gradcam_raw.npy").as_slice().unwrap(),
     );
     let e_map = rel_err(
-        &every_4th(&cam.map.data, 1),
+        &every_4th(cam.map.data(), 1),
         load_f32("chelsea_gradcam.npy").as_slice().unwrap(),
     );
     let pp = ex
@@ -127,7 +127,7 @@ fn gradcam_gradcampp_saliency_match_pytorch() {
         )
         .unwrap();
     let e_pp = rel_err(
-        &pp.raw.data,
+        pp.raw.data(),
         load_f32("chelsea_gradcampp_raw.npy").as_slice().unwrap(),
     );
     let sal = ex.saliency(&x, Target::Class(CAT)).unwrap();
@@ -142,7 +142,7 @@ fn gradcam_gradcampp_saliency_match_pytorch() {
         load_f32("chelsea_saliency_raw.npy").as_slice().unwrap(),
     );
     let e_salmap = rel_err(
-        &every_4th(&sal.map.data, 1),
+        &every_4th(sal.map.data(), 1),
         load_f32("chelsea_saliency.npy").as_slice().unwrap(),
     );
     println!(
@@ -291,7 +291,7 @@ fn score_cam_top_channels_and_overlay_png() {
     assert!(used > 0 && used <= 16);
     assert!(
         sc.map
-            .data
+            .data()
             .iter()
             .all(|v| v.is_finite() && (0.0..=1.0).contains(v))
     );

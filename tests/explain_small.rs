@@ -74,14 +74,14 @@ fn gradcam_by_hand() {
         .grad_cam(&x, Target::Class(1), None, GradCamVariant::GradCam)
         .unwrap();
     close(&c1.weights, &[-0.25, 0.125], 1e-6);
-    close(&c1.raw.data, &[0.0, 0.0, 0.375, 0.0], 1e-6);
+    close(c1.raw.data(), &[0.0, 0.0, 0.375, 0.0], 1e-6);
     let c0 = ex
         .grad_cam(&x, Target::Class(0), None, GradCamVariant::GradCam)
         .unwrap();
     close(&c0.weights, &[0.25, 0.5], 1e-6);
-    close(&c0.raw.data, &[0.25, 0.5, 1.5, 0.125], 1e-6);
+    close(c0.raw.data(), &[0.25, 0.5, 1.5, 0.125], 1e-6);
     // Same resolution: the map is just min-max scaled.
-    close(&c0.map.data, &[1.0 / 11.0, 3.0 / 11.0, 1.0, 0.0], 1e-6);
+    close(c0.map.data(), &[1.0 / 11.0, 3.0 / 11.0, 1.0, 0.0], 1e-6);
     // Grad-CAM++: g constant per channel, alpha = 1 / (2 + s g), w = sum alpha g.
     let pp = ex
         .grad_cam(&x, Target::Class(0), None, GradCamVariant::GradCamPlusPlus)
@@ -103,7 +103,7 @@ fn saliency_and_guided_backprop_by_hand() {
     // dy1/dx = 1 * dA0 * [x>0] - 1 * dA1 * [x<0] with dA = [-0.25, 0.125].
     let s = ex.saliency(&x, Target::Class(1)).unwrap();
     close(s.raw.data(), &[-0.25, -0.25, -0.125, -0.25], 1e-6);
-    close(&s.map.data, &[1.0, 1.0, 0.5, 1.0], 1e-6);
+    close(s.map.data(), &[1.0, 1.0, 0.5, 1.0], 1e-6);
     // Guided: the negative gradient at the ReLU into channel 0 is zeroed.
     let gb = ex.guided_backprop(&x, Target::Class(1)).unwrap();
     close(gb.raw.data(), &[0.0, 0.0, -0.125, 0.0], 1e-6);
@@ -132,10 +132,10 @@ fn occlusion_and_score_cam_by_definition() {
     for i in 0..4 {
         let mut v = x.data().to_vec();
         v[i] = 0.0;
-        assert!((occ.raw.data[i] - (base - logit0(v))).abs() < 1e-6);
+        assert!((occ.raw.data()[i] - (base - logit0(v))).abs() < 1e-6);
     }
     // Hiding pixel 2 (x = -3) removes 3/4 from mean(A1), worth 2 each: the largest drop.
-    close(&occ.raw.data, &[0.25, 0.5, 1.5, 0.125], 1e-6);
+    close(occ.raw.data(), &[0.25, 0.5, 1.5, 0.125], 1e-6);
     assert_eq!(occ.map.argmax(), (1, 0));
     // Score-CAM: weight_k = p0(x * M_k) - p0(0), M_k = channel k scaled to [0, 1].
     let sc = ex
@@ -190,7 +190,7 @@ fn saliency_matches_finite_differences_on_the_smile_cnn() {
     let s1 = ex.saliency(&x, Target::Class(1)).unwrap();
     let s0 = ex.saliency(&x, Target::Class(0)).unwrap();
     // Class 0 of a single logit is its negation: same map, opposite gradient.
-    close(&s0.map.data, &s1.map.data, 1e-6);
+    close(s0.map.data(), s1.map.data(), 1e-6);
     assert!((s0.raw.data()[7] + s1.raw.data()[7]).abs() < 1e-7);
     // Central differences at the largest gradient entries.
     let mut idx: Vec<usize> = (0..x.numel()).collect();

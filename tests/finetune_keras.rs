@@ -12,32 +12,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use convscope::data::Layout;
-use convscope::engine::{ForwardOptions, Graph, Tensor};
 use convscope::models::bundled::open_onnx;
 use convscope::models::head::{NewHead, replace_head};
 use convscope::train::{self, Control, DataSpec, TrainConfig, TrainEvent};
-use ndarray::ArrayD;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/onnx")
-        .join(name)
-}
+use common::onnx_fixture as fixture;
 
-fn npy(name: &str) -> Tensor {
-    let a: ArrayD<f32> = ndarray_npy::read_npy(fixture(name)).unwrap();
-    Tensor::from_array(a)
-}
+use common::onnx_npy as npy;
 
-fn run(g: &Graph, x: &Tensor) -> Tensor {
-    let pass = g
-        .forward(std::slice::from_ref(x), &ForwardOptions::eval())
-        .unwrap();
-    g.lookup(&pass, g.outputs()[0]).unwrap().clone()
-}
+use common::eval_output as run;
 
 #[test]
 fn a_keras_nhwc_export_fine_tunes_on_happy_house_faces() {

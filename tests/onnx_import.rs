@@ -15,20 +15,13 @@ use convscope::models::onnx::{ImportedModel, Problem, import_onnx, import_onnx_b
 use ndarray::ArrayD;
 use prost::Message;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/onnx")
-        .join(name)
-}
+use common::onnx_fixture as fixture;
 
 fn effnet_path() -> PathBuf {
     common::shared_path("data/models/efficientnet_lite0.onnx")
 }
 
-fn npy_f32(name: &str) -> Tensor {
-    let a: ArrayD<f32> = ndarray_npy::read_npy(fixture(name)).unwrap();
-    Tensor::from_array(a)
-}
+use common::onnx_npy as npy_f32;
 
 /// max |a - b| / max |b|: a relative error that is not fooled by near-zero elements.
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
@@ -945,12 +938,12 @@ fn grad_cam_at_token_layers_matches_pytorch_grad_cam() {
             .unwrap();
         let want = npy_f32(&format!("{reference}.gradcam_raw.npy")); // (4, 4)
         assert_eq!(
-            (cam.raw.height, cam.raw.width),
+            (cam.raw.height(), cam.raw.width()),
             (4, 4),
             "{name}: layer {}",
             g.value(layer).name
         );
-        let err = rel_err(&cam.raw.data, want.data());
+        let err = rel_err(cam.raw.data(), want.data());
         eprintln!(
             "{name}: Grad-CAM at {} vs pytorch-grad-cam: {err:e} of the largest value",
             g.value(layer).name
@@ -1035,11 +1028,11 @@ fn attention_rollout_matches_a_pytorch_reference() {
         let ex = Explainer::new(&g).unwrap();
         let r = ex.attention_rollout(&x0).unwrap();
         assert_eq!(r.layers.len(), 2, "{name}: one softmax per block");
-        assert_eq!((r.raw.height, r.raw.width), (4, 4));
-        let err = rel_err(&r.raw.data, want.data());
+        assert_eq!((r.raw.height(), r.raw.width()), (4, 4));
+        let err = rel_err(r.raw.data(), want.data());
         eprintln!("{name}: attention rollout vs PyTorch float64: {err:e} of the largest value");
         assert!(err < 1e-5, "{name}: rollout differs by {err:e}");
-        assert_eq!((r.map.height, r.map.width), (32, 32));
+        assert_eq!((r.map.height(), r.map.width()), (32, 32));
     }
     let m = import_onnx(&fixture("swin_legacy.onnx")).unwrap();
     let g = Graph::from_def(m.def).unwrap();

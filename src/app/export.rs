@@ -9,7 +9,7 @@ use crate::explain::Map;
 
 /// Writes `bytes` to `path` atomically; the error names the file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    crate::models::write_file_atomically(path, bytes)
+    crate::io::write_atomically(path, bytes)
         .map_err(|e| format!("{}: cannot save: {e}", path.display()))
 }
 
@@ -20,12 +20,7 @@ pub fn png_bytes(img: &RgbaImage) -> Result<Vec<u8>, String> {
 
 /// `.npy` bytes (float32, C order) of a map `[h, w]`.
 pub fn npy_bytes(map: &Map) -> Result<Vec<u8>, String> {
-    let arr = ndarray::Array2::from_shape_vec((map.height, map.width), map.data.clone())
-        .map_err(|e| format!("the map has an inconsistent shape: {e}"))?;
-    let mut out = Vec::new();
-    ndarray_npy::WriteNpyExt::write_npy(&arr, &mut out)
-        .map_err(|e| format!("cannot encode the .npy: {e}"))?;
-    Ok(out)
+    crate::io::npy_bytes(&[map.height(), map.width()], map.data())
 }
 
 /// Saves the overlay as `<dir>/<stem>.<method>.png` and the map as `.npy`; returns both paths.
@@ -38,8 +33,7 @@ pub fn save_explanation(
 ) -> Result<(PathBuf, PathBuf), String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create the folder: {e}", dir.display()))?;
-    let png = dir.join(format!("{stem}.{method}.png"));
-    let npy = dir.join(format!("{stem}.{method}.npy"));
+    let (png, npy) = crate::io::explanation_paths(dir, stem, method);
     write_atomically(&png, &png_bytes(overlay)?)?;
     write_atomically(&npy, &npy_bytes(map)?)?;
     Ok((png, npy))

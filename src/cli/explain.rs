@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ndarray::{ArrayD, IxDyn};
 use serde_json::json;
 
 use super::activations::find_layer;
@@ -531,13 +530,11 @@ fn explain_one(s: &Setup, job: &Job, stem: &str) -> CliResult<Done> {
         .explainer
         .faithfulness_scores(&x, &e, &s.curves, Control::default())
         .map_err(|e| named(&e))?;
-    let base = format!("{stem}.{}", s.method.name());
-    let png = s.out.join(format!("{base}.png"));
-    let npy = s.out.join(format!("{base}.npy"));
+    let (png, npy) = crate::io::explanation_paths(s.out, stem, s.method.name());
     save_png(&overlay(&photo, &e.map, s.colormap, s.alpha), &png).map_err(|e| named(&e))?;
-    write_npy(&npy, &[e.map.height, e.map.width], &e.map.data)?;
+    write_npy(&npy, &[e.map.height(), e.map.width()], e.map.data())?;
     let raw = if s.raw {
-        let path = s.out.join(format!("{base}.raw.npy"));
+        let path = s.out.join(format!("{stem}.{}.raw.npy", s.method.name()));
         write_npy(&path, e.raw.shape(), e.raw.data())?;
         Some(path)
     } else {
@@ -553,16 +550,9 @@ fn explain_one(s: &Setup, job: &Job, stem: &str) -> CliResult<Done> {
     })
 }
 
-/// Writes float32 `data` of `shape` as `.npy`, atomically (a temporary file beside it, then a
-/// rename), so that a full disk or a kill never leaves half an array under the real name.
+/// Writes float32 `data` of `shape` as `.npy`, atomically ([`crate::io::write_npy`]).
 pub(super) fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> CliResult<()> {
-    let a = ArrayD::from_shape_vec(IxDyn(shape), data.to_vec())
-        .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    let mut bytes = Vec::new();
-    ndarray_npy::WriteNpyExt::write_npy(&a, &mut bytes)
-        .map_err(|e| CliError(format!("{}: cannot encode ({e})", path.display())))?;
-    crate::models::write_file_atomically(path, &bytes)
-        .map_err(|e| CliError(format!("{}: cannot write ({e})", path.display())))
+    crate::io::write_npy(path, shape, data).map_err(CliError)
 }
 
 /// The line printed for one input: JSON, or a short human summary.

@@ -625,7 +625,7 @@ impl Graph {
                 }
                 let ctx = ForwardCtx {
                     mode: opts.mode,
-                    seed: opts.seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    seed: opts.seed ^ (n as u64).wrapping_mul(super::rng::GOLDEN),
                 };
                 let node_error = |e: OpError| GraphError::Node {
                     node: node.name.clone(),

@@ -72,15 +72,6 @@ pub fn uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut ChaCha8Rng) -> Resul
     Tensor::new(shape.to_vec(), data)
 }
 
-/// One standard normal draw pair by Box-Muller (u1 in (0, 1] so the log is finite).
-fn normal_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    let r = (-2.0 * u1.ln()).sqrt();
-    let theta = std::f64::consts::TAU * u2;
-    (r * theta.cos(), r * theta.sin())
-}
-
 /// N(mean, std²) of a shape.
 pub fn normal(
     shape: &[usize],
@@ -91,7 +82,7 @@ pub fn normal(
     let n = numel(shape)?;
     let mut data = Vec::with_capacity(n);
     while data.len() < n {
-        let (a, b) = normal_pair(rng);
+        let (a, b) = super::rng::normal_pair(rng);
         data.push(mean + std * a as f32);
         if data.len() < n {
             data.push(mean + std * b as f32);

@@ -8,8 +8,10 @@ pub mod gradcheck;
 pub mod graph;
 pub mod init;
 pub mod loss;
+pub mod map;
 pub mod ops;
 pub mod optim;
+pub mod rng;
 pub mod simd;
 pub mod tensor;
 mod train_fusion;
@@ -18,5 +20,6 @@ pub use error::{GraphError, OpError};
 pub use graph::{
     BackwardRequest, ForwardOptions, ForwardPass, Gradients, Graph, GraphDef, Keep, Param, ValueId,
 };
+pub use map::Map;
 pub use ops::{Mode, Op};
 pub use tensor::Tensor;

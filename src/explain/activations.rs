@@ -1,7 +1,7 @@
 //! Activations of any value for an input, and their channels as maps for grids.
 
+use super::Map;
 use super::layout::Layouts;
-use super::map::Map;
 use super::target::Explainer;
 use super::{ExplainError, ExplainResult};
 use crate::engine::graph::ValueId;
@@ -71,7 +71,7 @@ pub fn channel_maps(
                 t.data()[base + ch * plane..base + (ch + 1) * plane].to_vec(),
             )
         })
-        .collect::<ExplainResult<_>>()?;
+        .collect::<Result<_, _>>()?;
     Ok(match norm {
         Normalisation::PerMap => maps.iter().map(Map::normalised).collect(),
         Normalisation::PerLayer => {
@@ -80,10 +80,7 @@ pub fn channel_maps(
             let (lo, hi) = whole.min_max();
             let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
             maps.into_iter()
-                .map(|m| Map {
-                    data: m.data.iter().map(|&v| (v - lo) * scale).collect(),
-                    ..m
-                })
+                .map(|m| m.map_values(|v| (v - lo) * scale))
                 .collect()
         }
     })
@@ -124,9 +121,9 @@ mod tests {
         // (1, 2, 1, 2): channel 0 = [0, 1], channel 1 = [2, 4]
         let t = Tensor::new(vec![1, 2, 1, 2], vec![0.0, 1.0, 2.0, 4.0]).unwrap();
         let per_map = channel_maps(&t, 0, None, Normalisation::PerMap).unwrap();
-        assert_eq!(per_map[1].data, vec![0.0, 1.0]);
+        assert_eq!(per_map[1].data(), vec![0.0, 1.0]);
         let per_layer = channel_maps(&t, 0, Some(&[1]), Normalisation::PerLayer).unwrap();
-        assert_eq!(per_layer[0].data, vec![0.5, 1.0]);
+        assert_eq!(per_layer[0].data(), vec![0.5, 1.0]);
         assert_eq!(top_channels(&t, 0, 1).unwrap(), vec![1]);
         assert!(channel_maps(&t, 0, Some(&[2]), Normalisation::PerMap).is_err());
     }

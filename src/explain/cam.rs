@@ -13,8 +13,8 @@
 //! The raw map stays at the layer's resolution; `map` is its bilinear upsampling to the input
 //! (half-pixel centres) scaled by (g − min)/(max − min).
 
+use super::Map;
 use super::layout::PixelLayout;
-use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
 use super::util::batch_of;
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
@@ -211,7 +211,7 @@ impl Explainer<'_> {
                 continue;
             }
             let masked = batch_of(chw, masks.len(), |i, out| {
-                let m = &masks[i].1.data;
+                let m = masks[i].1.data();
                 for (o, xc) in out
                     .chunks_exact_mut(h * w)
                     .zip(x.data().chunks_exact(h * w))
@@ -272,7 +272,11 @@ fn weighted_relu_sum(a: &[f32], weights: &[f32], h: usize, w: usize) -> ExplainR
             *s += wk as f64 * v as f64;
         }
     }
-    Map::new(h, w, acc.into_iter().map(|v| v.max(0.0) as f32).collect())
+    Ok(Map::new(
+        h,
+        w,
+        acc.into_iter().map(|v| v.max(0.0) as f32).collect(),
+    )?)
 }
 
 /// Indices of the `max` channels with the largest mean activation (all when `None`), in

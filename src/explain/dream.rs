@@ -550,12 +550,6 @@ fn log_sum_exp(v: &[f32]) -> f32 {
         .ln() as f32
 }
 
-fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| (i, probs[i])).collect()
-}
-
 /// One forward pass of `x` `[1, ..]`: the report and, with `grad`, dJ/dx for
 /// `J = Σ weight · value`. Runs on the inference rewrite of the graph (batch norms folded,
 /// activations fused into their convolutions; cached on the graph) keeping the targets'
@@ -676,7 +670,7 @@ fn forward_objective(
         objective,
         values,
         targets: report_targets,
-        top5: top_k(&probs, 5),
+        top5: crate::models::scores::top_k(&probs, 5),
     };
     Ok((report, dx))
 }

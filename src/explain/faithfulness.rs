@@ -14,7 +14,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::map::Map;
+use super::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
 use super::util::{batch_of, gaussian_blur};
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
@@ -103,10 +103,11 @@ impl Explainer<'_> {
         let chw = single_image_dims(x)?;
         let [c, h, w] = chw;
         let batch = self.batch_size(opts.batch)?;
-        if (map.height, map.width) != (h, w) {
+        if (map.height(), map.width()) != (h, w) {
             return Err(ExplainError::invalid(format!(
                 "the map is {}x{} but the input is {h}x{w}",
-                map.height, map.width
+                map.height(),
+                map.width()
             )));
         }
         if opts.steps == 0 {
@@ -135,7 +136,7 @@ impl Explainer<'_> {
                 x.data().to_vec(),
             ),
         };
-        let order = descending_order(&map.data);
+        let order = descending_order(map.data());
         let counts: Vec<usize> = (0..=opts.steps)
             .map(|s| ((s as f64 * plane as f64 / opts.steps as f64).round() as usize).min(plane))
             .collect();
@@ -259,10 +260,13 @@ pub fn model_randomisation_check(
 }
 
 fn same_size(a: &Map, b: &Map) -> ExplainResult<()> {
-    if (a.height, a.width) != (b.height, b.width) {
+    if (a.height(), a.width()) != (b.height(), b.width()) {
         return Err(ExplainError::invalid(format!(
             "maps of different sizes {}x{} and {}x{}",
-            a.height, a.width, b.height, b.width
+            a.height(),
+            a.width(),
+            b.height(),
+            b.width()
         )));
     }
     Ok(())
@@ -307,14 +311,14 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
 /// Spearman rank correlation of two maps of the same size (0 when one is constant).
 pub fn spearman(a: &Map, b: &Map) -> ExplainResult<f32> {
     same_size(a, b)?;
-    Ok(pearson(&ranks(&a.data), &ranks(&b.data)) as f32)
+    Ok(pearson(&ranks(a.data()), &ranks(b.data())) as f32)
 }
 
 /// Mean structural similarity of two maps in [0, 1] (data range 1): 7x7 uniform windows over
 /// the valid region, sample covariances, C1 = 0.01², C2 = 0.03² (scikit-image's defaults).
 pub fn ssim(a: &Map, b: &Map) -> ExplainResult<f32> {
     same_size(a, b)?;
-    let (h, w) = (a.height, a.width);
+    let (h, w) = (a.height(), a.width());
     let win = 7.min(h).min(w);
     if win < 2 {
         return Err(ExplainError::invalid("SSIM needs maps of at least 2x2"));
@@ -357,7 +361,7 @@ mod tests {
     #[test]
     fn spearman_and_ssim_extremes() {
         let a = Map::new(8, 8, (0..64).map(|i| (i * 7 % 13) as f32).collect()).unwrap();
-        let rev = Map::new(8, 8, a.data.iter().map(|v| -v).collect()).unwrap();
+        let rev = Map::new(8, 8, a.data().iter().map(|v| -v).collect()).unwrap();
         assert!((spearman(&a, &a).unwrap() - 1.0).abs() < 1e-6);
         assert!((spearman(&a, &rev).unwrap() + 1.0).abs() < 1e-6);
         let n = a.normalised();

@@ -17,7 +17,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::map::Map;
+use super::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
 use super::util::{batch_of, gaussian_blur};
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
@@ -361,10 +361,7 @@ fn gather<'a>(
         .collect()
 }
 
-/// A standard normal draw (Box-Muller on two uniforms, u1 in (0, 1]).
+/// A standard normal draw: the first of a Box–Muller pair ([`crate::engine::rng::normal_pair`]).
 pub(crate) fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
-    use rand::RngExt;
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    crate::engine::rng::normal_pair(rng).0 as f32
 }

@@ -10,10 +10,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Map;
 use super::cam::{GradCamVariant, ScoreCamOptions};
 use super::faithfulness::CurveOptions;
 use super::gradient::{IntegratedGradientsOptions, SmoothGradOptions};
-use super::map::Map;
 use super::occlusion::OcclusionOptions;
 use super::target::{Explainer, ResolvedTarget, Target};
 use super::{Control, ExplainError, ExplainResult, single_image_dims};
@@ -376,13 +376,16 @@ mod tests {
                 continue;
             }
             let e = e.unwrap();
-            assert_eq!((e.map.height, e.map.width), (6, 6), "{m}");
+            assert_eq!((e.map.height(), e.map.width()), (6, 6), "{m}");
             assert!(
-                e.map.data.iter().all(|v| (0.0..=1.0).contains(v)),
+                e.map.data().iter().all(|v| (0.0..=1.0).contains(v)),
                 "{m}: {:?}",
-                e.map.data
+                e.map.data()
             );
-            assert!(e.map.data.iter().any(|&v| v > 0.0), "{m}: an all-zero map");
+            assert!(
+                e.map.data().iter().any(|&v| v > 0.0),
+                "{m}: an all-zero map"
+            );
             assert!(e.probability > 0.0 && e.probability < 1.0, "{m}");
             assert_eq!(e.method, m);
             let raw = e.raw.shape().to_vec();

@@ -15,7 +15,6 @@ pub mod dream;
 pub mod faithfulness;
 pub mod gradient;
 pub mod layout;
-pub mod map;
 pub mod method;
 pub mod occlusion;
 pub mod rollout;
@@ -28,7 +27,7 @@ use thiserror::Error;
 
 use crate::engine::{GraphError, OpError, Tensor};
 
-pub use map::Map;
+pub use crate::engine::Map;
 pub use method::{Explanation, FaithfulnessScores, Method, MethodOptions};
 pub use target::{Explainer, ResolvedTarget, ScoreHead, Target};
 

@@ -1,8 +1,8 @@
 //! Occlusion sensitivity (Zeiler & Fergus): slide a patch filled with a constant over the
 //! image and record how much the target score y_c (pre-softmax) drops.
 
+use super::Map;
 use super::gradient::fill_image;
-use super::map::Map;
 use super::target::{Explainer, ResolvedTarget, Target};
 use super::util::batch_of;
 use super::{Control, ExplainError, ExplainResult, single_image_dims};

@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
+use super::Map;
 use super::layout::{NO_PIXEL, PixelLayout};
-use super::map::Map;
 use super::target::Explainer;
 use super::{ExplainError, ExplainResult, single_image_dims};
 use crate::engine::graph::ValueId;

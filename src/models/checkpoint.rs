@@ -200,15 +200,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 
 /// Flushes a directory's entries (new names after create/rename) to disk.
 fn sync_dir(path: &Path) -> Result<(), ModelError> {
-    #[cfg(unix)]
-    {
-        fs::File::open(path)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(path, "cannot flush the directory to disk", e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+    crate::io::sync_dir(path).map_err(|e| io_err(path, "cannot flush the directory to disk", e))
 }
 
 /// A hidden sibling of `dir` that no other save uses.
@@ -290,30 +282,6 @@ fn write_then_swap(
             .map_err(|e| io_err(&old, "cannot remove the previous checkpoint", e))?;
     }
     Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary sibling file (synced) and a rename, so that a
-/// crash or a full disk never leaves half a file under the real name; the temporary file is
-/// removed when anything fails.
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Saves a model's description and current parameters.

@@ -135,7 +135,7 @@ impl ModelPreset {
     /// returns its path.
     pub fn write_sidecar(&self, model: &Path) -> Result<PathBuf, ModelError> {
         let path = Self::sidecar_path(model);
-        super::write_file_atomically(&path, self.to_ron()?.as_bytes())
+        crate::io::write_atomically(&path, self.to_ron()?.as_bytes())
             .map_err(|e| ModelError::file(&path, format!("cannot write: {e}")))?;
         Ok(path)
     }

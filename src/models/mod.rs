@@ -18,9 +18,7 @@ use thiserror::Error;
 
 use crate::engine::GraphError;
 
-pub use checkpoint::{
-    load_checkpoint, load_model, save_checkpoint, save_model, write_file_atomically,
-};
+pub use checkpoint::{load_checkpoint, load_model, save_checkpoint, save_model};
 pub use description::{Channels, Layout, ModelDescription, ParamDesc, Preprocess, Resize, Weights};
 pub use presets::{BUNDLED, SmileCnnConfig, bundled, smile_cnn};
 

@@ -5,7 +5,7 @@ use image::{Rgba, RgbaImage, imageops};
 use super::colormap::Colormap;
 use super::font::{draw_number, number_width};
 use super::heatmap::map_to_image;
-use crate::explain::Map;
+use crate::engine::Map;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct GridOptions {

@@ -3,11 +3,11 @@
 use image::{Rgba, RgbaImage};
 
 use super::colormap::Colormap;
-use crate::explain::Map;
+use crate::engine::Map;
 
 /// Colours a map whose values are in [0, 1], one pixel per value.
 pub fn map_to_image(map: &Map, cmap: Colormap) -> RgbaImage {
-    RgbaImage::from_fn(map.width as u32, map.height as u32, |x, y| {
+    RgbaImage::from_fn(map.width() as u32, map.height() as u32, |x, y| {
         let [r, g, b] = cmap.rgb(map.get(y as usize, x as usize));
         Rgba([r, g, b, 255])
     })
@@ -17,15 +17,12 @@ pub fn map_to_image(map: &Map, cmap: Colormap) -> RgbaImage {
 /// magnitude, for diverging colormaps.
 pub fn signed_to_unit(map: &Map) -> Map {
     let m = map
-        .data
+        .data()
         .iter()
         .filter(|v| v.is_finite())
         .fold(0.0f32, |m, v| m.max(v.abs()));
     let scale = if m > 0.0 { 0.5 / m } else { 0.0 };
-    Map {
-        data: map.data.iter().map(|&v| 0.5 + v * scale).collect(),
-        ..map.clone()
-    }
+    map.map_values(|v| 0.5 + v * scale)
 }
 
 /// The photo with the map blended on top: `(1 - alpha) * photo + alpha * colour`. The map is
@@ -56,7 +53,7 @@ mod tests {
         assert_eq!(out.get_pixel(0, 0).0, [100, 50, 0, 255]);
         assert_eq!(out.get_pixel(3, 1).0, [228, 178, 128, 255]);
         let s = signed_to_unit(&Map::new(1, 3, vec![-2.0, 0.0, 1.0]).unwrap());
-        assert_eq!(s.data, vec![0.0, 0.5, 0.75]);
+        assert_eq!(s.data(), vec![0.0, 0.5, 0.75]);
         assert_eq!(
             map_to_image(&map, Colormap::Gray).get_pixel(1, 0).0,
             [255, 255, 255, 255]

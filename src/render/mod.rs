@@ -50,5 +50,5 @@ where
         msg,
     };
     let bytes = png_bytes(img).map_err(|e| write_error(e.to_string()))?;
-    crate::models::write_file_atomically(path, &bytes).map_err(|e| write_error(e.to_string()))
+    crate::io::write_atomically(path, &bytes).map_err(|e| write_error(e.to_string()))
 }

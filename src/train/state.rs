@@ -73,7 +73,7 @@ pub fn save(dir: &Path, model: &Model, mut state: TrainState) -> Result<(), Mode
     let text = serde_json::to_string_pretty(&state)
         .map_err(|e| ModelError::Other(format!("cannot encode the training state: {e}")))?;
     let path = dir.join(STATE_FILE);
-    models::write_file_atomically(&path, text.as_bytes())
+    crate::io::write_atomically(&path, text.as_bytes())
         .map_err(|e| ModelError::file(&path, format!("cannot write the training state ({e})")))
 }
 

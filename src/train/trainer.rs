@@ -77,26 +77,21 @@ impl Head {
         Ok((loss, d, correct))
     }
 
-    /// Class probabilities `[n, k]` flat (sigmoid → (1 − p, p) for a single logit).
+    /// Class probabilities `[n, k]` flat (sigmoid → (1 − p, p) for a single logit), by the
+    /// same functions as `convscope predict` ([`crate::models::scores`]).
     fn probabilities(self, logits: &Tensor) -> Vec<f32> {
+        use crate::models::scores;
         match self {
             Head::Binary => logits
                 .data()
                 .iter()
-                .flat_map(|&z| {
-                    let p = 1.0 / (1.0 + (-z).exp());
-                    [1.0 - p, p]
-                })
+                .flat_map(|&z| scores::probabilities(&[z]))
                 .collect(),
+            // logits, never a distribution already: always softmaxed
             Head::Softmax(k) => logits
                 .data()
                 .chunks_exact(k)
-                .flat_map(|row| {
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let e: Vec<f32> = row.iter().map(|&v| (v - max).exp()).collect();
-                    let s: f32 = e.iter().sum();
-                    e.into_iter().map(move |v| v / s)
-                })
+                .flat_map(scores::softmax)
                 .collect(),
         }
     }

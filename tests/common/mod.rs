@@ -263,3 +263,31 @@ pub fn logits_and_input_gradient(
         .expect("the input gradient");
     (logits, kept, d_x)
 }
+
+/// `tests/fixtures/onnx/<name>` (made by tools/make_onnx_fixtures.py or make_keras_fixture.py).
+pub fn onnx_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
+}
+
+/// A float32 `.npy` beside the ONNX fixtures, named in the failure.
+pub fn onnx_npy(name: &str) -> Tensor {
+    let path = onnx_fixture(name);
+    let a: ArrayD<f32> = ndarray_npy::read_npy(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (see tools/README.md)", path.display()));
+    Tensor::from_array(a)
+}
+
+/// The graph's first output for `x` in evaluation mode.
+pub fn eval_output(g: &Graph, x: &Tensor) -> Tensor {
+    let pass = g
+        .forward(
+            std::slice::from_ref(x),
+            &convscope::engine::ForwardOptions::eval(),
+        )
+        .unwrap_or_else(|e| panic!("forward pass: {e}"));
+    g.lookup(&pass, g.outputs()[0])
+        .unwrap_or_else(|| panic!("the forward pass lost the output"))
+        .clone()
+}

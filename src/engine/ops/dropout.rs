@@ -5,6 +5,7 @@
 //! output of a SplitMix64 stream seeded with `seed`. Any chunking of the work therefore gives
 //! the same mask, whatever the number of threads.
 
+use crate::engine::rng::{GOLDEN, mix64};
 use crate::engine::simd;
 use rayon::prelude::*;
 
@@ -16,11 +17,7 @@ use crate::engine::tensor::Tensor;
 /// [0, 2^24), i.e. a uniform number in [0, 1) in units of 2^-24.
 #[inline(always)]
 fn uniform24(seed: u64, i: u64) -> u32 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 40) as u32
+    (mix64(seed.wrapping_add(i.wrapping_add(1).wrapping_mul(GOLDEN))) >> 40) as u32
 }
 
 /// `1/(1-p)` and the 24-bit threshold `ceil(p * 2^24)` below which an element is dropped

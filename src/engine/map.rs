@@ -1,21 +1,24 @@
 //! [`Map`]: a single-channel 2-D float image `[h, w]` (a heat map, one activation channel), with
-//! the resampling and normalisation every explanation shares.
+//! the resampling and normalisation every explanation shares. It lives in the engine, below
+//! both `explain` (which makes maps) and `render` (which colours them), so that neither imports
+//! the other.
 
-use super::{ExplainError, ExplainResult};
-use crate::engine::Tensor;
+use super::error::OpError;
+use super::tensor::Tensor;
 
+/// Row-major `(height, width)` values. The fields are private so that `height · width ==
+/// data.len()` always holds: every constructor checks it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Map {
-    pub height: usize,
-    pub width: usize,
-    /// Row-major `(height, width)`.
-    pub data: Vec<f32>,
+    height: usize,
+    width: usize,
+    data: Vec<f32>,
 }
 
 impl Map {
-    pub fn new(height: usize, width: usize, data: Vec<f32>) -> ExplainResult<Self> {
+    pub fn new(height: usize, width: usize, data: Vec<f32>) -> Result<Self, OpError> {
         if height.checked_mul(width) != Some(data.len()) {
-            return Err(ExplainError::invalid(format!(
+            return Err(OpError::new(format!(
                 "a {height}x{width} map needs {} values, got {}",
                 height.saturating_mul(width),
                 data.len()
@@ -28,6 +31,32 @@ impl Map {
         })
     }
 
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The values, row-major `(height, width)`.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The values, to change in place (the shape stays).
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// The same shape with every value mapped by `f`.
+    pub fn map_values(&self, f: impl Fn(f32) -> f32) -> Map {
+        Map {
+            data: self.data.iter().map(|&v| f(v)).collect(),
+            ..*self
+        }
+    }
+
     pub fn zeros(height: usize, width: usize) -> Self {
         Self {
             height,
@@ -37,12 +66,12 @@ impl Map {
     }
 
     /// A map from a tensor `[h, w]`, `[1, h, w]` or `[1, 1, h, w]`.
-    pub fn from_tensor(t: &Tensor) -> ExplainResult<Self> {
+    pub fn from_tensor(t: &Tensor) -> Result<Self, OpError> {
         let s = t.shape();
         let hw = match s {
             &[h, w] | &[1, h, w] | &[1, 1, h, w] => (h, w),
             _ => {
-                return Err(ExplainError::invalid(format!(
+                return Err(OpError::new(format!(
                     "a map needs a tensor [h, w] (or [1, h, w], [1, 1, h, w]), got {s:?}"
                 )));
             }
@@ -140,11 +169,11 @@ impl Map {
     }
 
     /// max over channels of |t| for one image `[c, h, w]` or `[1, c, h, w]`.
-    pub fn channel_max_abs(t: &Tensor) -> ExplainResult<Map> {
+    pub fn channel_max_abs(t: &Tensor) -> Result<Map, OpError> {
         let (c, h, w) = match t.shape() {
             &[c, h, w] | &[1, c, h, w] => (c, h, w),
             s => {
-                return Err(ExplainError::invalid(format!(
+                return Err(OpError::new(format!(
                     "channel maximum needs [c, h, w] or [1, c, h, w], got {s:?}"
                 )));
             }
