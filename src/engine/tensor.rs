@@ -51,9 +51,10 @@ pub const MAX_ELEMENTS: usize = 1 << 32;
 pub struct Tensor {
     shape: Vec<usize>,
     data: Vec<f32>,
-    /// A kernel's prepared form of `data` ([`Tensor::prepared`]), made on first use and dropped
-    /// by every change through `&mut self`; a clone starts without one.
-    prepared: OnceLock<(Prepared, Vec<f32>)>,
+    /// Kernels' prepared forms of `data` ([`Tensor::prepared`]), one slot per [`Prepared`]
+    /// kind, each made on first use and all dropped by every change through `&mut self`; a
+    /// clone starts without them.
+    prepared: [OnceLock<Vec<f32>>; Prepared::COUNT],
 }
 
 /// What a tensor's prepared form is.
@@ -63,6 +64,22 @@ pub enum Prepared {
     /// passes would otherwise transform the same weights on every call (VGG16: 14.7 M weights
     /// read and 26 M written per pass, and again for d_x).
     Winograd2x2,
+    /// The same transform laid out for d_x ([`Prepared::Winograd2x2`] of the kernels turned by
+    /// 180° with their channel axes swapped): the GEMM then reads a plain row-major operand
+    /// where the transposed view of the forward's took VGG16's 512→512 @28² d_x 1.5–2x the
+    /// forward's time at AVX2 (BENCHMARKS.md, session 13).
+    Winograd2x2Turned,
+}
+
+impl Prepared {
+    const COUNT: usize = 2;
+
+    fn slot(self) -> usize {
+        match self {
+            Prepared::Winograd2x2 => 0,
+            Prepared::Winograd2x2Turned => 1,
+        }
+    }
 }
 
 impl Clone for Tensor {
@@ -106,23 +123,30 @@ impl Tensor {
         Self {
             shape,
             data,
-            prepared: OnceLock::new(),
+            prepared: Default::default(),
         }
     }
 
     /// The data's prepared form `kind`, made by `make` from the data on first use and kept
-    /// until the tensor changes. A tensor holds one prepared form: another kind is made afresh
-    /// on every call. `make` runs outside the cell's lock (it may use rayon, whose work
-    /// stealing could bring this same call back onto a thread waiting for the lock); two
+    /// until the tensor changes. `make` runs outside the cell's lock (it may use rayon, whose
+    /// work stealing could bring this same call back onto a thread waiting for the lock); two
     /// first calls at once both make it and the first stored is kept.
     pub fn prepared(&self, kind: Prepared, make: impl Fn(&[f32]) -> Vec<f32>) -> Cow<'_, [f32]> {
-        if self.prepared.get().is_none() {
+        let cell = &self.prepared[kind.slot()];
+        if cell.get().is_none() {
             // a lost race only drops the second copy
-            let _ = self.prepared.set((kind, make(&self.data)));
+            let _ = cell.set(make(&self.data));
         }
-        match self.prepared.get() {
-            Some((held, data)) if *held == kind => Cow::Borrowed(data),
-            _ => Cow::Owned(make(&self.data)),
+        match cell.get() {
+            Some(data) => Cow::Borrowed(data),
+            None => Cow::Owned(make(&self.data)),
+        }
+    }
+
+    /// Drops every prepared form: they were made from the old data.
+    fn forget_prepared(&mut self) {
+        for cell in &mut self.prepared {
+            cell.take();
         }
     }
 
@@ -199,7 +223,7 @@ impl Tensor {
     }
 
     pub fn data_mut(&mut self) -> &mut [f32] {
-        self.prepared.take(); // made from the old data
+        self.forget_prepared();
         &mut self.data
     }
 
@@ -227,7 +251,7 @@ impl Tensor {
 
     /// `self += other` element-wise; shapes must be equal.
     pub fn add_assign(&mut self, other: &Tensor) -> Result<(), OpError> {
-        self.prepared.take(); // made from the old data
+        self.forget_prepared();
         if self.shape != other.shape {
             return Err(OpError(format!(
                 "cannot add shapes {:?} and {:?}",
@@ -289,7 +313,7 @@ mod tests {
             "made twice"
         );
         assert!(
-            t.clone().prepared.get().is_none(),
+            t.clone().prepared.iter().all(|c| c.get().is_none()),
             "a clone shares the prepared form"
         );
         t.data_mut()[0] = 5.0;
@@ -304,6 +328,22 @@ mod tests {
             &[12.0, 6.0, 8.0]
         );
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+        // kinds have their own slots: a second kind neither evicts nor is mistaken for the first
+        let triple = |d: &[f32]| -> Vec<f32> { d.iter().map(|v| 3.0 * v).collect() };
+        assert_eq!(
+            &*t.prepared(Prepared::Winograd2x2Turned, triple),
+            &[18.0, 9.0, 12.0]
+        );
+        assert_eq!(
+            &*t.prepared(Prepared::Winograd2x2, double),
+            &[12.0, 6.0, 8.0]
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+        t.data_mut()[0] = 0.0;
+        assert_eq!(
+            &*t.prepared(Prepared::Winograd2x2Turned, triple),
+            &[0.0, 9.0, 12.0]
+        );
     }
 
     /// Every position (in the vector lanes and in the tail) and every kind of non-finite

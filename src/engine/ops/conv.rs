@@ -836,7 +836,8 @@ pub fn backward(
         } else if g.is_depthwise() {
             depthwise::depthwise_backward_x(&g, wd, dyd, d_x.data_mut());
         } else if winograd::prefers_backward_x(&g) {
-            winograd::backward_x(&g, &winograd::transformed(w), dyd, d_x.data_mut());
+            let u = winograd::transformed_for_backward_x(&g, w);
+            winograd::backward_x(&g, &u, dyd, d_x.data_mut());
         } else if !g.is_pointwise() && direct::prefers_backward_x(&g) {
             direct::backward_x(&g, wd, dyd, d_x.data_mut());
         } else if !g.is_pointwise() {
@@ -1358,7 +1359,9 @@ mod tests {
                         winograd::forward(&g, ops, &u, &mut y);
                         let mut dx = vec![f32::NAN; x.numel()];
                         if direct::backward_x_applies(&g) {
-                            winograd::backward_x(&g, &u, dy.data(), &mut dx);
+                            let turned = winograd::turned_weights(&g, wt.data());
+                            let ut = winograd::transform_weights(&turned, g.groups * g.cg, g.og);
+                            winograd::backward_x(&g, &ut, dy.data(), &mut dx);
                         }
                         (y, dx)
                     })

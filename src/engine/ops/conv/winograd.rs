@@ -10,10 +10,11 @@
 //! direct sum by rounding of the same order (VGG16's logits: 1.6e-6 from PyTorch's either way).
 //!
 //! The computation is the same [`Corr`] as the direct kernel's. d_x is a correlation of d_y
-//! with the kernel turned by 180° and its channel axes swapped; turning a kernel reverses G's
-//! columns, which is G with rows 0 and 3 swapped, so the turned kernel's transform is the
-//! kernel's with rows and columns 0 and 3 swapped. d_x therefore reads the forward's U,
-//! transposed, at the swapped position ([`swap_0_3`]); one weight transform serves both.
+//! with the kernel turned by 180° and its channel axes swapped, so it runs the same code on
+//! the turned kernels' transform ([`transformed_for_backward_x`]), kept with the weights beside
+//! the forward's. (Reading the forward's U transposed at the mirrored positions gives the same
+//! products without a second transform, but the GEMM's transposed operand made d_x of VGG16's
+//! 512→512 layers 1.5–2x slower than their forward pass.)
 //!
 //! Tiles are cut into chunks of whole tile rows of one plane so that a chunk's V and M stay in
 //! cache; each chunk runs input transform → 16 GEMMs → output transform. Every chunk is the same
@@ -64,6 +65,39 @@ pub(super) fn prefers_forward(g: &Geom) -> bool {
     applies(g) && (wide || (channels >= 128 && tiles >= 49) || (channels >= 64 && tiles >= 784))
 }
 
+/// The turned kernels' U `(groups·cg, 16·og)` ([`turned_weights`] through
+/// [`transform_weights`]), kept with the weight tensor `w` `(c_out, cg, 3, 3)` until it changes.
+pub(super) fn transformed_for_backward_x<'w>(g: &Geom, w: &'w Tensor) -> Cow<'w, [f32]> {
+    w.prepared(Prepared::Winograd2x2Turned, |w| {
+        transform_weights(&turned_weights(g, w), g.groups * g.cg, g.og)
+    })
+}
+
+/// The kernels of `w` `(groups·og, cg, 3, 3)` turned by 180° with their channel axes swapped
+/// per group: `(groups·cg, og, 3, 3)`, w'[grp, ci, co] = rot180(w[grp, co, ci]). d_x is the
+/// forward correlation of d_y with these.
+pub(super) fn turned_weights(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (og, cg) = (g.og, g.cg);
+    let mut turned = vec![0.0f32; w.len()];
+    if og * cg == 0 {
+        return turned;
+    }
+    // one output row of w' per (group, input channel); rows are disjoint, so in parallel
+    turned
+        .par_chunks_mut(og * 9)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (grp, ci) = (row / cg, row % cg);
+            for (co, k) in dst.chunks_exact_mut(9).enumerate() {
+                let src = &w[((grp * og + co) * cg + ci) * 9..][..9];
+                for (t, v) in k.iter_mut().enumerate() {
+                    *v = src[8 - t];
+                }
+            }
+        });
+    turned
+}
+
 /// Whether d_x should take [`backward_x`]: where the forward pass would and the mirrored
 /// padding is not negative ([`super::direct::backward_x_applies`]). With the transform kept
 /// (session 12) it also wins on small planes, where GEMM + col2im had been as fast: ResNet50's
@@ -92,7 +126,8 @@ pub(super) fn forward(g: &Geom, ops: ForwardOperands<'_>, u: &[f32], y: &mut [f3
 }
 
 /// d_x `(n, c_in, h, w)` from d_y `(n, c_out, oh, ow)` for the geometries of
-/// [`prefers_backward_x`], with `u` the weights' transform ([`transformed`]).
+/// [`prefers_backward_x`], with `u` the turned kernels' transform
+/// ([`transformed_for_backward_x`]).
 pub(super) fn backward_x(g: &Geom, u: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     let plain = Epilogue {
         bias: None,
@@ -101,8 +136,8 @@ pub(super) fn backward_x(g: &Geom, u: &[f32], d_y: &[f32], d_x: &mut [f32]) {
     correlate(g, u, true, d_y, d_x, plain);
 }
 
-/// The forward correlation (x → y) or, `turned`, d_x's (d_y → d_x), with U the weights'
-/// transform.
+/// The forward correlation (x → y) with U the weights' transform or, `turned`, d_x's (d_y →
+/// d_x) with U the turned kernels' transform.
 fn correlate(
     g: &Geom,
     u: &[f32],
@@ -194,42 +229,31 @@ simd::kernel! {
     }
 }
 
-/// ξ = 4a + b with a and b each mapped 0 ↔ 3: the position in a kernel's transform that holds
-/// position ξ of the turned kernel's.
-fn swap_0_3(xi: usize) -> usize {
-    let turn = |i: usize| match i {
-        0 => 3,
-        3 => 0,
-        i => i,
-    };
-    4 * turn(xi / 4) + turn(xi % 4)
-}
-
 /// The transformed kernels as the 16 GEMMs' left operands.
 struct Kernels<'a> {
-    /// `(c_out, 16·cg)`, from [`transform_weights`]
+    /// `(c_out, 16·cg)` from [`transform_weights`], or for d_x `(groups·cg, 16·og)` from
+    /// [`transformed_for_backward_x`]
     u: &'a [f32],
     g: &'a Geom,
-    /// d_x: the kernels turned by 180° with the channel axes swapped
+    /// d_x: `u` holds the kernels turned by 180° with the channel axes swapped
     turned: bool,
 }
 
 impl Kernels<'_> {
-    /// U_ξ of group `grp`: `(og, cg)` for the forward pass, `(cg, og)` for d_x.
+    /// U_ξ of group `grp`, row-major: `(og, cg)` for the forward pass, `(cg, og)` for d_x.
     fn at(&self, grp: usize, xi: usize) -> MatRef<'_> {
-        let (og, cg) = (self.g.og, self.g.cg);
-        let row = XI * cg;
-        let plain = |xi: usize| MatRef {
-            data: &self.u[grp * og * row + xi * cg..],
-            rows: og,
-            cols: cg,
+        let (rows, cols) = if self.turned {
+            (self.g.cg, self.g.og)
+        } else {
+            (self.g.og, self.g.cg)
+        };
+        let row = XI * cols;
+        MatRef {
+            data: &self.u[grp * rows * row + xi * cols..],
+            rows,
+            cols,
             rs: row,
             cs: 1,
-        };
-        if self.turned {
-            plain(swap_0_3(xi)).t()
-        } else {
-            plain(xi)
         }
     }
 }
