@@ -340,3 +340,58 @@ fn resume_continues_to_the_requested_epoch_count() {
     );
     eprintln!("{:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// The bundled smile CNN trained on three classes gets one score per class, as the window
+/// builds it (`train::arch::model_and_data`); it used to keep its single logit on the command
+/// line and stop at the head.
+#[test]
+fn the_smile_cnn_is_sized_to_the_data_s_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("three");
+    for (c, class) in ["ants", "bees", "cats"].iter().enumerate() {
+        for i in 0..4u8 {
+            write_png(
+                &data.join(class).join(format!("{i}.png")),
+                40,
+                30,
+                (c as u8) * 60 + i,
+                false,
+            );
+        }
+    }
+    let out = tmp.path().join("run");
+    let o = convscope(&[
+        "train",
+        "--arch",
+        "smile-cnn",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--val-fraction",
+        "0",
+        "--test-fraction",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let p = convscope(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        data.join("bees/0.png").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(p.status.success(), "{}", text(&p.stderr));
+    let v = &json_lines(&p)[0];
+    assert_eq!(v["logits"].as_array().map(Vec::len), Some(3), "{v}");
+    let label = v["top"][0]["label"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(["ants", "bees", "cats"].contains(&label.as_str()), "{v}");
+}

@@ -23,7 +23,7 @@ use crate::engine::Tensor;
 use crate::engine::optim::OptimizerConfig;
 use crate::explain::cam::GradCamVariant;
 use crate::explain::{Explainer, Target};
-use crate::models::{Model, SmileCnnConfig, Weights, smile_cnn};
+use crate::models::{Model, Weights};
 use crate::render::colormap::Colormap;
 use crate::render::filters::filter_tiles;
 use crate::render::heatmap::overlay;
@@ -276,24 +276,16 @@ fn probe_cam(
     Some(overlay(picture, &cam.map, Colormap::Jet, 0.5))
 }
 
-fn build_model(settings: &TrainSettings, classes: usize) -> Result<Model, String> {
+/// What `train::arch::model_and_data` reads for the chosen architecture.
+fn arch_spec(settings: &TrainSettings) -> Result<&str, String> {
     match settings.arch {
-        ArchChoice::SmileCnn => {
-            let cfg = SmileCnnConfig {
-                outputs: if classes <= 2 { 1 } else { classes },
-                ..SmileCnnConfig::default()
-            };
-            let (description, weights) =
-                smile_cnn(&cfg, settings.seed).map_err(|e| e.to_string())?;
-            let graph = description.build(weights).map_err(|e| e.to_string())?;
-            Ok(Model { description, graph })
-        }
+        ArchChoice::SmileCnn => Ok("smile-cnn"),
         ArchChoice::File => {
             let f = settings.arch_file.trim();
             if f.is_empty() {
                 return Err("choose a model description (.ron) or checkpoint folder first".into());
             }
-            train::arch::load_arch(f, settings.seed).map_err(|e| e.to_string())
+            Ok(f)
         }
     }
 }
@@ -310,25 +302,15 @@ fn relay(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    // The class count decides the head, so read the data with the preset's input first.
-    let probe_model = match build_model(&settings, 2) {
-        Ok(m) => m,
+    // The same model and data as `convscope train` builds (the smile CNN's head sized to the
+    // data's classes).
+    let arch = match arch_spec(&settings) {
+        Ok(a) => a,
         Err(e) => return fail(e),
     };
-    let data = match spec.build(
-        probe_model.graph.input_shape(),
-        &probe_model.description.preprocess,
-    ) {
-        Ok(d) => d,
+    let (mut model, data) = match train::arch::model_and_data(arch, settings.seed, &spec) {
+        Ok(md) => md,
         Err(e) => return fail(e.to_string()),
-    };
-    let mut model = if data.classes.len() <= 2 {
-        probe_model
-    } else {
-        match build_model(&settings, data.classes.len()) {
-            Ok(m) => m,
-            Err(e) => return fail(e),
-        }
     };
     model.description.labels = data.classes.clone();
     let probe = probe_of(&data);

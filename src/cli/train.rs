@@ -245,7 +245,7 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         ..TrainConfig::default()
     };
     cfg.validate().map_err(|e| CliError(e.to_string()))?;
-    let mut model = if args.resume {
+    let (mut model, data) = if args.resume {
         let (model, st) = state::load(&args.out).map_err(|e| CliError(format!("--resume: {e}")))?;
         let done = st.map_or(0, |s| s.epochs_done);
         if done >= args.epochs {
@@ -257,13 +257,14 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         }
         cfg.start_epoch = done;
         cfg.epochs = args.epochs - done;
-        model
+        let data = data_spec(args)
+            .build(model.graph.input_shape(), &model.description.preprocess)
+            .map_err(|e| CliError(e.to_string()))?;
+        (model, data)
     } else {
-        arch::load_arch(&args.arch, args.seed).map_err(|e| CliError(e.to_string()))?
+        arch::model_and_data(&args.arch, args.seed, &data_spec(args))
+            .map_err(|e| CliError(e.to_string()))?
     };
-    let data = data_spec(args)
-        .build(model.graph.input_shape(), &model.description.preprocess)
-        .map_err(|e| CliError(e.to_string()))?;
     report_skipped(&data.skipped);
     if args.new_head && !args.resume {
         let head = crate::models::head::NewHead {

@@ -41,6 +41,32 @@ pub fn load_arch(spec: &str, seed: u64) -> TrainResult<Model> {
     build(description, weights)
 }
 
+/// The model and data of a new run, as the command line and the window both build them: the
+/// data is read for `arch`'s input and preset ([`load_arch`]), then the bundled smile CNN gets
+/// a head sized to the data's classes (one logit for two classes, one score per class
+/// otherwise). Other architectures keep theirs; `--new-head` replaces it afterwards.
+pub fn model_and_data(
+    arch: &str,
+    seed: u64,
+    spec: &super::DataSpec,
+) -> TrainResult<(Model, super::TrainData)> {
+    let model = load_arch(arch, seed)?;
+    let data = spec.build(model.graph.input_shape(), &model.description.preprocess)?;
+    let bundled_smile = arch == "smile-cnn" && !Path::new(arch).exists();
+    let model = if bundled_smile && data.classes.len() > 2 {
+        let cfg = models::presets::SmileCnnConfig {
+            outputs: data.classes.len(),
+            ..models::presets::SmileCnnConfig::default()
+        };
+        let (description, weights) = models::presets::smile_cnn(&cfg, seed)
+            .map_err(|e| TrainError::invalid(e.to_string()))?;
+        build(description, weights)?
+    } else {
+        model
+    };
+    Ok((model, data))
+}
+
 fn build(description: ModelDescription, weights: Weights) -> TrainResult<Model> {
     let graph = description
         .build(weights)
