@@ -204,7 +204,8 @@ pub fn resize_f32(
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pixels {
     U8(Vec<u8>),
-    /// Values on the 0..=255 scale.
+    /// Values on the [0, 1] scale, as decoded (16-bit, float and synthetic images): kept as
+    /// they are, so that an image that needs no resampling reaches the model unrounded.
     F32(Vec<f32>),
 }
 
@@ -241,7 +242,7 @@ impl Image {
             .collect();
         let pixels = match bytes {
             Some(b) => Pixels::U8(b),
-            None => Pixels::F32(planes.iter().map(|v| v * 255.0).collect()),
+            None => Pixels::F32(planes),
         };
         Self {
             pixels,
@@ -313,6 +314,14 @@ impl Image {
     pub fn values(&self) -> Vec<f32> {
         match &self.pixels {
             Pixels::U8(p) => p.iter().map(|&v| v as f32).collect(),
+            Pixels::F32(p) => p.iter().map(|v| v * 255.0).collect(),
+        }
+    }
+
+    /// Values on the [0, 1] scale (bytes / 255), `(c, h, w)`.
+    pub fn unit_values(&self) -> Vec<f32> {
+        match &self.pixels {
+            Pixels::U8(p) => p.iter().map(|&v| v as f32 / 255.0).collect(),
             Pixels::F32(p) => p.clone(),
         }
     }

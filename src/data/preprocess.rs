@@ -171,8 +171,7 @@ impl Preprocess {
         let (h, w) = (fitted.height, fitted.width);
         // Channel conversion after resizing: PIL's convert("L") would come first, but luma is
         // linear, so the order only changes rounding.
-        let planes = convert_channels(fitted.values(), fitted.channels, c, h * w)?; // (c, h, w), 0..=255
-        let unit: Vec<f32> = planes.iter().map(|v| v / 255.0).collect();
+        let unit = convert_channels(fitted.unit_values(), fitted.channels, c, h * w)?; // (c, h, w)
         Ok(Tensor::new(vec![c, h, w], unit)?)
     }
 
@@ -283,10 +282,7 @@ mod tests {
             .raw_from_unit_planes(vec![0.1, 0.2, 0.3, 0.4], 1, 2, 2)
             .unwrap();
         assert_eq!(t.shape(), &[3, 2, 2]);
-        let want: Vec<f32> = [0.1f32, 0.2, 0.3, 0.4].repeat(3);
-        for (a, b) in t.data().iter().zip(&want) {
-            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
-        }
+        assert_eq!(t.data(), &[0.1, 0.2, 0.3, 0.4].repeat(3)[..]);
     }
 
     #[test]

@@ -20,11 +20,6 @@ pub fn validate(preset: &Preprocess) -> Result<(), ModelError> {
     preset.validate().map_err(other)
 }
 
-/// Number of input channels a preset produces.
-pub fn channel_count(preset: &Preprocess) -> usize {
-    preset.channel_count()
-}
-
 /// A decoded image to the model input `[1, c, h, w]` (NCHW) or `[1, h, w, c]` (NHWC).
 pub fn image_to_tensor(image: &Image, preset: &Preprocess) -> Result<Tensor, ModelError> {
     preset.image_to_tensor(image).map_err(other)

@@ -14,11 +14,7 @@ pub fn load_arch(spec: &str, seed: u64) -> TrainResult<Model> {
     if path.is_dir() {
         return models::load_model(path).map_err(|e| TrainError::invalid(e.to_string()));
     }
-    if path.is_file()
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-    {
+    if is_onnx_file(path) {
         return models::bundled::open_onnx(path)
             .map(|(model, _)| model)
             .map_err(|e| TrainError::invalid(e.to_string()));
@@ -52,7 +48,9 @@ pub fn model_and_data(
 ) -> TrainResult<(Model, super::TrainData)> {
     let model = load_arch(arch, seed)?;
     let data = spec.build(model.graph.input_shape(), &model.description.preprocess)?;
-    let bundled_smile = arch == "smile-cnn" && !Path::new(arch).exists();
+    // in load_arch's order: a folder or an .onnx file of that name comes first
+    let path = Path::new(arch);
+    let bundled_smile = arch == "smile-cnn" && !path.is_dir() && !is_onnx_file(path);
     let model = if bundled_smile && data.classes.len() > 2 {
         let cfg = models::presets::SmileCnnConfig {
             outputs: data.classes.len(),
@@ -65,6 +63,13 @@ pub fn model_and_data(
         model
     };
     Ok((model, data))
+}
+
+fn is_onnx_file(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 fn build(description: ModelDescription, weights: Weights) -> TrainResult<Model> {

@@ -26,9 +26,10 @@ impl ModelInput {
     /// Checks the preset against the graph's input shape `input_shape` (`[n, c, h, w]` or
     /// `[n, h, w, c]` by the preset's layout).
     pub fn new(preprocess: &Preprocess, input_shape: &[usize]) -> ExplainResult<Self> {
-        crate::models::preprocess::validate(preprocess)
+        preprocess
+            .validate()
             .map_err(|e| ExplainError::invalid(e.to_string()))?;
-        let c = crate::models::preprocess::channel_count(preprocess);
+        let c = preprocess.channel_count();
         let [h, w] = preprocess.size;
         let want: [usize; 3] = match preprocess.layout {
             Layout::Nchw => [c, h, w],
