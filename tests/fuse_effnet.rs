@@ -1,4 +1,4 @@
-//! The inference rewrite (`engine::fuse`) on EfficientNet-Lite0 as imported from ONNX: the fused
+//! The inference rewrite (`engine::graph::fuse`) on EfficientNet-Lite0 as imported from ONNX: the fused
 //! graph computes the same logits, the same input gradient of a logit (what saliency and
 //! Grad-CAM take) and the same kept activation (Grad-CAM's layer) as the imported graph.
 
@@ -6,8 +6,8 @@
 
 mod common;
 
-use convscope::engine::fuse::fuse_for_inference;
 use convscope::engine::gradcheck::test_tensor;
+use convscope::engine::graph::fuse::fuse_for_inference;
 use convscope::engine::{Graph, Tensor};
 
 /// Grad-CAM's default layer on this model.

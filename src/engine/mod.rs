@@ -1,7 +1,6 @@
 //! The CNN engine: tensors, ops, graphs, gradients, losses and optimisers. No UI, no files.
 
 pub mod error;
-pub mod fuse;
 pub mod gemm;
 mod gemm_portable;
 pub mod gradcheck;
@@ -14,7 +13,6 @@ pub mod optim;
 pub mod rng;
 pub mod simd;
 pub mod tensor;
-mod train_fusion;
 
 pub use error::{GraphError, OpError};
 pub use graph::{

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use super::layout::{Layouts, PixelLayout};
 use super::{ExplainError, ExplainResult};
-use crate::engine::fuse::{InferenceGraph, names_of};
 use crate::engine::graph::ValueId;
+use crate::engine::graph::fuse::{InferenceGraph, names_of};
 use crate::engine::ops::Activation;
 use crate::engine::{
     BackwardRequest, ForwardOptions, ForwardPass, Gradients, Graph, Keep, Op, Tensor,

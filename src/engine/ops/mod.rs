@@ -50,7 +50,7 @@ pub enum Op {
     /// Inputs: x `[n, c_in, h, w]`, weight `[c_out, c_in / groups, kh, kw]`, optional bias `[c_out]`.
     Conv2d(Conv2dSpec),
     /// A convolution with batch norm and zero padding folded in and an optional ReLU / Clip on
-    /// its output; made only by `engine::fuse` for inference graphs (never in training graphs
+    /// its output; made only by `engine::graph::fuse` for inference graphs (never in training graphs
     /// or checkpoints). Inputs as `Conv2d`.
     FusedConv2d(FusedConvSpec),
     /// Inputs: x `[n, c, h, w]`, gamma `[c]`, beta `[c]`, running_mean `[c]`, running_var `[c]`.

@@ -50,7 +50,7 @@ impl Conv2dSpec {
 }
 
 /// An element-wise activation applied to a convolution's output in the same pass (inference
-/// graphs made by `engine::fuse`). Only activations whose derivative can be read from the
+/// graphs made by `engine::graph::fuse`). Only activations whose derivative can be read from the
 /// output are allowed, so that backward through the fused op stays exact without keeping the
 /// pre-activation values.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

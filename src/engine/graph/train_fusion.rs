@@ -7,8 +7,8 @@
 //! the activation's output (`FusedActivation::passes`), which is exact for ReLU and Clip. The
 //! graph itself is unchanged (names, parameters, checkpoints): only the pass differs.
 
-use super::graph::{Node, NodeId, ValueId};
-use super::ops::{FusedActivation, Op};
+use super::{Node, NodeId, ValueId};
+use crate::engine::ops::{FusedActivation, Op};
 
 /// For each node: the activation node fused into it (convolutions), or the convolution it was
 /// fused into (activations). Indexed by `NodeId`.

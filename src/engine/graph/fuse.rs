@@ -20,10 +20,10 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
-use super::error::GraphResult;
-use super::graph::{Graph, GraphDef, InputDef, NodeDef, Param};
-use super::ops::{BinaryOp, FusedActivation, FusedConvSpec, Op, PadSpec};
-use super::tensor::Tensor;
+use super::{Graph, GraphDef, InputDef, NodeDef, Param};
+use crate::engine::error::GraphResult;
+use crate::engine::ops::{BinaryOp, FusedActivation, FusedConvSpec, Op, PadSpec};
+use crate::engine::tensor::Tensor;
 
 /// How many of each fold a rewrite made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
