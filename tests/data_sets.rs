@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use convscope::data::folder::decode_planes;
+use convscope::data::decode::decode_planes;
 use convscope::data::idx::write_idx;
 use convscope::data::{
     Channels, CifarSet, Confound, DataError, FolderOptions, IdxSet, ImageFolder, Preprocess, Split,

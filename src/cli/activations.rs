@@ -6,14 +6,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::predict::{Input, image_input, npy_inputs};
+use super::common::{Input, find_layer, image_input, npy_inputs, write_npy};
 use super::resolve;
 use super::{CliError, CliResult};
 use crate::engine::tensor::fmt_shape;
 use crate::engine::{ForwardOptions, Graph, Keep, Tensor, ValueId};
-
-/// How many similar names an unknown `--layer` message suggests.
-const SUGGESTIONS: usize = 5;
 
 #[derive(Debug, Args)]
 pub struct ActivationsArgs {
@@ -35,54 +32,6 @@ pub struct ActivationsArgs {
     /// Output file (.npy, float32, batch first).
     #[arg(long, value_name = "FILE.npy")]
     pub out: PathBuf,
-}
-
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The graph's value names closest to `name`: names containing it first, then by edit distance.
-pub fn close_names(graph: &Graph, name: &str, n: usize) -> Vec<String> {
-    let lower = name.to_lowercase();
-    let mut scored: Vec<(bool, usize, &str)> = graph
-        .values()
-        .iter()
-        .map(|v| {
-            let contains = !lower.is_empty() && v.name.to_lowercase().contains(&lower);
-            (
-                !contains,
-                edit_distance(&lower, &v.name.to_lowercase()),
-                v.name.as_str(),
-            )
-        })
-        .collect();
-    scored.sort();
-    scored
-        .into_iter()
-        .take(n)
-        .map(|(_, _, s)| s.to_string())
-        .collect()
-}
-
-/// The value called `name`, or an error suggesting close names.
-pub fn find_layer(graph: &Graph, name: &str) -> CliResult<ValueId> {
-    graph.value_id(name).ok_or_else(|| {
-        CliError(format!(
-            "the model has no layer or value named '{name}'; close names: {}",
-            close_names(graph, name, SUGGESTIONS).join(", ")
-        ))
-    })
 }
 
 /// The value `id` for one input (batch 1).
@@ -162,7 +111,7 @@ pub fn run(args: &ActivationsArgs) -> CliResult<()> {
             .collect::<CliResult<Vec<_>>>()?
     };
     let value = stack(parts).map_err(|e| CliError(format!("'{}': {}", args.layer, e.0)))?;
-    super::explain::write_npy(&args.out, value.shape(), value.data())?;
+    write_npy(&args.out, value.shape(), value.data())?;
     eprintln!(
         "wrote {} {} to {}",
         args.layer,
@@ -176,13 +125,6 @@ pub fn run(args: &ActivationsArgs) -> CliResult<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
-    }
 
     #[test]
     fn stacking_checks_shapes() {

@@ -12,8 +12,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::activations::find_layer;
-use super::predict::{probabilities, scores, top_k};
+use super::common::{find_layer, scores};
 use super::resolve;
 use super::{CliError, CliResult};
 use crate::explain::Control;
@@ -23,6 +22,7 @@ use crate::explain::dream::{
 };
 use crate::models::Model;
 use crate::models::preprocess::{Image, image_to_tensor};
+use crate::models::scores::{probabilities, top_k};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ParamArg {

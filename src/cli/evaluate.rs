@@ -5,8 +5,8 @@
 use clap::Args;
 use serde_json::json;
 
+use super::common::{metrics_json, report_skipped};
 use super::resolve;
-use super::train::{metrics_json, report_skipped};
 use super::{CliError, CliResult};
 use crate::data::{Dataset, SyntheticFaces};
 use crate::train::data::{evaluation_folder, preprocess_for};

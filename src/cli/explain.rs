@@ -24,8 +24,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::activations::find_layer;
-use super::predict::npy_inputs;
+use super::common::{find_layer, finish_inputs, npy_inputs, write_npy};
 use super::resolve;
 use super::{CliError, CliResult};
 use crate::engine::Tensor;
@@ -239,7 +238,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     run_workers(&jobs, threads, args.split, &each)?;
     progress.finish_and_clear();
     failed.extend(failures.into_inner().unwrap_or_default());
-    super::finish_inputs(&source, &failed, total, "explained")
+    finish_inputs(&source, &failed, total, "explained")
 }
 
 /// Runs `each` over `jobs` on `threads` threads. With more jobs than threads and
@@ -551,9 +550,6 @@ fn explain_one(s: &Setup, job: &Job, stem: &str) -> CliResult<Done> {
 }
 
 /// Writes float32 `data` of `shape` as `.npy`, atomically ([`crate::io::write_npy`]).
-pub(super) fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> CliResult<()> {
-    crate::io::write_npy(path, shape, data).map_err(CliError)
-}
 
 /// The line printed for one input: JSON, or a short human summary.
 fn report(s: &Setup, job: &Job, d: &Done, as_json: bool) -> String {

@@ -1,8 +1,11 @@
 //! The headless subcommands (contract in DESIGN.md). Each prints results to stdout and, on
-//! failure, one sentence to stderr with a non-zero exit code; nothing panics.
+//! failure, one sentence to stderr with a non-zero exit code; nothing panics. A subcommand
+//! imports `common` (layer lookup, inputs, `.npy`, report helpers) and `resolve` (which model),
+//! never another subcommand.
 
 pub mod activations;
 pub mod bench;
+pub mod common;
 pub mod dream;
 pub mod evaluate;
 pub mod explain;
@@ -30,25 +33,6 @@ impl<E: std::error::Error> From<E> for CliError {
 }
 
 pub type CliResult<T> = Result<T, CliError>;
-
-/// The end of a command over many inputs: `Ok` when all went well, else one error naming how
-/// many inputs failed and which (each was already reported on its own as it failed).
-pub fn finish_inputs(
-    source: &resolve::ModelSource,
-    failed: &[String],
-    total: usize,
-    what: &str,
-) -> CliResult<()> {
-    if failed.is_empty() {
-        return Ok(());
-    }
-    Err(CliError(format!(
-        "{} of {total} inputs could not be {what} by {} ({})",
-        failed.len(),
-        resolve::display_name(source),
-        failed.join(", ")
-    )))
-}
 
 #[derive(Debug, Parser)]
 #[command(

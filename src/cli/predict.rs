@@ -3,19 +3,15 @@
 //! already preprocessed float32 tensor in the model's own layout, batch first (N lines out).
 //! A bad image is reported (naming the file) and skipped; the exit code is non-zero at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use ndarray::{ArrayD, Axis};
 use serde_json::json;
 
+use super::common::{Input, finish_inputs, image_input, npy_inputs, scores};
 use super::resolve;
 use super::{CliError, CliResult};
-use crate::engine::tensor::fmt_shape;
-use crate::engine::{Graph, Tensor};
-use crate::models::Model;
-use crate::models::preprocess::load_image;
-pub use crate::models::scores::{probabilities, softmax, top_k};
+use crate::models::scores::{probabilities, top_k};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -41,68 +37,6 @@ pub struct PredictArgs {
     /// (`x.onnx` → `x.preset.ron`) for editing.
     #[arg(long)]
     pub write_preset: bool,
-}
-
-/// One input for the model: a display name and a tensor with batch 1.
-#[derive(Debug)]
-pub struct Input {
-    pub name: String,
-    pub tensor: Tensor,
-}
-
-/// Reads a float32 `.npy` whose shape is the model's input shape with any batch size, and splits
-/// it into single examples named `X.npy[i]`.
-pub fn npy_inputs(path: &Path, graph: &Graph) -> CliResult<Vec<Input>> {
-    let array: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        CliError(format!(
-            "{}: cannot read a float32 .npy tensor ({e})",
-            path.display()
-        ))
-    })?;
-    let want = graph.input_shape();
-    let ok = array.ndim() == want.len() && array.shape()[1..] == want[1..] && array.shape()[0] > 0;
-    if !ok {
-        let dims: Vec<String> = std::iter::once("N".to_string())
-            .chain(want.iter().skip(1).map(|d| d.to_string()))
-            .collect();
-        return Err(CliError(format!(
-            "{}: the tensor has shape {}, the model takes [{}]",
-            path.display(),
-            fmt_shape(array.shape()),
-            dims.join(", ")
-        )));
-    }
-    Ok(array
-        .axis_iter(Axis(0))
-        .enumerate()
-        .map(|(i, item)| Input {
-            name: format!("{}[{i}]", path.display()),
-            tensor: Tensor::from_array(item.insert_axis(Axis(0)).to_owned()),
-        })
-        .collect())
-}
-
-/// Decodes and preprocesses one image, checking the result against the model's input shape.
-pub fn image_input(path: &Path, model: &Model) -> CliResult<Input> {
-    let tensor = load_image(path, &model.description.preprocess)?;
-    let want = model.graph.input_shape();
-    if tensor.shape()[1..] != want[1..] {
-        return Err(CliError(format!(
-            "{}: preprocessing made {} but the model takes {}; fix the preset (--write-preset writes it for editing)",
-            path.display(),
-            fmt_shape(tensor.shape()),
-            fmt_shape(want)
-        )));
-    }
-    Ok(Input {
-        name: path.display().to_string(),
-        tensor,
-    })
-}
-
-/// The first output of one forward pass, flattened per example: `[scores]`.
-pub fn scores(graph: &Graph, input: &Tensor) -> CliResult<Vec<f32>> {
-    crate::models::scores::scores(graph, input).map_err(CliError)
 }
 
 fn label(labels: &[String], i: usize) -> Option<&str> {
@@ -160,7 +94,7 @@ pub fn run(args: &PredictArgs) -> CliResult<()> {
             }
         }
     }
-    super::finish_inputs(&source, &failed, args.images.len(), "classified")
+    finish_inputs(&source, &failed, args.images.len(), "classified")
 }
 
 #[cfg(test)]

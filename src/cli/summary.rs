@@ -6,6 +6,7 @@ use serde_json::json;
 use super::CliResult;
 use super::resolve::{self, ModelSource};
 use crate::engine::Graph;
+use crate::engine::tensor::fmt_shape;
 
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
@@ -25,11 +26,6 @@ pub struct SummaryArgs {
 }
 
 pub use crate::models::summary::{NodeRow, rows};
-
-fn fmt_shape(shape: &[usize]) -> String {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", dims.join(", "))
-}
 
 pub fn run(args: &SummaryArgs) -> CliResult<()> {
     let source = resolve::resolve(&args.model, args.seed)?;

@@ -11,8 +11,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use super::common::{metrics_json, report_skipped};
 use super::{CliError, CliResult};
-use crate::data::{Confound, Skipped};
+use crate::data::Confound;
 use crate::engine::optim::OptimizerConfig;
 use crate::train::{
     self, DataSpec, EpochStats, StopReason, TrainConfig, TrainEvent, TrainSummary, arch, state,
@@ -133,20 +134,6 @@ fn data_spec(args: &TrainArgs) -> DataSpec {
     }
 }
 
-/// Files left out, printed once on stderr.
-pub fn report_skipped(skipped: &[Skipped]) {
-    if skipped.is_empty() {
-        return;
-    }
-    eprintln!(
-        "convscope: skipped {} unreadable or non-image files:",
-        skipped.len()
-    );
-    for s in skipped {
-        eprintln!("  {}: {}", s.name, s.reason);
-    }
-}
-
 fn set_threads(threads: Option<usize>) -> CliResult<()> {
     if let Some(t) = threads {
         if t == 0 {
@@ -182,22 +169,6 @@ fn progress_bar(json: bool) -> ProgressBar {
         pb.set_style(style.progress_chars("=> "));
     }
     pb
-}
-
-/// The final JSON line (DESIGN.md): test metrics, precision/recall/F1 of the positive class.
-pub fn metrics_json(m: &train::ClassMetrics, loss: Option<f32>) -> serde_json::Value {
-    let (p, r, f) = m.headline();
-    json!({
-        "test_acc": m.accuracy,
-        "precision": p,
-        "recall": r,
-        "f1": f,
-        "macro_f1": m.macro_f1,
-        "auc": m.auc,
-        "confusion": m.confusion,
-        "test_loss": loss,
-        "n": m.n,
-    })
 }
 
 fn print_summary(s: &TrainSummary, json: bool) {

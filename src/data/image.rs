@@ -13,12 +13,22 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use super::DataResult;
-use super::folder::decode_planes;
-use super::preprocess::{Filter, Preprocess, Resize};
+use super::decode::decode_planes;
 
 /// PIL's `PRECISION_BITS` for 8-bit resampling: 32 − 8 − 2.
 const PRECISION_BITS: u32 = 22;
+
+/// The resampling filter of the resize, as PIL's (antialiased when shrinking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Filter {
+    #[default]
+    Bilinear,
+    /// Keys' cubic with a = −0.5 (PIL's BICUBIC; torchvision's Swin, MaxViT, EfficientNet-B0).
+    Bicubic,
+}
 
 /// The contributing source range and normalised weights of each output pixel along one axis.
 #[derive(Clone, Debug, PartialEq)]
@@ -275,7 +285,7 @@ impl Image {
 
     /// torchvision's `CenterCrop((oh, ow))`: the window at offsets rounded half to even; an
     /// axis shorter than the crop is first padded with zeros, `(d // 2, (d + 1) // 2)`.
-    fn centre_crop(&self, oh: usize, ow: usize) -> Self {
+    pub fn centre_crop(&self, oh: usize, ow: usize) -> Self {
         /// (zeros before the image, first image index) along one axis
         fn offsets(n: usize, want: usize) -> (usize, usize) {
             if want > n {
@@ -338,37 +348,10 @@ fn round_half_even(x: f64) -> usize {
     r.max(0.0) as usize
 }
 
-/// torchvision's `Resize(s)` for an int `s`: the shorter side becomes `s`, the longer one
-/// `int(s · long / short)`. Returns `(h, w)`.
-fn shorter_side_size(h: usize, w: usize, short: usize) -> (usize, usize) {
-    if h <= w {
-        (short, (short as f64 * w as f64 / h as f64) as usize)
-    } else {
-        ((short as f64 * h as f64 / w as f64) as usize, short)
-    }
-}
-
-/// Resizes (and crops) an image to the preset's size.
-pub fn fit(image: &Image, preset: &Preprocess) -> Image {
-    let [oh, ow] = preset.size;
-    let short = match preset.resize {
-        Resize::Squash => return image.resized_with(preset.filter, oh, ow),
-        // torchvision eval: Resize(size·256/224) then CenterCrop(size); the shorter side
-        // target covers both crop dimensions.
-        Resize::ShorterSideCrop => (oh.max(ow) as f64 * 256.0 / 224.0) as usize,
-        Resize::ShorterSideTo { shorter } => shorter,
-    };
-    let (rh, rw) = shorter_side_size(image.height, image.width, short.max(1));
-    image
-        .resized_with(preset.filter, rh, rw)
-        .centre_crop(oh, ow)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::data::preprocess::Channels;
 
     #[test]
     fn taps_cover_the_source_and_sum_to_one() {
@@ -424,28 +407,10 @@ mod tests {
     }
 
     #[test]
-    fn python_rounding_and_shorter_side() {
+    fn python_rounding() {
         assert_eq!(round_half_even(0.5), 0);
         assert_eq!(round_half_even(1.5), 2);
         assert_eq!(round_half_even(2.5), 2);
         assert_eq!(round_half_even(2.4), 2);
-        assert_eq!(shorter_side_size(300, 451, 256), (256, 384));
-        assert_eq!(shorter_side_size(640, 427, 256), (383, 256));
-    }
-
-    #[test]
-    fn centre_crop_of_a_wide_image() {
-        let (h, w) = (4, 8);
-        let img = Image {
-            pixels: Pixels::U8((0..h * w).map(|i| i as u8).collect()),
-            channels: 1,
-            height: h,
-            width: w,
-        };
-        let mut p = Preprocess::unit().with_size([224, 224]);
-        p.resize = Resize::ShorterSideCrop;
-        p.channels = Channels::Gray;
-        let f = fit(&img, &p);
-        assert_eq!((f.height, f.width), (224, 224));
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod decode;
 pub mod folder;
 pub mod idx;
 pub mod image;

@@ -13,7 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::image::{Image, fit};
+pub use super::image::Filter;
+use super::image::Image;
 use super::{DataError, DataResult};
 use crate::engine::Tensor;
 
@@ -31,15 +32,6 @@ pub enum Resize {
     /// `Resize(shorter)` + `CenterCrop(size)` with any pair (its weights' transforms use 232,
     /// 236, 342, ... as well as 256 for 224).
     ShorterSideTo { shorter: usize },
-}
-
-/// The resampling filter of the resize, as PIL's (antialiased when shrinking).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Filter {
-    #[default]
-    Bilinear,
-    /// Keys' cubic with a = −0.5 (PIL's BICUBIC; torchvision's Swin, MaxViT, EfficientNet-B0).
-    Bicubic,
 }
 
 /// Channel order the model expects.
@@ -269,6 +261,32 @@ pub fn convert_channels(
     }
 }
 
+/// torchvision's `Resize(s)` for an int `s`: the shorter side becomes `s`, the longer one
+/// `int(s · long / short)`. Returns `(h, w)`.
+fn shorter_side_size(h: usize, w: usize, short: usize) -> (usize, usize) {
+    if h <= w {
+        (short, (short as f64 * w as f64 / h as f64) as usize)
+    } else {
+        ((short as f64 * h as f64 / w as f64) as usize, short)
+    }
+}
+
+/// Resizes (and crops) an image to the preset's size.
+pub fn fit(image: &Image, preset: &Preprocess) -> Image {
+    let [oh, ow] = preset.size;
+    let short = match preset.resize {
+        Resize::Squash => return image.resized_with(preset.filter, oh, ow),
+        // torchvision eval: Resize(size·256/224) then CenterCrop(size); the shorter side
+        // target covers both crop dimensions.
+        Resize::ShorterSideCrop => (oh.max(ow) as f64 * 256.0 / 224.0) as usize,
+        Resize::ShorterSideTo { shorter } => shorter,
+    };
+    let (rh, rw) = shorter_side_size(image.height, image.width, short.max(1));
+    image
+        .resized_with(preset.filter, rh, rw)
+        .centre_crop(oh, ow)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -324,5 +342,27 @@ mod tests {
         let p = Preprocess::unit().with_size([4, 4]);
         let raw = Tensor::new(vec![3, 2, 2], vec![0.0; 12]).unwrap();
         assert!(p.finish(&raw).is_err());
+    }
+
+    #[test]
+    fn shorter_side() {
+        assert_eq!(shorter_side_size(300, 451, 256), (256, 384));
+        assert_eq!(shorter_side_size(640, 427, 256), (383, 256));
+    }
+
+    #[test]
+    fn centre_crop_of_a_wide_image() {
+        let (h, w) = (4, 8);
+        let img = Image {
+            pixels: Pixels::U8((0..h * w).map(|i| i as u8).collect()),
+            channels: 1,
+            height: h,
+            width: w,
+        };
+        let mut p = Preprocess::unit().with_size([224, 224]);
+        p.resize = Resize::ShorterSideCrop;
+        p.channels = Channels::Gray;
+        let f = fit(&img, &p);
+        assert_eq!((f.height, f.width), (224, 224));
     }
 }

@@ -9,7 +9,8 @@ use super::ModelError;
 use super::description::Preprocess;
 use crate::engine::Tensor;
 
-pub use crate::data::image::{AxisTaps, Image, Pixels, fit, resize_f32, resize_u8};
+pub use crate::data::image::{AxisTaps, Image, Pixels, resize_f32, resize_u8};
+pub use crate::data::preprocess::fit;
 
 fn other(e: crate::data::DataError) -> ModelError {
     ModelError::Other(e.to_string())
