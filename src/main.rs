@@ -1,3 +1,6 @@
+//! The `convscope` binary: parses the command line, then runs a subcommand (`cli`) or opens the
+//! window (`app`). Nothing else lives here.
+
 /// mimalloc keeps freed pages for reuse: the engine allocates and frees multi-megabyte
 /// activation buffers every pass, and the system allocator returns them to the kernel and
 /// page-faults them back in each time.

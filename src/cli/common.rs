@@ -125,7 +125,8 @@ pub fn image_input(path: &Path, model: &Model) -> CliResult<Input> {
     })
 }
 
-/// Writes a float32 `.npy` atomically; the error names the file.
+/// Writes float32 `data` of `shape` as `.npy`, atomically ([`crate::io::write_npy`]); the error
+/// names the file.
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> CliResult<()> {
     crate::io::write_npy(path, shape, data).map_err(CliError)
 }

@@ -549,8 +549,6 @@ fn explain_one(s: &Setup, job: &Job, stem: &str) -> CliResult<Done> {
     })
 }
 
-/// Writes float32 `data` of `shape` as `.npy`, atomically ([`crate::io::write_npy`]).
-
 /// The line printed for one input: JSON, or a short human summary.
 fn report(s: &Setup, job: &Job, d: &Done, as_json: bool) -> String {
     let e = &d.explanation;
