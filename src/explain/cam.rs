@@ -33,6 +33,28 @@ pub struct CamResult {
     pub target: ResolvedTarget,
 }
 
+impl CamResult {
+    /// The map of channel weights over activations `a` (`(k, lh, lw)`, batch item 0), upsampled
+    /// to the input's `[h, w]`: the last step of every CAM method.
+    fn from_weights(
+        layer: ValueId,
+        a: &[f32],
+        weights: Vec<f32>,
+        [lh, lw]: [usize; 2],
+        [h, w]: [usize; 2],
+        target: ResolvedTarget,
+    ) -> ExplainResult<Self> {
+        let raw = weighted_relu_sum(a, &weights, lh, lw)?;
+        Ok(CamResult {
+            layer,
+            map: raw.resize_bilinear(h, w).normalised(),
+            raw,
+            weights,
+            target,
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum GradCamVariant {
     #[default]
@@ -153,14 +175,7 @@ impl Explainer<'_> {
                 }
             })
             .collect();
-        let raw = weighted_relu_sum(a.data(), &weights, lh, lw)?;
-        Ok(CamResult {
-            layer,
-            map: raw.resize_bilinear(h, w).normalised(),
-            raw,
-            weights,
-            target: t,
-        })
+        CamResult::from_weights(layer, a.data(), weights, [lh, lw], [h, w], t)
     }
 
     /// Score-CAM of one image at `layer`. Needs `k / batch` forward passes (k the channels
@@ -227,14 +242,7 @@ impl Explainer<'_> {
             }
         }
         ctl.step(total, total)?;
-        let raw = weighted_relu_sum(a.data(), &weights, lh, lw)?;
-        Ok(CamResult {
-            layer,
-            map: raw.resize_bilinear(h, w).normalised(),
-            raw,
-            weights,
-            target: t,
-        })
+        CamResult::from_weights(layer, a.data(), weights, [lh, lw], [h, w], t)
     }
 }
 
