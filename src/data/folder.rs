@@ -337,6 +337,31 @@ fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Every image file at or below `root` (by extension; hidden entries skipped, symlinked
+/// folders not followed), in sorted depth-first order: a plain folder of images, with or without
+/// class sub-folders (the microscope's patches read any folder). A single image file is a list
+/// of one.
+pub fn image_files_below(root: &Path) -> DataResult<Vec<PathBuf>> {
+    if root.is_file() {
+        return if has_image_extension(root) {
+            Ok(vec![root.to_path_buf()])
+        } else {
+            Err(DataError::path(
+                root,
+                "is not an image file (png, jpg, bmp, gif, webp, tif)",
+            ))
+        };
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let (dirs, files) = list_dir(&dir)?;
+        out.extend(files.into_iter().filter(|f| has_image_extension(f)));
+        stack.extend(dirs.into_iter().rev());
+    }
+    Ok(out)
+}
+
 /// Visible entries of a folder split into (sub-folders, files), each sorted by name. Symlinks
 /// to folders count as files-that-are-not-images and are thus never followed.
 fn list_dir(dir: &Path) -> DataResult<(Vec<PathBuf>, Vec<PathBuf>)> {

@@ -16,6 +16,7 @@ pub mod faithfulness;
 pub mod gradient;
 pub mod layout;
 pub mod method;
+pub mod microscope;
 pub mod occlusion;
 pub mod rollout;
 pub mod target;

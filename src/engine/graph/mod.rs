@@ -9,13 +9,14 @@
 //!
 //! The module owns the data structure and its checks; its children are the passes over it:
 //! `forward` (and the tape it leaves), `backward`, `fuse` (the inference rewrite, with the
-//! cache of fused copies) and `train_fusion` (which convolution runs its activation in its
-//! kernel during training). They read the graph's private fields as its children, so no field
+//! cache of fused copies), `subgraph` (a prefix, at another input size) and `train_fusion`
+//! (which convolution runs its activation in its kernel during training). They read the graph's private fields as its children, so no field
 //! is widened for them.
 
 mod backward;
 mod forward;
 pub mod fuse;
+mod subgraph;
 mod train_fusion;
 
 use std::collections::HashMap;
