@@ -3,7 +3,10 @@
 //! `.npy`, and the report helpers (skipped files, failed inputs, the metrics' JSON line).
 //! Subcommands import this module, never each other.
 
+use std::io::IsTerminal;
 use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use ndarray::{ArrayD, Axis};
 use serde_json::json;
@@ -60,7 +63,7 @@ pub fn close_names(graph: &Graph, name: &str, n: usize) -> Vec<String> {
 
 /// The value called `name`, or an error suggesting close names.
 pub fn find_layer(graph: &Graph, name: &str) -> CliResult<ValueId> {
-    graph.value_id(name).ok_or_else(|| {
+    graph.layer_value(name).ok_or_else(|| {
         CliError(format!(
             "the model has no layer or value named '{name}'; close names: {}",
             close_names(graph, name, SUGGESTIONS).join(", ")
@@ -183,6 +186,19 @@ pub fn metrics_json(m: &train::ClassMetrics, loss: Option<f32>) -> serde_json::V
         "test_loss": loss,
         "n": m.n,
     })
+}
+
+/// The progress bar: visible only in text mode on a terminal.
+pub fn progress_bar(json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
 }
 
 #[cfg(test)]

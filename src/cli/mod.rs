@@ -9,6 +9,7 @@ pub mod common;
 pub mod dream;
 pub mod evaluate;
 pub mod explain;
+pub mod microscope;
 pub mod predict;
 pub mod resolve;
 pub mod summary;
@@ -63,6 +64,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Activation maximisation: an image that maximises a weighted mix of classes.
     Dream(dream::DreamArgs),
+    /// Every unit of a layer: its feature visualisation and its top patches from a folder.
+    Microscope(microscope::MicroscopeArgs),
 }
 
 /// What the command line asks for: `Ok(Some(command))`, or `Ok(None)` for the window (which
@@ -98,6 +101,7 @@ pub fn run(
         Command::Activations(args) => activations::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Dream(args) => dream::run(&args),
+        Command::Microscope(args) => microscope::run(&args),
     };
     match result {
         Ok(()) => 0,

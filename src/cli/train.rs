@@ -4,14 +4,12 @@
 //! The checkpoint in `--out` (model.ron, weights.safetensors, train_state.json) is rewritten
 //! atomically after every epoch (and every `--checkpoint-every` batches).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::common::{metrics_json, report_skipped};
+use super::common::{metrics_json, progress_bar, report_skipped};
 use super::{CliError, CliResult};
 use crate::data::Confound;
 use crate::engine::optim::OptimizerConfig;
@@ -156,19 +154,6 @@ fn epoch_line(e: &EpochStats, epochs: usize) -> String {
         "epoch {}/{epochs}: train loss {:.4} acc {:.4}{val} ({:.1} s)",
         e.epoch, e.train_loss, e.train_acc, e.seconds
     )
-}
-
-/// The progress bar: visible only in text mode on a terminal.
-fn progress_bar(json: bool) -> ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
-    {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb
 }
 
 fn print_summary(s: &TrainSummary, json: bool) {

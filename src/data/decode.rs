@@ -22,13 +22,21 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 /// colour (alpha is dropped). 8-bit data is scaled exactly as x / 255.
 pub fn decode_planes(path: &Path) -> DataResult<(Vec<f32>, usize, usize, usize)> {
     let bytes = fs::read(path).map_err(|e| DataError::path(path, format!("cannot read: {e}")))?;
-    if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_complete(&bytes) {
+    decode_planes_from_bytes(&bytes, path)
+}
+
+/// [`decode_planes`] of bytes already read (a bundled sample); `path` names them in errors.
+pub fn decode_planes_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> DataResult<(Vec<f32>, usize, usize, usize)> {
+    if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_complete(bytes) {
         return Err(DataError::path(
             path,
             "truncated JPEG (no end-of-image marker)",
         ));
     }
-    let img = image::load_from_memory(&bytes)
+    let img = image::load_from_memory(bytes)
         .map_err(|e| DataError::path(path, format!("cannot decode: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::DataResult;
-use super::decode::decode_planes;
+use super::decode::{decode_planes, decode_planes_from_bytes};
 
 /// PIL's `PRECISION_BITS` for 8-bit resampling: 32 − 8 − 2.
 const PRECISION_BITS: u32 = 22;
@@ -232,6 +232,12 @@ impl Image {
     /// Decodes a file (PNG, JPEG, ...; truncated JPEGs refused). The error names the file.
     pub fn open(path: &Path) -> DataResult<Self> {
         let (planes, c, h, w) = decode_planes(path)?; // (c, h, w)
+        Ok(Self::from_unit_planes(planes, c, h, w))
+    }
+
+    /// Decodes encoded bytes (a bundled sample); `name` names them in errors.
+    pub fn decode(bytes: &[u8], name: &Path) -> DataResult<Self> {
+        let (planes, c, h, w) = decode_planes_from_bytes(bytes, name)?; // (c, h, w)
         Ok(Self::from_unit_planes(planes, c, h, w))
     }
 

@@ -202,7 +202,7 @@ impl<'g> Explainer<'g> {
     /// A value by name, or an error naming it.
     pub fn value(&self, name: &str) -> ExplainResult<ValueId> {
         self.graph
-            .value_id(name)
+            .layer_value(name)
             .ok_or_else(|| ExplainError::invalid(format!("the model has no value named '{name}'")))
     }
 

@@ -6,6 +6,7 @@ pub mod filters;
 mod font;
 pub mod grid;
 pub mod heatmap;
+pub mod sheet;
 
 use std::path::Path;
 

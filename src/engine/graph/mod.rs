@@ -351,6 +351,13 @@ impl Graph {
         &self.values[id]
     }
 
+    /// A value by its name, or else the output of the node of that name (`convscope summary`
+    /// lists node names; ONNX files name a node's output differently, e.g. `Clip_output_0`).
+    pub fn layer_value(&self, name: &str) -> Option<ValueId> {
+        self.value_id(name)
+            .or_else(|| self.nodes.iter().find(|n| n.name == name).map(|n| n.output))
+    }
+
     pub fn value_id(&self, name: &str) -> Option<ValueId> {
         self.by_name.get(name).copied()
     }

@@ -22,7 +22,9 @@ pub mod units;
 pub mod visualise;
 
 pub use receptive::{Field, receptive_fields};
-pub use scan::{Histogram, Hit, ScanConfig, ScanReport, UnitScan, image_files, scan_folder};
+pub use scan::{
+    Histogram, Hit, ScanConfig, ScanReport, Source, UnitScan, crop_patch, image_files, scan_folder,
+};
 pub use units::{UnitLayer, parse_channels};
 
 pub use visualise::{UnitImage, VisConfig, visualise_units};

@@ -16,7 +16,7 @@ use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
 use crate::explain::dream::planes_to_image;
 use crate::explain::{Control, ExplainError, ExplainResult};
 use crate::models::Preprocess;
-use crate::models::preprocess::{Image, fit, load_image};
+use crate::models::preprocess::{Image, fit};
 
 /// How a folder is scanned.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,10 +39,53 @@ impl Default for ScanConfig {
     }
 }
 
+/// Where a scanned image comes from: a file, or a photo bundled in the binary (the default
+/// when no folder is given).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    File(PathBuf),
+    Bundled {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
+}
+
+impl Source {
+    /// The bundled sample photos.
+    pub fn bundled() -> Vec<Source> {
+        crate::models::bundled::SAMPLE_IMAGES
+            .iter()
+            .map(|&(name, bytes)| Source::Bundled { name, bytes })
+            .collect()
+    }
+
+    /// The files of a folder list.
+    pub fn files(paths: Vec<PathBuf>) -> Vec<Source> {
+        paths.into_iter().map(Source::File).collect()
+    }
+
+    /// The path, or the bundled photo's name.
+    pub fn display(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Bundled { name, .. } => format!("bundled:{name}"),
+        }
+    }
+
+    /// Decoded (the error names the file).
+    pub fn open(&self) -> ExplainResult<Image> {
+        let image = match self {
+            Source::File(p) => Image::open(p),
+            Source::Bundled { name, bytes } => Image::decode(bytes, Path::new(name)),
+        };
+        image.map_err(|e| ExplainError::invalid(e.to_string()))
+    }
+}
+
 /// One of a unit's best images.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hit {
-    pub file: PathBuf,
+    pub source: Source,
     /// The channel's peak in this image.
     pub score: f32,
     /// The channel's spatial mean in this image.
@@ -152,13 +195,13 @@ pub struct ScanReport {
     pub input_size: [usize; 2],
     /// Images read.
     pub images: usize,
-    /// Files that could not be read, with the reason.
-    pub skipped: Vec<(PathBuf, String)>,
+    /// Images that could not be read, with the reason.
+    pub skipped: Vec<(String, String)>,
     pub units: Vec<UnitScan>,
 }
 
 /// Every image at or below `root`, sorted; an error names the folder.
-pub fn image_files(root: &Path) -> ExplainResult<Vec<PathBuf>> {
+pub fn image_files(root: &Path) -> ExplainResult<Vec<Source>> {
     let files = crate::data::folder::image_files_below(root)
         .map_err(|e| ExplainError::invalid(e.to_string()))?;
     if files.is_empty() {
@@ -167,7 +210,7 @@ pub fn image_files(root: &Path) -> ExplainResult<Vec<PathBuf>> {
             root.display()
         )));
     }
-    Ok(files)
+    Ok(Source::files(files))
 }
 
 /// Streams `files` through `graph` up to `layer` and keeps each channel's best images. An image
@@ -177,7 +220,7 @@ pub fn scan_folder(
     preprocess: &Preprocess,
     layer: &UnitLayer,
     channels: &[usize],
-    files: &[PathBuf],
+    files: &[Source],
     config: &ScanConfig,
     ctl: Control,
 ) -> ExplainResult<ScanReport> {
@@ -211,13 +254,23 @@ pub fn scan_folder(
         let decoded: Vec<(usize, Result<Tensor, String>)> = chunk
             .par_iter()
             .enumerate()
-            .map(|(i, path)| (i, load_image(path, preprocess).map_err(|e| e.to_string())))
+            .map(|(i, source)| {
+                let tensor = source
+                    .open()
+                    .and_then(|image| {
+                        preprocess.image_to_tensor(&image).map_err(|e| {
+                            ExplainError::invalid(format!("{}: {e}", source.display()))
+                        })
+                    })
+                    .map_err(|e| e.to_string());
+                (i, tensor)
+            })
             .collect();
         let mut items = Vec::new();
         for (i, r) in decoded {
             match r {
                 Ok(t) => items.push((i, t)),
-                Err(e) => skipped.push((chunk[i].clone(), e)),
+                Err(e) => skipped.push((chunk[i].display(), e)),
             }
         }
         if !items.is_empty() {
@@ -240,10 +293,7 @@ pub fn scan_folder(
     if images == 0 {
         return Err(ExplainError::invalid(format!(
             "none of the {total} images could be read (first: {})",
-            skipped
-                .first()
-                .map(|(p, e)| format!("{}: {e}", p.display()))
-                .unwrap_or_default()
+            skipped.first().map(|(_, e)| e.clone()).unwrap_or_default()
         )));
     }
     Ok(ScanReport {
@@ -261,7 +311,7 @@ pub fn scan_folder(
 fn record(
     a: &Tensor,
     items: &[(usize, Tensor)],
-    chunk: &[PathBuf],
+    chunk: &[Source],
     channels: &[usize],
     field: Option<Field>,
     input_size: [usize; 2],
@@ -294,7 +344,7 @@ fn record(
             };
             unit.offer(
                 Hit {
-                    file: chunk[*i].clone(),
+                    source: chunk[*i].clone(),
                     score: peak,
                     mean: mean as f32,
                     at,
@@ -309,7 +359,7 @@ fn record(
 
 /// The patch of a hit: the image after the preset's resize and crop, cut to the hit's box.
 pub fn crop_patch(hit: &Hit, preprocess: &Preprocess) -> ExplainResult<image::RgbImage> {
-    let image = Image::open(&hit.file).map_err(|e| ExplainError::invalid(e.to_string()))?;
+    let image = hit.source.open()?;
     let fitted = fit(&image, preprocess);
     let (h, w) = (fitted.height, fitted.width);
     let hw = h * w;
@@ -324,7 +374,7 @@ pub fn crop_patch(hit: &Hit, preprocess: &Preprocess) -> ExplainResult<image::Rg
     if top >= bottom || left >= right {
         return Err(ExplainError::invalid(format!(
             "{}: the patch {:?} is outside the {h}x{w} image",
-            hit.file.display(),
+            hit.source.display(),
             hit.bbox
         )));
     }
@@ -362,7 +412,7 @@ mod tests {
         let mut u = UnitScan::new(0, 8);
         for (i, s) in [3.0f32, 1.0, 5.0, 4.0, 2.0].into_iter().enumerate() {
             let hit = Hit {
-                file: PathBuf::from(format!("{i}.png")),
+                source: Source::File(PathBuf::from(format!("{i}.png"))),
                 score: s,
                 mean: s / 2.0,
                 at: [0, 0],

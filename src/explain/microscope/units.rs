@@ -19,7 +19,7 @@ pub struct UnitLayer {
 impl UnitLayer {
     /// The layer called `name`, or a sentence saying why its units cannot be probed.
     pub fn find(graph: &Graph, name: &str) -> ExplainResult<Self> {
-        let value = graph.value_id(name).ok_or_else(|| {
+        let value = graph.layer_value(name).ok_or_else(|| {
             ExplainError::invalid(format!("the model has no layer named '{name}'"))
         })?;
         if graph.inputs().len() != 1 {
@@ -51,7 +51,7 @@ impl UnitLayer {
         }
         Ok(Self {
             value,
-            name: name.to_string(),
+            name: graph.value(value).name.clone(),
             channels,
             grid,
         })
