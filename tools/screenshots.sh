@@ -46,3 +46,13 @@ else
   echo "skipped the ViT screenshots: $VIT is missing (python tools/default_exporter_parity.py --legacy vit_b_16)"
 fi
 shot preprocessing 20 CONVSCOPE_PANEL=explain CONVSCOPE_PREPROCESSING=1
+# the microscope's self-contained index.html in a real headless browser (issue 16):
+#   apt-get install -y chromium
+MS=$(mktemp -d)
+$BIN microscope --model efficientnet-lite0 --layer /_blocks.6/_swish/Clip --channels 0..32 \
+  --out "$MS" >/dev/null
+cp "$MS/contact_sheet.png" "$OUT/microscope-contact-sheet.png"
+chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1440,1000 \
+  --screenshot="$OUT/microscope-html.png" "file://$MS/index.html"
+rm -rf "$MS"
+echo "$OUT/microscope-html.png"

@@ -4,10 +4,12 @@
 //!   `--per-unit`),
 //! - `patches/unit_0007_top1.png` ... `_top9.png` (its best patches from the folder, cropped to
 //!   the receptive field of the strongest position),
-//! - `contact_sheet.png` (a row per unit: visualisation, then patches),
+//! - `contact_sheet.png` (a row per unit: visualisation, then patches; past 64 units one sheet
+//!   per 64, `contact_sheet_2.png`, ...),
 //! - `index.json` (per unit: its images and activations, the top images with scores and crop
 //!   boxes, the histogram of per-image peaks) and `index.html` (the same as one self-contained
-//!   page, the images embedded, to open or share).
+//!   page, the images embedded, to open or share; past 128 units the page links the PNG files
+//!   instead, so that it stays small, and the folder is what to share).
 //!
 //! Without `--data` the patches come from the bundled photos. Units are visualised `--batch` at
 //! a time and written as each batch finishes, so a 2,048-channel layer is never all in memory;
@@ -95,8 +97,6 @@ pub(crate) struct UnitResult {
     pub channel: usize,
     /// `(file under DIR, activation)` of each visualisation.
     pub images: Vec<(String, f32)>,
-    /// The first visualisation, small, for the contact sheet.
-    pub thumbnail: Option<image::RgbImage>,
     /// Files under DIR of the patches, best first (beside the scan's hits).
     pub patches: Vec<String>,
 }
@@ -131,7 +131,6 @@ pub fn run(args: &MicroscopeArgs) -> CliResult<()> {
         .map(|&channel| UnitResult {
             channel,
             images: Vec::new(),
-            thumbnail: None,
             patches: Vec::new(),
         })
         .collect();
@@ -273,9 +272,6 @@ fn visualise(
             }
             if let Some(r) = results.iter_mut().find(|r| r.channel == image.channel) {
                 r.images.push((name, image.activation));
-                if r.thumbnail.is_none() {
-                    r.thumbnail = Some(image.image);
-                }
             }
         }
         Ok(())

@@ -102,34 +102,49 @@ impl Summary<'_> {
     }
 }
 
-/// Writes the contact sheet, `index.json` and `index.html` into `out`.
+/// Units per contact sheet (a sheet of 2,048 rows would be a 200,000-pixel-tall PNG).
+const SHEET_UNITS: usize = 64;
+
+/// Units up to which `index.html` embeds its images.
+const EMBED_UNITS: usize = 128;
+
+/// Writes the contact sheets, `index.json` and `index.html` into `out`. Pictures are read back
+/// from the files one sheet at a time, so a large layer is never in memory at once.
 pub(crate) fn write_all(out: &Path, s: &Summary) -> CliResult<()> {
-    let patches: Vec<Vec<image::RgbImage>> = s
-        .units
-        .iter()
-        .map(|u| {
-            u.patches
-                .iter()
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| image::open(out.join(p)).ok().map(|i| i.to_rgb8()))
-                .collect()
-        })
-        .collect();
-    let rows: Vec<SheetRow> = s
-        .units
-        .iter()
-        .zip(&patches)
-        .map(|(u, p)| SheetRow {
-            label: u.channel,
-            pictures: u.thumbnail.iter().chain(p.iter()).collect(),
-        })
-        .collect();
-    let columns = rows.iter().map(|r| r.pictures.len()).max().unwrap_or(1);
-    save_png(
-        &contact_sheet(&rows, columns, SHEET_CELL),
-        &out.join("contact_sheet.png"),
-    )
-    .map_err(|e| CliError(e.to_string()))?;
+    let read = |file: &String| -> Option<image::RgbImage> {
+        (!file.is_empty())
+            .then(|| image::open(out.join(file)).ok().map(|i| i.to_rgb8()))
+            .flatten()
+    };
+    for (page, units) in s.units.chunks(SHEET_UNITS).enumerate() {
+        let pictures: Vec<Vec<image::RgbImage>> = units
+            .iter()
+            .map(|u| {
+                u.images
+                    .first()
+                    .map(|i| &i.0)
+                    .into_iter()
+                    .chain(&u.patches)
+                    .filter_map(read)
+                    .collect()
+            })
+            .collect();
+        let rows: Vec<SheetRow> = units
+            .iter()
+            .zip(&pictures)
+            .map(|(u, p)| SheetRow {
+                label: u.channel,
+                pictures: p.iter().collect(),
+            })
+            .collect();
+        let columns = rows.iter().map(|r| r.pictures.len()).max().unwrap_or(1);
+        let name = match page {
+            0 => "contact_sheet.png".to_string(),
+            p => format!("contact_sheet_{}.png", p + 1),
+        };
+        save_png(&contact_sheet(&rows, columns, SHEET_CELL), &out.join(name))
+            .map_err(|e| CliError(e.to_string()))?;
+    }
 
     let mut index = s.summary_json();
     index["units"] = json!(
@@ -153,8 +168,12 @@ fn write(path: &Path, bytes: &[u8]) -> CliResult<()> {
         .map_err(|e| CliError(format!("{}: cannot write ({e})", path.display())))
 }
 
-/// A file under `out` as a `data:` URI (empty when it cannot be read).
-fn embedded(out: &Path, file: &str) -> String {
+/// A file under `out` as a `data:` URI (empty when it cannot be read), or its relative path
+/// when the page is too large to embed everything.
+fn embedded(out: &Path, file: &str, embed: bool) -> String {
+    if !embed {
+        return escape(file);
+    }
     match std::fs::read(out.join(file)) {
         Ok(bytes) if !file.is_empty() => format!(
             "data:image/png;base64,{}",
@@ -174,6 +193,7 @@ fn escape(s: &str) -> String {
 /// One page: a grid of units (visualisation, activation, nine patches), each unit's histogram
 /// as a row of bars; every image embedded, no script, no network.
 fn html(out: &Path, s: &Summary) -> CliResult<String> {
+    let embed = s.units.len() <= EMBED_UNITS;
     let mut h = String::new();
     let title = format!(
         "{} — {} — convscope microscope",
@@ -212,7 +232,7 @@ h1{{font-size:18px}}.grid{{display:flex;flex-wrap:wrap;gap:12px}}\
                 h,
                 "<figure style=\"margin:0\"><img alt=\"unit {} visualisation\" src=\"{}\"><figcaption><small>mean activation {activation:.3}</small></figcaption></figure>",
                 u.channel,
-                embedded(out, file)
+                embedded(out, file, embed)
             );
         }
         let _ = write!(h, "<div class=\"patches\">");
@@ -226,7 +246,7 @@ h1{{font-size:18px}}.grid{{display:flex;flex-wrap:wrap;gap:12px}}\
                 "<img title=\"{}\" alt=\"patch {}\" src=\"{}\">",
                 escape(&title),
                 rank + 1,
-                embedded(out, file)
+                embedded(out, file, embed)
             );
         }
         let _ = write!(h, "</div></div>");
