@@ -1,8 +1,8 @@
 //! The microscope's feature visualisation through the library, on the bundled
 //! EfficientNet-Lite0: a unit's image does not depend on the batch it is optimised in (one
 //! forward and backward pass per step for the whole batch must not mix the images), the
-//! diversity term makes a unit's images differ, and a visualisation excites its unit more than
-//! the bundled photos do.
+//! diversity term makes a unit's images differ, a visualisation excites its unit more than
+//! the bundled photos do, and a ReLU6 unit that is off on the starting image still wakes up.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,8 +15,12 @@ use convscope::models::bundled;
 const LAYER: &str = "/_blocks.4/_swish/Clip_output_0";
 
 fn visualise(channels: &[usize], config: &VisConfig) -> Vec<UnitImage> {
+    visualise_layer(LAYER, channels, config)
+}
+
+fn visualise_layer(layer: &str, channels: &[usize], config: &VisConfig) -> Vec<UnitImage> {
     let model = bundled::pretrained("efficientnet-lite0").unwrap().unwrap();
-    let layer = UnitLayer::find(&model.graph, LAYER).unwrap();
+    let layer = UnitLayer::find(&model.graph, layer).unwrap();
     let mut images = Vec::new();
     visualise_units(
         &model.graph,
@@ -152,4 +156,28 @@ fn a_visualisation_excites_its_unit_more_than_the_photos_do() {
         );
     }
     assert!(judged >= 6, "only {judged} units could be judged");
+}
+
+/// Units 19 and 23 of `/_blocks.6`'s ReLU6 are 0 everywhere on the 64 px starting image, so the
+/// clipped value gives them no gradient, Adam never moves them, and an optimiser of the layer's
+/// own value leaves them at 0 whatever the steps (checked: with the objective on the layer
+/// itself this test fails with both at 0.0, and their cells in the window stayed grey). The
+/// visualisation climbs the value before the clip instead (Lucid's `_pre_relu`).
+#[test]
+fn a_unit_off_on_the_starting_image_still_wakes_up() {
+    let config = VisConfig {
+        size: 64,
+        steps: 48,
+        ..VisConfig::default()
+    };
+    let units = visualise_layer("/_blocks.6/_swish/Clip_output_0", &[19, 23], &config);
+    assert_eq!(units.len(), 2);
+    for unit in &units {
+        assert!(
+            unit.activation > 0.5,
+            "unit {} stayed off: {}",
+            unit.channel,
+            unit.activation
+        );
+    }
 }

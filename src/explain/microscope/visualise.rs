@@ -10,6 +10,12 @@
 //! its channel and its variant, and Adam works element by element, so a unit's image is the
 //! same whichever batch it is optimised in.
 //!
+//! A ReLU or ReLU6 layer is optimised through its input, the same channel before the clip, as
+//! Lucid's `*_pre_relu` objectives do: where a unit is off everywhere (a random image often
+//! starts there) the clipped value has no gradient and its image would never move (PyTorch's
+//! loop in `tools/bench_microscope.py` leaves such a unit at 0). Raising the input raises the
+//! unit; the activation reported is the layer's own.
+//!
 //! The prefix runs at the visualisation's size when the layer allows it (convolutions do), so
 //! 32 units at 128 px cost 32 passes of a 128 px prefix; a layer behind a fixed-size op (a
 //! dense layer, a transformer's reshape) is reached at the model's own input size instead, the
@@ -22,10 +28,11 @@ use rayon::prelude::*;
 
 use super::diversity::diversity;
 use super::units::UnitLayer;
-use crate::engine::graph::ValueId;
+use crate::engine::graph::{ValueId, ValueKind};
+use crate::engine::ops::Activation;
 use crate::engine::optim::{Optimizer, OptimizerConfig};
 use crate::engine::rng::mix64;
-use crate::engine::{BackwardRequest, ForwardOptions, Graph, Keep, Param, Tensor};
+use crate::engine::{BackwardRequest, ForwardOptions, Graph, Keep, Op, Param, Tensor};
 use crate::explain::dream::fourier::{self, FourierBasis};
 use crate::explain::dream::input::ModelInput;
 use crate::explain::dream::planes_to_image;
@@ -105,7 +112,7 @@ pub struct UnitImage {
     /// Which of the unit's images (0 when there is one per unit).
     pub variant: usize,
     pub image: RgbImage,
-    /// The channel's spatial mean on this image, untransformed (what was maximised).
+    /// The channel's spatial mean on this image, untransformed (the layer's own value).
     pub activation: f32,
 }
 
@@ -114,6 +121,9 @@ struct Prefix {
     graph: Graph,
     input: ModelInput,
     layer_id: ValueId,
+    /// What the images maximise: the layer, or its input when the layer is a ReLU or a clip
+    /// (see the module's comment).
+    objective_id: ValueId,
 }
 
 impl Prefix {
@@ -154,10 +164,25 @@ impl Prefix {
         let layer_id = sub.value_id(&layer.name).ok_or_else(|| {
             ExplainError::invalid(format!("internal: '{}' left the prefix", layer.name))
         })?;
+        let objective_id = match sub.producer(layer_id) {
+            Some(node)
+                if matches!(
+                    node.op,
+                    Op::Activation(Activation::Relu | Activation::Clip { .. })
+                ) && node.inputs.first().is_some_and(|&v| {
+                    sub.value(v).shape == sub.value(layer_id).shape
+                        && !matches!(sub.value(v).kind, ValueKind::Param(_))
+                }) =>
+            {
+                node.inputs[0]
+            }
+            _ => layer_id,
+        };
         Ok(Self {
             graph: sub,
             input,
             layer_id,
+            objective_id,
         })
     }
 }
@@ -195,7 +220,10 @@ pub fn visualise_units(
         )));
     }
     let prefix = Prefix::new(graph, preprocess, layer, config.size)?;
-    let fast = prefix.graph.inference(&[layer.name.as_str()])?;
+    let objective = prefix.graph.value(prefix.objective_id).name.clone();
+    let fast = prefix
+        .graph
+        .inference(&[layer.name.as_str(), objective.as_str()])?;
     let basis = FourierBasis::new(config.size, config.size);
     let all: Vec<(usize, usize)> = channels
         .iter()
@@ -320,7 +348,7 @@ fn run_batch(
             ..ForwardOptions::eval()
         },
     )?;
-    let layer_id = fast_id(graph, prefix)?;
+    let layer_id = fast_id(graph, prefix, prefix.layer_id)?;
     let a = pass
         .get(layer_id)
         .ok_or_else(|| ExplainError::invalid("the forward pass lost the layer"))?;
@@ -343,9 +371,9 @@ fn run_batch(
         .collect())
 }
 
-/// The layer's id in the (possibly fused) graph that runs.
-fn fast_id(graph: &Graph, prefix: &Prefix) -> ExplainResult<ValueId> {
-    let name = &prefix.graph.value(prefix.layer_id).name;
+/// The id in the (possibly fused) graph that runs of the prefix's value `id`.
+fn fast_id(graph: &Graph, prefix: &Prefix, id: ValueId) -> ExplainResult<ValueId> {
+    let name = &prefix.graph.value(id).name;
     graph
         .value_id(name)
         .ok_or_else(|| ExplainError::invalid(format!("internal: '{name}' was fused away")))
@@ -398,15 +426,15 @@ fn seeds(a: &Tensor, items: &[Item], weight: f32) -> ExplainResult<Tensor> {
     Ok(seed)
 }
 
-/// One forward pass keeping the layer and one backward pass from `seed_of(layer)` to the
-/// input: dJ/dx `[n, ..]`.
+/// One forward pass keeping the objective's value and one backward pass from
+/// `seed_of(value)` to the input: dJ/dx `[n, ..]`.
 fn forward_backward(
     graph: &Graph,
     prefix: &Prefix,
     x: &Tensor,
     seed_of: impl Fn(&Tensor) -> ExplainResult<Tensor>,
 ) -> ExplainResult<Tensor> {
-    let layer = fast_id(graph, prefix)?;
+    let layer = fast_id(graph, prefix, prefix.objective_id)?;
     let input = graph.inputs()[0];
     let pass = graph.forward(
         std::slice::from_ref(x),
