@@ -495,3 +495,73 @@ fn a_vision_transformer_shows_token_maps_and_its_preprocessing_is_edited() {
     assert!(text.contains("ShorterSideCrop"), "{text}");
     h.get_by_label_contains("saved to");
 }
+
+/// The units view of the Layers panel (issue 16): a mid EfficientNet-Lite0 layer's first page
+/// of units is visualised (small settings) and searched for patches in the bundled photos;
+/// a click on a cell opens the unit page with that unit's patches, histogram and verdict.
+/// Then the bad inputs: a folder that does not exist is one sentence naming it, and a folder
+/// with a broken image is read with the image skipped and counted.
+#[test]
+fn the_units_view_visualises_a_page_finds_patches_and_opens_a_unit_page() {
+    let mut settings = AppSettings {
+        panel: PanelKind::Layers,
+        ..AppSettings::default()
+    };
+    settings.layers.units.steps = 8;
+    settings.layers.units.size = 64;
+    let mut h = harness(settings);
+    wait_for(&mut h, "the model and its photo", 240, |a| {
+        a.workspace.model.is_some() && !a.workspace.photos.is_empty()
+    });
+    h.state_mut()
+        .layers
+        .select_layer("/_blocks.6/_swish/Clip_output_0");
+    h.step();
+    h.get_by_label("Units").click();
+    h.run_steps(2);
+    h.get_by_label("Visualise this page").click();
+    h.run_steps(2);
+    h.get_by_label("Find top patches").click();
+    wait_for(&mut h, "the page's visualisations and patches", 240, |a| {
+        let units = a.layers.units();
+        units.results(&a.settings.layers.units) == (64, 64) && !units.is_busy()
+    });
+    let photos = convscope::models::bundled::SAMPLE_IMAGES.len();
+    h.get_by_label_contains(&format!("{photos} images read from the bundled photos"));
+    h.get_by_label("unit 5").click();
+    h.run_steps(3);
+    assert_eq!(h.state().layers.units().open_unit(), Some(5));
+    h.get_by_label_contains("Top patches of unit 5 in the bundled photos");
+    h.get_by_label_contains(&format!("Peak of unit 5 per image, over {photos} images"));
+    h.get_by_label_contains("#1 · ");
+    // the verdict: the visualisation against the best folder image
+    h.get_by_label_contains("folder image");
+
+    // a folder that cannot be read: one sentence naming it, the window goes on
+    h.state_mut().settings.layers.units.folder = "/no/such/folder".into();
+    h.step();
+    h.get_by_label("Find top patches").click();
+    wait_for(&mut h, "the folder's error", 60, |a| {
+        a.layers
+            .units()
+            .error()
+            .is_some_and(|e| e.contains("/no/such/folder"))
+            && !a.layers.units().is_busy()
+    });
+    // a broken image among good ones: skipped and counted
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(sample("coffee.png"), dir.path().join("coffee.png")).expect("copy");
+    std::fs::write(
+        dir.path().join("broken.png"),
+        b"\x89PNG\r\n\x1a\n not a picture",
+    )
+    .expect("write");
+    h.state_mut().settings.layers.units.folder = dir.path().display().to_string();
+    h.step();
+    h.get_by_label("Find top patches").click();
+    wait_for(&mut h, "the folder with a broken image", 120, |a| {
+        a.layers.units().results(&a.settings.layers.units).1 == 64 && !a.layers.units().is_busy()
+    });
+    h.get_by_label("1 image skipped");
+    assert!(h.state().layers.units().error().is_none());
+}

@@ -3,7 +3,8 @@
 #   apt-get install -y xvfb xdotool imagemagick libgl1-mesa-dri libegl1 mesa-vulkan-drivers libvulkan1
 #   bash tools/screenshots.sh            # writes screenshots/*.png
 # Each panel starts from a fresh settings folder and the start-up switches of src/app/mod.rs
-# (CONVSCOPE_PANEL, CONVSCOPE_LAYER, CONVSCOPE_AUTOSTART), waits, and grabs the screen.
+# (CONVSCOPE_PANEL, CONVSCOPE_LAYER, CONVSCOPE_AUTOSTART, CONVSCOPE_UNITS, CONVSCOPE_UNIT), waits,
+# and grabs the screen.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release
@@ -20,6 +21,7 @@ shot() { # name wait_seconds env...
     xvfb-run -a -s "-screen 0 1600x1000x24" bash -c "
       $BIN & pid=\$!
       sleep $wait
+      xdotool mousemove 1599 999 && sleep 1  # no tooltip where the pointer happened to rest
       import -window root -crop 1440x920+0+0 +repage '$OUT/$name.png'
       kill \$pid; wait \$pid 2>/dev/null || true" || true
   rm -rf "$home"
@@ -46,6 +48,12 @@ else
   echo "skipped the ViT screenshots: $VIT is missing (python tools/default_exporter_parity.py --legacy vit_b_16)"
 fi
 shot preprocessing 20 CONVSCOPE_PANEL=explain CONVSCOPE_PREPROCESSING=1
+# the units view (issue 16): a page of /_blocks.6's units visualised (128 steps at 64 px, ~25 s
+# on 2 cores) and searched in the bundled photos, then one unit's page
+shot microscope-units 75 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_swish/Clip_output_0 \
+  CONVSCOPE_UNITS=1 CONVSCOPE_AUTOSTART=units
+shot microscope-unit-page 75 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_swish/Clip_output_0 \
+  CONVSCOPE_UNITS=1 CONVSCOPE_AUTOSTART=units CONVSCOPE_UNIT=5
 # the microscope's self-contained index.html in a real headless browser (issue 16):
 #   apt-get install -y chromium
 MS=$(mktemp -d)

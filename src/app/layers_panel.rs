@@ -1,6 +1,8 @@
 //! The layers panel: the model summary as a table; a click on a layer shows its activation grid
 //! for the current photo; a click on a channel enlarges it with its gradient-weighted importance
-//! (the Grad-CAM weight α_k, the spatial mean of ∂score/∂A_k) for the chosen class.
+//! (the Grad-CAM weight α_k, the spatial mean of ∂score/∂A_k) for the chosen class. A toggle
+//! swaps the activation grid for the units view (`app::microscope`): what each channel of the
+//! layer responds to.
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use image::RgbaImage;
 use serde::{Deserialize, Serialize};
 
 use super::jobs::{Job, Reporter};
+use super::microscope::{PhotoMaps, UnitsSettings, UnitsView};
 use super::photo::Photo;
 use super::texture::Picture;
 use super::widgets::{self, choice_combo, class_picker};
@@ -69,6 +72,8 @@ pub struct LayersSettings {
     /// Families from [`KINDS`] hidden from the table.
     pub hidden: Vec<String>,
     pub colormap: Colormap,
+    /// The units view and its work's settings.
+    pub units: UnitsSettings,
 }
 
 impl Default for LayersSettings {
@@ -77,6 +82,7 @@ impl Default for LayersSettings {
             normalisation: Normalisation::PerMap,
             hidden: vec!["batch norm".into(), "activations".into()],
             colormap: Colormap::Viridis,
+            units: UnitsSettings::default(),
         }
     }
 }
@@ -94,6 +100,9 @@ struct Request {
 
 /// A computed layer view.
 struct Computed {
+    /// The layer and photo it shows (a new request's result may still be on its way).
+    layer: String,
+    photo: usize,
     shape: Vec<usize>,
     grid: Option<RgbaImage>,
     /// Maps of this page, in [0, 1].
@@ -127,6 +136,9 @@ pub struct LayersPanel {
     channel: Option<usize>,
     channel_pic: Picture,
     error: Option<String>,
+    /// Bumped with every computed view (the unit page redraws its photo map when it changes).
+    serial: u64,
+    units: UnitsView,
 }
 
 fn compute(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg>) {
@@ -153,6 +165,8 @@ fn compute(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg>) {
             top.sort_by(|x, y| y.1.total_cmp(&x.1));
             top.truncate(20);
             return Ok(Computed {
+                layer: req.layer.clone(),
+                photo: req.photo,
                 shape,
                 grid: None,
                 maps: Vec::new(),
@@ -188,6 +202,8 @@ fn compute(model: Arc<Model>, photo: Photo, req: Request, out: &Reporter<Msg>) {
             .grad_cam(&photo.input, req.target, Some(id), GradCamVariant::GradCam)
             .map_err(|e| e.to_string())?;
         Ok(Computed {
+            layer: req.layer.clone(),
+            photo: req.photo,
             shape,
             grid: Some(grid),
             maps,
@@ -230,7 +246,23 @@ impl LayersPanel {
         self.job.is_some()
     }
 
+    pub fn units(&self) -> &UnitsView {
+        &self.units
+    }
+
+    pub fn units_mut(&mut self) -> &mut UnitsView {
+        &mut self.units
+    }
+
     pub fn logic(&mut self, ctx: &egui::Context, ws: &Workspace, settings: &LayersSettings) {
+        self.units
+            .logic(ctx, ws, self.selected.as_deref(), &settings.units);
+        if settings.units.show
+            && let Some(k) = self.units.open_unit()
+        {
+            // the unit page shows the photo's map of its channel: compute that channel's page
+            self.page = k / PAGE;
+        }
         if let Some(job) = &mut self.job {
             for msg in job.drain(ctx) {
                 match msg {
@@ -241,6 +273,7 @@ impl LayersPanel {
                         }
                         self.channel_pic.clear();
                         self.computed = Some(*c);
+                        self.serial += 1;
                         self.error = None;
                     }
                     Msg::Failed(e) => self.error = Some(e),
@@ -374,6 +407,31 @@ impl LayersPanel {
                 widgets::busy(ui);
             }
         });
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut settings.units.show, false, "Activations")
+                .on_hover_text("the layer's channels for the current photo");
+            ui.selectable_value(&mut settings.units.show, true, "Units")
+                .on_hover_text(
+                    "what each channel responds to: its feature visualisation and best patches",
+                );
+        });
+        if settings.units.show {
+            // the photo's maps only once they are this layer's and this photo's
+            let computed = self
+                .computed
+                .as_ref()
+                .filter(|c| c.layer == layer && c.photo == ws.selected);
+            let maps = PhotoMaps {
+                photo: &slot.photo.name,
+                first: computed.map_or(0, |c| c.first),
+                maps: computed.map_or(&[][..], |c| c.maps.as_slice()),
+                serial: self.serial,
+                colormap: settings.colormap,
+                dense: computed.is_some_and(|c| c.grid.is_none()),
+            };
+            self.units.ui(ui, ws, &mut settings.units, &maps);
+            return;
+        }
         ui.horizontal(|ui| {
             ui.label("Normalise:");
             ui.selectable_value(

@@ -10,6 +10,7 @@ mod export;
 mod frame_stats;
 mod jobs;
 mod layers_panel;
+mod microscope;
 mod photo;
 mod preset_window;
 mod renderer;
@@ -24,6 +25,7 @@ pub use dataset_panel::DatasetPanel;
 pub use dream_panel::{DreamPanel, DreamSettings};
 pub use explain_panel::{ExplainPanel, ExplainSettings};
 pub use layers_panel::{LayersPanel, LayersSettings};
+pub use microscope::{UnitsSettings, UnitsView};
 pub use train_panel::{DataChoice, TrainPanel, TrainSettings};
 pub use workspace::{LoadedModel, ModelSpec, PhotoSpec, Workspace};
 
@@ -169,7 +171,10 @@ impl ConvscopeApp {
     /// `CONVSCOPE_LAYER` (a layer to open in the layers panel), `CONVSCOPE_AUTOSTART`
     /// (`training` or `dream`), `CONVSCOPE_FRAME_TIMES` (the frame-time overlay on),
     /// `CONVSCOPE_OPEN` (models and photos to open, `:`-separated), `CONVSCOPE_METHOD` (the
-    /// explanation method's CLI name), `CONVSCOPE_PREPROCESSING` (the preprocessing window open).
+    /// explanation method's CLI name), `CONVSCOPE_PREPROCESSING` (the preprocessing window open),
+    /// `CONVSCOPE_UNITS` (the layers panel's units view), `CONVSCOPE_AUTOSTART=units` (visualise
+    /// the first page of units and find their patches in the bundled photos or the saved folder),
+    /// `CONVSCOPE_UNIT` (a unit whose page opens once its results are in).
     fn apply_start_env(&mut self, ctx: &egui::Context) {
         if let Ok(p) = std::env::var("CONVSCOPE_PANEL")
             && let Some(kind) = PanelKind::ALL
@@ -199,9 +204,24 @@ impl ConvscopeApp {
         if std::env::var_os("CONVSCOPE_PREPROCESSING").is_some() {
             self.preset.open = true;
         }
+        if std::env::var_os("CONVSCOPE_UNITS").is_some() {
+            self.settings.layers.units.show = true;
+        }
+        if let Ok(unit) = std::env::var("CONVSCOPE_UNIT") {
+            match unit.trim().parse::<usize>() {
+                Ok(k) => self.layers.units_mut().open_when_ready = Some(k),
+                Err(_) => self
+                    .errors
+                    .push(format!("CONVSCOPE_UNIT={unit} is not a unit number")),
+            }
+        }
         match std::env::var("CONVSCOPE_AUTOSTART").as_deref() {
             Ok("training") => self.train.start(ctx, &self.settings.train),
             Ok("dream") => self.autostart_dream = true,
+            Ok("units") => {
+                self.settings.layers.units.show = true;
+                self.layers.units_mut().autostart = true;
+            }
             _ => {}
         }
         if std::env::var_os("CONVSCOPE_FRAME_TIMES").is_some() {
@@ -223,7 +243,10 @@ impl ConvscopeApp {
 
     /// Is any worker busy? (Tests wait for this to become false.)
     pub fn is_busy(&self) -> bool {
-        self.workspace.is_busy() || self.explain.is_busy() || self.layers.is_busy()
+        self.workspace.is_busy()
+            || self.explain.is_busy()
+            || self.layers.is_busy()
+            || self.layers.units().is_busy()
     }
 
     fn top_bar(&mut self, ui: &mut egui::Ui) {
