@@ -498,7 +498,8 @@ fn a_vision_transformer_shows_token_maps_and_its_preprocessing_is_edited() {
 
 /// The units view of the Layers panel (issue 16): a mid EfficientNet-Lite0 layer's first page
 /// of units is visualised (small settings) and searched for patches in the bundled photos;
-/// a click on a cell opens the unit page with that unit's patches, histogram and verdict.
+/// a click on a cell opens the unit page with that unit's patches, histogram and verdict, and
+/// its button makes four faces of the unit.
 /// Then the bad inputs: a folder that does not exist is one sentence naming it, and a folder
 /// with a broken image is read with the image skipped and counted.
 #[test]
@@ -536,6 +537,13 @@ fn the_units_view_visualises_a_page_finds_patches_and_opens_a_unit_page() {
     h.get_by_label_contains("#1 · ");
     // the verdict: the visualisation against the best folder image
     h.get_by_label_contains("folder image");
+    // several faces of the unit, optimised together and pushed apart
+    h.get_by_label("Show 4 faces").click();
+    wait_for(&mut h, "unit 5's faces", 120, |a| {
+        a.layers.units().faces(&a.settings.layers.units, 5) == 4 && !a.layers.units().is_busy()
+    });
+    h.get_by_label_contains("4 faces of unit 5");
+    h.get_by_label_contains("face 4 · ");
 
     // a folder that cannot be read: one sentence naming it, the window goes on
     h.state_mut().settings.layers.units.folder = "/no/such/folder".into();

@@ -49,10 +49,10 @@ else
 fi
 shot preprocessing 20 CONVSCOPE_PANEL=explain CONVSCOPE_PREPROCESSING=1
 # the units view (issue 16): a page of /_blocks.6's units visualised (128 steps at 64 px, ~25 s
-# on 2 cores) and searched in the bundled photos, then one unit's page
-shot microscope-units 75 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_swish/Clip_output_0 \
+# on 2 cores) and searched in the bundled photos, then one unit's page with its four faces
+shot microscope-units 90 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_swish/Clip_output_0 \
   CONVSCOPE_UNITS=1 CONVSCOPE_AUTOSTART=units
-shot microscope-unit-page 75 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_swish/Clip_output_0 \
+shot microscope-unit-page 100 CONVSCOPE_PANEL=layers CONVSCOPE_LAYER=/_blocks.6/_swish/Clip_output_0 \
   CONVSCOPE_UNITS=1 CONVSCOPE_AUTOSTART=units CONVSCOPE_UNIT=5
 # the microscope's self-contained index.html in a real headless browser (issue 16):
 #   apt-get install -y chromium

@@ -174,7 +174,8 @@ impl ConvscopeApp {
     /// explanation method's CLI name), `CONVSCOPE_PREPROCESSING` (the preprocessing window open),
     /// `CONVSCOPE_UNITS` (the layers panel's units view), `CONVSCOPE_AUTOSTART=units` (visualise
     /// the first page of units and find their patches in the bundled photos or the saved folder),
-    /// `CONVSCOPE_UNIT` (a unit whose page opens once its results are in).
+    /// `CONVSCOPE_UNIT` (a unit whose page opens once its results are in, and
+    /// its faces are made).
     fn apply_start_env(&mut self, ctx: &egui::Context) {
         if let Ok(p) = std::env::var("CONVSCOPE_PANEL")
             && let Some(kind) = PanelKind::ALL

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use image::RgbaImage;
 
-use super::work::{ScanDone, ScanRequest, VisRequest};
+use super::work::{ScanDone, ScanRequest, VisPicture, VisRequest};
 use crate::app::texture::Picture;
 use crate::explain::microscope::UnitScan;
 use crate::models::Model;
@@ -45,12 +45,23 @@ pub struct VisEntry {
     pub thumb: Thumb,
     /// The channel's spatial mean on its own visualisation.
     pub activation: f32,
+    /// Which of the unit's faces (0 in the grid).
+    pub variant: usize,
 }
 
 /// One unit's scan: the hits, their patches (beside `unit.top`) and the histogram.
 pub struct ScanEntry {
     pub unit: UnitScan,
     pub patches: Vec<Option<Thumb>>,
+}
+
+/// What the cache holds for one unit.
+pub struct UnitResults<'a> {
+    pub vis: Option<&'a mut VisEntry>,
+    /// Its faces, in order (empty until asked for).
+    pub faces: &'a mut [VisEntry],
+    /// Its scan and the number of images it read.
+    pub scan: Option<(&'a mut ScanEntry, usize)>,
 }
 
 /// The scans of one folder for one layer.
@@ -68,6 +79,8 @@ pub struct Cache {
     /// The model the entries belong to (held so its address cannot be reused by another).
     model: Option<Arc<Model>>,
     vis: HashMap<VisRequest, HashMap<usize, VisEntry>>,
+    /// A unit's faces (requests with more than one image per unit), in variant order.
+    faces: HashMap<VisRequest, HashMap<usize, Vec<VisEntry>>>,
     scans: HashMap<ScanRequest, ScanSet>,
 }
 
@@ -87,12 +100,33 @@ impl Cache {
         }
     }
 
-    pub fn add_vis(&mut self, req: &VisRequest, images: Vec<(usize, RgbaImage, f32)>) {
-        let slot = self.vis.entry(req.clone()).or_default();
-        for (channel, image, activation) in images {
-            let thumb = Thumb::new(image);
-            slot.insert(channel, VisEntry { thumb, activation });
+    pub fn add_vis(&mut self, req: &VisRequest, images: Vec<VisPicture>) {
+        for p in images {
+            let entry = VisEntry {
+                thumb: Thumb::new(p.image),
+                activation: p.activation,
+                variant: p.variant,
+            };
+            if req.faces > 1 {
+                let faces = self.faces.entry(req.clone()).or_default();
+                let faces = faces.entry(p.channel).or_default();
+                faces.push(entry);
+                faces.sort_by_key(|f| f.variant);
+            } else {
+                self.vis
+                    .entry(req.clone())
+                    .or_default()
+                    .insert(p.channel, entry);
+            }
         }
+    }
+
+    /// How many faces of `channel` are held for `req`.
+    pub fn face_count(&self, req: &VisRequest, channel: usize) -> usize {
+        self.faces
+            .get(req)
+            .and_then(|f| f.get(&channel))
+            .map_or(0, Vec::len)
     }
 
     pub fn add_scan(&mut self, req: &ScanRequest, done: ScanDone) {
@@ -121,19 +155,27 @@ impl Cache {
         self.scans.get_mut(req)
     }
 
-    /// One unit's visualisation and scan (with the number of images scanned), as far as held.
+    /// One unit's visualisation, faces and scan (with the number of images scanned), as far
+    /// as held.
     pub fn unit_mut(
         &mut self,
         vis: &VisRequest,
+        faces: &VisRequest,
         scan: &ScanRequest,
         channel: usize,
-    ) -> (Option<&mut VisEntry>, Option<(&mut ScanEntry, usize)>) {
-        let vis = self.vis.get_mut(vis).and_then(|v| v.get_mut(&channel));
-        let scan = self.scans.get_mut(scan).and_then(|s| {
-            let images = s.images;
-            s.units.get_mut(&channel).map(|u| (u, images))
-        });
-        (vis, scan)
+    ) -> UnitResults<'_> {
+        UnitResults {
+            vis: self.vis.get_mut(vis).and_then(|v| v.get_mut(&channel)),
+            faces: self
+                .faces
+                .get_mut(faces)
+                .and_then(|f| f.get_mut(&channel))
+                .map_or(&mut [][..], |f| f.as_mut_slice()),
+            scan: self.scans.get_mut(scan).and_then(|s| {
+                let images = s.images;
+                s.units.get_mut(&channel).map(|u| (u, images))
+            }),
+        }
     }
 
     /// Channels among `channels` that have no visualisation for `req` yet.

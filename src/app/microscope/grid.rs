@@ -21,17 +21,17 @@ fn placeholder(ui: &mut egui::Ui, hover: &str) -> egui::Response {
 }
 
 /// A job's start button, and while it runs its progress and stop button.
-struct JobButtons {
-    start: &'static str,
-    hover: &'static str,
+pub(super) struct JobButtons<'a> {
+    pub start: &'a str,
+    pub hover: &'a str,
     /// What the progress counts.
-    counting: &'static str,
-    stop: &'static str,
+    pub counting: &'a str,
+    pub stop: &'a str,
 }
 
-impl JobButtons {
+impl JobButtons<'_> {
     /// Draws the buttons; true when the person asked to start.
-    fn show<R>(&self, ui: &mut egui::Ui, running: Option<&Running<R>>) -> bool {
+    pub(super) fn show<R>(&self, ui: &mut egui::Ui, running: Option<&Running<R>>) -> bool {
         let start = ui
             .add_enabled(running.is_none(), egui::Button::new(self.start))
             .on_hover_text(self.hover);
@@ -116,13 +116,26 @@ impl UnitsView {
         if let Some(k) = clicked {
             self.show_unit(k);
         }
-        if let Some(page) = &mut self.unit {
+        let shown = self.unit.as_mut().map(|page| {
             let k = page.channel;
-            let (vis, scan) = self
-                .cache
-                .unit_mut(&settings.vis_request(&name), &scan_req, k);
-            let open = page.show(ui.ctx(), &name, vis, scan, &scan_req.source_name(), maps);
-            if !open {
+            let held = self.cache.unit_mut(
+                &settings.vis_request(&name),
+                &settings.faces_request(&name),
+                &scan_req,
+                k,
+            );
+            let faces_job = self.faces_job.as_ref().filter(|run| run.req.1 == k);
+            let source = scan_req.source_name();
+            (
+                k,
+                page.show(ui.ctx(), &name, held, faces_job, &source, maps),
+            )
+        });
+        if let Some((k, shown)) = shown {
+            if shown.want_faces {
+                self.start_faces(ui.ctx(), &model, settings, k);
+            }
+            if !shown.open {
                 self.unit = None;
             }
         }

@@ -22,7 +22,7 @@ use crate::models::Model;
 use cache::Cache;
 pub use unit_page::PhotoMaps;
 use unit_page::UnitPage;
-use work::{Msg, ScanRequest, VisRequest};
+use work::{FACES, Msg, ScanRequest, VisRequest};
 
 /// Units per page: a page is what one "Visualise this page" computes and the grid draws, so a
 /// 2,048-channel layer is never all computed or drawn at once.
@@ -61,6 +61,15 @@ impl UnitsSettings {
             layer: layer.to_string(),
             steps: self.steps,
             size: self.size,
+            faces: 1,
+        }
+    }
+
+    /// A unit page's faces: the grid's settings, [`FACES`] images pushed apart.
+    fn faces_request(&self, layer: &str) -> VisRequest {
+        VisRequest {
+            faces: FACES,
+            ..self.vis_request(layer)
         }
     }
 
@@ -99,18 +108,30 @@ pub struct UnitsView {
     cache: Cache,
     vis_job: Option<Running<VisRequest>>,
     scan_job: Option<Running<ScanRequest>>,
+    /// A unit page's faces being made, and for which unit.
+    faces_job: Option<Running<(VisRequest, usize)>>,
     /// The last failure of a job, one sentence.
     error: Option<String>,
     unit: Option<UnitPage>,
     /// Start both jobs once a model and layer are there (CONVSCOPE_AUTOSTART=units).
     pub autostart: bool,
-    /// Open this unit's page once its results are in (CONVSCOPE_UNIT).
+    /// Open this unit's page once its results are in, and make its faces (CONVSCOPE_UNIT).
     pub open_when_ready: Option<usize>,
 }
 
 impl UnitsView {
     pub fn is_busy(&self) -> bool {
-        self.vis_job.is_some() || self.scan_job.is_some()
+        self.vis_job.is_some() || self.scan_job.is_some() || self.faces_job.is_some()
+    }
+
+    /// How many faces of `channel` the cache holds for `settings` and the current layer.
+    pub fn faces(&self, settings: &UnitsSettings, channel: usize) -> usize {
+        match &self.layer {
+            Some((layer, _)) => self
+                .cache
+                .face_count(&settings.faces_request(layer), channel),
+            None => 0,
+        }
     }
 
     /// The unit whose page is open.
@@ -174,6 +195,7 @@ impl UnitsView {
             // another model: its units differ, and the old model's jobs are of no use
             self.vis_job = None;
             self.scan_job = None;
+            self.faces_job = None;
             self.unit = None;
             self.layer = None;
             self.error = None;
@@ -204,6 +226,7 @@ impl UnitsView {
             if vis_ready && scan_ready {
                 self.open_when_ready = None;
                 self.show_unit(k);
+                self.start_faces(ctx, &model, settings, k);
             }
         }
     }
@@ -233,6 +256,11 @@ impl UnitsView {
                 }
             },
         );
+        drain_job(&mut self.faces_job, ctx, "faces", error, |(req, _), msg| {
+            if let Msg::Vis(images) = msg {
+                cache.add_vis(req, images);
+            }
+        });
     }
 
     /// Visualises the page's units that the cache does not hold for these settings.
@@ -251,6 +279,40 @@ impl UnitsView {
         }) {
             Ok(job) => {
                 self.vis_job = Some(Running::new(job, req, total));
+                self.error = None;
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Makes [`FACES`] images of one unit, pushed apart by the diversity term, unless held.
+    fn start_faces(
+        &mut self,
+        ctx: &egui::Context,
+        model: &Arc<Model>,
+        settings: &UnitsSettings,
+        channel: usize,
+    ) {
+        let Some((name, Ok(_))) = &self.layer else {
+            return;
+        };
+        let req = settings.faces_request(name);
+        if self.cache.face_count(&req, channel) > 0 {
+            return;
+        }
+        if let Some(run) = &self.faces_job {
+            if run.req.1 == channel {
+                return;
+            }
+            // another unit's faces: the person has moved on
+            run.job.cancel();
+        }
+        let (m, r) = (model.clone(), req.clone());
+        match Job::spawn("units-faces", ctx, move |out| {
+            work::visualise(m, r, vec![channel], out)
+        }) {
+            Ok(job) => {
+                self.faces_job = Some(Running::new(job, (req, channel), settings.steps));
                 self.error = None;
             }
             Err(e) => self.error = Some(e),
@@ -328,7 +390,13 @@ mod tests {
         let mut cache = Cache::default();
         let s = UnitsSettings::default();
         let req = s.vis_request("a");
-        cache.add_vis(&req, vec![(1, image::RgbaImage::new(2, 2), 0.5)]);
+        let picture = |channel, variant| work::VisPicture {
+            channel,
+            variant,
+            image: image::RgbaImage::new(2, 2),
+            activation: 0.5,
+        };
+        cache.add_vis(&req, vec![picture(1, 0)]);
         assert_eq!(cache.missing_vis(&req, &[0, 1, 2]), vec![0, 2]);
         // other steps, or another layer, are other results
         let fewer = UnitsSettings {
@@ -338,5 +406,15 @@ mod tests {
         assert_eq!(cache.missing_vis(&fewer.vis_request("a"), &[1]), vec![1]);
         assert_eq!(cache.missing_vis(&s.vis_request("b"), &[1]), vec![1]);
         assert_eq!(cache.missing_scan(&s.scan_request("a"), &[1]), vec![1]);
+        // a unit's faces are kept apart from the grid's images, all of them, in order
+        let faces = s.faces_request("a");
+        cache.add_vis(&faces, vec![picture(1, 2), picture(1, 0), picture(1, 1)]);
+        assert_eq!(cache.face_count(&faces, 1), 3);
+        let held = cache.unit_mut(&req, &faces, &s.scan_request("a"), 1);
+        let order: Vec<usize> = held.faces.iter().map(|f| f.variant).collect();
+        assert_eq!(order, vec![0, 1, 2]);
+        assert!(held.vis.is_some() && held.scan.is_none());
+        assert_eq!(cache.face_count(&faces, 0), 0);
+        assert_eq!(cache.missing_vis(&req, &[0, 1]), vec![0]);
     }
 }

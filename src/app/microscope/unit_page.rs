@@ -2,9 +2,13 @@
 //! (hover names the file), the histogram of its per-image peaks over the folder, whether its
 //! visualisation excites it more than any folder image does (the verdict `convscope
 //! microscope` prints), and the current photo's activation map for its channel (the map the
-//! Layers panel already computed for the photo).
+//! Layers panel already computed for the photo), and on request several faces of the unit
+//! (images pushed apart by the diversity term).
 
-use super::cache::{ScanEntry, VisEntry};
+use super::Running;
+use super::cache::{ScanEntry, UnitResults, VisEntry};
+use super::grid::JobButtons;
+use super::work::{FACES, VisRequest};
 use crate::app::texture::Picture;
 use crate::explain::Map;
 use crate::render::colormap::Colormap;
@@ -20,6 +24,14 @@ pub struct PhotoMaps<'a> {
     pub colormap: Colormap,
     /// The layer has no maps over the photo (a dense layer).
     pub dense: bool,
+}
+
+/// What the person did on the page this frame.
+pub struct PageResponse {
+    /// False once the page was closed.
+    pub open: bool,
+    /// "Show faces" was pressed.
+    pub want_faces: bool,
 }
 
 pub struct UnitPage {
@@ -38,18 +50,20 @@ impl UnitPage {
         }
     }
 
-    /// Draws the page as a window; returns false once the person closed it.
+    /// Draws the page as a window; `faces_job` is the job making this unit's faces, if any.
     pub fn show(
         &mut self,
         ctx: &egui::Context,
         layer: &str,
-        vis: Option<&mut VisEntry>,
-        scan: Option<(&mut ScanEntry, usize)>,
+        held: UnitResults<'_>,
+        faces_job: Option<&Running<(VisRequest, usize)>>,
         source: &str,
         maps: &PhotoMaps<'_>,
-    ) -> bool {
+    ) -> PageResponse {
         let k = self.channel;
+        let UnitResults { vis, faces, scan } = held;
         let mut open = true;
+        let mut want_faces = false;
         egui::Window::new(format!("Unit {k} — {layer}"))
             .id(egui::Id::unique("convscope-unit-page"))
             .open(&mut open)
@@ -84,6 +98,8 @@ impl UnitPage {
                             });
                         });
                         ui.separator();
+                        want_faces = show_faces(ui, k, faces, faces_job);
+                        ui.separator();
                         match scan {
                             Some((entry, images)) => {
                                 patches(ui, k, entry, images, source, activation)
@@ -94,7 +110,7 @@ impl UnitPage {
                         }
                     });
             });
-        open
+        PageResponse { open, want_faces }
     }
 
     /// The photo's map of this channel, in the Layers panel's colours.
@@ -123,6 +139,39 @@ impl UnitPage {
         }
         self.map_pic.show(ui, egui::vec2(220.0, 220.0));
     }
+}
+
+/// The unit's faces, or the button that makes them; true when it was pressed.
+fn show_faces(
+    ui: &mut egui::Ui,
+    k: usize,
+    faces: &mut [VisEntry],
+    running: Option<&Running<(VisRequest, usize)>>,
+) -> bool {
+    if faces.is_empty() {
+        let start = format!("Show {FACES} faces");
+        let buttons = JobButtons {
+            start: &start,
+            hover: "optimise several images of this unit together, pushed apart by Lucid's \
+                    diversity term, to see more than one thing it responds to",
+            counting: "steps",
+            stop: "Stop",
+        };
+        return ui.horizontal(|ui| buttons.show(ui, running)).inner;
+    }
+    ui.strong(format!("{} faces of unit {k}", faces.len()))
+        .on_hover_text("optimised together, pushed apart by Lucid's diversity term");
+    ui.horizontal_wrapped(|ui| {
+        for (i, face) in faces.iter_mut().enumerate() {
+            ui.vertical(|ui| {
+                face.thumb
+                    .show(ui, "unit-page-face", egui::vec2(120.0, 120.0));
+                ui.label(format!("face {} · {:.3}", i + 1, face.activation))
+                    .on_hover_text("the channel's spatial mean on this image");
+            });
+        }
+    });
+    false
 }
 
 /// The nine patches, the histogram and the verdict.

@@ -17,6 +17,12 @@ use crate::explain::microscope::{
 use crate::explain::{Control, ExplainError, Progress};
 use crate::models::Model;
 
+/// Images of one unit asked for on its page ("more faces"), pushed apart by the diversity term.
+pub const FACES: usize = 4;
+/// The diversity weight for them: Lucid's range, where the faces differ visibly at 64 px
+/// without losing their unit (`tests/microscope.rs` checks the term pushes images apart).
+const FACES_DIVERSITY: f32 = 100.0;
+
 /// Largest side of a patch kept for display: a dense layer's patches are whole images, and a
 /// page holds 64 × 9 of them.
 const PATCH_SIDE: u32 = 128;
@@ -24,8 +30,8 @@ const PATCH_SIDE: u32 = 128;
 /// What a worker reports.
 pub enum Msg {
     Progress(Progress),
-    /// Finished visualisations: `(channel, image, activation)` (a batch at a time).
-    Vis(Vec<(usize, RgbaImage, f32)>),
+    /// Finished visualisations, a batch at a time.
+    Vis(Vec<VisPicture>),
     Scan(Box<ScanDone>),
     Failed(String),
 }
@@ -39,12 +45,25 @@ pub struct ScanDone {
     pub skipped: Vec<(String, String)>,
 }
 
+/// One finished visualisation.
+pub struct VisPicture {
+    pub channel: usize,
+    /// Which of the unit's faces (0 when one per unit).
+    pub variant: usize,
+    pub image: RgbaImage,
+    /// The channel's spatial mean on it.
+    pub activation: f32,
+}
+
 /// Which visualisations to make.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VisRequest {
     pub layer: String,
     pub steps: usize,
     pub size: usize,
+    /// Images per unit: 1 for the grid's cells, [`FACES`] for a unit page's faces (with the
+    /// diversity term).
+    pub faces: usize,
 }
 
 /// Which folder to scan: `None` for the bundled photos.
@@ -79,6 +98,8 @@ pub fn visualise(model: Arc<Model>, req: VisRequest, channels: Vec<usize>, out: 
         let config = VisConfig {
             size: req.size,
             steps: req.steps,
+            per_unit: req.faces,
+            diversity: if req.faces > 1 { FACES_DIVERSITY } else { 0.0 },
             ..VisConfig::default()
         };
         let progress = |p: Progress| out.send(Msg::Progress(p));
@@ -89,10 +110,11 @@ pub fn visualise(model: Arc<Model>, req: VisRequest, channels: Vec<usize>, out: 
         let mut done = |images: Vec<UnitImage>| {
             let pictures = images
                 .into_iter()
-                .filter(|i| i.variant == 0)
-                .map(|i| {
-                    let rgba = image::DynamicImage::ImageRgb8(i.image).to_rgba8();
-                    (i.channel, rgba, i.activation)
+                .map(|i| VisPicture {
+                    channel: i.channel,
+                    variant: i.variant,
+                    image: image::DynamicImage::ImageRgb8(i.image).to_rgba8(),
+                    activation: i.activation,
                 })
                 .collect();
             out.send(Msg::Vis(pictures));
