@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use super::buttons::JobButtons;
 use super::unit_page::PhotoMaps;
-use super::{PAGE, Running, UnitsSettings, UnitsView};
+use super::{PAGE, UnitsSettings, UnitsView};
 use crate::app::widgets;
 use crate::app::workspace::Workspace;
 
@@ -18,32 +19,6 @@ fn placeholder(ui: &mut egui::Ui, hover: &str) -> egui::Response {
     ui.painter()
         .rect_filled(rect, 2.0, ui.visuals().faint_bg_color);
     resp.on_hover_text(hover)
-}
-
-/// A job's start button, and while it runs its progress and stop button.
-pub(super) struct JobButtons<'a> {
-    pub start: &'a str,
-    pub hover: &'a str,
-    /// What the progress counts.
-    pub counting: &'a str,
-    pub stop: &'a str,
-}
-
-impl JobButtons<'_> {
-    /// Draws the buttons; true when the person asked to start.
-    pub(super) fn show<R>(&self, ui: &mut egui::Ui, running: Option<&Running<R>>) -> bool {
-        let start = ui
-            .add_enabled(running.is_none(), egui::Button::new(self.start))
-            .on_hover_text(self.hover);
-        if let Some(run) = running {
-            widgets::busy(ui);
-            widgets::progress(ui, self.counting, run.progress.done, run.progress.total);
-            if ui.button(self.stop).clicked() {
-                run.job.cancel();
-            }
-        }
-        start.clicked()
-    }
 }
 
 impl UnitsView {

@@ -1,9 +1,11 @@
 //! The units view of the Layers panel (issue 16, the window side of `explain::microscope`):
 //! a paged grid with one cell per unit (channel) of the selected layer, each showing the
 //! unit's feature visualisation and its best patch from a folder, and a unit page with the
-//! details. The work runs as two jobs (`work`), their results are cached per model, layer,
-//! folder and settings (`cache`), and the drawing lives in `grid` and `unit_page`.
+//! details. The work runs as jobs (`work`: a page's visualisations, a folder's scan, a unit's
+//! faces), their results are cached per model, layer, folder and settings (`cache`), and the
+//! drawing lives in `grid` and `unit_page` (a job's controls in `buttons`).
 
+mod buttons;
 mod cache;
 mod grid;
 mod unit_page;

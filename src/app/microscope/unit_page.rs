@@ -6,8 +6,8 @@
 //! (images pushed apart by the diversity term).
 
 use super::Running;
+use super::buttons::JobButtons;
 use super::cache::{ScanEntry, UnitResults, VisEntry};
-use super::grid::JobButtons;
 use super::work::{FACES, VisRequest};
 use crate::app::texture::Picture;
 use crate::explain::Map;
