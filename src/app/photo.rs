@@ -85,17 +85,9 @@ pub fn image_from_rgb(img: &image::RgbImage) -> Image {
     Image::from_unit_planes(planes, 3, h, w)
 }
 
-/// Engine planes (0..=255, gray or RGB) as an RGBA picture.
+/// Engine planes (gray or RGB) as an RGBA picture.
 pub fn to_rgba(img: &Image) -> RgbaImage {
-    let (c, h, w) = (img.channels, img.height, img.width);
-    let v = img.values(); // (c, h, w)
-    let px =
-        |ch: usize, i: usize| v[ch.min(c.saturating_sub(1)) * h * w + i].clamp(0.0, 255.0) as u8;
-    let mut out = RgbaImage::new(w as u32, h as u32);
-    for (i, p) in out.pixels_mut().enumerate() {
-        *p = image::Rgba([px(0, i), px(1, i), px(2, i), 255]);
-    }
-    out
+    image::DynamicImage::ImageRgb8(img.to_rgb8()).to_rgba8()
 }
 
 /// A model-space sample `[c, h, w]` with values in [0, 1] (the data layer's decoded images) as

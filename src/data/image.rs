@@ -341,6 +341,22 @@ impl Image {
             Pixels::F32(p) => p.clone(),
         }
     }
+
+    /// As an 8-bit RGB picture: a gray image in all three channels, float values rounded to
+    /// the nearest byte (8-bit images come back exactly).
+    pub fn to_rgb8(&self) -> image::RgbImage {
+        let (c, h, w) = (self.channels, self.height, self.width);
+        let v = self.values(); // (c, h, w) on the 0..=255 scale
+        if c == 0 || v.len() < c * h * w {
+            return image::RgbImage::new(w as u32, h as u32);
+        }
+        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let i = y as usize * w + x as usize;
+            image::Rgb(std::array::from_fn(|ch| {
+                v[ch.min(c - 1) * h * w + i].round().clamp(0.0, 255.0) as u8
+            }))
+        })
+    }
 }
 
 /// Python's `round` (half to even), which torchvision's `CenterCrop` uses for the offsets.
@@ -358,6 +374,19 @@ fn round_half_even(x: f64) -> usize {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_as_rgb_bytes() {
+        // gray, 8-bit: every channel the same byte, exactly
+        let gray = Image::from_unit_planes(vec![0.0, 1.0 / 255.0, 128.0 / 255.0, 1.0], 1, 2, 2);
+        let rgb = gray.to_rgb8();
+        assert_eq!(rgb.get_pixel(0, 1).0, [128, 128, 128]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [1, 1, 1]);
+        // colour, not 8-bit: the nearest byte per plane
+        let colour = Image::from_unit_planes(vec![0.5, 0.2, 0.999], 3, 1, 1);
+        assert!(matches!(colour.pixels, Pixels::F32(_)));
+        assert_eq!(colour.to_rgb8().get_pixel(0, 0).0, [128, 51, 255]);
+    }
 
     #[test]
     fn taps_cover_the_source_and_sum_to_one() {

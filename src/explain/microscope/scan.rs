@@ -13,7 +13,6 @@ use super::receptive::{Field, receptive_fields};
 use super::units::UnitLayer;
 use super::visualise::stack;
 use crate::engine::{ForwardOptions, Graph, Keep, Tensor};
-use crate::explain::dream::planes_to_image;
 use crate::explain::{Control, ExplainError, ExplainResult};
 use crate::models::Preprocess;
 use crate::models::preprocess::{Image, fit};
@@ -362,13 +361,7 @@ pub fn crop_patch(hit: &Hit, preprocess: &Preprocess) -> ExplainResult<image::Rg
     let image = hit.source.open()?;
     let fitted = fit(&image, preprocess);
     let (h, w) = (fitted.height, fitted.width);
-    let hw = h * w;
-    let unit = fitted.unit_values(); // (c, h, w)
-    let planes: Vec<f32> = match fitted.channels {
-        1 => unit.iter().chain(&unit).chain(&unit).copied().collect(),
-        _ => unit[..3 * hw].to_vec(),
-    };
-    let rgb = planes_to_image(&planes, h, w);
+    let rgb = fitted.to_rgb8();
     let [top, left, bottom, right] = hit.bbox;
     let (bottom, right) = (bottom.min(h), right.min(w));
     if top >= bottom || left >= right {
