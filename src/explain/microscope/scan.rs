@@ -174,14 +174,17 @@ impl UnitScan {
         }
     }
 
-    fn offer(&mut self, hit: Hit, keep: usize) {
-        self.histogram.add(hit.score);
-        self.max_mean = self.max_mean.max(hit.mean);
-        if self.top.len() == keep && self.top.last().is_some_and(|l| l.score >= hit.score) {
+    /// Counts an image's `score` (peak) and `mean`; `hit` makes the image's entry (a copy of
+    /// its path) only when it enters the best `keep` — for most images of a large folder it
+    /// does not, and this runs for every image and unit.
+    fn offer(&mut self, score: f32, mean: f32, keep: usize, hit: impl FnOnce() -> Hit) {
+        self.histogram.add(score);
+        self.max_mean = self.max_mean.max(mean);
+        if self.top.len() == keep && self.top.last().is_some_and(|l| l.score >= score) {
             return;
         }
-        let at = self.top.partition_point(|h| h.score >= hit.score);
-        self.top.insert(at, hit);
+        let at = self.top.partition_point(|h| h.score >= score);
+        self.top.insert(at, hit());
         self.top.truncate(keep);
     }
 }
@@ -335,22 +338,21 @@ fn record(
                     if v > bv { (j, v) } else { (bi, bv) }
                 },
             );
-            let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64;
-            let at = [arg / w, arg % w];
-            let bbox = match field {
-                Some(f) if plane > 1 => f.box_at(at[0], at[1], input_size),
-                _ => whole,
-            };
-            unit.offer(
+            let mean = (values.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32;
+            unit.offer(peak, mean, top, || {
+                let at = [arg / w, arg % w];
+                let bbox = match field {
+                    Some(f) if plane > 1 => f.box_at(at[0], at[1], input_size),
+                    _ => whole,
+                };
                 Hit {
                     source: chunk[*i].clone(),
                     score: peak,
-                    mean: mean as f32,
+                    mean,
                     at,
                     bbox,
-                },
-                top,
-            );
+                }
+            });
         }
     }
     Ok(())
@@ -404,14 +406,14 @@ mod tests {
     fn a_unit_keeps_its_best_in_order() {
         let mut u = UnitScan::new(0, 8);
         for (i, s) in [3.0f32, 1.0, 5.0, 4.0, 2.0].into_iter().enumerate() {
-            let hit = Hit {
+            let hit = || Hit {
                 source: Source::File(PathBuf::from(format!("{i}.png"))),
                 score: s,
                 mean: s / 2.0,
                 at: [0, 0],
                 bbox: [0, 0, 1, 1],
             };
-            u.offer(hit, 3);
+            u.offer(s, s / 2.0, 3, hit);
         }
         let scores: Vec<f32> = u.top.iter().map(|h| h.score).collect();
         assert_eq!(scores, vec![5.0, 4.0, 3.0]);
