@@ -16,6 +16,7 @@ use super::{CliError, CliResult};
 use crate::data::Skipped;
 use crate::engine::tensor::fmt_shape;
 use crate::engine::{Graph, Tensor, ValueId};
+use crate::explain::Progress;
 use crate::models::Model;
 use crate::models::preprocess::load_image;
 use crate::train;
@@ -199,6 +200,14 @@ pub fn progress_bar(json: bool) -> ProgressBar {
         pb.set_style(style.progress_chars("=> "));
     }
     pb
+}
+
+/// A library job's progress (`Control::progress`) shown on `pb`.
+pub fn show_progress(pb: &ProgressBar) -> impl Fn(Progress) + '_ {
+    move |p: Progress| {
+        pb.set_length(p.total as u64);
+        pb.set_position(p.done as u64);
+    }
 }
 
 #[cfg(test)]

@@ -15,16 +15,15 @@
 //! A bad input is reported (naming it) and the others are still processed; the exit code is
 //! non-zero at the end if anything failed.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::common::{find_layer, finish_inputs, npy_inputs, write_npy};
+use super::common::{find_layer, finish_inputs, npy_inputs, progress_bar, write_npy};
 use super::resolve;
 use super::{CliError, CliResult};
 use crate::engine::Tensor;
@@ -213,7 +212,10 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         raw: args.raw,
     };
     let total = jobs.len() + failed.len();
-    let progress = progress_bar(jobs.len(), args.json);
+    let progress = progress_bar(args.json);
+    progress.set_length(jobs.len() as u64);
+    progress.set_prefix("explain");
+    progress.set_message("images");
     let failures = Mutex::new(Vec::new());
     let single = args.input_npy.as_ref().is_some_and(|_| jobs.len() == 1);
     let each = |job: &Job| {
@@ -279,19 +281,6 @@ fn run_workers(
         }
     });
     Ok(())
-}
-
-fn progress_bar(len: usize, json: bool) -> ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
-        return ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::hidden());
-    }
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {elapsed} elapsed, eta {eta}")
-    {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// `--target`: an index below `classes`, or a label (case-insensitive, unambiguous).

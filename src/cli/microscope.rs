@@ -22,14 +22,14 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::common::{find_layer, progress_bar};
+use super::common::{find_layer, progress_bar, show_progress};
 use super::resolve;
 use super::{CliError, CliResult};
+use crate::explain::Control;
 use crate::explain::microscope::{
     ScanConfig, ScanReport, Source, UnitImage, UnitLayer, VisConfig, crop_patch, image_files,
     parse_channels, scan_folder, visualise_units,
 };
-use crate::explain::{Control, Progress};
 use crate::models::Model;
 use crate::render::save_png;
 
@@ -179,10 +179,7 @@ fn scan(
 ) -> CliResult<ScanReport> {
     let pb = progress_bar(args.json);
     pb.set_prefix("scan");
-    let report = |p: Progress| {
-        pb.set_length(p.total as u64);
-        pb.set_position(p.done as u64);
-    };
+    let report = show_progress(&pb);
     let config = ScanConfig {
         batch: args.scan_batch,
         top: args.top,
@@ -251,10 +248,7 @@ fn visualise(
     };
     let pb = progress_bar(args.json);
     pb.set_prefix("visualise");
-    let report = |p: Progress| {
-        pb.set_length(p.total as u64);
-        pb.set_position(p.done as u64);
-    };
+    let report = show_progress(&pb);
     let ctl = Control {
         progress: Some(&report),
         cancel: None,
