@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{convscope, stderr, stdout};
+use common::{convscope, json_lines, stderr, stdout};
 
 /// `sum(p.numel() for p in refmodels.SmileCNN().parameters())`:
 /// conv1 3·16·25+16 = 1216, bn1 32, conv2 16·16·25+16 = 6416, bn2 32, conv3 16·32·9+32 = 4640,
@@ -15,10 +15,7 @@ const SMILE_CNN_PARAMS: u64 = 1_070_545;
 fn summary_json_of_the_smile_cnn() {
     let o = convscope(&["summary", "--model", "smile-cnn", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     assert_eq!(lines.len(), 21, "20 nodes and a totals line");
     let flatten = lines
         .iter()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{convscope, stderr, stdout};
+use common::{convscope, json_lines, stderr, stdout};
 use serde_json::Value;
 
 #[test]
@@ -31,10 +31,7 @@ fn json_reports_one_line_per_reported_step() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     let steps: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, vec![2, 4, 6]);
     for l in &lines {

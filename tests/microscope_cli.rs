@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{convscope, stderr, stdout};
+use common::{convscope, json_lines, stderr};
 use serde_json::Value;
 
 const LAYER: &str = "/_blocks.6/_swish/Clip";
@@ -48,10 +48,7 @@ fn the_bundled_model_and_photos_write_every_output() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     assert_eq!(lines.len(), 5, "a line per unit and a summary");
     let units: Vec<u64> = lines[..4]
         .iter()

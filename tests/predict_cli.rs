@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use convscope::models::description::Preprocess;
 use convscope::models::preprocess::{Image, Pixels, fit};
@@ -16,14 +15,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{convscope, stderr, stdout};
-
-fn json_lines(o: &Output) -> Vec<Value> {
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{convscope, json_lines, stderr, stdout};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)

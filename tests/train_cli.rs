@@ -8,17 +8,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{convscope, shared_path};
+use common::{convscope, json_lines, shared_path};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    text(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
 }
 
 /// A tiny synthetic run writing a checkpoint to `out`.

@@ -213,6 +213,15 @@ pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Each line of a `--json` run's stdout, parsed (a line that is not JSON fails the test,
+/// naming the line).
+pub fn json_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
 /// The request for d output[class] / d input of a graph's (first) input: a one-hot seed at
 /// `out`, shaped like that output (`shape`), no parameter gradients.
 pub fn class_to_input_request(
